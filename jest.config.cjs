@@ -1,0 +1,15 @@
+// Jest runs the TypeScript sources through swc (CommonJS output); `tsc --noEmit` type-checks
+// separately (npm run typecheck). ESM-style `.js` import suffixes are mapped back to the sources.
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  transform: {
+    '^.+\\.(t|j)s$': [
+      '@swc/jest',
+      { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } },
+    ],
+  },
+  moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
+  testTimeout: 120000,
+};

@@ -1,0 +1,2 @@
+/** Talos public API: re-exports only. */
+export * from './errors.js';
