@@ -65,7 +65,10 @@ export class InvalidArgumentError extends TalosError {
 /** A value pointer whose segment has no entry in the segment map: a protocol violation, never a guess. */
 export class MissingSegmentMappingError extends TalosError {
   constructor(readonly primarySegmentOffset: number) {
-    super('MISSING_SEGMENT_MAPPING', `no segment-map entry for primary segment at offset ${primarySegmentOffset}`);
+    super(
+      'MISSING_SEGMENT_MAPPING',
+      `no segment-map entry for primary segment at offset ${primarySegmentOffset}`,
+    );
   }
 }
 

@@ -1,0 +1,167 @@
+/**
+ * Read access to one index segment on a device. The trailer (block index, key range) is loaded on
+ * first use and kept; blocks are read one at a time, CRC-checked, decoded and kept in a shared LRU
+ * block cache. A corrupt trailer or block raises CorruptSegmentError for the lookups that need it,
+ * while every other segment keeps serving.
+ */
+import { LRUCache } from 'lru-cache';
+import { CorruptSegmentError } from '../errors.js';
+import { crc32c } from './crc.js';
+import type { Device } from './device.js';
+import {
+  type DecodedBlock,
+  decodeBlock,
+  decodeIndexMeta,
+  INDEX_FOOTER_BYTES,
+  type IndexSegmentMeta,
+} from './index-segment.js';
+import type { IndexEntry } from './memtable.js';
+
+export type BlockCache = LRUCache<number, DecodedBlock>;
+
+export function createBlockCache(maxBytes: number): BlockCache {
+  return new LRUCache<number, DecodedBlock>({
+    maxSize: Math.max(maxBytes, 1),
+    // Decoded blocks cost about three times their encoded size (strings, arrays).
+    sizeCalculation: (block) => 64 + block.keys.length * 96,
+  });
+}
+
+let nextReaderSerial = 1;
+const BLOCKS_PER_SERIAL = 1 << 20;
+
+/** Describes one index segment of a level; held in the manifest. */
+export interface IndexSegmentDescriptor {
+  offset: number;
+  usedBytes: number;
+  entryCount: number;
+  tombstoneCount: number;
+  minKey: string;
+  maxKey: string;
+}
+
+export class IndexSegmentReader {
+  readonly name: string;
+  private meta: IndexSegmentMeta | undefined;
+  private readonly serial = nextReaderSerial++;
+
+  constructor(
+    private readonly device: Device,
+    readonly descriptor: IndexSegmentDescriptor,
+    private readonly cache: BlockCache,
+  ) {
+    this.name = `index@${descriptor.offset}`;
+  }
+
+  private loadMeta(): IndexSegmentMeta {
+    if (this.meta !== undefined) return this.meta;
+    const { offset, usedBytes } = this.descriptor;
+    if (usedBytes < INDEX_FOOTER_BYTES) throw new CorruptSegmentError(this.name, 'too short');
+    const footer = this.device.read(offset + usedBytes - INDEX_FOOTER_BYTES, INDEX_FOOTER_BYTES, 'index');
+    const blockIndexOffset = footer.readUInt32LE(16);
+    if (blockIndexOffset >= usedBytes)
+      throw new CorruptSegmentError(this.name, 'block index offset out of range');
+    const trailer = this.device.read(offset + blockIndexOffset, usedBytes - blockIndexOffset, 'index');
+    const meta = decodeIndexMeta(trailer, blockIndexOffset, usedBytes, this.name);
+    if (meta.minKey !== this.descriptor.minKey || meta.maxKey !== this.descriptor.maxKey) {
+      throw new CorruptSegmentError(this.name, 'key range differs from the manifest');
+    }
+    this.meta = meta;
+    return meta;
+  }
+
+  private block(i: number): DecodedBlock {
+    const cacheKey = this.serial * BLOCKS_PER_SERIAL + i;
+    const cached = this.cache.get(cacheKey);
+    if (cached !== undefined) return cached;
+    const meta = this.loadMeta();
+    const start = meta.blockOffsets[i]!;
+    const length = meta.blockLengths[i]!;
+    const bytes = this.device.read(this.descriptor.offset + start, length, 'index');
+    if (crc32c(bytes) !== meta.blockCrcs[i])
+      throw new CorruptSegmentError(this.name, `block ${i} crc mismatch`);
+    const block = decodeBlock(bytes, 0, length, this.name);
+    this.cache.set(cacheKey, block);
+    return block;
+  }
+
+  /** Index of the block that may hold `key`: the last one whose first key is <= key. */
+  private blockFor(key: string): number {
+    const firstKeys = this.loadMeta().blockFirstKeys;
+    let lo = 0;
+    let hi = firstKeys.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (firstKeys[mid]! <= key) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  get(key: string): IndexEntry | undefined {
+    if (key < this.descriptor.minKey || key > this.descriptor.maxKey) return undefined;
+    const block = this.block(this.blockFor(key));
+    const i = lowerBound(block.keys, key);
+    if (block.keys[i] !== key) return undefined;
+    return { pointer: block.pointers[i]!, lsn: block.lsns[i]!, tombstone: block.tombstones[i]! };
+  }
+
+  /** Entries within [gte, lt), ascending or descending. */
+  *range(gte: string | undefined, lt: string | undefined, reverse: boolean): Generator<[string, IndexEntry]> {
+    const { minKey, maxKey } = this.descriptor;
+    if ((gte !== undefined && maxKey < gte) || (lt !== undefined && minKey >= lt)) return;
+    const blockCount = this.loadMeta().blockCount;
+    if (!reverse) {
+      for (let b = gte === undefined ? 0 : this.blockFor(gte); b < blockCount; b++) {
+        const block = this.block(b);
+        for (let i = gte === undefined ? 0 : lowerBound(block.keys, gte); i < block.keys.length; i++) {
+          const key = block.keys[i]!;
+          if (lt !== undefined && key >= lt) return;
+          yield [key, { pointer: block.pointers[i]!, lsn: block.lsns[i]!, tombstone: block.tombstones[i]! }];
+        }
+      }
+    } else {
+      for (let b = lt === undefined ? blockCount - 1 : this.blockFor(lt); b >= 0; b--) {
+        const block = this.block(b);
+        const start = lt === undefined ? block.keys.length - 1 : lowerBound(block.keys, lt) - 1;
+        for (let i = start; i >= 0; i--) {
+          const key = block.keys[i]!;
+          if (gte !== undefined && key < gte) return;
+          yield [key, { pointer: block.pointers[i]!, lsn: block.lsns[i]!, tombstone: block.tombstones[i]! }];
+        }
+      }
+    }
+  }
+
+  /** Every entry in key order from one sequential read of the whole segment (for compaction). */
+  *scanAll(): Generator<[string, IndexEntry]> {
+    const meta = this.loadMeta();
+    const bytes = this.device.read(this.descriptor.offset, meta.blockIndexOffset, 'index');
+    for (let b = 0; b < meta.blockCount; b++) {
+      const start = meta.blockOffsets[b]!;
+      const length = meta.blockLengths[b]!;
+      if (crc32c(bytes.subarray(start, start + length)) !== meta.blockCrcs[b]) {
+        throw new CorruptSegmentError(this.name, `block ${b} crc mismatch`);
+      }
+      const block = decodeBlock(bytes, start, length, this.name);
+      for (let i = 0; i < block.keys.length; i++) {
+        yield [
+          block.keys[i]!,
+          { pointer: block.pointers[i]!, lsn: block.lsns[i]!, tombstone: block.tombstones[i]! },
+        ];
+      }
+    }
+  }
+}
+
+/** First index i with keys[i] >= key (keys.length if none). */
+export function lowerBound(keys: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = keys.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (keys[mid]! < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

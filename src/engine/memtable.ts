@@ -1,0 +1,77 @@
+/**
+ * L0: the in-memory level. A B+tree (sorted-btree) from key to the newest log pointer for it.
+ * Keys are held as latin1 strings — one char per byte — so JavaScript's string comparison gives
+ * exactly the unsigned byte order of the keys, without calling into Buffer.compare.
+ *
+ * `bytes` approximates the index bytes this L0 will become (key + fixed entry overhead), which is
+ * what `l0Bytes` bounds.
+ */
+import sortedBtree from 'sorted-btree';
+import { assert } from '../assert.js';
+
+// sorted-btree is CommonJS with `exports.default`: Node's ESM loader hands us module.exports as the
+// default import, while CommonJS interop (jest) unwraps it to the class. Accept both shapes.
+const BTree = (sortedBtree.default ?? sortedBtree) as typeof sortedBtree.default;
+
+export interface IndexEntry {
+  pointer: number;
+  lsn: number;
+  tombstone: boolean;
+}
+
+/** Encoded size of an index entry apart from its key bytes (see index-segment.ts). */
+export const ENTRY_OVERHEAD_BYTES = 19;
+
+export class Memtable {
+  private readonly tree = new BTree<string, IndexEntry>();
+  private byteCount = 0;
+  /** Highest lsn inserted, 0 when empty. */
+  maxLsn = 0;
+
+  get bytes(): number {
+    return this.byteCount;
+  }
+
+  get size(): number {
+    return this.tree.size;
+  }
+
+  insert(key: string, entry: IndexEntry): void {
+    const previous = this.tree.get(key);
+    if (previous !== undefined) {
+      assert(
+        entry.lsn > previous.lsn,
+        () => `L0 insert out of order for a key: lsn ${entry.lsn} after ${previous.lsn}`,
+      );
+    } else {
+      this.byteCount += key.length + ENTRY_OVERHEAD_BYTES;
+    }
+    this.tree.set(key, entry);
+    if (entry.lsn > this.maxLsn) this.maxLsn = entry.lsn;
+  }
+
+  get(key: string): IndexEntry | undefined {
+    return this.tree.get(key);
+  }
+
+  /** Entries in key order within [gte, lt) (either bound optional), ascending or descending. */
+  *range(gte: string | undefined, lt: string | undefined, reverse: boolean): Generator<[string, IndexEntry]> {
+    if (!reverse) {
+      const it = this.tree.entries(gte);
+      for (let next = it.next(); !next.done; next = it.next()) {
+        const pair = next.value;
+        if (lt !== undefined && pair[0] >= lt) return;
+        yield pair;
+      }
+    } else {
+      // entriesReversed(k) starts at the highest key <= k; lt is exclusive, so skip an exact hit.
+      const it = this.tree.entriesReversed(lt);
+      for (let next = it.next(); !next.done; next = it.next()) {
+        const pair = next.value;
+        if (lt !== undefined && pair[0] >= lt) continue;
+        if (gte !== undefined && pair[0] < gte) return;
+        yield pair;
+      }
+    }
+  }
+}

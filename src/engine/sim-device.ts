@@ -1,0 +1,231 @@
+/**
+ * SimDevice: an in-memory device with a crash model, for tests and the simulator.
+ *
+ * It keeps two images: `current` (what reads see) and `durable` (what survives a crash), plus the
+ * list of writes issued since the last `sync()`. `sync()` applies those writes to the durable
+ * image. `crash()` rebuilds `current` from the durable image plus a seeded-random subset of the
+ * unsynced writes: each is kept or dropped, and the last one kept may be torn (only a prefix of
+ * it lands). That is the behaviour a real disk without barriers is allowed to show. Metadata
+ * files are replaced atomically and durably, as FileDevice does.
+ */
+import { TalosError } from '../errors.js';
+import { cloneIoStats, type Device, emptyIoStats, type IoCategory, type IoStats } from './device.js';
+import { createPrng, type Prng } from './prng.js';
+
+export interface SimCrashOptions {
+  /** Probability that an unsynced write survives the crash (default 0.5). */
+  keepProbability?: number;
+  /** Probability that the last surviving unsynced write is torn (default 0.5). */
+  tearProbability?: number;
+}
+
+export interface SimCrashReport {
+  unsyncedWriteCount: number;
+  keptCount: number;
+  torn: boolean;
+}
+
+interface PendingWrite {
+  offset: number;
+  bytes: Buffer;
+}
+
+class ByteImage {
+  buf = Buffer.alloc(0);
+  size = 0;
+
+  ensure(end: number): void {
+    if (end <= this.buf.length) {
+      this.size = Math.max(this.size, end);
+      return;
+    }
+    const grown = Buffer.alloc(Math.max(end, this.buf.length * 2, 64 * 1024));
+    this.buf.copy(grown, 0, 0, this.size);
+    this.buf = grown;
+    this.size = end;
+  }
+
+  write(offset: number, bytes: Uint8Array): void {
+    this.ensure(offset + bytes.length);
+    this.buf.set(bytes, offset);
+  }
+
+  read(offset: number, length: number): Buffer {
+    const out = Buffer.alloc(length);
+    if (offset < this.size) this.buf.copy(out, 0, offset, Math.min(this.size, offset + length));
+    return out;
+  }
+
+  clone(): ByteImage {
+    const copy = new ByteImage();
+    copy.buf = Buffer.from(this.buf.subarray(0, this.size));
+    copy.size = this.size;
+    return copy;
+  }
+}
+
+/** An operation through a device view that a crash has cut off (its process is 'dead'). */
+export class DeviceCrashedError extends TalosError {
+  constructor(name: string) {
+    super('DEVICE_CRASHED', `${name}: this view of the device died in a crash`);
+  }
+}
+
+export class SimDevice implements Device {
+  readonly name: string;
+  private current = new ByteImage();
+  private durable = new ByteImage();
+  private pending: PendingWrite[] = [];
+  private readonly meta = new Map<string, Buffer>();
+  private readonly prng: Prng;
+  private stats = emptyIoStats();
+  private powerCycle = 0;
+  private scheduledCrash: { remaining: number; options: SimCrashOptions } | undefined;
+  /** The report of the last crash, scheduled or explicit. */
+  lastCrash: SimCrashReport | undefined;
+
+  constructor(options: { seed?: number; name?: string } = {}) {
+    this.prng = createPrng(options.seed ?? 1);
+    this.name = options.name ?? 'sim-device';
+  }
+
+  read(offset: number, length: number, category: IoCategory): Buffer {
+    this.stats.readBytes[category] += length;
+    this.stats.readCount++;
+    return this.current.read(offset, length);
+  }
+
+  write(offset: number, bytes: Uint8Array, category: IoCategory): void {
+    const copy = Buffer.from(bytes);
+    this.current.write(offset, copy);
+    this.pending.push({ offset, bytes: copy });
+    this.stats.writtenBytes[category] += bytes.length;
+    this.stats.writeCount++;
+  }
+
+  sync(): void {
+    for (const w of this.pending) this.durable.write(w.offset, w.bytes);
+    this.pending = [];
+    this.stats.syncCount++;
+  }
+
+  readMeta(name: string): Buffer | undefined {
+    const bytes = this.meta.get(name);
+    if (bytes === undefined) return undefined;
+    this.stats.readBytes.manifest += bytes.length;
+    this.stats.readCount++;
+    return Buffer.from(bytes);
+  }
+
+  writeMetaAtomic(name: string, bytes: Uint8Array): void {
+    this.meta.set(name, Buffer.from(bytes));
+    this.stats.writtenBytes.manifest += bytes.length;
+    this.stats.writeCount++;
+    this.stats.syncCount++;
+  }
+
+  /** Overwrites bytes in both images, bypassing the crash model: for corruption tests. */
+  corrupt(offset: number, bytes: Uint8Array): void {
+    this.current.write(offset, bytes);
+    this.durable.write(offset, bytes);
+  }
+
+  /** Replaces a metadata file in place, bypassing atomicity: for corruption tests. */
+  corruptMeta(name: string, bytes: Uint8Array): void {
+    this.meta.set(name, Buffer.from(bytes));
+  }
+
+  /** Number of writes issued since the last sync. */
+  get unsyncedWriteCount(): number {
+    return this.pending.length;
+  }
+
+  /**
+   * Simulates power loss: unsynced writes are dropped or kept at random (seeded), and the last
+   * kept one may be torn. After this the device reads as a freshly restarted disk would.
+   */
+  crash(options: SimCrashOptions = {}): SimCrashReport {
+    const keepProbability = options.keepProbability ?? 0.5;
+    const tearProbability = options.tearProbability ?? 0.5;
+    const kept = this.pending.filter(() => this.prng.chance(keepProbability));
+    let torn = false;
+    kept.forEach((w, i) => {
+      let bytes = w.bytes;
+      if (i === kept.length - 1 && bytes.length > 1 && this.prng.chance(tearProbability)) {
+        bytes = bytes.subarray(0, this.prng.int(1, bytes.length - 1));
+        torn = true;
+      }
+      this.durable.write(w.offset, bytes);
+    });
+    const report = { unsyncedWriteCount: this.pending.length, keptCount: kept.length, torn };
+    this.pending = [];
+    this.current = this.durable.clone();
+    this.powerCycle++;
+    this.scheduledCrash = undefined;
+    this.lastCrash = report;
+    return report;
+  }
+
+  /**
+   * Schedules a power loss inside a later mutating operation (write, sync or metadata replace)
+   * issued through a view: the `operationCount`-th one does not happen; the device crashes instead
+   * and the caller gets DeviceCrashedError. This is how tests cut a seal, a compaction or a
+   * manifest update in the middle.
+   */
+  scheduleCrash(operationCount: number, options: SimCrashOptions = {}): void {
+    this.scheduledCrash = { remaining: Math.max(1, operationCount), options };
+  }
+
+  get crashPending(): boolean {
+    return this.scheduledCrash !== undefined;
+  }
+
+  private maybeCrashNow(): void {
+    const scheduled = this.scheduledCrash;
+    if (scheduled === undefined) return;
+    scheduled.remaining--;
+    if (scheduled.remaining > 0) return;
+    this.crash(scheduled.options);
+    throw new DeviceCrashedError(this.name);
+  }
+
+  /**
+   * A view of this device for one 'process lifetime': it forwards every call until the next
+   * `crash()`, then throws DeviceCrashedError. A store opened on a view and abandoned at a crash
+   * can therefore never write past the crash (its background work fails instead).
+   */
+  attach(): Device {
+    const cycle = this.powerCycle;
+    const live = (): SimDevice => {
+      if (this.powerCycle !== cycle) throw new DeviceCrashedError(this.name);
+      return this;
+    };
+    const mutating = (): SimDevice => {
+      live().maybeCrashNow();
+      return this;
+    };
+    return {
+      name: this.name,
+      read: (offset, length, category) => live().read(offset, length, category),
+      write: (offset, bytes, category) => mutating().write(offset, bytes, category),
+      sync: () => mutating().sync(),
+      readMeta: (name) => live().readMeta(name),
+      writeMetaAtomic: (name, bytes) => mutating().writeMetaAtomic(name, bytes),
+      io: () => this.io(),
+      close: () => {},
+    };
+  }
+
+  io(): IoStats {
+    return cloneIoStats(this.stats);
+  }
+
+  /** Zeroes the I/O counters (between phases of a measurement). */
+  resetIo(): void {
+    this.stats = emptyIoStats();
+  }
+
+  close(): void {
+    // Memory stays: a SimDevice outlives the store that used it, so tests can reopen or crash it.
+  }
+}

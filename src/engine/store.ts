@@ -1,0 +1,1223 @@
+/**
+ * Store: a single-node LSM key-value store with KV separation (DESIGN §3). It knows nothing about
+ * replication; it exposes hooks and backup-side entry points the replication actors build on.
+ *
+ * Write path (put/delete):
+ *   validate → encode the record into the active log segment (held in memory) → insert the key's
+ *   pointer into L0 → resolve. With syncPolicy 'always' the insert and the resolve wait for a group
+ *   commit: every record appended in the same turn is written and fdatasync'ed once.
+ *
+ * Seal: when a record does not fit, the active segment is padded with zeros, written whole and
+ *   synced; the next segment is allocated and the manifest records both before any byte lands in
+ *   the new one. Hook `segmentSealed`.
+ *
+ * Flush: when L0 reaches l0Bytes it is frozen (a new L0 takes writes), the log tail is synced (every
+ *   pointer in the frozen L0 must resolve after a crash), and a background job merges the frozen L0
+ *   with the overlapping L1 segments into new L1 segments. Commit writes the manifest with the new
+ *   levels and `replayFrom` = the log position right after the frozen L0's last record, then frees
+ *   the replaced segments.
+ *
+ * Compaction: while some Li (1 ≤ i < maxLevels) holds more than l0Bytes·growthFactor^i bytes, Li is
+ *   merged with the overlapping part of Li+1 into new Li+1 segments (newest lsn wins; tombstones are
+ *   dropped when no deeper level holds data). If nothing in Li+1 overlaps, Li's segments move down
+ *   unchanged (trivial move). Hooks `indexSegmentWritten` per output segment and
+ *   `compactionCommitted` per commit. One job runs at a time; writers wait only if L0 fills again
+ *   while the previous L0 is still being flushed.
+ *
+ * Recovery: read the manifest, open the levels lazily, replay the log from `replayFrom` into L0. In
+ *   the active segment the CRC and lsn continuity decide where the valid prefix ends; the bytes past
+ *   it are zeroed on the device so stale records can never be revived later.
+ */
+import { assert, assertOffset } from '../assert.js';
+import {
+  CorruptSegmentError,
+  InvalidArgumentError,
+  KeyTooLargeError,
+  StoreClosedError,
+  TalosError,
+  ValueTooLargeError,
+} from '../errors.js';
+import { crc32c } from './crc.js';
+import { cloneIoStats, type Device, type IoStats } from './device.js';
+import { FileDevice } from './file-device.js';
+import { type CompactionCommittedEvent, StoreHooks } from './hooks.js';
+import { IndexSegmentBuilder, translateIndexSegment, verifyIndexSegment } from './index-segment.js';
+import {
+  type BlockCache,
+  createBlockCache,
+  type IndexSegmentDescriptor,
+  IndexSegmentReader,
+} from './index-segment-reader.js';
+import {
+  type LogPosition,
+  type LogSegmentEntry,
+  type ManifestData,
+  readManifest,
+  type StoreRole,
+  writeManifest,
+} from './manifest.js';
+import { type IndexEntry, Memtable } from './memtable.js';
+import { type EntryStream, mergeStreams } from './merge.js';
+import {
+  announcedRecordLength,
+  decodeRecord,
+  encodeRecord,
+  parseRecords,
+  RECORD_HEADER_BYTES,
+  recordBytes,
+} from './record.js';
+import { SegmentAllocator } from './segment-allocator.js';
+
+export type Bytes = Uint8Array | string;
+export type SyncPolicy = 'always' | 'seal';
+
+export interface StoreOptions {
+  /** Directory for a FileDevice (created if missing). Exactly one of `dir` and `device`. */
+  dir?: string;
+  /** A device to use; the caller keeps ownership (close() does not close it). */
+  device?: Device;
+  /** Fixed size of log and index segments (default 2 MiB). Fixed for the life of a store. */
+  segmentBytes?: number;
+  /** Size of L0 in index bytes before it is flushed to L1 (default 4 MiB). */
+  l0Bytes?: number;
+  /** Size ratio between consecutive levels (default 8). */
+  growthFactor?: number;
+  /** Number of on-device levels L1..Ln (default 5). */
+  maxLevels?: number;
+  /** 'always': a write resolves once durable (group commit); 'seal': durable at seal/flush/sync(). */
+  syncPolicy?: SyncPolicy;
+  maxKeyBytes?: number;
+  maxValueBytes?: number;
+  /** Decoded index blocks kept in memory (default 32 MiB). */
+  blockCacheBytes?: number;
+  /** Run flushes and compactions in the background by themselves (default true). */
+  autoCompact?: boolean;
+  /** Role of a new store; an existing store keeps the role its manifest records. */
+  role?: StoreRole;
+}
+
+export interface ScanOptions {
+  gte?: Bytes;
+  lt?: Bytes;
+  limit?: number;
+  reverse?: boolean;
+}
+
+export interface KeyValue {
+  key: Buffer;
+  value: Buffer;
+}
+
+export interface LevelStats {
+  level: number;
+  segmentCount: number;
+  bytes: number;
+  entryCount: number;
+  maxBytes: number;
+}
+
+export interface StoreStats {
+  role: StoreRole;
+  nextLsn: number;
+  l0: { entryCount: number; bytes: number; frozenEntryCount: number };
+  levels: LevelStats[];
+  logSegmentCount: number;
+  segmentsInUse: number;
+  flushCount: number;
+  compactionCount: number;
+  trivialMoveCount: number;
+  /** Key + value bytes accepted from users. */
+  userBytes: number;
+  /** Device bytes written (all categories) ÷ userBytes. */
+  writeAmplification: number;
+  io: IoStats;
+  recovery: RecoveryReport;
+}
+
+export interface RecoveryReport {
+  replayedRecordCount: number;
+  replayedBytes: number;
+  /** Segments found corrupt while replaying; their unreadable records were skipped. */
+  corruptSegments: string[];
+}
+
+/** The store stopped after a device or invariant failure; `cause` is the first error. Reopen to recover. */
+export class StoreFailedError extends TalosError {
+  constructor(cause: unknown) {
+    super(
+      'STORE_FAILED',
+      `the store stopped after an earlier failure: ${cause instanceof Error ? cause.message : String(cause)}`,
+      {
+        cause,
+      },
+    );
+  }
+}
+
+/** A write refused because the store is a backup (it only takes shipped segments). */
+export class NotWritableError extends TalosError {
+  constructor(role: StoreRole) {
+    super('NOT_WRITABLE', `a ${role} store does not accept writes`);
+  }
+}
+
+interface ActiveSegment {
+  seq: number;
+  offset: number;
+  buf: Buffer;
+  usedBytes: number;
+  /** Prefix already written to the device. */
+  writtenBytes: number;
+}
+
+interface LevelSegment {
+  descriptor: IndexSegmentDescriptor;
+  reader: IndexSegmentReader;
+}
+
+interface PendingWrite {
+  key: string;
+  entry: IndexEntry;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+const DEFAULTS = {
+  segmentBytes: 2 * 1024 * 1024,
+  l0Bytes: 4 * 1024 * 1024,
+  growthFactor: 8,
+  maxLevels: 5,
+  syncPolicy: 'seal' as SyncPolicy,
+  maxKeyBytes: 1024,
+  maxValueBytes: 16 * 1024 * 1024,
+  blockCacheBytes: 32 * 1024 * 1024,
+};
+
+export class Store {
+  readonly hooks = new StoreHooks();
+  readonly segmentBytes: number;
+  readonly l0Bytes: number;
+  readonly growthFactor: number;
+  readonly maxLevels: number;
+  readonly syncPolicy: SyncPolicy;
+  readonly maxKeyBytes: number;
+  readonly maxValueBytes: number;
+  readonly role: StoreRole;
+
+  private readonly device: Device;
+  private readonly ownsDevice: boolean;
+  private readonly autoCompact: boolean;
+  private readonly cache: BlockCache;
+  private readonly allocator: SegmentAllocator;
+
+  private log: LogSegmentEntry[];
+  private active: ActiveSegment | undefined;
+  private replayFrom: LogPosition;
+  private nextLsn: number;
+  private nextCompactionId: number;
+  private levels: LevelSegment[][];
+  private readonly segmentMap: Map<number, number>;
+  private readonly indexMap: Map<number, number>;
+  /** Backup: shipped index segments written but not yet committed (primary offset → descriptor). */
+  private readonly shippedPending = new Map<number, IndexSegmentDescriptor>();
+
+  private l0 = new Memtable();
+  private frozen: { memtable: Memtable; replayFrom: LogPosition } | undefined;
+  private background: Promise<void> | undefined;
+  /** The first device or invariant failure: the store is fail-stop after it (LevelDB's bg error). */
+  private fatalError: unknown;
+  private pending: PendingWrite[] = [];
+  private commitScheduled = false;
+  private closed = false;
+
+  private flushCount = 0;
+  private compactionCount = 0;
+  private trivialMoveCount = 0;
+  private userBytes = 0;
+  private readonly recovery: RecoveryReport = {
+    replayedRecordCount: 0,
+    replayedBytes: 0,
+    corruptSegments: [],
+  };
+
+  private constructor(
+    device: Device,
+    ownsDevice: boolean,
+    options: StoreOptions,
+    manifest: ManifestData | undefined,
+  ) {
+    this.device = device;
+    this.ownsDevice = ownsDevice;
+    this.segmentBytes = manifest?.segmentBytes ?? options.segmentBytes ?? DEFAULTS.segmentBytes;
+    this.l0Bytes = options.l0Bytes ?? DEFAULTS.l0Bytes;
+    this.growthFactor = options.growthFactor ?? DEFAULTS.growthFactor;
+    this.maxLevels = options.maxLevels ?? DEFAULTS.maxLevels;
+    this.syncPolicy = options.syncPolicy ?? DEFAULTS.syncPolicy;
+    this.maxKeyBytes = options.maxKeyBytes ?? DEFAULTS.maxKeyBytes;
+    this.maxValueBytes = options.maxValueBytes ?? DEFAULTS.maxValueBytes;
+    this.autoCompact = options.autoCompact ?? true;
+    this.role = manifest?.role ?? options.role ?? 'primary';
+    validateOptions(this, options, manifest);
+    this.cache = createBlockCache(options.blockCacheBytes ?? DEFAULTS.blockCacheBytes);
+
+    if (manifest === undefined) {
+      this.log = [];
+      this.levels = [];
+      this.replayFrom = { seq: 0, offset: 0, lsn: 1 };
+      this.nextCompactionId = 1;
+      this.segmentMap = new Map();
+      this.indexMap = new Map();
+      this.allocator = new SegmentAllocator(this.segmentBytes, 0, []);
+    } else {
+      this.log = manifest.log.map((e) => ({ ...e }));
+      this.replayFrom = { ...manifest.replayFrom };
+      this.nextCompactionId = manifest.nextCompactionId;
+      this.segmentMap = new Map(manifest.segmentMap);
+      this.indexMap = new Map(manifest.indexMap);
+      this.levels = manifest.levels.map((level) => level.map((d) => this.levelSegment(d)));
+      const inUse = [...this.log.map((e) => e.offset), ...manifest.levels.flat().map((d) => d.offset)];
+      this.allocator = new SegmentAllocator(this.segmentBytes, manifest.allocatedSegmentCount, inUse);
+    }
+    while (this.levels.length < this.maxLevels) this.levels.push([]);
+    this.nextLsn = this.replayFrom.lsn;
+  }
+
+  /** Opens (or creates) a store; recovers from the manifest and the log when one exists. */
+  static async open(options: StoreOptions): Promise<Store> {
+    if ((options.dir === undefined) === (options.device === undefined)) {
+      throw new InvalidArgumentError('Store.open needs exactly one of `dir` and `device`');
+    }
+    const device = options.device ?? FileDevice.open(options.dir!);
+    try {
+      const manifest = readManifest(device);
+      const store = new Store(device, options.device === undefined, options, manifest);
+      store.recover(manifest !== undefined);
+      return store;
+    } catch (err) {
+      if (options.device === undefined) device.close();
+      throw err;
+    }
+  }
+
+  // ───────────────────────────── public API ─────────────────────────────
+
+  async put(key: Bytes, value: Bytes): Promise<void> {
+    return this.write(key, value);
+  }
+
+  async delete(key: Bytes): Promise<void> {
+    return this.write(key, null);
+  }
+
+  async get(key: Bytes): Promise<Buffer | undefined> {
+    this.checkUsable();
+    const k = toKey(key);
+    if (k.length > this.maxKeyBytes) throw new KeyTooLargeError(k.length, this.maxKeyBytes);
+    const entry = this.lookup(k.toString('latin1'));
+    if (entry === undefined || entry.tombstone) return undefined;
+    return this.readValue(entry, k);
+  }
+
+  async scan(options: ScanOptions = {}): Promise<KeyValue[]> {
+    this.checkUsable();
+    const gte = options.gte === undefined ? undefined : toKey(options.gte).toString('latin1');
+    const lt = options.lt === undefined ? undefined : toKey(options.lt).toString('latin1');
+    const limit = options.limit ?? Number.POSITIVE_INFINITY;
+    const reverse = options.reverse ?? false;
+    if (!(limit >= 0)) throw new InvalidArgumentError('scan limit must be >= 0');
+    const out: KeyValue[] = [];
+    if (limit === 0 || (gte !== undefined && lt !== undefined && gte >= lt)) return out;
+    for (const [key, entry] of mergeStreams(this.streams(gte, lt, reverse), reverse)) {
+      if (entry.tombstone) continue;
+      const keyBytes = Buffer.from(key, 'latin1');
+      out.push({ key: keyBytes, value: this.readValue(entry, keyBytes) });
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /** Makes every write issued so far durable (log tail written and synced). */
+  async sync(): Promise<void> {
+    this.checkUsable();
+    this.commitPending();
+    this.checkUsable();
+    this.failStopOnError(() => this.syncTail(false));
+  }
+
+  /** Flushes L0 to L1 and runs the compactions that follows, waiting for all of it. */
+  async flush(): Promise<void> {
+    this.checkUsable();
+    await this.drainBackground();
+    this.checkUsable();
+    this.commitPending();
+    this.checkUsable();
+    if (this.l0.size > 0) this.failStopOnError(() => this.freezeL0());
+    await this.drainBackground();
+    this.checkUsable();
+  }
+
+  /** Flushes, then merges every level into the next until all data sits in the deepest level. */
+  async compactAll(): Promise<void> {
+    await this.flush();
+    for (let level = 1; level < this.maxLevels; level++) {
+      if (this.levels[level - 1]!.length === 0) continue;
+      await this.runExclusive(() => this.compactLevel(level));
+    }
+  }
+
+  /** Merges level `level` (1 ≤ level < maxLevels) into the next one now. */
+  async compactLevelNow(level: number): Promise<void> {
+    this.checkUsable();
+    if (!(Number.isInteger(level) && level >= 1 && level < this.maxLevels)) {
+      throw new InvalidArgumentError(`level must be in [1, ${this.maxLevels - 1}]`);
+    }
+    await this.runExclusive(() => this.compactLevel(level));
+  }
+
+  /**
+   * Waits for background work, makes every write durable and releases the device. A fail-stopped
+   * store just releases the device: recovery on the next open decides what survived.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.drainBackground();
+    try {
+      this.commitPending();
+      if (this.fatalError === undefined && this.role === 'primary') {
+        this.failStopOnError(() => {
+          this.syncTail(false);
+          this.persistManifest();
+        });
+      }
+    } finally {
+      this.closed = true;
+      if (this.ownsDevice) this.device.close();
+    }
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  stats(): StoreStats {
+    const io = cloneIoStats(this.device.io());
+    const written = io.writtenBytes.log + io.writtenBytes.index + io.writtenBytes.manifest;
+    return {
+      role: this.role,
+      nextLsn: this.nextLsn,
+      l0: {
+        entryCount: this.l0.size,
+        bytes: this.l0.bytes,
+        frozenEntryCount: this.frozen?.memtable.size ?? 0,
+      },
+      levels: this.levels.map((segments, i) => ({
+        level: i + 1,
+        segmentCount: segments.length,
+        bytes: sum(segments.map((s) => s.descriptor.usedBytes)),
+        entryCount: sum(segments.map((s) => s.descriptor.entryCount)),
+        maxBytes: this.levelMaxBytes(i + 1),
+      })),
+      logSegmentCount: this.log.length,
+      segmentsInUse: this.allocator.inUseCount,
+      flushCount: this.flushCount,
+      compactionCount: this.compactionCount,
+      trivialMoveCount: this.trivialMoveCount,
+      userBytes: this.userBytes,
+      writeAmplification: this.userBytes === 0 ? 0 : written / this.userBytes,
+      io,
+      recovery: { ...this.recovery, corruptSegments: [...this.recovery.corruptSegments] },
+    };
+  }
+
+  /** The level descriptors (L1..Ln), for replication and inspection. */
+  levelDescriptors(): IndexSegmentDescriptor[][] {
+    return this.levels.map((level) => level.map((s) => ({ ...s.descriptor })));
+  }
+
+  /** The log chain (sealed segments and, on a primary, the active one last). */
+  logSegments(): LogSegmentEntry[] {
+    const chain = this.log.map((e) => ({ ...e }));
+    return chain;
+  }
+
+  /** Reads the used bytes of a log segment of this store (for shipping). */
+  readLogSegment(seq: number): Buffer {
+    this.checkUsable();
+    if (this.active?.seq === seq) return Buffer.from(this.active.buf.subarray(0, this.active.usedBytes));
+    const entry = this.log.find((e) => e.seq === seq);
+    if (entry === undefined || entry.usedBytes === null)
+      throw new InvalidArgumentError(`no sealed log segment ${seq}`);
+    return this.device.read(entry.offset, entry.usedBytes, 'log');
+  }
+
+  /** Reads the bytes of an index segment of this store (for shipping). */
+  readIndexSegment(offset: number): Buffer {
+    this.checkUsable();
+    const seg = this.levels.flat().find((s) => s.descriptor.offset === offset);
+    if (seg === undefined) throw new InvalidArgumentError(`no index segment at ${offset}`);
+    return this.device.read(offset, seg.descriptor.usedBytes, 'index');
+  }
+
+  // ─────────────────────── backup-side entry points ───────────────────────
+
+  /**
+   * Backup: persists the used prefix of primary log segment `seq` in a local segment (a new one,
+   * or the same one again when a partial seal is followed by the full seal), syncs it, and records
+   * `segmentMap[primarySegmentOffset] = local` in the manifest. Returns the local offset.
+   */
+  writeShippedLogSegment(args: {
+    seq: number;
+    primarySegmentOffset: number;
+    bytes: Buffer;
+    crc32c?: number;
+  }): number {
+    this.checkUsable();
+    this.requireRole('backup');
+    const { seq, primarySegmentOffset, bytes } = args;
+    assertOffset(primarySegmentOffset, 'primarySegmentOffset');
+    if (primarySegmentOffset % this.segmentBytes !== 0) {
+      throw new InvalidArgumentError(`primary segment offset ${primarySegmentOffset} is not segment-aligned`);
+    }
+    if (bytes.length > this.segmentBytes)
+      throw new InvalidArgumentError('shipped log segment larger than a segment');
+    if (args.crc32c !== undefined && crc32c(bytes) !== args.crc32c) {
+      throw new CorruptSegmentError(`shipped log segment ${seq}`, 'crc mismatch');
+    }
+    return this.failStopOnError(() => {
+      let local = this.segmentMap.get(primarySegmentOffset);
+      if (local === undefined) local = this.allocator.allocate();
+      this.device.write(local, bytes, 'log');
+      this.device.sync();
+      this.segmentMap.set(primarySegmentOffset, local);
+      const entry = this.log.find((e) => e.seq === seq);
+      if (entry === undefined) {
+        this.log.push({ seq, offset: local, usedBytes: bytes.length });
+        this.log.sort((a, b) => a.seq - b.seq);
+      } else {
+        assert(entry.offset === local, 'a log segment must map to one local segment');
+        entry.usedBytes = Math.max(entry.usedBytes ?? 0, bytes.length);
+      }
+      this.persistManifest();
+      return local;
+    });
+  }
+
+  /**
+   * Backup: verifies a shipped index segment, translates its value pointers through this store's
+   * segment map, writes it to a new local segment and syncs it. It joins a level only when the
+   * matching `installShippedCompaction` commits; until then a crash frees it.
+   */
+  writeShippedIndexSegment(args: { primarySegmentOffset: number; bytes: Buffer }): IndexSegmentDescriptor {
+    this.checkUsable();
+    this.requireRole('backup');
+    const name = `shipped index segment @${args.primarySegmentOffset}`;
+    if (args.bytes.length > this.segmentBytes) throw new CorruptSegmentError(name, 'larger than a segment');
+    const translated = translateIndexSegment(
+      args.bytes,
+      this.segmentBytes,
+      (primary) => this.segmentMap.get(primary),
+      name,
+    );
+    const meta = verifyIndexSegment(translated, name);
+    const offset = this.failStopOnError(() => {
+      const allocated = this.allocator.allocate();
+      this.device.write(allocated, translated, 'index');
+      this.device.sync();
+      return allocated;
+    });
+    const descriptor: IndexSegmentDescriptor = {
+      offset,
+      usedBytes: translated.length,
+      entryCount: meta.entryCount,
+      tombstoneCount: meta.tombstoneCount,
+      minKey: meta.minKey,
+      maxKey: meta.maxKey,
+    };
+    const previous = this.shippedPending.get(args.primarySegmentOffset);
+    if (previous !== undefined) this.allocator.release(previous.offset);
+    this.shippedPending.set(args.primarySegmentOffset, descriptor);
+    return { ...descriptor };
+  }
+
+  /**
+   * Backup: installs a primary's compaction commit atomically — the new segments (already shipped)
+   * join dstLevel, the removed ones leave both levels, the manifest is written once, then the
+   * removed local segments are freed. Segment offsets are the primary's.
+   */
+  installShippedCompaction(
+    commit: Omit<CompactionCommittedEvent, 'trivialMove'> & { trivialMove?: boolean },
+  ): void {
+    this.checkUsable();
+    this.requireRole('backup');
+    const { srcLevel, dstLevel } = commit;
+    if (!(srcLevel >= 0 && dstLevel === srcLevel + 1 && dstLevel <= this.maxLevels)) {
+      throw new InvalidArgumentError(`bad compaction levels ${srcLevel} → ${dstLevel}`);
+    }
+    const removedLocal = commit.removedSegments.map((p) => {
+      const local = this.indexMap.get(p);
+      if (local === undefined) throw new InvalidArgumentError(`removed segment ${p} is not installed here`);
+      return local;
+    });
+    const newDescriptors = commit.newSegments.map((p) => {
+      const pending = this.shippedPending.get(p);
+      if (pending !== undefined) return pending;
+      const local = this.indexMap.get(p);
+      const existing = local === undefined ? undefined : this.findLevelSegment(local);
+      if (existing === undefined) throw new InvalidArgumentError(`new segment ${p} was never shipped here`);
+      return existing.descriptor;
+    });
+    this.failStopOnError(() =>
+      this.installLevels(srcLevel, dstLevel, newDescriptors, removedLocal, commit.replayFrom, () => {
+        commit.removedSegments.forEach((p) => {
+          this.indexMap.delete(p);
+        });
+        commit.newSegments.forEach((p, i) => {
+          this.indexMap.set(p, newDescriptors[i]!.offset);
+          this.shippedPending.delete(p);
+        });
+      }),
+    );
+    if (this.nextCompactionId <= commit.compactionId) this.nextCompactionId = commit.compactionId + 1;
+  }
+
+  /** Backup: the segment map (primary log segment offset → local offset). */
+  segmentMapEntries(): [number, number][] {
+    return [...this.segmentMap];
+  }
+
+  // ───────────────────────────── write path ─────────────────────────────
+
+  private async write(key: Bytes, value: Bytes | null): Promise<void> {
+    this.checkUsable();
+    if (this.role !== 'primary') throw new NotWritableError(this.role);
+    const k = toKey(key);
+    const v = value === null ? null : toValue(value);
+    if (k.length > this.maxKeyBytes) throw new KeyTooLargeError(k.length, this.maxKeyBytes);
+    const valueBytes = v?.length ?? 0;
+    const fitsSegment = this.segmentBytes - recordBytes(k.length, 0);
+    if (valueBytes > this.maxValueBytes || valueBytes > fitsSegment) {
+      throw new ValueTooLargeError(valueBytes, Math.min(this.maxValueBytes, fitsSegment));
+    }
+    // Back-pressure: L0 is full and the previous one is still being flushed.
+    while (this.l0.bytes >= this.l0Bytes && this.frozen !== undefined && this.background !== undefined) {
+      await this.background;
+      this.checkUsable();
+    }
+    const keyString = k.toString('latin1');
+    const entry = this.failStopOnError(() => this.appendRecord(k, v));
+    this.userBytes += k.length + valueBytes;
+    if (this.syncPolicy === 'always') {
+      return new Promise<void>((resolve, reject) => {
+        this.pending.push({ key: keyString, entry, resolve, reject });
+        this.scheduleCommit();
+      });
+    }
+    this.failStopOnError(() => this.applyToL0(keyString, entry));
+  }
+
+  /** Encodes a record at the end of the active segment, sealing it first if the record does not fit. */
+  private appendRecord(key: Buffer, value: Buffer | null): IndexEntry {
+    const length = recordBytes(key.length, value?.length ?? 0);
+    let active = this.active!;
+    if (active.usedBytes + length > this.segmentBytes) {
+      this.sealActive();
+      active = this.active!;
+    }
+    const lsn = this.nextLsn++;
+    const offset = active.usedBytes;
+    encodeRecord(active.buf, offset, lsn, key, value);
+    active.usedBytes += length;
+    const pointer = active.offset + offset;
+    assertOffset(pointer, 'value pointer');
+    return { pointer, lsn, tombstone: value === null };
+  }
+
+  private applyToL0(key: string, entry: IndexEntry): void {
+    this.l0.insert(key, entry);
+    if (
+      this.autoCompact &&
+      this.l0.bytes >= this.l0Bytes &&
+      this.frozen === undefined &&
+      this.pending.length === 0
+    ) {
+      this.freezeL0();
+    }
+  }
+
+  private scheduleCommit(): void {
+    if (this.commitScheduled) return;
+    this.commitScheduled = true;
+    setImmediate(() => {
+      this.commitScheduled = false;
+      if (!this.closed) this.commitPending();
+    });
+  }
+
+  /** Group commit: one tail write + fdatasync for every write appended since the last one. */
+  private commitPending(): void {
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    try {
+      this.failStopOnError(() => {
+        this.syncTail(false);
+        for (const p of batch) this.applyToL0(p.key, p.entry);
+      });
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    for (const p of batch) p.resolve();
+  }
+
+  /** Runs a mutation; any error it throws makes the store fail-stop, then propagates. */
+  private failStopOnError<T>(mutation: () => T): T {
+    try {
+      return mutation();
+    } catch (err) {
+      this.fatalError ??= err;
+      throw err;
+    }
+  }
+
+  /** Writes the unwritten part of the active segment's used prefix and syncs the device. */
+  private syncTail(partialSealHook: boolean): void {
+    const active = this.active;
+    if (active === undefined) return;
+    if (active.usedBytes > active.writtenBytes) {
+      this.device.write(
+        active.offset + active.writtenBytes,
+        active.buf.subarray(active.writtenBytes, active.usedBytes),
+        'log',
+      );
+      active.writtenBytes = active.usedBytes;
+    }
+    this.device.sync();
+    if (partialSealHook) {
+      this.hooks.emit('segmentSealed', {
+        seq: active.seq,
+        segmentOffset: active.offset,
+        usedBytes: active.usedBytes,
+        crc32c: crc32c(active.buf.subarray(0, active.usedBytes)),
+        partial: true,
+        bytes: active.buf.subarray(0, active.usedBytes),
+      });
+    }
+  }
+
+  /** Seal (PROTOCOL §4): pad, write, sync, allocate the next segment, record both, notify. */
+  private sealActive(): void {
+    const active = this.active!;
+    this.device.write(active.offset + active.writtenBytes, active.buf.subarray(active.writtenBytes), 'log');
+    this.device.sync();
+    const crc = crc32c(active.buf.subarray(0, active.usedBytes));
+    const entry = this.log[this.log.length - 1]!;
+    assert(
+      entry.seq === active.seq && entry.usedBytes === null,
+      'the active segment is the last of the log chain',
+    );
+    entry.usedBytes = active.usedBytes;
+    this.startActiveSegment(active.seq + 1);
+    this.hooks.emit('segmentSealed', {
+      seq: active.seq,
+      segmentOffset: active.offset,
+      usedBytes: active.usedBytes,
+      crc32c: crc,
+      partial: false,
+      bytes: active.buf.subarray(0, active.usedBytes),
+    });
+  }
+
+  private startActiveSegment(seq: number): void {
+    const offset = this.allocator.allocate();
+    this.active = { seq, offset, buf: Buffer.alloc(this.segmentBytes), usedBytes: 0, writtenBytes: 0 };
+    this.log.push({ seq, offset, usedBytes: null });
+    // The manifest must name the segment before any byte of it reaches the device.
+    this.persistManifest();
+  }
+
+  // ───────────────────────────── read path ─────────────────────────────
+
+  private lookup(key: string): IndexEntry | undefined {
+    const hit = this.l0.get(key) ?? this.frozen?.memtable.get(key);
+    if (hit !== undefined) return hit;
+    for (const level of this.levels) {
+      const seg = findSegment(level, key);
+      if (seg === undefined) continue;
+      const entry = seg.reader.get(key);
+      if (entry !== undefined) return entry;
+    }
+    return undefined;
+  }
+
+  private streams(gte: string | undefined, lt: string | undefined, reverse: boolean): EntryStream[] {
+    const streams: EntryStream[] = [this.l0.range(gte, lt, reverse)];
+    if (this.frozen !== undefined) streams.push(this.frozen.memtable.range(gte, lt, reverse));
+    for (const level of this.levels) {
+      if (level.length > 0) streams.push(levelRange(level, gte, lt, reverse));
+    }
+    return streams;
+  }
+
+  /** Reads and verifies the record an index entry points to; returns its value. */
+  private readValue(entry: IndexEntry, key: Buffer): Buffer {
+    const { pointer } = entry;
+    const inSegment = pointer % this.segmentBytes;
+    const segmentOffset = pointer - inSegment;
+    const name = `log@${segmentOffset}`;
+    let buf: Buffer;
+    let at: number;
+    const active = this.active;
+    if (active !== undefined && segmentOffset === active.offset) {
+      buf = active.buf;
+      at = inSegment;
+    } else {
+      const room = this.segmentBytes - inSegment;
+      if (room < RECORD_HEADER_BYTES)
+        throw new CorruptSegmentError(name, `pointer ${pointer} at the segment's end`);
+      buf = this.device.read(pointer, Math.min(room, RECORD_HEADER_BYTES + key.length + 512), 'log');
+      at = 0;
+      const length = announcedRecordLength(buf);
+      if (length > buf.length) {
+        if (length > room)
+          throw new CorruptSegmentError(name, `record at ${inSegment} runs past the segment`);
+        buf = this.device.read(pointer, length, 'log');
+      }
+    }
+    const check = decodeRecord(buf, at);
+    if (!check.ok) throw new CorruptSegmentError(name, `record at ${inSegment}: ${check.reason}`);
+    const record = check.record;
+    if (record.lsn !== entry.lsn || !record.key.equals(key)) {
+      throw new CorruptSegmentError(name, `record at ${inSegment} is not the one the index names`);
+    }
+    assert(record.value !== null, 'a live index entry points to a tombstone record');
+    return Buffer.from(record.value);
+  }
+
+  // ───────────────────────── flush and compaction ─────────────────────────
+
+  private freezeL0(): void {
+    assert(this.frozen === undefined, 'only one frozen L0 at a time');
+    assert(this.pending.length === 0, 'freeze only when every appended record is in L0');
+    const active = this.active!;
+    this.frozen = {
+      memtable: this.l0,
+      replayFrom: { seq: active.seq, offset: active.usedBytes, lsn: this.nextLsn },
+    };
+    this.l0 = new Memtable();
+    // Tail sync: every pointer in the frozen L0 must resolve on the device (and on backups).
+    this.syncTail(true);
+    this.startBackground();
+  }
+
+  private startBackground(): void {
+    if (this.background !== undefined) return;
+    const job = this.backgroundLoop().then(
+      () => {
+        this.background = undefined;
+      },
+      (err: unknown) => {
+        this.background = undefined;
+        this.fatalError ??= err;
+      },
+    );
+    this.background = job;
+  }
+
+  private async backgroundLoop(): Promise<void> {
+    for (;;) {
+      if (this.frozen !== undefined) {
+        await this.flushFrozen();
+        continue;
+      }
+      const level = this.overfullLevel();
+      if (level === undefined) return;
+      await this.compactLevel(level);
+    }
+  }
+
+  private overfullLevel(): number | undefined {
+    for (let level = 1; level < this.maxLevels; level++) {
+      const bytes = sum(this.levels[level - 1]!.map((s) => s.descriptor.usedBytes));
+      if (bytes > this.levelMaxBytes(level)) return level;
+    }
+    return undefined;
+  }
+
+  private levelMaxBytes(level: number): number {
+    return this.l0Bytes * this.growthFactor ** level;
+  }
+
+  private async drainBackground(): Promise<void> {
+    while (this.background !== undefined) await this.background;
+  }
+
+  private async runExclusive(job: () => Promise<void>): Promise<void> {
+    await this.drainBackground();
+    this.checkUsable();
+    const run = (async () => {
+      try {
+        await job();
+      } catch (err) {
+        this.fatalError ??= err;
+        throw err;
+      }
+    })();
+    const finished = (): void => {
+      this.background = undefined;
+      // An L0 frozen while the exclusive job ran still needs its flush.
+      if (!this.closed && this.frozen !== undefined) this.startBackground();
+    };
+    this.background = run.then(finished, finished);
+    await run;
+  }
+
+  private async flushFrozen(): Promise<void> {
+    const frozen = this.frozen!;
+    await this.mergeInto(0, frozen.memtable.range(undefined, undefined, false), undefined, frozen.replayFrom);
+    this.frozen = undefined;
+    this.flushCount++;
+  }
+
+  private async compactLevel(srcLevel: number): Promise<void> {
+    const src = this.levels[srcLevel - 1]!;
+    if (src.length === 0) return;
+    const minKey = src[0]!.descriptor.minKey;
+    const maxKey = src[src.length - 1]!.descriptor.maxKey;
+    const overlapping = this.levels[srcLevel]!.filter(
+      (s) => s.descriptor.maxKey >= minKey && s.descriptor.minKey <= maxKey,
+    );
+    // A move into the deepest populated level must not carry tombstones there: nothing below could
+    // ever drop them. Such a move is rewritten instead (the merge drops them).
+    const carriesTombstones =
+      src.some((s) => s.descriptor.tombstoneCount > 0) &&
+      this.levels.slice(srcLevel + 1).every((level) => level.length === 0);
+    if (overlapping.length === 0 && !carriesTombstones) {
+      const moved = src.map((s) => s.descriptor);
+      const id = this.nextCompactionId++;
+      this.installLevels(
+        srcLevel,
+        srcLevel + 1,
+        moved,
+        moved.map((d) => d.offset),
+        this.replayFrom,
+      );
+      this.trivialMoveCount++;
+      this.hooks.emit('compactionCommitted', {
+        compactionId: id,
+        srcLevel,
+        dstLevel: srcLevel + 1,
+        newSegments: moved.map((d) => d.offset),
+        removedSegments: moved.map((d) => d.offset),
+        trivialMove: true,
+        replayFrom: { ...this.replayFrom },
+      });
+      return;
+    }
+    await this.mergeInto(srcLevel, concatScan(src), overlapping, this.replayFrom);
+    this.compactionCount++;
+  }
+
+  /**
+   * Merges `input` (from srcLevel; 0 = the frozen L0) with the overlapping dst segments into new
+   * dst segments, ships-ready: each output segment is written, then announced; the commit installs
+   * them atomically.
+   */
+  private async mergeInto(
+    srcLevel: number,
+    input: EntryStream,
+    overlappingGiven: LevelSegment[] | undefined,
+    replayFrom: LogPosition,
+  ): Promise<void> {
+    const dstLevel = srcLevel + 1;
+    const compactionId = this.nextCompactionId++;
+    const srcSegments = srcLevel === 0 ? [] : this.levels[srcLevel - 1]!;
+    let overlapping = overlappingGiven;
+    if (overlapping === undefined) {
+      const frozen = this.frozen!.memtable;
+      const first = frozen.range(undefined, undefined, false).next();
+      const last = frozen.range(undefined, undefined, true).next();
+      overlapping =
+        first.done || last.done
+          ? []
+          : this.levels[0]!.filter(
+              (s) => s.descriptor.maxKey >= first.value[0] && s.descriptor.minKey <= last.value[0],
+            );
+    }
+    const dropTombstones = this.levels.slice(dstLevel).every((level) => level.length === 0);
+    const merged = mergeStreams([input, concatScan(overlapping)], false);
+    const outputs: IndexSegmentDescriptor[] = [];
+    let builder = new IndexSegmentBuilder(this.segmentBytes);
+    const finishSegment = async (): Promise<void> => {
+      const bytes = builder.finish();
+      const meta = verifyIndexSegment(bytes, 'new index segment');
+      const offset = this.allocator.allocate();
+      this.device.write(offset, bytes, 'index');
+      const descriptor = {
+        offset,
+        usedBytes: bytes.length,
+        entryCount: meta.entryCount,
+        tombstoneCount: meta.tombstoneCount,
+        minKey: meta.minKey,
+        maxKey: meta.maxKey,
+      };
+      outputs.push(descriptor);
+      this.hooks.emit('indexSegmentWritten', {
+        compactionId,
+        level: dstLevel,
+        ordinal: outputs.length - 1,
+        segmentOffset: offset,
+        usedBytes: bytes.length,
+        crc32c: crc32c(bytes),
+        descriptor: { ...descriptor },
+        bytes,
+      });
+      builder = new IndexSegmentBuilder(this.segmentBytes);
+      // Let writers and readers run between output segments.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    };
+    try {
+      for (const [key, entry] of merged) {
+        if (entry.tombstone && dropTombstones) continue;
+        if (!builder.add(key, entry)) {
+          await finishSegment();
+          assert(builder.add(key, entry), 'an index entry must fit an empty segment');
+        }
+      }
+      if (!builder.isEmpty) await finishSegment();
+      if (this.closed) throw new StoreClosedError();
+    } catch (err) {
+      for (const d of outputs) this.allocator.release(d.offset);
+      throw err;
+    }
+    this.device.sync();
+    const removed = [...srcSegments, ...overlapping].map((s) => s.descriptor.offset);
+    this.installLevels(srcLevel, dstLevel, outputs, removed, replayFrom);
+    this.hooks.emit('compactionCommitted', {
+      compactionId,
+      srcLevel,
+      dstLevel,
+      newSegments: outputs.map((d) => d.offset),
+      removedSegments: removed,
+      trivialMove: false,
+      replayFrom: { ...replayFrom },
+    });
+  }
+
+  /**
+   * Atomic level install, shared by the primary's commit and the backup's mirror of it: removed
+   * segments leave src and dst, new ones join dst in key order, one manifest write makes it
+   * durable, and only then are the segments that left (and did not come back) freed.
+   */
+  private installLevels(
+    srcLevel: number,
+    dstLevel: number,
+    added: IndexSegmentDescriptor[],
+    removedOffsets: number[],
+    replayFrom: LogPosition,
+    beforePersist?: () => void,
+  ): void {
+    const removed = new Set(removedOffsets);
+    const addedOffsets = new Set(added.map((d) => d.offset));
+    const keep = (level: LevelSegment[]): LevelSegment[] =>
+      level.filter((s) => !removed.has(s.descriptor.offset));
+    const reuse = new Map(this.levels.flat().map((s) => [s.descriptor.offset, s] as const));
+    if (srcLevel > 0) this.levels[srcLevel - 1] = keep(this.levels[srcLevel - 1]!);
+    const dst = [
+      ...keep(this.levels[dstLevel - 1]!),
+      ...added.map((d) => reuse.get(d.offset) ?? this.levelSegment(d)),
+    ];
+    dst.sort((a, b) =>
+      a.descriptor.minKey < b.descriptor.minKey ? -1 : a.descriptor.minKey > b.descriptor.minKey ? 1 : 0,
+    );
+    for (let i = 1; i < dst.length; i++) {
+      assert(
+        dst[i - 1]!.descriptor.maxKey < dst[i]!.descriptor.minKey,
+        `level ${dstLevel} segments overlap after install`,
+      );
+    }
+    this.levels[dstLevel - 1] = dst;
+    if (srcLevel === 0) {
+      assert(replayFrom.lsn >= this.replayFrom.lsn, 'replayFrom only moves forward');
+      this.replayFrom = { ...replayFrom };
+    }
+    beforePersist?.();
+    this.persistManifest();
+    for (const offset of removed) if (!addedOffsets.has(offset)) this.allocator.release(offset);
+  }
+
+  private levelSegment(descriptor: IndexSegmentDescriptor): LevelSegment {
+    return { descriptor, reader: new IndexSegmentReader(this.device, descriptor, this.cache) };
+  }
+
+  private findLevelSegment(offset: number): LevelSegment | undefined {
+    return this.levels.flat().find((s) => s.descriptor.offset === offset);
+  }
+
+  // ───────────────────────────── recovery ─────────────────────────────
+
+  private recover(existing: boolean): void {
+    if (this.role === 'backup') {
+      if (!existing) this.persistManifest();
+      return;
+    }
+    if (!existing) {
+      this.startActiveSegment(0);
+      return;
+    }
+    const activeEntry = this.log[this.log.length - 1];
+    assert(
+      activeEntry !== undefined && activeEntry.usedBytes === null,
+      'a primary manifest ends with its active segment',
+    );
+    let expectedLsn = this.replayFrom.lsn;
+    for (const entry of this.log) {
+      if (entry.seq < this.replayFrom.seq) continue;
+      const start = entry.seq === this.replayFrom.seq ? this.replayFrom.offset : 0;
+      const end = entry.usedBytes ?? this.segmentBytes;
+      const bytes = this.device.read(entry.offset, end, 'log');
+      const parsed = parseRecords(bytes, start, end, expectedLsn);
+      for (const record of parsed.records) {
+        this.l0.insert(record.key.toString('latin1'), {
+          pointer: entry.offset + record.offset,
+          lsn: record.lsn,
+          tombstone: record.value === null,
+        });
+        this.recovery.replayedRecordCount++;
+        this.recovery.replayedBytes += record.length;
+      }
+      expectedLsn = parsed.nextLsn;
+      if (entry.usedBytes !== null) {
+        if (parsed.endOffset < entry.usedBytes) {
+          // A sealed segment was synced whole: a short parse means corruption. Keep what is readable.
+          this.recovery.corruptSegments.push(`log@${entry.offset} (seq ${entry.seq}) at ${parsed.endOffset}`);
+          expectedLsn = 0;
+        }
+        continue;
+      }
+      // The active segment: its valid prefix is what survived. Zero the rest on the device so no
+      // stale record past it can ever be parsed as a continuation.
+      const buf = Buffer.alloc(this.segmentBytes);
+      bytes.copy(buf, 0, 0, parsed.endOffset);
+      this.device.write(entry.offset + parsed.endOffset, buf.subarray(parsed.endOffset), 'log');
+      this.device.sync();
+      this.active = {
+        seq: entry.seq,
+        offset: entry.offset,
+        buf,
+        usedBytes: parsed.endOffset,
+        writtenBytes: parsed.endOffset,
+      };
+    }
+    this.nextLsn = Math.max(this.replayFrom.lsn, expectedLsn, this.l0.maxLsn + 1);
+    if (this.autoCompact && this.l0.bytes >= this.l0Bytes) this.freezeL0();
+  }
+
+  private persistManifest(): void {
+    writeManifest(this.device, {
+      formatVersion: 1,
+      role: this.role,
+      segmentBytes: this.segmentBytes,
+      allocatedSegmentCount: this.allocator.highWaterCount,
+      log: this.log,
+      replayFrom: this.replayFrom,
+      levels: this.levels.map((level) => level.map((s) => s.descriptor)),
+      nextCompactionId: this.nextCompactionId,
+      segmentMap: [...this.segmentMap],
+      indexMap: [...this.indexMap],
+    });
+  }
+
+  // ───────────────────────────── helpers ─────────────────────────────
+
+  private checkUsable(): void {
+    if (this.closed) throw new StoreClosedError();
+    if (this.fatalError !== undefined) throw new StoreFailedError(this.fatalError);
+  }
+
+  private requireRole(role: StoreRole): void {
+    if (this.role !== role) throw new NotWritableError(this.role);
+  }
+}
+
+function validateOptions(store: Store, options: StoreOptions, manifest: ManifestData | undefined): void {
+  const positiveInt = (name: string, value: number): void => {
+    if (!Number.isSafeInteger(value) || value <= 0)
+      throw new InvalidArgumentError(`${name} must be a positive integer`);
+  };
+  positiveInt('segmentBytes', store.segmentBytes);
+  positiveInt('l0Bytes', store.l0Bytes);
+  positiveInt('maxLevels', store.maxLevels);
+  positiveInt('maxKeyBytes', store.maxKeyBytes);
+  positiveInt('maxValueBytes', store.maxValueBytes);
+  if (!(store.growthFactor >= 2)) throw new InvalidArgumentError('growthFactor must be >= 2');
+  if (store.syncPolicy !== 'always' && store.syncPolicy !== 'seal') {
+    throw new InvalidArgumentError(`syncPolicy must be 'always' or 'seal', got ${String(store.syncPolicy)}`);
+  }
+  if (store.maxKeyBytes > 0xffff) throw new InvalidArgumentError('maxKeyBytes must be <= 65535');
+  if (store.segmentBytes < 4096 || store.segmentBytes < 4 * store.maxKeyBytes + 256) {
+    throw new InvalidArgumentError('segmentBytes must be >= 4096 and >= 4 * maxKeyBytes + 256');
+  }
+  if (store.segmentBytes > 0xffffffff) throw new InvalidArgumentError('segmentBytes must be < 4 GiB');
+  if (
+    manifest !== undefined &&
+    options.segmentBytes !== undefined &&
+    options.segmentBytes !== manifest.segmentBytes
+  ) {
+    throw new InvalidArgumentError(
+      `segmentBytes=${options.segmentBytes} differs from the store's ${manifest.segmentBytes} (fixed at creation)`,
+    );
+  }
+  if (manifest !== undefined && manifest.levels.length > store.maxLevels) {
+    throw new InvalidArgumentError(
+      `the store has ${manifest.levels.length} levels; maxLevels=${store.maxLevels} is too few`,
+    );
+  }
+}
+
+function toKey(key: Bytes): Buffer {
+  if (typeof key === 'string') return Buffer.from(key, 'utf8');
+  if (key instanceof Uint8Array)
+    return Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.length);
+  throw new InvalidArgumentError('keys must be strings or Uint8Arrays');
+}
+
+function toValue(value: Bytes): Buffer {
+  if (typeof value === 'string') return Buffer.from(value, 'utf8');
+  if (value instanceof Uint8Array)
+    return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.length);
+  throw new InvalidArgumentError('values must be strings or Uint8Arrays');
+}
+
+/** The segment of a level (sorted, non-overlapping) whose range may hold `key`. */
+function findSegment(level: LevelSegment[], key: string): LevelSegment | undefined {
+  let lo = 0;
+  let hi = level.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (level[mid]!.descriptor.maxKey < key) lo = mid + 1;
+    else hi = mid;
+  }
+  const seg = level[lo];
+  return seg !== undefined && seg.descriptor.minKey <= key ? seg : undefined;
+}
+
+function* levelRange(
+  level: LevelSegment[],
+  gte: string | undefined,
+  lt: string | undefined,
+  reverse: boolean,
+): Generator<[string, IndexEntry]> {
+  const order = reverse ? [...level].reverse() : level;
+  for (const seg of order) yield* seg.reader.range(gte, lt, reverse);
+}
+
+function* concatScan(segments: LevelSegment[]): Generator<[string, IndexEntry]> {
+  for (const seg of segments) yield* seg.reader.scanAll();
+}
+
+function sum(values: number[]): number {
+  let total = 0;
+  for (const v of values) total += v;
+  return total;
+}
