@@ -63,10 +63,10 @@ export function encodeManifest(data: ManifestData): Buffer {
 
 export function decodeManifest(bytes: Buffer, where: string): ManifestData {
   const headerBytes = MAGIC.length + 10;
-  if (bytes.length < headerBytes || bytes.toString('latin1', 0, MAGIC.length) !== MAGIC) {
-    throw new CorruptManifestError(where, 'bad magic');
-  }
-  const storedCrc = Number.parseInt(bytes.toString('latin1', MAGIC.length + 1, headerBytes - 1), 16);
+  const header = bytes.toString('latin1', 0, Math.min(bytes.length, headerBytes));
+  const match = /^TALOSMF1 ([0-9a-f]{8})\n$/.exec(header);
+  if (match === null) throw new CorruptManifestError(where, 'bad header');
+  const storedCrc = Number.parseInt(match[1]!, 16);
   const body = bytes.subarray(headerBytes);
   if (crc32c(body) !== storedCrc) throw new CorruptManifestError(where, 'crc mismatch');
   let parsed: ManifestData;

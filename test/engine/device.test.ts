@@ -1,0 +1,165 @@
+/**
+ * Device conformance: FileDevice and SimDevice pass one suite, then each its own specifics
+ * (SimDevice's crash model; FileDevice's files, lock and persistence).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Device } from '../../src/engine/device.js';
+import { DeviceLockedError, FileDevice } from '../../src/engine/file-device.js';
+import { DeviceCrashedError, SimDevice } from '../../src/engine/sim-device.js';
+import { Store } from '../../src/engine/store.js';
+
+const tempDirs: string[] = [];
+function tempDir(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'talos-device-'));
+  tempDirs.push(dir);
+  return dir;
+}
+afterAll(() => {
+  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const implementations: [string, () => Device][] = [
+  ['FileDevice', () => FileDevice.open(tempDir())],
+  ['SimDevice', () => new SimDevice()],
+];
+
+describe.each(implementations)('%s conformance', (_name, create) => {
+  let device: Device;
+  beforeEach(() => {
+    device = create();
+  });
+  afterEach(() => device.close());
+
+  it('reads never-written bytes as zeros, also past the end', () => {
+    expect(device.read(0, 16, 'log').equals(Buffer.alloc(16))).toBe(true);
+    device.write(100, Buffer.from([1, 2, 3]), 'log');
+    expect([...device.read(98, 8, 'log')]).toEqual([0, 0, 1, 2, 3, 0, 0, 0]);
+    expect(device.read(1 << 20, 4, 'log').equals(Buffer.alloc(4))).toBe(true);
+  });
+
+  it('returns what was written; a later overlapping write wins', () => {
+    const big = Buffer.alloc(300_000);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 31) & 0xff;
+    device.write(4096, big, 'index');
+    device.write(4096 + 10, Buffer.from('hello'), 'index');
+    const back = device.read(4096, big.length, 'index');
+    expect(back.subarray(10, 15).toString()).toBe('hello');
+    expect(back.subarray(15).equals(big.subarray(15))).toBe(true);
+  });
+
+  it('keeps metadata files, replaced atomically', () => {
+    expect(device.readMeta('MANIFEST')).toBeUndefined();
+    device.writeMetaAtomic('MANIFEST', Buffer.from('one'));
+    device.writeMetaAtomic('MANIFEST', Buffer.from('two!'));
+    expect(device.readMeta('MANIFEST')?.toString()).toBe('two!');
+  });
+
+  it('counts bytes per category, operations and syncs', () => {
+    device.write(0, Buffer.alloc(100), 'log');
+    device.write(0, Buffer.alloc(7), 'index');
+    device.read(0, 50, 'log');
+    device.sync();
+    device.writeMetaAtomic('M', Buffer.alloc(9));
+    const io = device.io();
+    expect(io.writtenBytes).toEqual({ log: 100, index: 7, manifest: 9 });
+    expect(io.readBytes.log).toBe(50);
+    expect(io.writeCount).toBe(3);
+    expect(io.readCount).toBe(1);
+    expect(io.syncCount).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('SimDevice crash model', () => {
+  it('drops every unsynced write with keepProbability 0, keeps synced ones', () => {
+    const d = new SimDevice({ seed: 3 });
+    d.write(0, Buffer.from('synced'), 'log');
+    d.sync();
+    d.write(100, Buffer.from('lost'), 'log');
+    const report = d.crash({ keepProbability: 0 });
+    expect(report).toEqual({ unsyncedWriteCount: 1, keptCount: 0, torn: false });
+    expect(d.read(0, 6, 'log').toString()).toBe('synced');
+    expect(d.read(100, 4, 'log').equals(Buffer.alloc(4))).toBe(true);
+  });
+
+  it('keeps unsynced writes with keepProbability 1, and can tear the last one', () => {
+    const d = new SimDevice({ seed: 5 });
+    d.write(0, Buffer.from('first'), 'log');
+    d.write(10, Buffer.alloc(1000, 0xaa), 'log');
+    const report = d.crash({ keepProbability: 1, tearProbability: 1 });
+    expect(report.keptCount).toBe(2);
+    expect(report.torn).toBe(true);
+    expect(d.read(0, 5, 'log').toString()).toBe('first');
+    const tail = d.read(10, 1000, 'log');
+    const landed = tail.indexOf(0);
+    expect(landed).toBeGreaterThan(0);
+    expect(landed).toBeLessThan(1000);
+    expect(tail.subarray(0, landed).every((b) => b === 0xaa)).toBe(true);
+  });
+
+  it('is deterministic for a seed', () => {
+    const run = (seed: number) => {
+      const d = new SimDevice({ seed });
+      for (let i = 0; i < 50; i++) d.write(i * 10, Buffer.alloc(10, i + 1), 'log');
+      d.crash();
+      return d.read(0, 500, 'log').toString('hex');
+    };
+    expect(run(11)).toBe(run(11));
+    expect(run(11)).not.toBe(run(12));
+  });
+
+  it('views die at a crash; a scheduled crash fires inside the n-th mutating operation', () => {
+    const d = new SimDevice();
+    const view = d.attach();
+    view.write(0, Buffer.from('a'), 'log');
+    d.scheduleCrash(2, { keepProbability: 1, tearProbability: 0 });
+    view.write(1, Buffer.from('b'), 'log');
+    expect(() => view.sync()).toThrow(DeviceCrashedError);
+    expect(() => view.read(0, 1, 'log')).toThrow(DeviceCrashedError);
+    expect(d.lastCrash?.keptCount).toBe(2);
+    expect(d.attach().read(0, 2, 'log').toString()).toBe('ab');
+  });
+});
+
+describe('FileDevice specifics', () => {
+  it('persists data and metadata across close and reopen', () => {
+    const dir = tempDir();
+    const d = FileDevice.open(dir);
+    d.write(8192, Buffer.from('durable'), 'log');
+    d.sync();
+    d.writeMetaAtomic('MANIFEST', Buffer.from('m'));
+    d.close();
+    const again = FileDevice.open(dir);
+    expect(again.read(8192, 7, 'log').toString()).toBe('durable');
+    expect(again.readMeta('MANIFEST')?.toString()).toBe('m');
+    expect(fs.existsSync(path.join(dir, 'MANIFEST.tmp'))).toBe(false);
+    again.close();
+  });
+
+  it('refuses a directory locked by a live process and takes over a stale lock', () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'LOCK'), String(process.ppid));
+    expect(() => FileDevice.open(dir)).toThrow(DeviceLockedError);
+    fs.writeFileSync(path.join(dir, 'LOCK'), '999999999');
+    const d = FileDevice.open(dir);
+    expect(fs.readFileSync(path.join(dir, 'LOCK'), 'utf8')).toBe(String(process.pid));
+    d.close();
+    expect(fs.existsSync(path.join(dir, 'LOCK'))).toBe(false);
+  });
+
+  it('serves a Store end to end on real files', async () => {
+    const dir = tempDir();
+    const options = { dir, segmentBytes: 64 * 1024, l0Bytes: 16 * 1024, syncPolicy: 'always' as const };
+    let store = await Store.open(options);
+    for (let i = 0; i < 2000; i++) await store.put(`key-${i}`, `value-${i}`);
+    await store.delete('key-7');
+    await store.close();
+    store = await Store.open(options);
+    expect((await store.get('key-1999'))?.toString()).toBe('value-1999');
+    expect(await store.get('key-7')).toBeUndefined();
+    expect((await store.scan()).length).toBe(1999);
+    expect(store.stats().levels[0]!.segmentCount + store.stats().levels[1]!.segmentCount).toBeGreaterThan(0);
+    await store.close();
+  });
+});
