@@ -12,4 +12,5 @@ module.exports = {
   },
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   testTimeout: 120000,
+  reporters: ['default', '<rootDir>/test/support/summary-reporter.cjs'],
 };
