@@ -37,11 +37,14 @@ export class FileDevice implements Device {
   }
 
   read(offset: number, length: number, category: IoCategory): Buffer {
-    const out = Buffer.alloc(length);
+    const out = Buffer.allocUnsafe(length);
     let done = 0;
     while (done < length) {
       const n = fs.readSync(this.fd, out, done, length - done, offset + done);
-      if (n === 0) break; // past end of file: the rest stays zero
+      if (n === 0) {
+        out.fill(0, done); // past end of file: never-written bytes read as zeros
+        break;
+      }
       done += n;
     }
     this.stats.readBytes[category] += length;

@@ -1,7 +1,8 @@
 /**
  * Read access to one index segment on a device. The trailer (block index, key range) is loaded on
- * first use and kept; blocks are read one at a time, CRC-checked, decoded and kept in a shared LRU
- * block cache. A corrupt trailer or block raises CorruptSegmentError for the lookups that need it,
+ * first use and kept; blocks are read one at a time, CRC-checked, indexed (entry offsets only, keys
+ * stay bytes) and kept in a shared LRU block cache sized by encoded bytes. Point reads
+ * binary-search a block's raw bytes. A corrupt trailer or block raises CorruptSegmentError for the lookups that need it,
  * while every other segment keeps serving.
  */
 import { LRUCache } from 'lru-cache';
@@ -9,21 +10,26 @@ import { CorruptSegmentError } from '../errors.js';
 import { crc32c } from './crc.js';
 import type { Device } from './device.js';
 import {
-  type DecodedBlock,
+  type BlockView,
+  blockEntryAt,
+  blockKeyAt,
+  blockLowerBound,
+  compareBlockKey,
   decodeBlock,
   decodeIndexMeta,
   INDEX_FOOTER_BYTES,
   type IndexSegmentMeta,
+  viewBlock,
 } from './index-segment.js';
 import type { IndexEntry } from './memtable.js';
 
-export type BlockCache = LRUCache<number, DecodedBlock>;
+export type BlockCache = LRUCache<number, BlockView>;
 
 export function createBlockCache(maxBytes: number): BlockCache {
-  return new LRUCache<number, DecodedBlock>({
+  return new LRUCache<number, BlockView>({
     maxSize: Math.max(maxBytes, 1),
-    // Decoded blocks cost about three times their encoded size (strings, arrays).
-    sizeCalculation: (block) => 64 + block.keys.length * 96,
+    // Encoded bytes plus the two offset arrays and object headers.
+    sizeCalculation: (view) => 160 + view.bytes.length + view.keyStarts.length * 6,
   });
 }
 
@@ -70,7 +76,7 @@ export class IndexSegmentReader {
     return meta;
   }
 
-  private block(i: number): DecodedBlock {
+  private block(i: number): BlockView {
     const cacheKey = this.serial * BLOCKS_PER_SERIAL + i;
     const cached = this.cache.get(cacheKey);
     if (cached !== undefined) return cached;
@@ -80,9 +86,9 @@ export class IndexSegmentReader {
     const bytes = this.device.read(this.descriptor.offset + start, length, 'index');
     if (crc32c(bytes) !== meta.blockCrcs[i])
       throw new CorruptSegmentError(this.name, `block ${i} crc mismatch`);
-    const block = decodeBlock(bytes, 0, length, this.name);
-    this.cache.set(cacheKey, block);
-    return block;
+    const view = viewBlock(bytes, 0, length, this.name);
+    this.cache.set(cacheKey, view);
+    return view;
   }
 
   /** Index of the block that may hold `key`: the last one whose first key is <= key. */
@@ -98,12 +104,16 @@ export class IndexSegmentReader {
     return lo;
   }
 
-  get(key: string): IndexEntry | undefined {
+  /** The entry for `key` (latin1 string form; `keyBytes` is the same key as bytes when at hand). */
+  get(key: string, keyBytes: Buffer = Buffer.from(key, 'latin1')): IndexEntry | undefined {
     if (key < this.descriptor.minKey || key > this.descriptor.maxKey) return undefined;
-    const block = this.block(this.blockFor(key));
-    const i = lowerBound(block.keys, key);
-    if (block.keys[i] !== key) return undefined;
-    return { pointer: block.pointers[i]!, lsn: block.lsns[i]!, tombstone: block.tombstones[i]! };
+    const view = this.block(this.blockFor(key));
+    const i = blockLowerBound(view, keyBytes);
+    if (i >= view.keyStarts.length) return undefined;
+    const start = view.keyStarts[i]!;
+    if (view.bytes.compare(keyBytes, 0, keyBytes.length, start, start + view.keyLengths[i]!) !== 0)
+      return undefined;
+    return blockEntryAt(view, i);
   }
 
   /** Entries within [gte, lt), ascending or descending. */
@@ -111,23 +121,26 @@ export class IndexSegmentReader {
     const { minKey, maxKey } = this.descriptor;
     if ((gte !== undefined && maxKey < gte) || (lt !== undefined && minKey >= lt)) return;
     const blockCount = this.loadMeta().blockCount;
+    const gteBytes = gte === undefined ? undefined : Buffer.from(gte, 'latin1');
+    const ltBytes = lt === undefined ? undefined : Buffer.from(lt, 'latin1');
     if (!reverse) {
       for (let b = gte === undefined ? 0 : this.blockFor(gte); b < blockCount; b++) {
-        const block = this.block(b);
-        for (let i = gte === undefined ? 0 : lowerBound(block.keys, gte); i < block.keys.length; i++) {
-          const key = block.keys[i]!;
+        const view = this.block(b);
+        const count = view.keyStarts.length;
+        for (let i = gteBytes === undefined ? 0 : blockLowerBound(view, gteBytes); i < count; i++) {
+          const key = blockKeyAt(view, i);
           if (lt !== undefined && key >= lt) return;
-          yield [key, { pointer: block.pointers[i]!, lsn: block.lsns[i]!, tombstone: block.tombstones[i]! }];
+          yield [key, blockEntryAt(view, i)];
         }
       }
     } else {
       for (let b = lt === undefined ? blockCount - 1 : this.blockFor(lt); b >= 0; b--) {
-        const block = this.block(b);
-        const start = lt === undefined ? block.keys.length - 1 : lowerBound(block.keys, lt) - 1;
+        const view = this.block(b);
+        const start = ltBytes === undefined ? view.keyStarts.length - 1 : blockLowerBound(view, ltBytes) - 1;
         for (let i = start; i >= 0; i--) {
-          const key = block.keys[i]!;
+          const key = blockKeyAt(view, i);
           if (gte !== undefined && key < gte) return;
-          yield [key, { pointer: block.pointers[i]!, lsn: block.lsns[i]!, tombstone: block.tombstones[i]! }];
+          yield [key, blockEntryAt(view, i)];
         }
       }
     }
@@ -152,16 +165,4 @@ export class IndexSegmentReader {
       }
     }
   }
-}
-
-/** First index i with keys[i] >= key (keys.length if none). */
-export function lowerBound(keys: readonly string[], key: string): number {
-  let lo = 0;
-  let hi = keys.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (keys[mid]! < key) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

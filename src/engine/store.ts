@@ -313,7 +313,7 @@ export class Store {
     this.checkUsable();
     const k = toKey(key);
     if (k.length > this.maxKeyBytes) throw new KeyTooLargeError(k.length, this.maxKeyBytes);
-    const entry = this.lookup(k.toString('latin1'));
+    const entry = this.lookup(k.toString('latin1'), k);
     if (entry === undefined || entry.tombstone) return undefined;
     return this.readValue(entry, k);
   }
@@ -738,13 +738,13 @@ export class Store {
 
   // ───────────────────────────── read path ─────────────────────────────
 
-  private lookup(key: string): IndexEntry | undefined {
+  private lookup(key: string, keyBytes: Buffer = Buffer.from(key, 'latin1')): IndexEntry | undefined {
     const hit = this.l0.get(key) ?? this.frozen?.memtable.get(key);
     if (hit !== undefined) return hit;
     for (const level of this.levels) {
       const seg = findSegment(level, key);
       if (seg === undefined) continue;
-      const entry = seg.reader.get(key);
+      const entry = seg.reader.get(key, keyBytes);
       if (entry !== undefined) return entry;
     }
     return undefined;
