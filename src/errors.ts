@@ -78,3 +78,109 @@ export class AssertionFailedError extends TalosError {
     super('ASSERTION_FAILED', message);
   }
 }
+
+// ───────────────────────────── replication, fabric, coordination ─────────────────────────────
+
+/** A message or request carried an epoch lower than the receiver's for that region. */
+export class StaleEpochError extends TalosError {
+  constructor(
+    readonly regionId: string,
+    readonly epoch: number,
+    readonly currentEpoch: number,
+  ) {
+    super(
+      'STALE_EPOCH',
+      `region ${regionId}: epoch ${epoch} is older than the current epoch ${currentEpoch}`,
+    );
+  }
+}
+
+/** The node asked is not the serving primary of the region (the client refreshes its map and retries). */
+export class WrongPrimaryError extends TalosError {
+  constructor(
+    readonly regionId: string,
+    readonly nodeId: string,
+    readonly primaryHint?: string,
+  ) {
+    super(
+      'WRONG_PRIMARY',
+      `node ${nodeId} is not the serving primary of region ${regionId}${primaryHint === undefined ? '' : ` (try ${primaryHint})`}`,
+    );
+  }
+}
+
+/** No region of the map covers the key or id asked for. */
+export class UnknownRegionError extends TalosError {
+  constructor(readonly what: string) {
+    super('UNKNOWN_REGION', `no region for ${what}`);
+  }
+}
+
+/** A fabric operation failed: the connection is closed or broken, the peer is unreachable, a write was refused. */
+export class FabricError extends TalosError {}
+
+/** The connection was closed (locally or by the peer) or broke; pending and later operations fail with this. */
+export class ConnectionClosedError extends FabricError {
+  constructor(detail: string) {
+    super('CONNECTION_CLOSED', `connection closed: ${detail}`);
+  }
+}
+
+/** No listener at the address, or the address is cut off from us. */
+export class UnreachableError extends FabricError {
+  constructor(readonly address: string) {
+    super('UNREACHABLE', `fabric address ${address} is unreachable`);
+  }
+}
+
+/** A one-sided write into a region the owner revoked (fencing) or never registered. */
+export class RegionRevokedError extends FabricError {
+  constructor(readonly regionKey: number) {
+    super('REGION_REVOKED', `remote region ${regionKey} is revoked or unknown`);
+  }
+}
+
+/** A one-sided write outside the remote region's bounds. Nothing was placed. */
+export class WriteOutOfBoundsError extends FabricError {
+  constructor(offset: number, length: number, regionBytes: number) {
+    super(
+      'WRITE_OUT_OF_BOUNDS',
+      `write of ${length} bytes at ${offset} exceeds a region of ${regionBytes} bytes`,
+    );
+  }
+}
+
+/** The peer refused the connection handshake (bad credentials or a stale epoch). */
+export class HandshakeRefusedError extends FabricError {
+  constructor(detail: string) {
+    super('HANDSHAKE_REFUSED', `handshake refused: ${detail}`);
+  }
+}
+
+/** The coordinator (etcd or embedded) cannot be reached or did not answer within its deadline. */
+export class CoordinatorUnavailableError extends TalosError {
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super('COORDINATOR_UNAVAILABLE', `coordinator unavailable: ${detail}`, options);
+  }
+}
+
+/** A membership lease expired (or was revoked): the holder must stop acting as a member. */
+export class LeaseExpiredError extends TalosError {
+  constructor(readonly nodeId: string) {
+    super('LEASE_EXPIRED', `the lease of node ${nodeId} expired`);
+  }
+}
+
+/** A region-map change that does not advance the epoch by exactly one, or otherwise breaks the map's rules. */
+export class InvalidConfigurationError extends TalosError {
+  constructor(message: string) {
+    super('INVALID_CONFIGURATION', message);
+  }
+}
+
+/** An operation's outcome is unknown (timeout or lost reply after the request may have been applied). */
+export class OutcomeUnknownError extends TalosError {
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super('OUTCOME_UNKNOWN', `outcome unknown: ${detail}`, options);
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * The Coordinator port (DESIGN §5, PROTOCOL §1, §6): membership with leases, the region map with
+ * compare-and-set on a revision, controller election, suspect reports. Implemented by
+ * `EmbeddedCoordinator` (in process, leases on the injected clock) and `EtcdCoordinator` (etcd3);
+ * both pass test/coordination's conformance suite.
+ *
+ * Every method may reject with CoordinatorUnavailableError (partitioned from the coordinator, call
+ * deadline passed). A rejected compare-and-set is a normal answer, not an error.
+ *
+ * Epochs: the region map enforces that a change moves a region's epoch to exactly current + 1 (a
+ * creation starts at epoch 1), so the epoch is a fencing token no two configurations share.
+ */
+
+export interface NodeInfo {
+  nodeId: string;
+  /** Where the node's fabric listener is. */
+  fabricAddress: string;
+  /** Where clients reach the node, when it serves a client protocol. */
+  clientAddress?: string;
+}
+
+export type RegionState = 'active' | 'reconfiguring';
+
+/** One region's configuration: PROTOCOL §1. `maxKey` undefined = unbounded; keys are latin1 strings. */
+export interface RegionConfig {
+  regionId: string;
+  minKey: string;
+  maxKey?: string;
+  epoch: number;
+  primary: string;
+  backups: string[];
+  state: RegionState;
+  /** Backups being re-synced: not yet part of the acknowledging set. */
+  joining?: string[];
+}
+
+export interface RegionEntry {
+  config: RegionConfig;
+  /** Changes on every write of this entry; compare-and-set compares it. */
+  revision: number;
+}
+
+export type RegionEvent =
+  | { kind: 'put'; entry: RegionEntry }
+  | { kind: 'delete'; regionId: string; revision: number };
+
+export type CasResult = { ok: true; revision: number } | { ok: false; current: RegionEntry | undefined };
+
+export type MemberEvent = { kind: 'join'; member: NodeInfo } | { kind: 'leave'; nodeId: string };
+
+export interface SuspectReport {
+  regionId: string;
+  epoch: number;
+  suspectNodeId: string;
+  reporterNodeId: string;
+  reason: string;
+}
+
+export type Unsubscribe = () => void;
+
+/** A node's lease-backed membership. Keepalives run until `leave()` or until the lease is lost. */
+export interface Membership {
+  readonly nodeId: string;
+  readonly leaseTtlMs: number;
+  /** Clock time the last keepalive was sent that the coordinator acknowledged. */
+  lastKeepaliveSentAtMs(): number;
+  /**
+   * The self-fencing deadline: `lastKeepaliveSentAtMs + leaseTtlMs − marginMs`. A node acts as a
+   * member (acknowledges, serves) only while `clock.now()` is before it (DESIGN §8: never wait for a
+   * client's late "lost" event).
+   */
+  validUntilMs(marginMs: number): number;
+  /** Called once if the coordinator reports the lease gone (expired or revoked). */
+  onLost(handler: () => void): void;
+  /** Revokes the lease; the member leaves at once. Idempotent. */
+  leave(): Promise<void>;
+}
+
+/** Controller election: at most one leader at a time; leadership ends with the leader's lease. */
+export interface Leadership {
+  readonly nodeId: string;
+  /** Resolves when leadership is lost (resigned, lease lost). */
+  readonly lost: Promise<void>;
+  resign(): Promise<void>;
+}
+
+export interface Coordinator {
+  /** Registers `member` under a new lease of `leaseTtlMs` and keeps it alive. */
+  join(member: NodeInfo, leaseTtlMs: number): Promise<Membership>;
+  members(): Promise<NodeInfo[]>;
+  /** Current members first (as joins), then changes. */
+  watchMembers(handler: (event: MemberEvent) => void): Unsubscribe;
+
+  getRegions(): Promise<RegionEntry[]>;
+  getRegion(regionId: string): Promise<RegionEntry | undefined>;
+  /**
+   * Writes `next` for `next.regionId` if the entry's revision is still `expectedRevision`
+   * (0 = the entry must not exist). Rejects with InvalidConfigurationError when `next.epoch` is not
+   * current + 1 (or 1 for a creation).
+   */
+  compareAndSetRegion(expectedRevision: number, next: RegionConfig): Promise<CasResult>;
+  /** Current entries first (as puts), then every change in revision order. */
+  watchRegions(handler: (event: RegionEvent) => void): Unsubscribe;
+
+  /** Resolves when `membership`'s node is the leader; at most one leader at a time. */
+  campaign(membership: Membership): Promise<Leadership>;
+  /** Current leader (undefined when none) first, then every change. */
+  observeLeader(handler: (leaderNodeId: string | undefined) => void): Unsubscribe;
+
+  reportSuspect(report: SuspectReport): Promise<void>;
+  /** Current reports first, then new ones. */
+  watchSuspects(handler: (report: SuspectReport) => void): Unsubscribe;
+  clearSuspects(regionId: string): Promise<void>;
+
+  /** Stops watches and keepalives of this client (not a leave: leases run out on their own). */
+  close(): Promise<void>;
+}
