@@ -42,10 +42,17 @@ export interface CompactionCommittedEvent {
   replayFrom: LogPosition;
 }
 
+/** L0 reached `l0Bytes` while the store does not flush by itself (autoCompact: false): once per L0. */
+export interface L0FullEvent {
+  l0Bytes: number;
+  entryCount: number;
+}
+
 export interface StoreHookMap {
   segmentSealed: SegmentSealedEvent;
   indexSegmentWritten: IndexSegmentWrittenEvent;
   compactionCommitted: CompactionCommittedEvent;
+  l0Full: L0FullEvent;
 }
 
 export class StoreHooks {
@@ -53,6 +60,7 @@ export class StoreHooks {
     segmentSealed: [],
     indexSegmentWritten: [],
     compactionCommitted: [],
+    l0Full: [],
   };
 
   /** Subscribes; returns the function that unsubscribes. */

@@ -40,7 +40,7 @@ import {
 import { crc32c } from './crc.js';
 import { cloneIoStats, type Device, type IoStats } from './device.js';
 import { FileDevice } from './file-device.js';
-import { type CompactionCommittedEvent, StoreHooks } from './hooks.js';
+import { type CompactionCommittedEvent, type IndexSegmentWrittenEvent, StoreHooks } from './hooks.js';
 import { IndexSegmentBuilder, translateIndexSegment, verifyIndexSegment } from './index-segment.js';
 import {
   type BlockCache,
@@ -178,9 +178,30 @@ interface LevelSegment {
 interface PendingWrite {
   key: string;
   entry: IndexEntry;
+  /** Where the record starts in the log: the replay position if it is not in L0 when L0 freezes. */
+  position: LogPosition;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
+
+/** The log's unacknowledged tail handed to a commit gate: the active segment's used prefix. */
+export interface CommitTail {
+  seq: number;
+  segmentOffset: number;
+  usedBytes: number;
+  /** View of the active segment's bytes [0, usedBytes); copy before keeping past the call. */
+  bytes: Buffer;
+}
+
+/**
+ * Replication's hold on acknowledgement (PROTOCOL §3.3): a group of writes reaches L0 and is
+ * acknowledged only when the gate's promise for its tail resolves; a rejection fails the group.
+ * Gates resolve in call order.
+ */
+export type CommitGate = (tail: CommitTail) => Promise<void>;
+
+/** Awaited by compaction after each index segment it writes (PROTOCOL §5.2: shipping back-pressure). */
+export type ShipGate = (event: IndexSegmentWrittenEvent) => Promise<void>;
 
 const DEFAULTS = {
   segmentBytes: 2 * 1024 * 1024,
@@ -226,7 +247,14 @@ export class Store {
   private background: Promise<void> | undefined;
   /** The first device or invariant failure: the store is fail-stop after it (LevelDB's bg error). */
   private fatalError: unknown;
+  /** Appended, not yet handed to commit (group commit collects them). */
   private pending: PendingWrite[] = [];
+  /** Groups handed to the commit gate, oldest first, not yet in L0. */
+  private inflight: PendingWrite[][] = [];
+  private commitChain: Promise<void> = Promise.resolve();
+  private commitGate: CommitGate | undefined;
+  private shipGate: ShipGate | undefined;
+  private l0FullAnnounced = false;
   private commitScheduled = false;
   private closed = false;
 
@@ -606,13 +634,18 @@ export class Store {
     const keyString = k.toString('latin1');
     const entry = this.failStopOnError(() => this.appendRecord(k, v));
     this.userBytes += k.length + valueBytes;
-    if (this.syncPolicy === 'always') {
+    if (this.syncPolicy === 'always' || this.commitGate !== undefined) {
+      const active = this.active!;
+      const position = { seq: active.seq, offset: entry.pointer - active.offset, lsn: entry.lsn };
       return new Promise<void>((resolve, reject) => {
-        this.pending.push({ key: keyString, entry, resolve, reject });
+        this.pending.push({ key: keyString, entry, position, resolve, reject });
         this.scheduleCommit();
       });
     }
-    this.failStopOnError(() => this.applyToL0(keyString, entry));
+    this.failStopOnError(() => {
+      this.applyToL0(keyString, entry);
+      this.afterApply();
+    });
   }
 
   /** Encodes a record at the end of the active segment, sealing it first if the record does not fit. */
@@ -634,14 +667,45 @@ export class Store {
 
   private applyToL0(key: string, entry: IndexEntry): void {
     this.l0.insert(key, entry);
-    if (
-      this.autoCompact &&
-      this.l0.bytes >= this.l0Bytes &&
-      this.frozen === undefined &&
-      this.pending.length === 0
-    ) {
-      this.freezeL0();
+  }
+
+  /** After writes reached L0: freeze it when full (autoCompact), or announce it (for a Flush actor). */
+  private afterApply(): void {
+    if (this.l0.bytes < this.l0Bytes || this.frozen !== undefined) return;
+    if (this.autoCompact) this.freezeL0();
+    else if (!this.l0FullAnnounced) {
+      this.l0FullAnnounced = true;
+      this.hooks.emit('l0Full', { l0Bytes: this.l0.bytes, entryCount: this.l0.size });
     }
+  }
+
+  /**
+   * The log position from which replay must start to rebuild what is not in L0: the first record
+   * appended but not yet applied (pending or in a gated group), else the log's tail.
+   */
+  private firstUnappliedPosition(): LogPosition {
+    const first = this.inflight[0]?.[0] ?? this.pending[0];
+    if (first !== undefined) return { ...first.position };
+    const active = this.active!;
+    return { seq: active.seq, offset: active.usedBytes, lsn: this.nextLsn };
+  }
+
+  /** Installs (or removes) replication's commit gate; see CommitGate. */
+  setCommitGate(gate: CommitGate | undefined): void {
+    this.checkUsable();
+    this.requireRole('primary');
+    this.commitGate = gate;
+  }
+
+  /** Installs (or removes) the gate compaction awaits after each index segment; see ShipGate. */
+  setShipGate(gate: ShipGate | undefined): void {
+    this.shipGate = gate;
+  }
+
+  /** Waits until every group handed to the commit gate so far is settled. */
+  async settleCommits(): Promise<void> {
+    this.commitPending();
+    await this.commitChain;
   }
 
   private scheduleCommit(): void {
@@ -653,15 +717,56 @@ export class Store {
     });
   }
 
-  /** Group commit: one tail write + fdatasync for every write appended since the last one. */
+  /**
+   * Group commit: every write appended since the last commit goes together — one tail write +
+   * fdatasync ('always'), then the commit gate when replication holds one — and reaches L0 in log
+   * order, after which its callers are acknowledged.
+   */
   private commitPending(): void {
     if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
     try {
+      if (this.syncPolicy === 'always') this.failStopOnError(() => this.syncTail(false));
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    if (this.commitGate === undefined) {
+      this.applyBatch(batch);
+      return;
+    }
+    const active = this.active!;
+    const gated = this.commitGate({
+      seq: active.seq,
+      segmentOffset: active.offset,
+      usedBytes: active.usedBytes,
+      bytes: active.buf.subarray(0, active.usedBytes),
+    });
+    this.inflight.push(batch);
+    const settle = (err: unknown): void => {
+      assert(this.inflight[0] === batch, 'gated commits settle in log order');
+      this.inflight.shift();
+      if (err !== undefined) for (const p of batch) p.reject(err);
+      else this.applyBatch(batch);
+    };
+    this.commitChain = this.commitChain.then(() =>
+      gated.then(
+        () => settle(undefined),
+        (err: unknown) => settle(err ?? new Error('commit gate rejected')),
+      ),
+    );
+  }
+
+  private applyBatch(batch: PendingWrite[]): void {
+    if (this.closed) {
+      for (const p of batch) p.reject(new StoreClosedError());
+      return;
+    }
+    try {
       this.failStopOnError(() => {
-        this.syncTail(false);
         for (const p of batch) this.applyToL0(p.key, p.entry);
+        this.afterApply();
       });
     } catch (err) {
       for (const p of batch) p.reject(err);
@@ -798,13 +903,10 @@ export class Store {
 
   private freezeL0(): void {
     assert(this.frozen === undefined, 'only one frozen L0 at a time');
-    assert(this.pending.length === 0, 'freeze only when every appended record is in L0');
-    const active = this.active!;
-    this.frozen = {
-      memtable: this.l0,
-      replayFrom: { seq: active.seq, offset: active.usedBytes, lsn: this.nextLsn },
-    };
+    // Records appended but not yet in L0 (group commit, replication) are replayed, not flushed.
+    this.frozen = { memtable: this.l0, replayFrom: this.firstUnappliedPosition() };
     this.l0 = new Memtable();
+    this.l0FullAnnounced = false;
     // Tail sync: every pointer in the frozen L0 must resolve on the device (and on backups).
     this.syncTail(true);
     this.startBackground();
@@ -962,7 +1064,7 @@ export class Store {
         maxKey: meta.maxKey,
       };
       outputs.push(descriptor);
-      this.hooks.emit('indexSegmentWritten', {
+      const written: IndexSegmentWrittenEvent = {
         compactionId,
         level: dstLevel,
         ordinal: outputs.length - 1,
@@ -971,7 +1073,10 @@ export class Store {
         crc32c: crc32c(bytes),
         descriptor: { ...descriptor },
         bytes,
-      });
+      };
+      this.hooks.emit('indexSegmentWritten', written);
+      // Shipping back-pressure: the next segment waits until the gate lets this one go.
+      if (this.shipGate !== undefined) await this.shipGate(written);
       builder = new IndexSegmentBuilder(this.segmentBytes);
       // Let writers and readers run between output segments.
       await new Promise<void>((resolve) => setImmediate(resolve));
@@ -1110,7 +1215,7 @@ export class Store {
       };
     }
     this.nextLsn = Math.max(this.replayFrom.lsn, expectedLsn, this.l0.maxLsn + 1);
-    if (this.autoCompact && this.l0.bytes >= this.l0Bytes) this.freezeL0();
+    this.afterApply();
   }
 
   private persistManifest(): void {
