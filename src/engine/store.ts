@@ -90,7 +90,11 @@ export interface StoreOptions {
   maxValueBytes?: number;
   /** Decoded index blocks kept in memory (default 32 MiB). */
   blockCacheBytes?: number;
-  /** Run flushes and compactions in the background by themselves (default true). */
+  /**
+   * Flush a full L0 and run due compactions in the background by themselves (default true). When
+   * false the owner decides: the `l0Full` hook announces a full L0, `flush()` flushes only, and
+   * `dueCompaction()` + `compactLevelNow()` compact.
+   */
   autoCompact?: boolean;
   /** Role of a new store; an existing store keeps the role its manifest records. */
   role?: StoreRole;
@@ -372,7 +376,7 @@ export class Store {
     this.failStopOnError(() => this.syncTail(false));
   }
 
-  /** Flushes L0 to L1 and runs the compactions that follows, waiting for all of it. */
+  /** Flushes L0 to L1 and (with autoCompact) runs the compactions that follow, waiting for all of it. */
   async flush(): Promise<void> {
     this.checkUsable();
     await this.drainBackground();
@@ -932,10 +936,17 @@ export class Store {
         await this.flushFrozen();
         continue;
       }
+      // Without autoCompact, compactions are the owner's decision (a Compaction actor).
+      if (!this.autoCompact) return;
       const level = this.overfullLevel();
       if (level === undefined) return;
       await this.compactLevel(level);
     }
+  }
+
+  /** The shallowest level over its size limit, whose compaction is due; undefined when none. */
+  dueCompaction(): number | undefined {
+    return this.overfullLevel();
   }
 
   private overfullLevel(): number | undefined {

@@ -1,0 +1,264 @@
+/**
+ * The backup's side of one region (PROTOCOL §2, §4, §5): registered buffers the primary writes
+ * into, and the handlers for the primary's control messages, run strictly one at a time in arrival
+ * order (so "segment sealed" is persisted before an index segment that points into it is
+ * translated, §8.6).
+ *
+ * - OpenBackup: open (or recover) the backup store, register K log buffers and two index buffers
+ *   of one segment each, answer BackupReady with their handles and the persisted position.
+ * - SegmentSealed: check epoch and the CRC of the buffer's used prefix, persist it as a local
+ *   segment and record it in the segment map (one manifest write), answer SegmentPersisted.
+ * - IndexSegment: check the CRC, translate every value pointer through the segment map (a missing
+ *   mapping is refused, never guessed), persist, answer IndexSegmentPersisted.
+ * - CompactionCommit: install the level change atomically, answer CompactionCommitted.
+ * - A message with an epoch below this region's gets Refused{STALE_EPOCH}; a failure to apply one
+ *   gets Refused with the error's code, and the region stops accepting (fail-stop).
+ */
+import { assert } from '../assert.js';
+import { crc32c } from '../engine/crc.js';
+import type { Store } from '../engine/store.js';
+import { TalosError } from '../errors.js';
+import type { Connection, LocalRegion } from '../fabric/types.js';
+import {
+  type CompactionCommit,
+  decodeMessage,
+  encodeMessage,
+  type IndexSegmentShipped,
+  type OpenBackup,
+  type ReplicationMessage,
+  type SegmentSealed,
+} from './messages.js';
+
+export interface BackupRegionOptions {
+  nodeId: string;
+  /** Opens (or recovers) this node's backup store for a region. */
+  openStore: (regionId: string, segmentBytes: number) => Promise<Store>;
+  /** CPU time source in µs (process.cpuUsage in production); with `onWork`, accounts each handler. */
+  cpuMicros?: () => number;
+  onWork?: (kind: ReplicationMessage['type'], cpuMicros: number) => void;
+}
+
+export interface BackupRegionStats {
+  sealedSegments: number;
+  shippedIndexSegments: number;
+  commits: number;
+  refused: number;
+}
+
+export class BackupRegion {
+  regionId: string | undefined;
+  epoch = 0;
+  store: Store | undefined;
+  private logBuffers: LocalRegion[] = [];
+  private indexBuffers: LocalRegion[] = [];
+  private queue: Promise<void> = Promise.resolve();
+  private stopped: unknown;
+  readonly stats: BackupRegionStats = { sealedSegments: 0, shippedIndexSegments: 0, commits: 0, refused: 0 };
+  private readonly closeListeners: (() => void)[] = [];
+
+  constructor(
+    private readonly connection: Connection,
+    private readonly options: BackupRegionOptions,
+  ) {
+    connection.onMessage((bytes) => {
+      this.queue = this.queue.then(() => this.handle(bytes));
+    });
+    connection.onClose(() => this.release());
+  }
+
+  onClose(listener: () => void): void {
+    this.closeListeners.push(listener);
+  }
+
+  /** Revokes every buffer (fencing, §1) and stops handling messages. */
+  fence(reason: string): void {
+    for (const region of [...this.logBuffers, ...this.indexBuffers]) this.connection.revoke(region);
+    this.stopped ??= new TalosError('FENCED', reason);
+  }
+
+  /** Waits until every message received so far was handled. */
+  async idle(): Promise<void> {
+    await this.queue;
+  }
+
+  private async handle(bytes: Uint8Array): Promise<void> {
+    let message: ReplicationMessage;
+    try {
+      message = decodeMessage(bytes);
+    } catch (err) {
+      this.refuse(this.regionId ?? '', err);
+      return;
+    }
+    if (this.stopped !== undefined) {
+      this.refuse(message.regionId, this.stopped);
+      return;
+    }
+    if (message.type !== 'OpenBackup' && message.regionId !== this.regionId) {
+      this.refuse(
+        message.regionId,
+        new TalosError('UNKNOWN_REGION', `region ${message.regionId} is not open here`),
+      );
+      return;
+    }
+    if (message.epoch < this.epoch) {
+      this.stats.refused++;
+      this.reply({
+        type: 'Refused',
+        regionId: message.regionId,
+        epoch: message.epoch,
+        currentEpoch: this.epoch,
+        code: 'STALE_EPOCH',
+        reason: `epoch ${message.epoch} < ${this.epoch}`,
+      });
+      return;
+    }
+    const started = this.options.cpuMicros?.() ?? 0;
+    try {
+      switch (message.type) {
+        case 'OpenBackup':
+          await this.open(message);
+          break;
+        case 'SegmentSealed':
+          this.sealed(message);
+          break;
+        case 'IndexSegment':
+          this.indexSegment(message);
+          break;
+        case 'CompactionCommit':
+          this.commit(message);
+          break;
+        case 'CloseRegion':
+          await this.close();
+          break;
+        default:
+          throw new TalosError('UNEXPECTED', `unexpected ${message.type} at a backup`);
+      }
+    } catch (err) {
+      this.stopped = err;
+      this.refuse(message.regionId, err);
+    } finally {
+      if (this.options.cpuMicros !== undefined) {
+        this.options.onWork?.(message.type, this.options.cpuMicros() - started);
+      }
+    }
+  }
+
+  private async open(message: OpenBackup): Promise<void> {
+    assert(this.regionId === undefined || this.regionId === message.regionId, 'one region per link');
+    this.regionId = message.regionId;
+    this.epoch = message.epoch;
+    this.store ??= await this.options.openStore(message.regionId, message.segmentBytes);
+    assert(this.store.segmentBytes === message.segmentBytes, 'backup and primary share the segment size');
+    if (this.logBuffers.length === 0) {
+      this.logBuffers = Array.from({ length: message.logBufferCount }, () =>
+        this.connection.registerRegion(message.segmentBytes),
+      );
+      this.indexBuffers =
+        message.mode === 'send-index'
+          ? [
+              this.connection.registerRegion(message.segmentBytes),
+              this.connection.registerRegion(message.segmentBytes),
+            ]
+          : [];
+    }
+    const persisted = this.store.logSegments().filter((e) => e.usedBytes !== null);
+    this.reply({
+      type: 'BackupReady',
+      regionId: message.regionId,
+      epoch: message.epoch,
+      logBuffers: this.logBuffers.map((r) => r.handle),
+      indexBuffers: this.indexBuffers.map((r) => r.handle),
+      persistedThrough: persisted.length === 0 ? -1 : Math.max(...persisted.map((e) => e.seq)),
+    });
+  }
+
+  private sealed(message: SegmentSealed): void {
+    const store = this.requireStore();
+    const buffer = this.logBuffers[message.seq % this.logBuffers.length]!;
+    if (message.usedBytes > buffer.bytes.length)
+      throw new TalosError('BAD_SEAL', 'usedBytes beyond the buffer');
+    const bytes = Buffer.from(buffer.bytes.subarray(0, message.usedBytes));
+    store.writeShippedLogSegment({
+      seq: message.seq,
+      primarySegmentOffset: message.primarySegment,
+      bytes,
+      crc32c: message.crc32c,
+    });
+    this.stats.sealedSegments++;
+    this.reply({
+      type: 'SegmentPersisted',
+      regionId: message.regionId,
+      epoch: this.epoch,
+      seq: message.seq,
+      usedBytes: message.usedBytes,
+      partial: message.partial,
+    });
+  }
+
+  private indexSegment(message: IndexSegmentShipped): void {
+    const store = this.requireStore();
+    const buffer = this.indexBuffers[message.slot];
+    if (buffer === undefined) throw new TalosError('BAD_SLOT', `no index buffer ${message.slot}`);
+    if (message.usedBytes > buffer.bytes.length)
+      throw new TalosError('BAD_INDEX', 'usedBytes beyond the buffer');
+    const bytes = Buffer.from(buffer.bytes.subarray(0, message.usedBytes));
+    if (crc32c(bytes) !== message.crc32c)
+      throw new TalosError('CORRUPT_SEGMENT', 'shipped index segment crc mismatch');
+    store.writeShippedIndexSegment({ primarySegmentOffset: message.primarySegment, bytes });
+    this.stats.shippedIndexSegments++;
+    this.reply({
+      type: 'IndexSegmentPersisted',
+      regionId: message.regionId,
+      epoch: this.epoch,
+      compactionId: message.compactionId,
+      ordinal: message.ordinal,
+      slot: message.slot,
+    });
+  }
+
+  private commit(message: CompactionCommit): void {
+    this.requireStore().installShippedCompaction({
+      compactionId: message.compactionId,
+      srcLevel: message.srcLevel,
+      dstLevel: message.dstLevel,
+      newSegments: message.newSegments,
+      removedSegments: message.removedSegments,
+      trivialMove: message.trivialMove,
+      replayFrom: message.replayFrom,
+    });
+    this.stats.commits++;
+    this.reply({
+      type: 'CompactionCommitted',
+      regionId: message.regionId,
+      epoch: this.epoch,
+      compactionId: message.compactionId,
+    });
+  }
+
+  private async close(): Promise<void> {
+    this.stopped ??= new TalosError('CLOSED', 'region closed by the primary');
+    this.connection.close();
+  }
+
+  private release(): void {
+    this.stopped ??= new TalosError('CLOSED', 'connection closed');
+    for (const listener of this.closeListeners.splice(0)) listener();
+  }
+
+  private requireStore(): Store {
+    if (this.store === undefined) throw new TalosError('NOT_OPEN', 'region not opened');
+    return this.store;
+  }
+
+  private refuse(regionId: string, err: unknown): void {
+    this.stats.refused++;
+    const code = err instanceof TalosError ? err.code : 'ERROR';
+    const reason = err instanceof Error ? err.message : String(err);
+    this.reply({ type: 'Refused', regionId, epoch: this.epoch, currentEpoch: this.epoch, code, reason });
+  }
+
+  private reply(message: ReplicationMessage): void {
+    if (this.connection.closed) return;
+    this.connection.send(encodeMessage(message));
+  }
+}

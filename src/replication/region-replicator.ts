@@ -1,0 +1,125 @@
+/**
+ * The primary's data plane for one region (PROTOCOL §3–5): plain code the RegionPrimary actor
+ * switches on while it is `serving` — no actor event per put.
+ *
+ * Put path (§3): the engine appends records and hands each group's tail to the commit gate. The
+ * gate writes the bytes not yet replicated — `[replicatedOffset, usedBytes)` of the active segment —
+ * to every backup's log buffer at the same offsets, and resolves when every write completed; only
+ * then does the engine put the group in L0 and acknowledge it.
+ *
+ * Seal (§4): the engine's `segmentSealed` hook (full or partial) runs synchronously inside the
+ * append that filled the segment (or the tail sync before a flush). The replicator writes the
+ * segment's remaining bytes, then — after that write completed — sends SegmentSealed; a full seal
+ * moves replication to offset 0 of the next segment.
+ *
+ * Index shipping (§5): compaction awaits the ship gate after each index segment; the gate writes
+ * the segment into a backup index slot and announces it (slots double-buffered, see BackupLink).
+ * The `compactionCommitted` hook sends CompactionCommit after every earlier message.
+ *
+ * Any link failure fails every later gate: the engine refuses to acknowledge (§3.4) and the
+ * owner is told through `onLinkFailure` so it can report the backup.
+ */
+import { assert } from '../assert.js';
+import type {
+  CompactionCommittedEvent,
+  IndexSegmentWrittenEvent,
+  SegmentSealedEvent,
+} from '../engine/hooks.js';
+import type { CommitTail, Store } from '../engine/store.js';
+import type { BackupLink } from './backup-link.js';
+import type { ReplicationMode } from './messages.js';
+
+export interface RegionReplicatorOptions {
+  store: Store;
+  links: BackupLink[];
+  mode: ReplicationMode;
+  /** Sequence of the active segment when replication starts (the backups' stream starts there). */
+  fromSegmentSeq: number;
+  onLinkFailure?: (link: BackupLink, err: unknown) => void;
+}
+
+export class RegionReplicator {
+  private readonly store: Store;
+  private readonly links: BackupLink[];
+  private replicatedSeq: number;
+  private replicatedOffset = 0;
+  /** Completion of the latest write issued (to every backup). */
+  private lastWrite: Promise<void> = Promise.resolve();
+  private readonly unsubscribe: (() => void)[] = [];
+  private readonly commits: Promise<void>[] = [];
+  private stopped = false;
+
+  constructor(private readonly options: RegionReplicatorOptions) {
+    this.store = options.store;
+    this.links = options.links;
+    this.replicatedSeq = options.fromSegmentSeq;
+    for (const link of this.links) link.onFailure((err) => options.onLinkFailure?.(link, err));
+  }
+
+  /** Installs the gates and hooks on the store: from now on writes are acknowledged only once replicated. */
+  start(): void {
+    assert(!this.stopped, 'a replicator starts once');
+    const store = this.store;
+    store.setCommitGate((tail) => this.commitGate(tail));
+    this.unsubscribe.push(store.hooks.on('segmentSealed', (e) => this.onSealed(e)));
+    if (this.options.mode === 'send-index') {
+      store.setShipGate((e) => this.shipGate(e));
+      this.unsubscribe.push(store.hooks.on('compactionCommitted', (e) => this.onCommitted(e)));
+    }
+  }
+
+  /** Removes gates and hooks (writes after this are not replicated: the owner stops serving first). */
+  stop(): void {
+    this.stopped = true;
+    for (const off of this.unsubscribe.splice(0)) off();
+    this.store.setShipGate(undefined);
+    if (!this.store.isClosed) this.store.setCommitGate(undefined);
+  }
+
+  /** Resolves when every compaction commit sent so far was installed by every backup. */
+  async commitsInstalled(): Promise<void> {
+    await Promise.all(this.commits.splice(0));
+  }
+
+  private commitGate(tail: CommitTail): Promise<void> {
+    if (this.stopped) return Promise.reject(new Error('replication stopped'));
+    this.replicate(tail.seq, tail.usedBytes, tail.bytes);
+    return this.lastWrite;
+  }
+
+  /** Writes `[replicatedOffset, usedBytes)` of segment `seq` to every backup. */
+  private replicate(seq: number, usedBytes: number, bytes: Uint8Array): void {
+    assert(seq === this.replicatedSeq, () => `replication of segment ${seq} while at ${this.replicatedSeq}`);
+    assert(usedBytes >= this.replicatedOffset, 'the log only grows');
+    if (usedBytes === this.replicatedOffset) return;
+    const chunk = Buffer.from(bytes.subarray(this.replicatedOffset, usedBytes));
+    const offset = this.replicatedOffset;
+    const writes = this.links.map((link) => link.writeLog(seq, offset, chunk));
+    this.lastWrite = Promise.all([this.lastWrite, ...writes]).then(() => {});
+    this.lastWrite.catch(() => {});
+    this.replicatedOffset = usedBytes;
+  }
+
+  private onSealed(event: SegmentSealedEvent): void {
+    if (this.stopped) return;
+    this.replicate(event.seq, event.usedBytes, event.bytes);
+    const written = this.lastWrite;
+    for (const link of this.links) link.sealed(event, written);
+    if (!event.partial) {
+      this.replicatedSeq = event.seq + 1;
+      this.replicatedOffset = 0;
+    }
+  }
+
+  private async shipGate(event: IndexSegmentWrittenEvent): Promise<void> {
+    if (this.stopped) throw new Error('replication stopped');
+    await Promise.all(this.links.map((link) => link.shipIndex(event).sent));
+  }
+
+  private onCommitted(event: CompactionCommittedEvent): void {
+    if (this.stopped) return;
+    const installed = Promise.all(this.links.map((link) => link.commit(event))).then(() => {});
+    installed.catch(() => {});
+    this.commits.push(installed);
+  }
+}
