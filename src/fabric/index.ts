@@ -1,0 +1,7 @@
+/**
+ * Fabrics (DESIGN §4): the port through which replication moves bytes — registered regions,
+ * one-sided writes, ordered control messages, revocation. `MemoryFabric` runs in process; the tcp
+ * and rdma fabrics satisfy the same contract (test/fabric/conformance.ts).
+ */
+export * from './memory.js';
+export type * from './types.js';

@@ -1,0 +1,461 @@
+/**
+ * MemoryFabric: the Fabric port (types.ts) inside one process, with RDMA's reliable-connection
+ * semantics. First-class: the in-process cluster, the simulator and tests run on it, and it passes
+ * the same conformance suite (test/fabric/conformance.ts) as the tcp and rdma fabrics.
+ *
+ * Model. A connection is a pair of endpoints. Each direction has one FIFO of operations — one-sided
+ * writes and control messages — that a pump delivers in order: a write copies its bytes into the
+ * peer's registered region and then resolves the writer's promise (the completion); a message is
+ * handed to the peer's handler. Because both kinds share one FIFO, a message sent after a write
+ * resolved is delivered after that write's bytes are in place (RC ordering), and writes on one
+ * connection land in issue order. Bytes are copied when the operation is issued, as a NIC would
+ * have them once posted; the caller may reuse its buffer at once.
+ *
+ * Scheduling. Each direction's pump runs through `scheduler` (default: a microtask), one operation
+ * per call, so a simulator can interleave deliveries of different connections in any order it
+ * chooses while the order within a direction is preserved.
+ *
+ * Faults (for tests and the simulator), all reversible unless they break a connection:
+ * - `partition(nodeId, on)`: the node cannot be reached and reaches no one. Its open connections
+ *   break (as an RC queue pair's retries run out) with UnreachableError; new connects to or from it
+ *   fail until `heal()` or `partition(nodeId, false)`.
+ * - `dropTraffic(connection, on)`: operations in both directions are held back, never delivered
+ *   while on (writes stay pending); turning it off releases them in order.
+ * - `delayTraffic(connection, ms)`: each operation waits `ms` on the injected clock before delivery.
+ * - `failWrites(connection, on)`: the next write on the connection fails and breaks it, as a remote
+ *   access or transport error moves a queue pair to the error state.
+ * - `breakConnection(connection, reason?)`: both sides see the connection break.
+ * Revocation is not a fault: `Connection.revoke` fences a region; later writes into it reject with
+ * RegionRevokedError and the connection stays usable.
+ */
+import { assert } from '../assert.js';
+import type { Clock } from '../clock/index.js';
+import {
+  ConnectionClosedError,
+  FabricError,
+  HandshakeRefusedError,
+  RegionRevokedError,
+  UnreachableError,
+  WriteOutOfBoundsError,
+} from '../errors.js';
+import type {
+  Connection,
+  ConnectionStats,
+  Fabric,
+  Handshake,
+  Listener,
+  ListenOptions,
+  LocalRegion,
+  RegionHandle,
+  RemoteRegion,
+} from './types.js';
+
+export interface MemoryFabricOptions {
+  /** Runs one pump step later; a simulator injects its own. Default: queueMicrotask. */
+  scheduler?: (step: () => void) => void;
+  /** Clock for `delayTraffic`. Required only when delays are used. */
+  clock?: Clock;
+}
+
+interface ListenerEntry {
+  address: string;
+  options: ListenOptions;
+  onConnection: (connection: Connection) => void;
+  closed: boolean;
+}
+
+type Operation =
+  | {
+      kind: 'write';
+      regionKey: number;
+      offset: number;
+      bytes: Uint8Array;
+      resolve: () => void;
+      reject: (error: Error) => void;
+    }
+  | { kind: 'message'; bytes: Uint8Array };
+
+class MemoryLocalRegion implements LocalRegion {
+  revoked = false;
+  readonly bytes: Uint8Array;
+  constructor(readonly handle: RegionHandle) {
+    this.bytes = new Uint8Array(handle.bytes);
+  }
+}
+
+/** One direction of a connection: the operations `from` issued, to be delivered at `to`. */
+class Lane {
+  readonly queue: Operation[] = [];
+  pumping = false;
+  constructor(
+    readonly from: MemoryEndpoint,
+    readonly to: MemoryEndpoint,
+  ) {}
+}
+
+interface PairState {
+  dropped: boolean;
+  delayMs: number;
+  failWrites: boolean;
+}
+
+export class MemoryEndpoint implements Connection {
+  closed = false;
+  peer!: MemoryEndpoint;
+  outbound!: Lane;
+  private readonly regions = new Map<number, MemoryLocalRegion>();
+  private messageHandler: ((message: Uint8Array) => void) | undefined;
+  private readonly earlyMessages: Uint8Array[] = [];
+  private closeHandlers: Array<(reason: Error) => void> = [];
+  private closeReason: Error | undefined;
+  private readonly counters: ConnectionStats = {
+    bytesWritten: 0,
+    writeCount: 0,
+    bytesSent: 0,
+    messagesSent: 0,
+    bytesReceived: 0,
+    messagesReceived: 0,
+  };
+
+  constructor(
+    readonly fabric: MemoryFabric,
+    readonly localNodeId: string,
+    readonly peerNodeId: string,
+    readonly pair: PairState,
+  ) {}
+
+  registerRegion(bytes: number): LocalRegion {
+    if (!Number.isInteger(bytes) || bytes <= 0)
+      throw new FabricError('INVALID_REGION', `region size must be a positive integer, got ${bytes}`);
+    this.ensureOpen();
+    const region = new MemoryLocalRegion({ regionKey: this.fabric.nextRegionKey(), bytes });
+    this.regions.set(region.handle.regionKey, region);
+    return region;
+  }
+
+  remoteRegion(handle: RegionHandle): RemoteRegion {
+    return { handle: { regionKey: handle.regionKey, bytes: handle.bytes } };
+  }
+
+  write(remote: RemoteRegion, offset: number, bytes: Uint8Array): Promise<void> {
+    if (this.closed) return Promise.reject(new ConnectionClosedError(this.closedDetail()));
+    if (!Number.isInteger(offset) || offset < 0 || offset + bytes.length > remote.handle.bytes) {
+      return Promise.reject(new WriteOutOfBoundsError(offset, bytes.length, remote.handle.bytes));
+    }
+    this.counters.bytesWritten += bytes.length;
+    this.counters.writeCount += 1;
+    return new Promise<void>((resolve, reject) => {
+      this.enqueue({
+        kind: 'write',
+        regionKey: remote.handle.regionKey,
+        offset,
+        bytes: bytes.slice(),
+        resolve,
+        reject,
+      });
+    });
+  }
+
+  send(message: Uint8Array): void {
+    this.ensureOpen();
+    this.counters.bytesSent += message.length;
+    this.counters.messagesSent += 1;
+    this.enqueue({ kind: 'message', bytes: message.slice() });
+  }
+
+  onMessage(handler: (message: Uint8Array) => void): void {
+    this.messageHandler = handler;
+    while (this.earlyMessages.length > 0 && this.messageHandler === handler && !this.closed) {
+      handler(this.earlyMessages.shift()!);
+    }
+  }
+
+  onClose(handler: (reason: Error) => void): void {
+    if (this.closeReason !== undefined) {
+      const reason = this.closeReason;
+      queueMicrotask(() => handler(reason));
+      return;
+    }
+    this.closeHandlers.push(handler);
+  }
+
+  revoke(region: LocalRegion): void {
+    const own = this.regions.get(region.handle.regionKey);
+    assert(own === region, `revoke: region ${region.handle.regionKey} was not registered on this connection`);
+    own.revoked = true;
+  }
+
+  close(): void {
+    this.fabric.breakPair(
+      this,
+      new ConnectionClosedError(`closed by ${this.localNodeId}`),
+      new ConnectionClosedError(`closed by peer ${this.localNodeId}`),
+    );
+  }
+
+  stats(): ConnectionStats {
+    return { ...this.counters };
+  }
+
+  // ---- internals (used by MemoryFabric and the lanes) ----
+
+  /** Delivers one operation that arrived from the peer. */
+  deliver(op: Operation): void {
+    if (op.kind === 'message') {
+      this.counters.bytesReceived += op.bytes.length;
+      this.counters.messagesReceived += 1;
+      if (this.messageHandler === undefined) this.earlyMessages.push(op.bytes);
+      else this.messageHandler(op.bytes);
+      return;
+    }
+    const region = this.regions.get(op.regionKey);
+    if (region === undefined || region.revoked) {
+      op.reject(new RegionRevokedError(op.regionKey));
+      return;
+    }
+    if (op.offset + op.bytes.length > region.bytes.length) {
+      op.reject(new WriteOutOfBoundsError(op.offset, op.bytes.length, region.bytes.length));
+      return;
+    }
+    region.bytes.set(op.bytes, op.offset);
+    op.resolve();
+  }
+
+  /** Marks this endpoint broken: pending outbound writes fail, close handlers run once. */
+  shutDown(reason: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeReason = reason;
+    for (const op of this.outbound.queue.splice(0)) {
+      if (op.kind === 'write') op.reject(reason);
+    }
+    // Regions die with the connection (RDMA: the MRs are deregistered with the PD's users).
+    for (const region of this.regions.values()) region.revoked = true;
+    const handlers = this.closeHandlers;
+    this.closeHandlers = [];
+    for (const handler of handlers) queueMicrotask(() => handler(reason));
+  }
+
+  private enqueue(op: Operation): void {
+    this.outbound.queue.push(op);
+    this.fabric.kick(this.outbound);
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new ConnectionClosedError(this.closedDetail());
+  }
+
+  private closedDetail(): string {
+    return `connection ${this.localNodeId}→${this.peerNodeId} is closed${this.closeReason ? `: ${this.closeReason.message}` : ''}`;
+  }
+}
+
+export interface MemoryFabricStats {
+  connections: number;
+  bytesWritten: number;
+  bytesSent: number;
+}
+
+export class MemoryFabric implements Fabric {
+  readonly kind = 'memory' as const;
+  private readonly listeners = new Map<string, ListenerEntry>();
+  private readonly endpoints = new Set<MemoryEndpoint>();
+  private readonly partitioned = new Set<string>();
+  private readonly scheduler: (step: () => void) => void;
+  private readonly clock: Clock | undefined;
+  private regionKeySeq = 0;
+  private closed = false;
+  /** Bytes of closed connections, so totals survive reconnects. */
+  private retired = { bytesWritten: 0, bytesSent: 0 };
+
+  constructor(options: MemoryFabricOptions = {}) {
+    this.scheduler = options.scheduler ?? queueMicrotask;
+    this.clock = options.clock;
+  }
+
+  async listen(
+    address: string,
+    options: ListenOptions,
+    onConnection: (connection: Connection) => void,
+  ): Promise<Listener> {
+    if (this.closed) throw new FabricError('FABRIC_CLOSED', 'fabric is closed');
+    const existing = this.listeners.get(address);
+    if (existing !== undefined && !existing.closed) {
+      throw new FabricError('ADDRESS_IN_USE', `address ${address} already has a listener`);
+    }
+    const entry: ListenerEntry = { address, options, onConnection, closed: false };
+    this.listeners.set(address, entry);
+    return {
+      address,
+      close: () => {
+        entry.closed = true;
+        if (this.listeners.get(address) === entry) this.listeners.delete(address);
+      },
+    };
+  }
+
+  async connect(address: string, handshake: Handshake): Promise<Connection> {
+    if (this.closed) throw new FabricError('FABRIC_CLOSED', 'fabric is closed');
+    const entry = this.listeners.get(address);
+    if (entry === undefined || entry.closed) throw new UnreachableError(address);
+    if (this.partitioned.has(handshake.nodeId) || this.partitioned.has(entry.options.nodeId)) {
+      throw new UnreachableError(address);
+    }
+    const verdict = entry.options.accept ? entry.options.accept(handshake) : true;
+    if (verdict !== true) throw new HandshakeRefusedError(verdict);
+    const pair: PairState = { dropped: false, delayMs: 0, failWrites: false };
+    const client = new MemoryEndpoint(this, handshake.nodeId, entry.options.nodeId, pair);
+    const server = new MemoryEndpoint(this, entry.options.nodeId, handshake.nodeId, pair);
+    client.peer = server;
+    server.peer = client;
+    client.outbound = new Lane(client, server);
+    server.outbound = new Lane(server, client);
+    this.endpoints.add(client);
+    this.endpoints.add(server);
+    entry.onConnection(server);
+    return client;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const entry of this.listeners.values()) entry.closed = true;
+    this.listeners.clear();
+    for (const endpoint of [...this.endpoints]) {
+      this.breakPair(
+        endpoint,
+        new ConnectionClosedError('fabric closed'),
+        new ConnectionClosedError('fabric closed'),
+      );
+    }
+  }
+
+  /** Totals over every connection this fabric carried (both directions). */
+  stats(): MemoryFabricStats {
+    let bytesWritten = this.retired.bytesWritten;
+    let bytesSent = this.retired.bytesSent;
+    for (const endpoint of this.endpoints) {
+      const s = endpoint.stats();
+      bytesWritten += s.bytesWritten;
+      bytesSent += s.bytesSent;
+    }
+    return { connections: this.endpoints.size / 2, bytesWritten, bytesSent };
+  }
+
+  // ---- faults ----
+
+  partition(nodeId: string, on = true): void {
+    if (!on) {
+      this.partitioned.delete(nodeId);
+      return;
+    }
+    this.partitioned.add(nodeId);
+    for (const endpoint of [...this.endpoints]) {
+      if (endpoint.localNodeId === nodeId) {
+        const error = new UnreachableError(endpoint.peerNodeId);
+        this.breakPair(endpoint, error, new UnreachableError(nodeId));
+      }
+    }
+  }
+
+  heal(): void {
+    this.partitioned.clear();
+    for (const endpoint of this.endpoints) {
+      endpoint.pair.dropped = false;
+      endpoint.pair.delayMs = 0;
+      endpoint.pair.failWrites = false;
+      this.kick(endpoint.outbound);
+    }
+  }
+
+  dropTraffic(connection: Connection, on = true): void {
+    const endpoint = this.own(connection);
+    endpoint.pair.dropped = on;
+    if (!on) {
+      this.kick(endpoint.outbound);
+      this.kick(endpoint.peer.outbound);
+    }
+  }
+
+  delayTraffic(connection: Connection, delayMs: number): void {
+    assert(delayMs >= 0, 'delayTraffic: delay must be ≥ 0');
+    if (delayMs > 0 && this.clock === undefined) {
+      throw new FabricError('NO_CLOCK', 'delayTraffic needs a clock: new MemoryFabric({ clock })');
+    }
+    this.own(connection).pair.delayMs = delayMs;
+  }
+
+  failWrites(connection: Connection, on = true): void {
+    this.own(connection).pair.failWrites = on;
+  }
+
+  breakConnection(connection: Connection, reason = 'connection broken (fault injected)'): void {
+    const endpoint = this.own(connection);
+    this.breakPair(endpoint, new ConnectionClosedError(reason), new ConnectionClosedError(reason));
+  }
+
+  // ---- internals ----
+
+  nextRegionKey(): number {
+    this.regionKeySeq += 1;
+    return this.regionKeySeq;
+  }
+
+  /** Closes both endpoints of `endpoint`'s connection; `mine` goes to it, `theirs` to the peer. */
+  breakPair(endpoint: MemoryEndpoint, mine: Error, theirs: Error): void {
+    const peer = endpoint.peer;
+    if (endpoint.closed && peer.closed) return;
+    for (const side of [endpoint, peer]) {
+      if (this.endpoints.delete(side)) {
+        const s = side.stats();
+        this.retired.bytesWritten += s.bytesWritten;
+        this.retired.bytesSent += s.bytesSent;
+      }
+    }
+    endpoint.shutDown(mine);
+    peer.shutDown(theirs);
+  }
+
+  /** Schedules the lane's pump unless it is already scheduled or held back. */
+  kick(lane: Lane): void {
+    if (lane.pumping || lane.queue.length === 0 || lane.from.closed) return;
+    const pair = lane.from.pair;
+    if (pair.dropped) return;
+    lane.pumping = true;
+    if (pair.delayMs > 0 && this.clock !== undefined) {
+      this.clock.setTimeout(() => this.scheduler(() => this.step(lane)), pair.delayMs);
+    } else {
+      this.scheduler(() => this.step(lane));
+    }
+  }
+
+  /** Delivers the lane's next operation, then schedules the one after it. */
+  private step(lane: Lane): void {
+    lane.pumping = false;
+    if (lane.from.closed || lane.from.pair.dropped) return;
+    const op = lane.queue.shift();
+    if (op === undefined) return;
+    if (op.kind === 'write' && lane.from.pair.failWrites) {
+      lane.from.pair.failWrites = false;
+      const error = new FabricError(
+        'WRITE_FAILED',
+        `one-sided write ${lane.from.localNodeId}→${lane.to.localNodeId} failed (fault injected)`,
+      );
+      op.reject(error);
+      this.breakPair(
+        lane.from,
+        error,
+        new ConnectionClosedError(`peer ${lane.from.localNodeId}'s queue pair entered the error state`),
+      );
+      return;
+    }
+    lane.to.deliver(op);
+    this.kick(lane);
+  }
+
+  private own(connection: Connection): MemoryEndpoint {
+    if (!(connection instanceof MemoryEndpoint) || connection.fabric !== this) {
+      throw new FabricError('FOREIGN_CONNECTION', 'connection does not belong to this fabric');
+    }
+    return connection;
+  }
+}
