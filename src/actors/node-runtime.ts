@@ -1,0 +1,222 @@
+/**
+ * NodeRuntime: the plain-code side of one node — its ports (fabric, coordinator, clock, stores),
+ * the router from region id to the serving PrimarySession, and the backup side of incoming
+ * connections. The Node actor (node.ts) decides; this object does.
+ *
+ * Incoming connections: every connection a primary opens to this node carries one region. The
+ * runtime hands it to a BackupRegion at once (so no message is lost), and the first message,
+ * OpenBackup, asks `openStore`: only then is the region known. The runtime checks the region map
+ * (read from the coordinator, not from a possibly late watch) — this node must be a backup of the
+ * region at that epoch, or the open is refused with a typed error the primary sees — opens or
+ * reuses the node's backup store for the region, and announces the open so the Node actor spawns a
+ * RegionBackup actor for it.
+ */
+import type { Coordinator, Membership, RegionConfig, SuspectReport } from '../../coordination/types.js';
+import type { Clock } from '../clock/index.js';
+import type { Store } from '../engine/store.js';
+import { StaleEpochError, TalosError, UnknownRegionError, UnreachableError } from '../errors.js';
+import type { Connection, Fabric, Listener } from '../fabric/types.js';
+import { BackupRegion } from '../replication/backup-region.js';
+import type { ReplicationMode } from '../replication/messages.js';
+import type { PrimarySession } from '../replication/primary-session.js';
+import type { PrimaryPorts } from './region-primary.js';
+import type { CpuAccount, Role } from './work.js';
+
+export interface NodeRuntimeOptions {
+  nodeId: string;
+  fabric: Fabric;
+  fabricAddress: string;
+  coordinator: Coordinator;
+  clock: Clock;
+  leaseTtlMs: number;
+  mode: ReplicationMode;
+  logBufferCount: number;
+  /** Opens (or recovers) this node's store of a region in a role. */
+  openStore(regionId: string, role: Role): Promise<Store>;
+  /** CPU clock in µs (process.cpuUsage in production). */
+  cpuMicros?: () => number;
+}
+
+export interface BackupOpened {
+  regionId: string;
+  epoch: number;
+  region: BackupRegion;
+  store: Store;
+}
+
+export class NodeRuntime implements PrimaryPorts {
+  readonly nodeId: string;
+  readonly mode: ReplicationMode;
+  readonly logBufferCount: number;
+  readonly cpu: CpuAccount | undefined;
+  readonly cpuMicrosByRole: Record<Role, number> = { primary: 0, backup: 0 };
+  membership: Membership | undefined;
+  private listener: Listener | undefined;
+  private readonly serving = new Map<string, PrimarySession>();
+  private readonly backupStores = new Map<string, Promise<Store>>();
+  private readonly primaryStores = new Set<Store>();
+  private readonly backupRegions = new Set<BackupRegion>();
+  private backupOpenedListener: ((opened: BackupOpened) => void) | undefined;
+  private readonly connections = new Set<Connection>();
+  /** Fabric bytes of connections already closed. */
+  private readonly retiredFabricBytes = { written: 0, sent: 0 };
+  private stopped = false;
+
+  constructor(readonly options: NodeRuntimeOptions) {
+    this.nodeId = options.nodeId;
+    this.mode = options.mode;
+    this.logBufferCount = options.logBufferCount;
+    const cpuMicros = options.cpuMicros;
+    this.cpu =
+      cpuMicros === undefined
+        ? undefined
+        : {
+            now: cpuMicros,
+            charge: (role, micros) => {
+              this.cpuMicrosByRole[role] += micros;
+            },
+          };
+  }
+
+  /** Listens on the fabric, then joins the cluster (a member is reachable once it is listed). */
+  async start(): Promise<void> {
+    const o = this.options;
+    this.listener = await o.fabric.listen(
+      o.fabricAddress,
+      { nodeId: o.nodeId, accept: () => (this.stopped ? `node ${o.nodeId} is stopping` : true) },
+      (connection) => this.accept(connection),
+    );
+    this.membership = await o.coordinator.join(
+      { nodeId: o.nodeId, fabricAddress: o.fabricAddress },
+      o.leaseTtlMs,
+    );
+  }
+
+  onBackupOpened(listener: ((opened: BackupOpened) => void) | undefined): void {
+    this.backupOpenedListener = listener;
+  }
+
+  // ---- PrimaryPorts ----
+
+  async openStore(regionId: string): Promise<Store> {
+    const store = await this.options.openStore(regionId, 'primary');
+    this.primaryStores.add(store);
+    return store;
+  }
+
+  async connect(backupNodeId: string, _regionId: string, epoch: number): Promise<Connection> {
+    const members = await this.options.coordinator.members();
+    const member = members.find((m) => m.nodeId === backupNodeId);
+    if (member === undefined) throw new UnreachableError(`node ${backupNodeId} (not a member)`);
+    const connection = await this.options.fabric.connect(member.fabricAddress, {
+      nodeId: this.nodeId,
+      epoch,
+    });
+    this.track(connection);
+    return connection;
+  }
+
+  setServing(regionId: string, session: PrimarySession | undefined): void {
+    if (session === undefined) this.serving.delete(regionId);
+    else this.serving.set(regionId, session);
+  }
+
+  reportSuspect(report: SuspectReport): Promise<void> {
+    return this.options.coordinator.reportSuspect(report);
+  }
+
+  // ---- router ----
+
+  /** The session serving `regionId` on this node, if any. */
+  session(regionId: string): PrimarySession | undefined {
+    return this.serving.get(regionId);
+  }
+
+  servingRegions(): string[] {
+    return [...this.serving.keys()];
+  }
+
+  /** The node's backup stores by region (open ones only). */
+  async backupStoresByRegion(): Promise<Map<string, Store>> {
+    const out = new Map<string, Store>();
+    for (const [regionId, store] of this.backupStores) out.set(regionId, await store);
+    return out;
+  }
+
+  primaryStoreList(): Store[] {
+    return [...this.primaryStores].filter((s) => !s.isClosed);
+  }
+
+  backupRegionList(): BackupRegion[] {
+    return [...this.backupRegions];
+  }
+
+  /** Fabric bytes this node put on the wire (one-sided writes + messages), over its connections. */
+  fabricBytes(): { written: number; sent: number } {
+    let { written, sent } = this.retiredFabricBytes;
+    for (const c of this.connections) {
+      const s = c.stats();
+      written += s.bytesWritten;
+      sent += s.bytesSent;
+    }
+    return { written, sent };
+  }
+
+  /** Closes the listener, every connection and every store, and leaves the cluster. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.listener?.close();
+    for (const connection of this.connections) connection.close();
+    for (const store of this.primaryStores) await store.close().catch(() => {});
+    for (const store of this.backupStores.values()) await (await store.catch(() => undefined))?.close();
+    await this.membership?.leave().catch(() => {});
+  }
+
+  // ---- backup side ----
+
+  private accept(connection: Connection): void {
+    this.track(connection);
+    const region: BackupRegion = new BackupRegion(connection, {
+      nodeId: this.nodeId,
+      openStore: async (regionId) => {
+        const store = await this.openBackupStore(regionId, region.epoch);
+        queueMicrotask(() => this.backupOpenedListener?.({ regionId, epoch: region.epoch, region, store }));
+        return store;
+      },
+      cpuMicros: this.options.cpuMicros,
+      onWork: (_kind, micros) => {
+        this.cpuMicrosByRole.backup += micros;
+      },
+    });
+    this.backupRegions.add(region);
+    region.onClose(() => this.backupRegions.delete(region));
+  }
+
+  private async openBackupStore(regionId: string, epoch: number): Promise<Store> {
+    if (this.stopped) throw new TalosError('NODE_STOPPING', `node ${this.nodeId} is stopping`);
+    const entry = await this.options.coordinator.getRegion(regionId);
+    if (entry === undefined) throw new UnknownRegionError(`region ${regionId}`);
+    const config: RegionConfig = entry.config;
+    if (epoch < config.epoch) throw new StaleEpochError(regionId, epoch, config.epoch);
+    if (!config.backups.includes(this.nodeId) && !(config.joining ?? []).includes(this.nodeId)) {
+      throw new UnknownRegionError(`region ${regionId} on node ${this.nodeId} (not one of its backups)`);
+    }
+    let store = this.backupStores.get(regionId);
+    if (store === undefined) {
+      store = this.options.openStore(regionId, 'backup');
+      this.backupStores.set(regionId, store);
+      store.catch(() => this.backupStores.delete(regionId));
+    }
+    return store;
+  }
+
+  private track(connection: Connection): void {
+    this.connections.add(connection);
+    connection.onClose(() => {
+      if (!this.connections.delete(connection)) return;
+      const s = connection.stats();
+      this.retiredFabricBytes.written += s.bytesWritten;
+      this.retiredFabricBytes.sent += s.bytesSent;
+    });
+  }
+}

@@ -1,0 +1,259 @@
+/**
+ * Node actor: the one root of a node's actor tree (DESIGN §8: one system per root). It starts the
+ * node (fabric listener, lease-backed membership), runs the Controller child (which leads only if
+ * elected), and keeps the region actors in line with the region map:
+ *
+ *   starting ──▶ running ──STOP──▶ stopping ──▶ stopped
+ *       └─error──▶ failed
+ *
+ * In `running`, every region-map change (REGION) is reconciled:
+ * - this node is the region's primary and no primary actor runs for that epoch → start one; if an
+ *   older epoch's actor still runs, stop it first and start the new one when it has ended (both
+ *   would open the same engine);
+ * - this node is no longer the primary → stop its primary actor;
+ * - a backup actor of the region gets the new configuration (CONFIG), which raises its epoch or
+ *   fences it.
+ * An incoming primary connection that opened a backup region (BACKUP_OPENED) gets a RegionBackup
+ * actor; a newer one for the same region replaces the older.
+ */
+import { type ActorRefFrom, assign, enqueueActions, fromCallback, fromPromise, setup } from 'xstate';
+import type { RegionConfig, RegionEvent } from '../../coordination/types.js';
+import { type ClusterLayout, controllerMachine } from './controller.js';
+import type { BackupOpened, NodeRuntime } from './node-runtime.js';
+import { regionBackupMachine } from './region-backup.js';
+import { regionPrimaryMachine } from './region-primary.js';
+
+export interface NodeInput {
+  runtime: NodeRuntime;
+  layout: ClusterLayout;
+  controllerRetryMs: number;
+}
+
+type PrimaryRef = ActorRefFrom<typeof regionPrimaryMachine>;
+type BackupRef = ActorRefFrom<typeof regionBackupMachine>;
+
+export interface NodeContext extends NodeInput {
+  primaries: Record<string, { ref: PrimaryRef; epoch: number }>;
+  backups: Record<string, { ref: BackupRef; epoch: number }>;
+  /** Configurations waiting for an older primary actor of the region to end. */
+  pendingPrimary: Record<string, RegionConfig>;
+  configs: Record<string, RegionConfig>;
+  error: unknown;
+}
+
+export type NodeEvent =
+  | { type: 'REGION'; event: RegionEvent }
+  | { type: 'BACKUP_OPENED'; opened: BackupOpened }
+  | { type: 'PRIMARY_ENDED'; regionId: string; epoch: number }
+  | { type: 'BACKUP_ENDED'; regionId: string; epoch: number; region: BackupOpened['region'] }
+  | { type: 'STOP' };
+
+function isDone(ref: { getSnapshot(): { status: string } }): boolean {
+  return ref.getSnapshot().status !== 'active';
+}
+
+function whenDone(ref: PrimaryRef | BackupRef): Promise<void> {
+  if (isDone(ref)) return Promise.resolve();
+  const actor = ref as PrimaryRef;
+  return new Promise((resolve) => {
+    const sub = actor.subscribe({
+      next: () => {
+        if (isDone(actor)) {
+          sub.unsubscribe();
+          resolve();
+        }
+      },
+      error: () => resolve(),
+      complete: () => resolve(),
+    });
+  });
+}
+
+export const nodeMachine = setup({
+  types: {
+    context: {} as NodeContext,
+    input: {} as NodeInput,
+    events: {} as NodeEvent,
+  },
+  actors: {
+    startNode: fromPromise<void, NodeRuntime>(({ input }) => input.start()),
+    watchRegions: fromCallback<NodeEvent, NodeRuntime>(({ sendBack, input }) =>
+      input.options.coordinator.watchRegions((event) => sendBack({ type: 'REGION', event })),
+    ),
+    watchBackupOpens: fromCallback<NodeEvent, NodeRuntime>(({ sendBack, input }) => {
+      input.onBackupOpened((opened) => sendBack({ type: 'BACKUP_OPENED', opened }));
+      return () => input.onBackupOpened(undefined);
+    }),
+    controller: controllerMachine,
+    regionPrimary: regionPrimaryMachine,
+    regionBackup: regionBackupMachine,
+    stopNode: fromPromise<void, { runtime: NodeRuntime; children: (PrimaryRef | BackupRef)[] }>(
+      async ({ input }) => {
+        for (const ref of input.children) ref.send({ type: 'STOP' });
+        await Promise.all(input.children.map(whenDone));
+        await input.runtime.stop();
+      },
+    ),
+  },
+}).createMachine({
+  id: 'node',
+  context: ({ input }) => ({
+    ...input,
+    primaries: {},
+    backups: {},
+    pendingPrimary: {},
+    configs: {},
+    error: undefined,
+  }),
+  initial: 'starting',
+  states: {
+    starting: {
+      invoke: {
+        src: 'startNode',
+        input: ({ context }) => context.runtime,
+        onDone: 'running',
+        onError: { target: 'failed', actions: assign({ error: ({ event }) => event.error }) },
+      },
+    },
+    running: {
+      invoke: [
+        { src: 'watchBackupOpens', input: ({ context }) => context.runtime },
+        { src: 'watchRegions', input: ({ context }) => context.runtime },
+        {
+          src: 'controller',
+          id: 'controller',
+          input: ({ context }) => ({
+            coordinator: context.runtime.options.coordinator,
+            membership: context.runtime.membership!,
+            layout: context.layout,
+            retryDelayMs: context.controllerRetryMs,
+          }),
+        },
+      ],
+      on: {
+        REGION: {
+          actions: enqueueActions(({ context, event, enqueue, self }) => {
+            if (event.event.kind !== 'put') return;
+            const config = event.event.entry.config;
+            const regionId = config.regionId;
+            const nodeId = context.runtime.nodeId;
+            enqueue.assign({ configs: { ...context.configs, [regionId]: config } });
+            const current = context.primaries[regionId];
+            if (config.primary === nodeId) {
+              if (current !== undefined && current.epoch >= config.epoch) return;
+              if (current !== undefined && !isDone(current.ref)) {
+                enqueue.sendTo(current.ref, { type: 'STOP' });
+                enqueue.assign({ pendingPrimary: { ...context.pendingPrimary, [regionId]: config } });
+                return;
+              }
+              enqueue.assign({
+                primaries: ({ context: c, spawn }) => ({
+                  ...c.primaries,
+                  [regionId]: {
+                    epoch: config.epoch,
+                    ref: spawn('regionPrimary', {
+                      id: `primary:${regionId}:${config.epoch}`,
+                      input: {
+                        regionId,
+                        epoch: config.epoch,
+                        range: {
+                          minKey: config.minKey,
+                          ...(config.maxKey === undefined ? {} : { maxKey: config.maxKey }),
+                        },
+                        backups: config.backups,
+                        ports: c.runtime,
+                        onEnded: () => self.send({ type: 'PRIMARY_ENDED', regionId, epoch: config.epoch }),
+                      },
+                    }),
+                  },
+                }),
+              });
+            } else if (current !== undefined && !isDone(current.ref)) {
+              enqueue.sendTo(current.ref, { type: 'STOP' });
+            }
+            const backup = context.backups[regionId];
+            if (backup !== undefined && !isDone(backup.ref))
+              enqueue.sendTo(backup.ref, { type: 'CONFIG', config });
+          }),
+        },
+        PRIMARY_ENDED: {
+          actions: enqueueActions(({ context, event, enqueue, self }) => {
+            const pending = context.pendingPrimary[event.regionId];
+            if (pending === undefined) return;
+            const { [event.regionId]: _, ...rest } = context.pendingPrimary;
+            enqueue.assign({ pendingPrimary: rest });
+            // Re-run the reconciliation for the waiting configuration now that the old actor ended.
+            enqueue.assign({
+              primaries: ({ context: c }) => {
+                const { [event.regionId]: __, ...others } = c.primaries;
+                return others;
+              },
+            });
+            enqueue(() =>
+              self.send({ type: 'REGION', event: { kind: 'put', entry: { config: pending, revision: 0 } } }),
+            );
+          }),
+        },
+        BACKUP_OPENED: {
+          actions: enqueueActions(({ context, event, enqueue, self }) => {
+            const { opened } = event;
+            const previous = context.backups[opened.regionId];
+            if (previous !== undefined && !isDone(previous.ref))
+              enqueue.sendTo(previous.ref, { type: 'STOP' });
+            enqueue.assign({
+              backups: ({ context: c, spawn }) => ({
+                ...c.backups,
+                [opened.regionId]: {
+                  epoch: opened.epoch,
+                  ref: spawn('regionBackup', {
+                    input: {
+                      nodeId: c.runtime.nodeId,
+                      regionId: opened.regionId,
+                      epoch: opened.epoch,
+                      mode: c.runtime.mode,
+                      region: opened.region,
+                      store: opened.store,
+                      cpu: c.runtime.cpu,
+                      onEnded: () =>
+                        self.send({
+                          type: 'BACKUP_ENDED',
+                          regionId: opened.regionId,
+                          epoch: opened.epoch,
+                          region: opened.region,
+                        }),
+                    },
+                  }),
+                },
+              }),
+            });
+            // A configuration newer than the open (read while it was in flight) applies at once.
+            const config = context.configs[opened.regionId];
+            if (config !== undefined && config.epoch > opened.epoch) {
+              enqueue(() => {
+                const ref = self.getSnapshot().context.backups[opened.regionId]?.ref;
+                ref?.send({ type: 'CONFIG', config });
+              });
+            }
+          }),
+        },
+        STOP: 'stopping',
+      },
+    },
+    stopping: {
+      invoke: {
+        src: 'stopNode',
+        input: ({ context }) => ({
+          runtime: context.runtime,
+          children: [
+            ...Object.values(context.primaries).map((p) => p.ref),
+            ...Object.values(context.backups).map((b) => b.ref),
+          ],
+        }),
+        onDone: 'stopped',
+        onError: { target: 'stopped', actions: assign({ error: ({ event }) => event.error }) },
+      },
+    },
+    stopped: { type: 'final' },
+    failed: { type: 'final' },
+  },
+});

@@ -1,0 +1,393 @@
+/**
+ * createLocalCluster: a whole Talos cluster in one process — N nodes, each a Node actor tree on the
+ * shared MemoryFabric and EmbeddedCoordinator, with real files (dataDir) or simulated devices.
+ * The same actors and ports run in the multi-process deployment; only the port implementations
+ * differ.
+ *
+ * Start: every node listens and joins; the elected controller creates the region map once all
+ * nodes are members; each node starts the primary actors the map gives it, which open their
+ * backups. `createLocalCluster` resolves when every region is served.
+ */
+
+import { join } from 'node:path';
+import { cpuUsage } from 'node:process';
+import { type Actor, createActor } from 'xstate';
+import { EmbeddedCoordinator } from '../../coordination/embedded.js';
+import type { Coordinator, RegionConfig } from '../../coordination/types.js';
+import type { RegionSpec } from '../actors/controller.js';
+import { nodeMachine } from '../actors/node.js';
+import { NodeRuntime } from '../actors/node-runtime.js';
+import type { Role } from '../actors/work.js';
+import { type Clock, SystemClock } from '../clock/index.js';
+import { emptyIoStats, type IoStats } from '../engine/device.js';
+import { SimDevice } from '../engine/sim-device.js';
+import { Store, type StoreOptions } from '../engine/store.js';
+import { InvalidArgumentError, TalosError } from '../errors.js';
+import { MemoryFabric } from '../fabric/memory.js';
+import type { ReplicationMode } from '../replication/messages.js';
+import type { PrimarySession } from '../replication/primary-session.js';
+import { LocalClient, type LocalClientOptions } from './client.js';
+import { hexRegionSpecs, validateRegionSpecs } from './regions.js';
+
+export type ClusterStoreOptions = Pick<
+  StoreOptions,
+  | 'segmentBytes'
+  | 'l0Bytes'
+  | 'growthFactor'
+  | 'maxLevels'
+  | 'syncPolicy'
+  | 'maxKeyBytes'
+  | 'maxValueBytes'
+  | 'blockCacheBytes'
+>;
+
+export interface LocalClusterOptions {
+  /** Number of nodes (default 3). */
+  nodes?: number;
+  /** Region count (split over hex key prefixes, see hexRegionSpecs) or explicit specs (default = nodes). */
+  regions?: number | RegionSpec[];
+  /** Copies per region, primary included (default min(3, nodes)). */
+  replicas?: number;
+  /** 'send-index' (ship the primary's index) or 'build-index' (backups compact themselves). */
+  mode?: ReplicationMode;
+  /** Real files under `<dataDir>/<nodeId>/<regionId>`; in-memory simulated devices when omitted. */
+  dataDir?: string;
+  store?: ClusterStoreOptions;
+  /** Log buffers per backup per region (K, default 4). */
+  logBufferCount?: number;
+  leaseTtlMs?: number;
+  clock?: Clock;
+  /** How long createLocalCluster waits for every region to be served (default 30 s). */
+  readyTimeoutMs?: number;
+  /** Process CPU clock in µs for per-role accounting (default process.cpuUsage). */
+  cpuMicros?: () => number;
+}
+
+export interface RoleStats {
+  regions: string[];
+  io: IoStats;
+  /** Device bytes read + written, all categories. */
+  ioBytes: number;
+  cpuMs: number;
+}
+
+export interface NodeStats {
+  nodeId: string;
+  primary: RoleStats;
+  backup: RoleStats;
+  fabric: { writtenBytes: number; sentBytes: number };
+}
+
+export interface ClusterStats {
+  mode: ReplicationMode;
+  nodes: NodeStats[];
+  primary: { ioBytes: number; cpuMs: number; io: IoStats };
+  backup: { ioBytes: number; cpuMs: number; io: IoStats };
+  fabric: { writtenBytes: number; sentBytes: number };
+}
+
+interface ClusterNode {
+  nodeId: string;
+  runtime: NodeRuntime;
+  actor: Actor<typeof nodeMachine>;
+  coordinator: Coordinator;
+}
+
+const defaultCpuMicros = (): number => {
+  const u = cpuUsage();
+  return u.user + u.system;
+};
+
+function addIo(into: IoStats, io: IoStats): void {
+  for (const k of Object.keys(io.readBytes) as (keyof IoStats['readBytes'])[]) {
+    into.readBytes[k] += io.readBytes[k];
+    into.writtenBytes[k] += io.writtenBytes[k];
+  }
+  into.readCount += io.readCount;
+  into.writeCount += io.writeCount;
+  into.syncCount += io.syncCount;
+}
+
+function ioBytes(io: IoStats): number {
+  let total = 0;
+  for (const k of Object.keys(io.readBytes) as (keyof IoStats['readBytes'])[]) {
+    total += io.readBytes[k] + io.writtenBytes[k];
+  }
+  return total;
+}
+
+export class LocalCluster {
+  readonly mode: ReplicationMode;
+  readonly clock: Clock;
+  readonly fabric: MemoryFabric;
+  readonly coordinator: EmbeddedCoordinator;
+  readonly regionSpecs: RegionSpec[];
+  private readonly nodes = new Map<string, ClusterNode>();
+  private readonly devices = new Map<string, SimDevice>();
+  private regionMap: RegionConfig[] = [];
+  private unwatch: (() => void) | undefined;
+  private readonly watcher: Coordinator;
+  private closed = false;
+
+  constructor(
+    private readonly options: Required<Pick<LocalClusterOptions, 'nodes' | 'replicas' | 'mode'>> &
+      LocalClusterOptions,
+  ) {
+    this.mode = options.mode;
+    this.clock = options.clock ?? new SystemClock();
+    this.fabric = new MemoryFabric({ clock: this.clock });
+    this.coordinator = new EmbeddedCoordinator({ clock: this.clock });
+    const regions = options.regions ?? options.nodes;
+    this.regionSpecs = typeof regions === 'number' ? hexRegionSpecs(regions) : regions;
+    validateRegionSpecs(this.regionSpecs);
+    this.watcher = this.coordinator.client({ name: 'cluster' });
+  }
+
+  /** Starts every node and waits until every region is served. */
+  async start(): Promise<void> {
+    this.unwatch = this.watcher.watchRegions((event) => {
+      if (event.kind === 'put') {
+        this.regionMap = [
+          ...this.regionMap.filter((c) => c.regionId !== event.entry.config.regionId),
+          event.entry.config,
+        ].sort((a, b) => (a.minKey < b.minKey ? -1 : a.minKey > b.minKey ? 1 : 0));
+      } else {
+        this.regionMap = this.regionMap.filter((c) => c.regionId !== event.regionId);
+      }
+    });
+    for (let i = 0; i < this.options.nodes; i++) this.startNode(`n${i + 1}`);
+    await this.waitUntilServed(this.options.readyTimeoutMs ?? 30_000);
+  }
+
+  nodeIds(): string[] {
+    return [...this.nodes.keys()];
+  }
+
+  /** The region map as this cluster's watcher last saw it, sorted by key. */
+  regions(): RegionConfig[] {
+    return this.regionMap.map((c) => ({ ...c, backups: [...c.backups] }));
+  }
+
+  /** The session serving `regionId` on `nodeId`, if that node serves it. */
+  session(nodeId: string, regionId: string): PrimarySession | undefined {
+    return this.nodes.get(nodeId)?.runtime.session(regionId);
+  }
+
+  /** The node runtime (stores, sessions, counters) of `nodeId`; for tests and tools. */
+  runtime(nodeId: string): NodeRuntime {
+    const node = this.nodes.get(nodeId);
+    if (node === undefined) throw new InvalidArgumentError(`no node ${nodeId}`);
+    return node.runtime;
+  }
+
+  /** The Node actor of `nodeId` (inspect its snapshot; do not send it events). */
+  nodeActor(nodeId: string): Actor<typeof nodeMachine> {
+    const node = this.nodes.get(nodeId);
+    if (node === undefined) throw new InvalidArgumentError(`no node ${nodeId}`);
+    return node.actor;
+  }
+
+  client(options: LocalClientOptions = {}): LocalClient {
+    return new LocalClient(
+      {
+        regions: () => this.regionMap,
+        session: (nodeId, regionId) => this.session(nodeId, regionId),
+        clock: this.clock,
+      },
+      options,
+    );
+  }
+
+  /** Waits until every compaction commit sent so far was installed on every backup, and backups are idle. */
+  async settle(): Promise<void> {
+    for (const node of this.nodes.values()) {
+      for (const regionId of node.runtime.servingRegions()) await node.runtime.session(regionId)?.settle();
+    }
+    for (const node of this.nodes.values()) {
+      for (const region of node.runtime.backupRegionList()) await region.idle();
+    }
+  }
+
+  async stats(): Promise<ClusterStats> {
+    const nodes: NodeStats[] = [];
+    const totals = {
+      primary: { ioBytes: 0, cpuMs: 0, io: emptyIoStats() },
+      backup: { ioBytes: 0, cpuMs: 0, io: emptyIoStats() },
+      fabric: { writtenBytes: 0, sentBytes: 0 },
+    };
+    for (const node of this.nodes.values()) {
+      const rt = node.runtime;
+      const role = (r: Role, stores: [string, Store][]): RoleStats => {
+        const io = emptyIoStats();
+        for (const [, store] of stores) addIo(io, store.stats().io);
+        return {
+          regions: stores.map(([id]) => id),
+          io,
+          ioBytes: ioBytes(io),
+          cpuMs: rt.cpuMicrosByRole[r] / 1000,
+        };
+      };
+      const primaryStores = rt.servingRegions().map((id) => [id, rt.session(id)!.store] as [string, Store]);
+      const backupStores = [...(await rt.backupStoresByRegion())];
+      const fabric = rt.fabricBytes();
+      const stats: NodeStats = {
+        nodeId: node.nodeId,
+        primary: role('primary', primaryStores),
+        backup: role('backup', backupStores),
+        fabric: { writtenBytes: fabric.written, sentBytes: fabric.sent },
+      };
+      nodes.push(stats);
+      for (const r of ['primary', 'backup'] as const) {
+        totals[r].ioBytes += stats[r].ioBytes;
+        totals[r].cpuMs += stats[r].cpuMs;
+        addIo(totals[r].io, stats[r].io);
+      }
+      totals.fabric.writtenBytes += fabric.written;
+      totals.fabric.sentBytes += fabric.sent;
+    }
+    return { mode: this.mode, nodes, ...totals };
+  }
+
+  /** Stops every node (closing engines cleanly), the coordinator clients and the fabric. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.unwatch?.();
+    await Promise.all(
+      [...this.nodes.values()].map(async (node) => {
+        node.actor.send({ type: 'STOP' });
+        await waitFinal(node.actor);
+        node.actor.stop();
+        await node.coordinator.close();
+      }),
+    );
+    await this.watcher.close();
+    await this.fabric.close();
+  }
+
+  private startNode(nodeId: string): void {
+    const coordinator = this.coordinator.client({ name: nodeId });
+    const runtime = new NodeRuntime({
+      nodeId,
+      fabric: this.fabric,
+      fabricAddress: `mem://${nodeId}`,
+      coordinator,
+      clock: this.clock,
+      leaseTtlMs: this.options.leaseTtlMs ?? 10_000,
+      mode: this.mode,
+      logBufferCount: this.options.logBufferCount ?? 4,
+      openStore: (regionId, role) => this.openStore(nodeId, regionId, role),
+      cpuMicros: this.options.cpuMicros ?? defaultCpuMicros,
+    });
+    const actor = createActor(nodeMachine, {
+      id: nodeId,
+      clock: this.clock,
+      input: {
+        runtime,
+        layout: {
+          regions: this.regionSpecs,
+          replicas: this.options.replicas,
+          expectedNodes: this.options.nodes,
+        },
+        controllerRetryMs: 200,
+      },
+    });
+    actor.subscribe({ error: () => {} });
+    actor.start();
+    this.nodes.set(nodeId, { nodeId, runtime, actor, coordinator });
+  }
+
+  private async openStore(nodeId: string, regionId: string, role: Role): Promise<Store> {
+    const base: StoreOptions = {
+      ...this.options.store,
+      autoCompact: false,
+      role,
+    };
+    if (this.options.dataDir !== undefined) {
+      return Store.open({ ...base, dir: join(this.options.dataDir, nodeId, regionId) });
+    }
+    const key = `${nodeId}/${regionId}`;
+    let device = this.devices.get(key);
+    if (device === undefined) {
+      device = new SimDevice({ name: key });
+      this.devices.set(key, device);
+    }
+    return Store.open({ ...base, device });
+  }
+
+  private async waitUntilServed(timeoutMs: number): Promise<void> {
+    const deadline = this.clock.now() + timeoutMs;
+    for (;;) {
+      const failed = [...this.nodes.values()].find((n) => n.actor.getSnapshot().value === 'failed');
+      if (failed !== undefined) {
+        const error = failed.actor.getSnapshot().context.error;
+        throw new TalosError('NODE_FAILED', `node ${failed.nodeId} failed to start: ${String(error)}`, {
+          cause: error,
+        });
+      }
+      const served =
+        this.regionMap.length === this.regionSpecs.length &&
+        this.regionMap.every((c) => this.session(c.primary, c.regionId)?.isServing === true);
+      if (served) return;
+      if (this.clock.now() >= deadline) {
+        throw new TalosError(
+          'CLUSTER_NOT_READY',
+          `regions not served after ${timeoutMs} ms: ${this.describe()}`,
+        );
+      }
+      await new Promise<void>((resolve) => this.clock.setTimeout(resolve, 5));
+    }
+  }
+
+  private describe(): string {
+    const parts = [...this.nodes.values()].map((n) => {
+      const snapshot = n.actor.getSnapshot();
+      const children = Object.entries(snapshot.children)
+        .map(
+          ([id, child]) =>
+            `${id}=${JSON.stringify((child?.getSnapshot() as { value?: unknown } | undefined)?.value)}`,
+        )
+        .join(',');
+      return `${n.nodeId}:${JSON.stringify(snapshot.value)}[${children}]`;
+    });
+    return `map=${this.regionMap.length}/${this.regionSpecs.length} ${parts.join(' ')}`;
+  }
+}
+
+function waitFinal(actor: Actor<typeof nodeMachine>): Promise<void> {
+  return new Promise((resolve) => {
+    const check = (): boolean => actor.getSnapshot().status !== 'active';
+    if (check()) return resolve();
+    const sub = actor.subscribe({
+      next: () => {
+        if (check()) {
+          sub.unsubscribe();
+          resolve();
+        }
+      },
+      error: () => resolve(),
+      complete: () => resolve(),
+    });
+  });
+}
+
+export async function createLocalCluster(options: LocalClusterOptions = {}): Promise<LocalCluster> {
+  const nodes = options.nodes ?? 3;
+  if (!Number.isInteger(nodes) || nodes < 1)
+    throw new InvalidArgumentError(`nodes must be a positive integer, got ${nodes}`);
+  const replicas = options.replicas ?? Math.min(3, nodes);
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > nodes) {
+    throw new InvalidArgumentError(`replicas must be an integer in [1, nodes=${nodes}], got ${replicas}`);
+  }
+  const mode = options.mode ?? 'send-index';
+  if (mode !== 'send-index' && mode !== 'build-index')
+    throw new InvalidArgumentError(`unknown mode ${String(mode)}`);
+  const cluster = new LocalCluster({ ...options, nodes, replicas, mode });
+  try {
+    await cluster.start();
+  } catch (err) {
+    await cluster.close().catch(() => {});
+    throw err;
+  }
+  return cluster;
+}

@@ -1,0 +1,63 @@
+/**
+ * Region layout helpers: a region is a key range `[minKey, maxKey)` over latin1 key strings.
+ * The default layout splits the space of lowercase-hex-prefixed keys evenly (keys such as hashed
+ * YCSB keys spread over it); the first region starts at '' and the last is unbounded, so every key
+ * falls in exactly one region whatever its shape.
+ */
+import type { RegionConfig } from '../../coordination/types.js';
+import type { RegionSpec } from '../actors/controller.js';
+import { InvalidArgumentError, UnknownRegionError } from '../errors.js';
+
+/** `count` regions splitting two-hex-digit prefixes evenly: r0 = ['', '55'), r1 = ['55', 'aa'), … */
+export function hexRegionSpecs(count: number): RegionSpec[] {
+  if (!Number.isInteger(count) || count < 1 || count > 256) {
+    throw new InvalidArgumentError(`region count must be an integer in [1, 256], got ${count}`);
+  }
+  const bound = (i: number): string =>
+    Math.floor((i * 256) / count)
+      .toString(16)
+      .padStart(2, '0');
+  return Array.from({ length: count }, (_, i) => ({
+    regionId: `r${i}`,
+    minKey: i === 0 ? '' : bound(i),
+    ...(i === count - 1 ? {} : { maxKey: bound(i + 1) }),
+  }));
+}
+
+/** Checks that specs are sorted, start at '', leave no gap or overlap and end unbounded. */
+export function validateRegionSpecs(specs: readonly RegionSpec[]): void {
+  if (specs.length === 0) throw new InvalidArgumentError('at least one region');
+  const ids = new Set(specs.map((s) => s.regionId));
+  if (ids.size !== specs.length) throw new InvalidArgumentError('region ids must be unique');
+  if (specs[0]!.minKey !== '') throw new InvalidArgumentError("the first region must start at ''");
+  for (let i = 0; i < specs.length; i++) {
+    const spec = specs[i]!;
+    const next = specs[i + 1];
+    if (next === undefined) {
+      if (spec.maxKey !== undefined) throw new InvalidArgumentError('the last region must be unbounded');
+    } else if (spec.maxKey !== next.minKey || !(spec.minKey < spec.maxKey)) {
+      throw new InvalidArgumentError(
+        `regions ${spec.regionId} and ${next.regionId} must be adjacent and non-empty`,
+      );
+    }
+  }
+}
+
+/** The region of `key` among configurations sorted by minKey. */
+export function regionOf<T extends Pick<RegionConfig, 'minKey' | 'maxKey' | 'regionId'>>(
+  sorted: readonly T[],
+  key: string,
+): T {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]!.minKey <= key) lo = mid + 1;
+    else hi = mid;
+  }
+  const region = sorted[lo - 1];
+  if (region === undefined || (region.maxKey !== undefined && key >= region.maxKey)) {
+    throw new UnknownRegionError(`key ${JSON.stringify(key)}`);
+  }
+  return region;
+}

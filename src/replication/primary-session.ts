@@ -1,0 +1,182 @@
+/**
+ * PrimarySession: one region's primary data plane for one epoch — the engine, a BackupLink per
+ * backup of the configuration and the RegionReplicator that gates acknowledgements on them. The
+ * RegionPrimary actor opens it in `opening`, turns the client path on in `serving` and closes it
+ * in `stopping`; the session itself holds no lifecycle decisions.
+ *
+ * Open (PROTOCOL §2): for each backup, connect with the epoch in the handshake, send OpenBackup
+ * from the store's active segment and wait for BackupReady (the buffer rendezvous). A backup that
+ * already persisted segments the primary does not expect needs re-sync (§7), which this session
+ * refuses with ResyncRequiredError rather than guessing. Only when every backup is ready does the
+ * replicator take over the store's gates; from then on nothing is acknowledged that every backup
+ * of the configuration has not received.
+ *
+ * Client path: `put`/`delete`/`get`/`scan` check that the session is serving and the key is in the
+ * region's range, then call the engine directly (no actor event per operation, DESIGN §1).
+ */
+import { assert } from '../assert.js';
+import type { KeyValue, ScanOptions, Store } from '../engine/store.js';
+import { TalosError, WrongPrimaryError } from '../errors.js';
+import type { Connection } from '../fabric/types.js';
+import { BackupLink } from './backup-link.js';
+import type { ReplicationMode } from './messages.js';
+import { RegionReplicator } from './region-replicator.js';
+
+export class ResyncRequiredError extends TalosError {
+  constructor(
+    readonly backupNodeId: string,
+    detail: string,
+  ) {
+    super('RESYNC_REQUIRED', `backup ${backupNodeId} needs re-sync: ${detail}`);
+  }
+}
+
+/** The region a key falls in is `[minKey, maxKey)`; maxKey undefined = unbounded. */
+export interface KeyRange {
+  minKey: string;
+  maxKey?: string;
+}
+
+export interface PrimarySessionOptions {
+  regionId: string;
+  epoch: number;
+  nodeId: string;
+  range: KeyRange;
+  mode: ReplicationMode;
+  logBufferCount: number;
+  store: Store;
+  /** Connects to a backup node (the handshake carries this node id and the epoch). */
+  connect: (backupNodeId: string) => Promise<Connection>;
+  backups: readonly string[];
+}
+
+export class PrimarySession {
+  readonly regionId: string;
+  readonly epoch: number;
+  readonly store: Store;
+  private links: BackupLink[] = [];
+  private replicator: RegionReplicator | undefined;
+  private serving = false;
+  private closed = false;
+  private readonly failureListeners: ((backupNodeId: string, err: unknown) => void)[] = [];
+
+  constructor(private readonly options: PrimarySessionOptions) {
+    this.regionId = options.regionId;
+    this.epoch = options.epoch;
+    this.store = options.store;
+  }
+
+  /** §2: connects to every backup and waits until each is ready; installs replication. */
+  async open(): Promise<void> {
+    const o = this.options;
+    const active = o.store.logSegments().at(-1);
+    assert(active !== undefined && active.usedBytes === null, 'a primary store has an active segment');
+    const fromSegmentSeq = active.seq;
+    const links = await Promise.all(
+      o.backups.map(async (backupNodeId) => {
+        const connection = await o.connect(backupNodeId);
+        const link = new BackupLink(connection, {
+          regionId: o.regionId,
+          epoch: o.epoch,
+          primaryNodeId: o.nodeId,
+          segmentBytes: o.store.segmentBytes,
+          logBufferCount: o.logBufferCount,
+          mode: o.mode,
+          fromSegmentSeq,
+        });
+        this.links.push(link);
+        const ready = await link.open();
+        if (ready.persistedThrough !== fromSegmentSeq - 1) {
+          throw new ResyncRequiredError(
+            backupNodeId,
+            `it persisted through segment ${ready.persistedThrough}, the primary continues at ${fromSegmentSeq}`,
+          );
+        }
+        return link;
+      }),
+    );
+    if (this.closed) throw new TalosError('SESSION_CLOSED', `region ${o.regionId}: closed while opening`);
+    const replicator = new RegionReplicator({
+      store: o.store,
+      links,
+      mode: o.mode,
+      fromSegmentSeq,
+      onLinkFailure: (link, err) => {
+        for (const listener of this.failureListeners) listener(link.backupNodeId, err);
+      },
+    });
+    replicator.start();
+    this.replicator = replicator;
+  }
+
+  /** Called once per failed backup link (the first failure of each). */
+  onLinkFailure(listener: (backupNodeId: string, err: unknown) => void): void {
+    this.failureListeners.push(listener);
+  }
+
+  /** The client path is on only between `startServing` and `stopServing` (the actor's `serving`). */
+  startServing(): void {
+    assert(this.replicator !== undefined && !this.closed, 'serve only an open session');
+    this.serving = true;
+  }
+
+  stopServing(): void {
+    this.serving = false;
+  }
+
+  get isServing(): boolean {
+    return this.serving;
+  }
+
+  /** Bytes written into backups' registered memory by this session. */
+  replicatedBytes(): number {
+    let total = 0;
+    for (const link of this.links) total += link.writtenBytes;
+    return total;
+  }
+
+  async put(key: string, value: Uint8Array | string): Promise<void> {
+    this.checkServing(key);
+    await this.store.put(key, value);
+  }
+
+  async delete(key: string): Promise<void> {
+    this.checkServing(key);
+    await this.store.delete(key);
+  }
+
+  async get(key: string): Promise<Buffer | undefined> {
+    this.checkServing(key);
+    return this.store.get(key);
+  }
+
+  /** Scans within the region's range (the caller clips to it). */
+  async scan(options: ScanOptions): Promise<KeyValue[]> {
+    if (!this.serving) throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
+    return this.store.scan(options);
+  }
+
+  /** Waits until every compaction commit sent so far was installed by every backup. */
+  async settle(): Promise<void> {
+    await this.store.settleCommits();
+    await this.replicator?.commitsInstalled();
+  }
+
+  /** Stops serving, removes the gates, tells the backups and closes the links (not the store). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.serving = false;
+    this.closed = true;
+    await this.store.settleCommits().catch(() => {});
+    this.replicator?.stop();
+    for (const link of this.links) link.close();
+  }
+
+  private checkServing(key: string): void {
+    if (!this.serving) throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
+    const { minKey, maxKey } = this.options.range;
+    if (key < minKey || (maxKey !== undefined && key >= maxKey)) {
+      throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
+    }
+  }
+}
