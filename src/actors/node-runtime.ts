@@ -58,6 +58,8 @@ export class NodeRuntime implements PrimaryPorts {
   private readonly backupRegions = new Set<BackupRegion>();
   private backupOpenedListener: ((opened: BackupOpened) => void) | undefined;
   private readonly connections = new Set<Connection>();
+  /** Connections this node opened as a primary (to its backups). */
+  private readonly outbound = new Set<Connection>();
   /** Fabric bytes of connections already closed. */
   private readonly retiredFabricBytes = { written: 0, sent: 0 };
   private stopped = false;
@@ -113,6 +115,8 @@ export class NodeRuntime implements PrimaryPorts {
       epoch,
     });
     this.track(connection);
+    this.outbound.add(connection);
+    connection.onClose(() => this.outbound.delete(connection));
     return connection;
   }
 
@@ -149,6 +153,11 @@ export class NodeRuntime implements PrimaryPorts {
 
   backupRegionList(): BackupRegion[] {
     return [...this.backupRegions];
+  }
+
+  /** Open connections this node's primaries opened to `backupNodeId` (fault injection, tools). */
+  connectionsTo(backupNodeId: string): Connection[] {
+    return [...this.outbound].filter((c) => c.peerNodeId === backupNodeId && !c.closed);
   }
 
   /** Fabric bytes this node put on the wire (one-sided writes + messages), over its connections. */

@@ -6,13 +6,13 @@
  *
  *   route ─▶ following   (Send-Index: the backup never compacts)
  *         └▶ indexing    (Build-Index: Flush and Compaction children, like a primary's)
- *   following/indexing ──CONFIG without this node──▶ fenced   (revoke the buffers, PROTOCOL §1)
+ *   following/indexing ──CONFIG with a newer epoch──▶ fenced   (revoke the buffers, PROTOCOL §1)
  *                      ──CLOSED (primary closed / link broke) or STOP──▶ closed
  *
- * A CONFIG with a higher epoch that still names this node as a backup raises the region's epoch,
- * so messages from the old primary are refused with StaleEpoch. A CONFIG that drops this node fences
- * it: its buffers are revoked before anything else happens, so a stale primary's one-sided writes
- * fail.
+ * A CONFIG with a higher epoch fences this actor's buffers before anything else happens (PROTOCOL
+ * §1): the old epoch's primary can no longer place a byte here, so it can never acknowledge a write
+ * after the new epoch began. If this node is still a backup in the new configuration, the new
+ * epoch's primary opens a fresh connection with fresh buffers (a new RegionBackup actor).
  */
 import { assign, fromCallback, sendTo, setup } from 'xstate';
 import type { RegionConfig } from '../../coordination/types.js';
@@ -72,34 +72,18 @@ export const regionBackupMachine = setup({
   },
   guards: {
     buildsIndex: ({ context }) => context.mode === 'build-index',
-    droppedFromConfig: ({ context, event }) =>
-      event.type === 'CONFIG' &&
-      event.config.epoch > context.epoch &&
-      !event.config.backups.includes(context.nodeId) &&
-      !(event.config.joining ?? []).includes(context.nodeId),
     newerEpoch: ({ context, event }) => event.type === 'CONFIG' && event.config.epoch > context.epoch,
   },
   actions: {
-    raiseEpoch: assign({
-      epoch: ({ context, event }) => {
-        if (event.type !== 'CONFIG') return context.epoch;
-        context.region.epoch = Math.max(context.region.epoch, event.config.epoch);
-        return event.config.epoch;
-      },
-    }),
     ended: ({ context }) => context.onEnded?.(),
-    fence: ({ context }) =>
-      context.region.fence(`region ${context.regionId}: this node left the configuration`),
+    fence: ({ context }) => context.region.fence(`region ${context.regionId}: a newer epoch began`),
   },
 }).createMachine({
   id: 'regionBackup',
   context: ({ input }) => ({ ...input, error: undefined }),
   initial: 'route',
   on: {
-    CONFIG: [
-      { guard: 'droppedFromConfig', target: '.fenced' },
-      { guard: 'newerEpoch', actions: 'raiseEpoch' },
-    ],
+    CONFIG: { guard: 'newerEpoch', target: '.fenced' },
     CLOSED: '.closed',
     STOP: '.closed',
   },

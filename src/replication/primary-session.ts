@@ -5,18 +5,32 @@
  * in `stopping`; the session itself holds no lifecycle decisions.
  *
  * Open (PROTOCOL §2): for each backup, connect with the epoch in the handshake, send OpenBackup
- * from the store's active segment and wait for BackupReady (the buffer rendezvous). A backup that
- * already persisted segments the primary does not expect needs re-sync (§7), which this session
- * refuses with ResyncRequiredError rather than guessing. Only when every backup is ready does the
- * replicator take over the store's gates; from then on nothing is acknowledged that every backup
- * of the configuration has not received.
+ * from the store's active segment and wait for BackupReady (the buffer rendezvous). The backup
+ * must hold every segment before the active one: it persisted through `active − 1`, or through
+ * `active` when a tail sync sealed the active segment partially (the replicator rewrites the active
+ * segment from offset 0, and its full seal lands in the same local segment). Any other position
+ * needs re-sync (§7), which this session refuses with ResyncRequiredError rather than guessing.
+ * Only when every backup is ready does the replicator take over the store's gates; from then on
+ * nothing is acknowledged that every backup of the configuration has not received.
+ *
+ * Outcomes: a write refused before it reached the log (validation, not serving) failed; a write
+ * whose replication failed may survive in the log and reappear after recovery or promotion, so it
+ * is reported as OutcomeUnknownError, never as failed.
  *
  * Client path: `put`/`delete`/`get`/`scan` check that the session is serving and the key is in the
  * region's range, then call the engine directly (no actor event per operation, DESIGN §1).
  */
 import { assert } from '../assert.js';
-import type { KeyValue, ScanOptions, Store } from '../engine/store.js';
-import { TalosError, WrongPrimaryError } from '../errors.js';
+import { type KeyValue, type ScanOptions, type Store, StoreFailedError } from '../engine/store.js';
+import {
+  InvalidArgumentError,
+  KeyTooLargeError,
+  OutcomeUnknownError,
+  StoreClosedError,
+  TalosError,
+  ValueTooLargeError,
+  WrongPrimaryError,
+} from '../errors.js';
 import type { Connection } from '../fabric/types.js';
 import { BackupLink } from './backup-link.js';
 import type { ReplicationMode } from './messages.js';
@@ -86,7 +100,7 @@ export class PrimarySession {
         });
         this.links.push(link);
         const ready = await link.open();
-        if (ready.persistedThrough !== fromSegmentSeq - 1) {
+        if (ready.persistedThrough !== fromSegmentSeq - 1 && ready.persistedThrough !== fromSegmentSeq) {
           throw new ResyncRequiredError(
             backupNodeId,
             `it persisted through segment ${ready.persistedThrough}, the primary continues at ${fromSegmentSeq}`,
@@ -137,12 +151,12 @@ export class PrimarySession {
 
   async put(key: string, value: Uint8Array | string): Promise<void> {
     this.checkServing(key);
-    await this.store.put(key, value);
+    await this.replicated(key, this.store.put(key, value));
   }
 
   async delete(key: string): Promise<void> {
     this.checkServing(key);
-    await this.store.delete(key);
+    await this.replicated(key, this.store.delete(key));
   }
 
   async get(key: string): Promise<Buffer | undefined> {
@@ -172,6 +186,19 @@ export class PrimarySession {
     for (const link of this.links) link.close();
   }
 
+  /** A write's promise, with failures after the append reported as unknown outcomes. */
+  private async replicated(key: string, write: Promise<void>): Promise<void> {
+    try {
+      await write;
+    } catch (err) {
+      if (definiteFailure(err)) throw err;
+      throw new OutcomeUnknownError(
+        `region ${this.regionId}: write of ${JSON.stringify(key)} may or may not have been applied`,
+        { cause: err },
+      );
+    }
+  }
+
   private checkServing(key: string): void {
     if (!this.serving) throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
     const { minKey, maxKey } = this.options.range;
@@ -179,4 +206,16 @@ export class PrimarySession {
       throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
     }
   }
+}
+
+/** Errors raised before a record is appended: the write certainly did not happen. */
+function definiteFailure(err: unknown): boolean {
+  return (
+    err instanceof KeyTooLargeError ||
+    err instanceof ValueTooLargeError ||
+    err instanceof InvalidArgumentError ||
+    err instanceof StoreClosedError ||
+    err instanceof StoreFailedError ||
+    err instanceof WrongPrimaryError
+  );
 }

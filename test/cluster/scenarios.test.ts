@@ -1,0 +1,261 @@
+/**
+ * The in-process cluster, one protocol path per test (PROTOCOL §1–5), each a short story on three
+ * nodes with tiny segments so seals, flushes and compactions happen constantly.
+ */
+import {
+  createLocalCluster,
+  type LocalCluster,
+  type LocalClusterOptions,
+} from '../../src/cluster/local-cluster.js';
+import type { Store } from '../../src/engine/store.js';
+import { OutcomeUnknownError } from '../../src/errors.js';
+import type { Connection } from '../../src/fabric/types.js';
+import { expectEquivalent } from '../support/replicas.js';
+import { dump } from '../support/store.js';
+
+const SMALL = { segmentBytes: 4096, l0Bytes: 2048, growthFactor: 2, maxLevels: 5, maxKeyBytes: 64 };
+
+const open: LocalCluster[] = [];
+async function cluster(options: LocalClusterOptions = {}): Promise<LocalCluster> {
+  const c = await createLocalCluster({ nodes: 3, store: SMALL, ...options });
+  open.push(c);
+  return c;
+}
+afterEach(async () => {
+  for (const c of open.splice(0)) await c.close();
+});
+
+/** A key in region r0 ('' ≤ key < '55'), r1 or r2 of the default 3-region layout. */
+const keyIn = (region: number, i: number): string =>
+  `${['10', '70', 'c0'][region]}-${String(i).padStart(6, '0')}`;
+const value = (i: number, round = 0): string => `value-${i}-${round}-`.padEnd(40, '.');
+
+function primaryStore(c: LocalCluster, regionId: string): Store {
+  const config = c.regions().find((r) => r.regionId === regionId)!;
+  return c.session(config.primary, regionId)!.store;
+}
+
+async function backupStores(c: LocalCluster, regionId: string): Promise<Store[]> {
+  const config = c.regions().find((r) => r.regionId === regionId)!;
+  return Promise.all(
+    config.backups.map(async (b) => (await c.runtime(b).backupStoresByRegion()).get(regionId)!),
+  );
+}
+
+function connectionsOf(c: LocalCluster, from: string, to: string): Connection[] {
+  return c.runtime(from).connectionsTo(to);
+}
+
+describe('local cluster: protocol paths', () => {
+  test('open: the controller places regions so each node is primary for one and backup for the others', async () => {
+    const c = await cluster();
+    const regions = c.regions();
+    expect(regions.map((r) => r.regionId)).toEqual(['r0', 'r1', 'r2']);
+    expect(new Set(regions.map((r) => r.primary))).toEqual(new Set(['n1', 'n2', 'n3']));
+    for (const r of regions) {
+      expect(r.epoch).toBe(1);
+      expect(r.backups).toHaveLength(2);
+      expect(r.backups).not.toContain(r.primary);
+      // Every backup has the region open at the configuration's epoch (the buffer rendezvous).
+      for (const b of r.backups) {
+        const opened = c
+          .runtime(b)
+          .backupRegionList()
+          .filter((x) => x.regionId === r.regionId);
+        expect(opened.map((x) => x.epoch)).toEqual([1]);
+      }
+      expect(c.session(r.primary, r.regionId)?.isServing).toBe(true);
+    }
+    // The primary actor of each region is in `serving`.
+    for (const nodeId of c.nodeIds()) {
+      const children = c.nodeActor(nodeId).getSnapshot().children as Record<
+        string,
+        { getSnapshot(): { value: unknown } }
+      >;
+      const primaries = Object.entries(children).filter(([id]) => id.startsWith('primary:'));
+      expect(primaries.map(([, child]) => child.getSnapshot().value)).toEqual(['serving']);
+    }
+  });
+
+  test('put and get are routed by region; a write is readable once acknowledged', async () => {
+    const c = await cluster();
+    const client = c.client();
+    for (let r = 0; r < 3; r++) await client.put(keyIn(r, 1), value(r));
+    for (let r = 0; r < 3; r++) expect((await client.get(keyIn(r, 1)))?.toString()).toBe(value(r));
+    // Each key went to its region's primary only.
+    for (let r = 0; r < 3; r++) {
+      const store = primaryStore(c, `r${r}`);
+      expect(store.stats().userBytes).toBe(keyIn(r, 1).length + value(r).length);
+    }
+    await client.delete(keyIn(1, 1));
+    expect(await client.get(keyIn(1, 1))).toBeUndefined();
+    const rows = await client.scan();
+    expect(rows.map((row) => row.key.toString())).toEqual([keyIn(0, 1), keyIn(2, 1)]);
+  });
+
+  test('seal: a full log segment is persisted on every backup byte for byte, with its segment map entry', async () => {
+    const c = await cluster();
+    const client = c.client();
+    let i = 0;
+    while (primaryStore(c, 'r0').logSegments().length < 3) await client.put(keyIn(0, i), value(i++));
+    await c.settle();
+    const primary = primaryStore(c, 'r0');
+    const sealed = primary.logSegments().filter((e) => e.usedBytes !== null);
+    expect(sealed.length).toBeGreaterThanOrEqual(2);
+    for (const backup of await backupStores(c, 'r0')) {
+      const map = new Map(backup.segmentMapEntries());
+      for (const entry of sealed) {
+        expect(map.has(entry.offset)).toBe(true);
+        expect(backup.readLogSegment(entry.seq).subarray(0, entry.usedBytes!)).toEqual(
+          primary.readLogSegment(entry.seq).subarray(0, entry.usedBytes!),
+        );
+      }
+    }
+  });
+
+  test('a backup that stops taking bytes holds every acknowledgement of its region; releasing it completes them', async () => {
+    const c = await cluster();
+    const client = c.client();
+    await client.put(keyIn(0, 0), value(0));
+    const r0 = c.regions()[0]!;
+    const [link] = connectionsOf(c, r0.primary, r0.backups[0]!);
+    expect(link).toBeDefined();
+    c.fabric.dropTraffic(link!, true);
+    let acked = 0;
+    const puts = Array.from({ length: 20 }, (_, i) =>
+      client.put(keyIn(0, i + 1), value(i + 1)).then(() => acked++),
+    );
+    // Other regions are not held up, while r0's writes wait for the silent backup.
+    for (let t = 0; t < 10; t++) await client.put(keyIn(2, t), value(t));
+    for (let t = 0; t < 100; t++) await new Promise((resolve) => setImmediate(resolve));
+    expect(acked).toBe(0);
+    c.fabric.dropTraffic(link!, false);
+    await Promise.all(puts);
+    expect(acked).toBe(20);
+    for (let i = 0; i <= 20; i++) expect((await client.get(keyIn(0, i)))?.toString()).toBe(value(i));
+  });
+
+  test('flush: a full L0 is flushed by the Flush actor after a tail sync that reaches every backup', async () => {
+    const c = await cluster();
+    const client = c.client();
+    let i = 0;
+    while (primaryStore(c, 'r1').stats().flushCount === 0) await client.put(keyIn(1, i), value(i++));
+    await c.settle();
+    const primary = primaryStore(c, 'r1');
+    const active = primary.logSegments().at(-1)!;
+    for (const backup of await backupStores(c, 'r1')) {
+      // The tail sync sealed the active segment partially on the backup: its prefix is there.
+      const entry = backup.logSegments().find((e) => e.seq === active.seq);
+      if (entry !== undefined) expect(entry.usedBytes).toBeGreaterThan(0);
+      expect(backup.levelDescriptors()[0]!.length).toBeGreaterThan(0);
+      expectEquivalent(primary, backup);
+    }
+  });
+
+  test('compaction ships index segments; backups translate and install them, and never compact themselves', async () => {
+    const c = await cluster();
+    const client = c.client();
+    for (let i = 0; i < 1500; i++) await client.put(keyIn(i % 3, i % 400), value(i, i));
+    await c.settle();
+    for (const regionId of ['r0', 'r1', 'r2']) {
+      const primary = primaryStore(c, regionId);
+      expect(primary.stats().compactionCount + primary.stats().trivialMoveCount).toBeGreaterThan(0);
+      for (const backup of await backupStores(c, regionId)) {
+        expect(backup.stats().compactionCount).toBe(0);
+        expect(backup.stats().flushCount).toBe(0);
+        expect(backup.stats().io.writtenBytes.index).toBeGreaterThan(0);
+        expectEquivalent(primary, backup);
+      }
+    }
+    const stats = await c.stats();
+    expect(stats.backup.io.writtenBytes.index).toBeGreaterThan(0);
+    expect(stats.fabric.writtenBytes).toBeGreaterThan(0);
+  });
+
+  test('trivial moves are mirrored with the same commit and no segments', async () => {
+    const c = await cluster();
+    const client = c.client();
+    let i = 0;
+    // Ascending keys: each flush lands after the previous one, so moves into an empty level happen.
+    while (primaryStore(c, 'r2').stats().trivialMoveCount === 0 && i < 5000)
+      await client.put(keyIn(2, i), value(i++));
+    await c.settle();
+    const primary = primaryStore(c, 'r2');
+    expect(primary.stats().trivialMoveCount).toBeGreaterThan(0);
+    for (const backup of await backupStores(c, 'r2')) expectEquivalent(primary, backup);
+  });
+
+  test('many levels: after thousands of overwrites every backup equals its primary level by level', async () => {
+    const c = await cluster();
+    const client = c.client();
+    for (let i = 0; i < 8000; i++) await client.put(keyIn(0, (i * 7919) % 3000), value(i));
+    await c.settle();
+    const primary = primaryStore(c, 'r0');
+    expect(primary.levelDescriptors().filter((l) => l.length > 0).length).toBeGreaterThanOrEqual(3);
+    for (const backup of await backupStores(c, 'r0')) {
+      expectEquivalent(primary, backup);
+      // Reads on the backup resolve every pointer it holds (what the primary flushed).
+      const rows = await backup.scan();
+      expect(rows.length).toBeGreaterThan(0);
+    }
+    for (const region of c.runtime(c.regions()[0]!.backups[0]!).backupRegionList()) {
+      expect(region.stats.refused).toBe(0);
+    }
+  });
+
+  test('a new epoch fences the old one: its writes are never acknowledged, and the region continues at the new epoch', async () => {
+    const c = await cluster();
+    const client = c.client();
+    for (let i = 0; i < 50; i++) await client.put(keyIn(0, i), value(i));
+    const before = c.regions()[0]!;
+    const oldSession = c.session(before.primary, 'r0')!;
+    // The controller's move: same members, next epoch.
+    const admin = c.coordinator.client({ name: 'admin' });
+    const entry = (await admin.getRegion('r0'))!;
+    const cas = await admin.compareAndSetRegion(entry.revision, {
+      ...entry.config,
+      epoch: entry.config.epoch + 1,
+    });
+    expect(cas.ok).toBe(true);
+    await admin.close();
+    // Backups fence their epoch-1 buffers as soon as they learn epoch 2 …
+    for (let t = 0; t < 200 && c.session(before.primary, 'r0') === oldSession; t++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    // … so the old session can no longer acknowledge anything.
+    await expect(oldSession.put(keyIn(0, 999), 'stale')).rejects.toThrow();
+    expect(oldSession.isServing).toBe(false);
+    // The node restarts its primary at epoch 2, and the region serves again with the same data.
+    await client.put(keyIn(0, 1000), 'fresh');
+    const now = c.session(before.primary, 'r0')!;
+    expect(now).not.toBe(oldSession);
+    expect(now.epoch).toBe(2);
+    for (let i = 0; i < 50; i++) expect((await client.get(keyIn(0, i)))?.toString()).toBe(value(i));
+    expect((await client.get(keyIn(0, 1000)))?.toString()).toBe('fresh');
+    for (const b of before.backups) {
+      expect(
+        c
+          .runtime(b)
+          .backupRegionList()
+          .filter((x) => x.regionId === 'r0')
+          .map((x) => x.epoch),
+      ).toEqual([2]);
+    }
+  });
+
+  test('a write whose replication failed is reported as an unknown outcome, not a failure', async () => {
+    const c = await cluster();
+    const client = c.client({ operationTimeoutMs: 200 });
+    await client.put(keyIn(1, 0), value(0));
+    const r1 = c.regions()[1]!;
+    const [link] = connectionsOf(c, r1.primary, r1.backups[1]!);
+    c.fabric.failWrites(link!, true);
+    await expect(client.put(keyIn(1, 1), value(1))).rejects.toBeInstanceOf(OutcomeUnknownError);
+  });
+});
+
+test('dump helper sanity: an empty cluster scans empty', async () => {
+  const c = await cluster({ nodes: 1, replicas: 1, regions: 1 });
+  expect(await c.client().scan()).toEqual([]);
+  expect((await dump(primaryStore(c, 'r0'))).size).toBe(0);
+});
