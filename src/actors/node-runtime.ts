@@ -16,7 +16,7 @@ import type { Clock } from '../clock/index.js';
 import type { Store } from '../engine/store.js';
 import { StaleEpochError, TalosError, UnknownRegionError, UnreachableError } from '../errors.js';
 import type { Connection, Fabric, Listener } from '../fabric/types.js';
-import { BackupRegion } from '../replication/backup-region.js';
+import { BackupRegion, ModeMismatchError } from '../replication/backup-region.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
 import type { PrimaryPorts } from './region-primary.js';
@@ -187,7 +187,12 @@ export class NodeRuntime implements PrimaryPorts {
     this.track(connection);
     const region: BackupRegion = new BackupRegion(connection, {
       nodeId: this.nodeId,
-      openStore: async (regionId) => {
+      openStore: async (regionId, _segmentBytes, mode) => {
+        if (mode !== this.mode) {
+          throw new ModeMismatchError(
+            `node ${this.nodeId} runs ${this.mode} mode, primary asked for ${mode}`,
+          );
+        }
         const store = await this.openBackupStore(regionId, region.epoch);
         queueMicrotask(() => this.backupOpenedListener?.({ regionId, epoch: region.epoch, region, store }));
         return store;

@@ -198,6 +198,19 @@ export class LocalCluster {
     );
   }
 
+  /**
+   * Flushes every serving primary's L0 (each flush starts with a tail sync that reaches every
+   * backup), then settles: afterwards every acknowledged write is in a level on its primary and, in
+   * Build-Index mode, indexed by every backup.
+   */
+  async flush(): Promise<void> {
+    for (const node of this.nodes.values()) {
+      for (const regionId of node.runtime.servingRegions())
+        await node.runtime.session(regionId)?.store.flush();
+    }
+    await this.settle();
+  }
+
   /** Waits until every compaction commit sent so far was installed on every backup, and backups are idle. */
   async settle(): Promise<void> {
     for (const node of this.nodes.values()) {
@@ -302,6 +315,8 @@ export class LocalCluster {
       ...this.options.store,
       autoCompact: false,
       role,
+      // A Build-Index backup's L0 holds records no level covers yet: rebuild it on restart.
+      rebuildL0: role === 'backup' && this.mode === 'build-index',
     };
     if (this.options.dataDir !== undefined) {
       return Store.open({ ...base, dir: join(this.options.dataDir, nodeId, regionId) });

@@ -27,6 +27,14 @@
  * Recovery: read the manifest, open the levels lazily, replay the log from `replayFrom` into L0. In
  *   the active segment the CRC and lsn continuity decide where the valid prefix ends; the bytes past
  *   it are zeroed on the device so stale records can never be revived later.
+ *
+ * Backups (role 'backup') take no writes. In Send-Index mode they persist shipped log segments and
+ *   install shipped, translated index segments (`writeShippedLogSegment`, `writeShippedIndexSegment`,
+ *   `installShippedCompaction`). In Build-Index mode (PROTOCOL §5, the papers' baseline) they
+ *   persist shipped log segments the same way and then index them themselves
+ *   (`indexShippedLogSegment`): each newly persisted record goes into their own L0 with a local
+ *   pointer, and flushes and compactions run on their own, exactly as on a primary. Such a backup
+ *   is opened with `rebuildL0` so a restart replays its persisted log into L0.
  */
 import { assert, assertOffset } from '../assert.js';
 import {
@@ -98,6 +106,15 @@ export interface StoreOptions {
   autoCompact?: boolean;
   /** Role of a new store; an existing store keeps the role its manifest records. */
   role?: StoreRole;
+  /**
+   * Backup only (ignored on a primary, which always replays): at open, replay the persisted log
+   * segments from the manifest's `replayFrom` into L0 (local pointers), as a primary's recovery
+   * does. Meant for Build-Index backups, whose L0 holds indexed records no level covers yet; then
+   * `indexShippedLogSegment` continues right after the replayed records. Without it a backup opens
+   * with an empty L0 (right for Send-Index backups, which hold only shipped levels) and indexing
+   * resumes at `replayFrom`. Default false.
+   */
+  rebuildL0?: boolean;
 }
 
 export interface ScanOptions {
@@ -232,6 +249,7 @@ export class Store {
   private readonly device: Device;
   private readonly ownsDevice: boolean;
   private readonly autoCompact: boolean;
+  private readonly rebuildL0: boolean;
   private readonly cache: BlockCache;
   private readonly allocator: SegmentAllocator;
 
@@ -245,6 +263,12 @@ export class Store {
   private readonly indexMap: Map<number, number>;
   /** Backup: shipped index segments written but not yet committed (primary offset → descriptor). */
   private readonly shippedPending = new Map<number, IndexSegmentDescriptor>();
+  /**
+   * Backup (Build-Index): the log position right after the last record indexed into L0 — every
+   * record before it is in L0, the frozen L0 or a level. It plays the role a primary's active tail
+   * plays for `firstUnappliedPosition`. In memory only: recovery derives it (see recover()).
+   */
+  private indexedPosition: LogPosition;
 
   private l0 = new Memtable();
   private frozen: { memtable: Memtable; replayFrom: LogPosition } | undefined;
@@ -288,6 +312,7 @@ export class Store {
     this.maxKeyBytes = options.maxKeyBytes ?? DEFAULTS.maxKeyBytes;
     this.maxValueBytes = options.maxValueBytes ?? DEFAULTS.maxValueBytes;
     this.autoCompact = options.autoCompact ?? true;
+    this.rebuildL0 = options.rebuildL0 ?? false;
     this.role = manifest?.role ?? options.role ?? 'primary';
     validateOptions(this, options, manifest);
     this.cache = createBlockCache(options.blockCacheBytes ?? DEFAULTS.blockCacheBytes);
@@ -312,6 +337,7 @@ export class Store {
     }
     while (this.levels.length < this.maxLevels) this.levels.push([]);
     this.nextLsn = this.replayFrom.lsn;
+    this.indexedPosition = { ...this.replayFrom };
   }
 
   /** Opens (or creates) a store; recovers from the manifest and the log when one exists. */
@@ -617,6 +643,70 @@ export class Store {
     return [...this.segmentMap];
   }
 
+  /**
+   * Backup, Build-Index mode: indexes the records of log segment `seq` that are new since the last
+   * call — call it right after `writeShippedLogSegment` of the same seq, with the same used-prefix
+   * bytes. A partial seal followed by the full seal of the same segment indexes only the suffix;
+   * the next segment starts at offset 0. Each record goes into L0 with a local pointer (the local
+   * segment + the record's offset) and its own lsn and tombstone flag; then, as on a primary, a full
+   * L0 is frozen and flushed in the background (autoCompact) or announced once with `l0Full`.
+   *
+   * Segments must be indexed in seq order without gaps (AssertionFailedError otherwise, nothing
+   * changes). Bytes inside the announced prefix that do not parse as records continuing the lsn
+   * chain raise CorruptSegmentError, and nothing of the call is indexed. Returns the number of
+   * records indexed.
+   */
+  indexShippedLogSegment(args: { seq: number; bytes: Buffer }): number {
+    this.checkUsable();
+    this.requireRole('backup');
+    const { seq, bytes } = args;
+    const at = this.indexedPosition;
+    const entry = this.log.find((e) => e.seq === seq);
+    if (entry === undefined || entry.usedBytes === null || entry.usedBytes < bytes.length) {
+      throw new InvalidArgumentError(
+        `log segment ${seq} must be persisted (writeShippedLogSegment) before it is indexed`,
+      );
+    }
+    let start: number;
+    if (seq === at.seq) {
+      start = at.offset;
+      assert(
+        bytes.length >= start,
+        () => `log segment ${seq} shrank: ${bytes.length} bytes, ${start} already indexed`,
+      );
+    } else {
+      const previous = this.log.find((e) => e.seq === at.seq);
+      assert(
+        seq === at.seq + 1 && previous !== undefined && previous.usedBytes === at.offset,
+        () =>
+          `log segment ${seq} indexed out of order: indexed through segment ${at.seq} at offset ` +
+          `${at.offset} of ${previous?.usedBytes ?? 'none'}`,
+      );
+      start = 0;
+    }
+    if (start === bytes.length) return 0;
+    const parsed = parseRecords(bytes, start, bytes.length, at.lsn);
+    if (parsed.endOffset !== bytes.length) {
+      throw new CorruptSegmentError(
+        `shipped log segment ${seq}`,
+        `records stop at offset ${parsed.endOffset} of ${bytes.length} (${parsed.stop}, expected lsn ${parsed.nextLsn})`,
+      );
+    }
+    this.failStopOnError(() => {
+      for (const record of parsed.records) {
+        this.applyToL0(record.key.toString('latin1'), {
+          pointer: entry.offset + record.offset,
+          lsn: record.lsn,
+          tombstone: record.value === null,
+        });
+      }
+      this.indexedPosition = { seq, offset: bytes.length, lsn: parsed.nextLsn };
+      this.nextLsn = parsed.nextLsn;
+      this.afterApply();
+    });
+    return parsed.records.length;
+  }
+
   // ───────────────────────────── write path ─────────────────────────────
 
   private async write(key: Bytes, value: Bytes | null): Promise<void> {
@@ -688,6 +778,8 @@ export class Store {
    * appended but not yet applied (pending or in a gated group), else the log's tail.
    */
   private firstUnappliedPosition(): LogPosition {
+    // A backup has no active segment: what it indexed is all in L0 (or frozen, or in a level).
+    if (this.role === 'backup') return { ...this.indexedPosition };
     const first = this.inflight[0]?.[0] ?? this.pending[0];
     if (first !== undefined) return { ...first.position };
     const active = this.active!;
@@ -1175,6 +1267,7 @@ export class Store {
   private recover(existing: boolean): void {
     if (this.role === 'backup') {
       if (!existing) this.persistManifest();
+      else if (this.rebuildL0) this.replayBackupLog();
       return;
     }
     if (!existing) {
@@ -1226,6 +1319,45 @@ export class Store {
       };
     }
     this.nextLsn = Math.max(this.replayFrom.lsn, expectedLsn, this.l0.maxLsn + 1);
+    this.afterApply();
+  }
+
+  /**
+   * Backup recovery with `rebuildL0`: replays the persisted log from `replayFrom` into L0, like a
+   * primary's recovery (every backup segment is sealed: written and synced up to its usedBytes
+   * before the manifest named that length). A short parse is reported in `corruptSegments` and the
+   * replay goes on, as on a primary; indexing then resumes where the replay stopped.
+   */
+  private replayBackupLog(): void {
+    let expectedLsn = this.replayFrom.lsn;
+    const position = { ...this.replayFrom };
+    for (const entry of this.log) {
+      if (entry.seq < this.replayFrom.seq) continue;
+      assert(entry.usedBytes !== null, 'a backup persists only sealed log segments');
+      const start = entry.seq === this.replayFrom.seq ? this.replayFrom.offset : 0;
+      const end = entry.usedBytes;
+      const bytes = this.device.read(entry.offset, end, 'log');
+      const parsed = parseRecords(bytes, start, end, expectedLsn);
+      for (const record of parsed.records) {
+        this.l0.insert(record.key.toString('latin1'), {
+          pointer: entry.offset + record.offset,
+          lsn: record.lsn,
+          tombstone: record.value === null,
+        });
+        this.recovery.replayedRecordCount++;
+        this.recovery.replayedBytes += record.length;
+      }
+      if (parsed.records.length > 0) position.lsn = parsed.nextLsn;
+      position.seq = entry.seq;
+      position.offset = parsed.endOffset;
+      expectedLsn = position.lsn;
+      if (parsed.endOffset < end) {
+        this.recovery.corruptSegments.push(`log@${entry.offset} (seq ${entry.seq}) at ${parsed.endOffset}`);
+        expectedLsn = 0;
+      }
+    }
+    this.indexedPosition = position;
+    this.nextLsn = Math.max(position.lsn, this.l0.maxLsn + 1);
     this.afterApply();
   }
 

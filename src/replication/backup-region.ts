@@ -11,6 +11,9 @@
  * - IndexSegment: check the CRC, translate every value pointer through the segment map (a missing
  *   mapping is refused, never guessed), persist, answer IndexSegmentPersisted.
  * - CompactionCommit: install the level change atomically, answer CompactionCommitted.
+ * - Build-Index mode (OpenBackup.mode, PROTOCOL §5): SegmentSealed also indexes the segment's newly
+ *   persisted records into the backup store's own L0 (which flushes and compacts by itself or
+ *   through the owner's actors); IndexSegment and CompactionCommit are refused with MODE_MISMATCH.
  * - A message with an epoch below this region's gets Refused{STALE_EPOCH}; a failure to apply one
  *   gets Refused with the error's code, and the region stops accepting (fail-stop).
  */
@@ -26,13 +29,24 @@ import {
   type IndexSegmentShipped,
   type OpenBackup,
   type ReplicationMessage,
+  type ReplicationMode,
   type SegmentSealed,
 } from './messages.js';
 
+/** A message that does not belong to the region's replication mode (or a re-open changing it). */
+export class ModeMismatchError extends TalosError {
+  constructor(detail: string) {
+    super('MODE_MISMATCH', detail);
+  }
+}
+
 export interface BackupRegionOptions {
   nodeId: string;
-  /** Opens (or recovers) this node's backup store for a region. */
-  openStore: (regionId: string, segmentBytes: number) => Promise<Store>;
+  /**
+   * Opens (or recovers) this node's backup store for a region. In Build-Index mode the store must
+   * rebuild its L0 at open (StoreOptions.rebuildL0) so a restart loses nothing it indexed.
+   */
+  openStore: (regionId: string, segmentBytes: number, mode: ReplicationMode) => Promise<Store>;
   /** CPU time source in µs (process.cpuUsage in production); with `onWork`, accounts each handler. */
   cpuMicros?: () => number;
   onWork?: (kind: ReplicationMessage['type'], cpuMicros: number) => void;
@@ -48,6 +62,8 @@ export interface BackupRegionStats {
 export class BackupRegion {
   regionId: string | undefined;
   epoch = 0;
+  /** The replication mode OpenBackup named; fixed for the life of the region. */
+  mode: ReplicationMode | undefined;
   store: Store | undefined;
   private logBuffers: LocalRegion[] = [];
   private indexBuffers: LocalRegion[] = [];
@@ -145,9 +161,15 @@ export class BackupRegion {
 
   private async open(message: OpenBackup): Promise<void> {
     assert(this.regionId === undefined || this.regionId === message.regionId, 'one region per link');
+    if (this.mode !== undefined && this.mode !== message.mode) {
+      throw new ModeMismatchError(
+        `region ${message.regionId} is open in ${this.mode} mode, not ${message.mode}`,
+      );
+    }
     this.regionId = message.regionId;
     this.epoch = message.epoch;
-    this.store ??= await this.options.openStore(message.regionId, message.segmentBytes);
+    this.mode = message.mode;
+    this.store ??= await this.options.openStore(message.regionId, message.segmentBytes, message.mode);
     assert(this.store.segmentBytes === message.segmentBytes, 'backup and primary share the segment size');
     if (this.logBuffers.length === 0) {
       this.logBuffers = Array.from({ length: message.logBufferCount }, () =>
@@ -184,6 +206,8 @@ export class BackupRegion {
       bytes,
       crc32c: message.crc32c,
     });
+    // Build-Index: the persisted records go into this backup's own L0 (PROTOCOL §5, last paragraph).
+    if (this.mode === 'build-index') store.indexShippedLogSegment({ seq: message.seq, bytes });
     this.stats.sealedSegments++;
     this.reply({
       type: 'SegmentPersisted',
@@ -197,6 +221,7 @@ export class BackupRegion {
 
   private indexSegment(message: IndexSegmentShipped): void {
     const store = this.requireStore();
+    this.requireSendIndex(message.type);
     const buffer = this.indexBuffers[message.slot];
     if (buffer === undefined) throw new TalosError('BAD_SLOT', `no index buffer ${message.slot}`);
     if (message.usedBytes > buffer.bytes.length)
@@ -217,7 +242,9 @@ export class BackupRegion {
   }
 
   private commit(message: CompactionCommit): void {
-    this.requireStore().installShippedCompaction({
+    const store = this.requireStore();
+    this.requireSendIndex(message.type);
+    store.installShippedCompaction({
       compactionId: message.compactionId,
       srcLevel: message.srcLevel,
       dstLevel: message.dstLevel,
@@ -243,6 +270,13 @@ export class BackupRegion {
   private release(): void {
     this.stopped ??= new TalosError('CLOSED', 'connection closed');
     for (const listener of this.closeListeners.splice(0)) listener();
+  }
+
+  /** Index segments and compaction commits exist only in Send-Index mode. */
+  private requireSendIndex(type: ReplicationMessage['type']): void {
+    if (this.mode !== 'send-index') {
+      throw new ModeMismatchError(`${type} refused: region ${this.regionId} is in ${this.mode} mode`);
+    }
   }
 
   private requireStore(): Store {

@@ -172,6 +172,40 @@ describe('local cluster: protocol paths', () => {
     expect(stats.fabric.writtenBytes).toBeGreaterThan(0);
   });
 
+  test('build-index mode: backups index the sealed log themselves, flush and compact, and ship no index', async () => {
+    const c = await cluster({ mode: 'build-index' });
+    const client = c.client();
+    for (let i = 0; i < 3000; i++) {
+      const key = keyIn(i % 3, (i * 7919) % 500);
+      if (i % 11 === 0) await client.delete(key);
+      else await client.put(key, value(i));
+    }
+    await c.flush();
+    const stats = await c.stats();
+    for (const regionId of ['r0', 'r1', 'r2']) {
+      const primary = primaryStore(c, regionId);
+      const expected = await dump(primary);
+      expect(expected.size).toBeGreaterThan(0);
+      for (const backup of await backupStores(c, regionId)) {
+        // Its own flushes and compactions wrote its own index segments...
+        expect(backup.stats().flushCount).toBeGreaterThan(0);
+        expect(backup.stats().compactionCount + backup.stats().trivialMoveCount).toBeGreaterThan(0);
+        expect(backup.stats().io.writtenBytes.index).toBeGreaterThan(0);
+        // ...and after the primaries' flush (whose tail sync reached it) it reads what the primary reads.
+        expect(await dump(backup)).toEqual(expected);
+      }
+    }
+    // Nothing was shipped but log bytes: no index buffer was ever written by a primary.
+    for (const nodeId of c.nodeIds()) {
+      for (const region of c.runtime(nodeId).backupRegionList()) {
+        expect(region.stats.shippedIndexSegments).toBe(0);
+        expect(region.stats.commits).toBe(0);
+        expect(region.stats.sealedSegments).toBeGreaterThan(0);
+      }
+    }
+    expect(stats.backup.io.writtenBytes.index).toBeGreaterThan(0);
+  });
+
   test('trivial moves are mirrored with the same commit and no segments', async () => {
     const c = await cluster();
     const client = c.client();

@@ -70,7 +70,7 @@ describe('EmbeddedCoordinator properties', () => {
     );
 
     await fc.assert(
-      fc.asyncProperty(fc.array(cmdArb, { minLength: 10, maxLength: 80 }), async (cmds) => {
+      fc.asyncProperty(fc.array(cmdArb, { minLength: 10, maxLength: 80, size: 'max' }), async (cmds) => {
         const clock = new ManualClock(0);
         const coordinator = new EmbeddedCoordinator({ clock });
         const writers = Array.from({ length: WRITERS }, () => coordinator.client());
@@ -233,7 +233,7 @@ describe('EmbeddedCoordinator properties', () => {
     }
 
     await fc.assert(
-      fc.asyncProperty(fc.array(cmdArb, { minLength: 10, maxLength: 80 }), async (cmds) => {
+      fc.asyncProperty(fc.array(cmdArb, { minLength: 10, maxLength: 80, size: 'max' }), async (cmds) => {
         const clock = new ManualClock(0);
         const coordinator = new EmbeddedCoordinator({ clock });
         const observed: Array<string | undefined> = [];
