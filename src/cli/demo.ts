@@ -1,79 +1,403 @@
 /**
- * The engine demo (`npm start` until the replicated cluster lands): writes keys into a Store on a
- * real FileDevice, reads every one back, closes, reopens (recovery), verifies again and prints the
- * level shape, I/O counters and write amplification.
+ * The main job (`npm start` = `talos demo`): a 3-node replicated cluster in one process — embedded
+ * coordinator, memory fabric, real files with fsync in a temporary directory — under a YCSB-style
+ * workload, then a verification of every acknowledged write.
+ *
+ * Story of a run (per replication mode):
+ *   1. Start the cluster; print the regions the controller placed (primary, backups, epoch).
+ *   2. Load A: insert every key (hashed, hex-prefixed ~24-byte keys so they spread over regions),
+ *      `concurrency` writers in flight. Run A: 50 % reads / 50 % updates of random loaded keys. A
+ *      writer owns the keys ≡ its index (mod writers), so a key's writes are ordered and the latest
+ *      acknowledged value of each key is known exactly. Compactions print as they commit on a
+ *      primary (shipped to the backups in Send-Index mode).
+ *   3. Verify: read every key back through the client (from its primary); flush every primary (a
+ *      tail sync reaches every backup first) and settle, then scan each backup's own store and
+ *      compare it with the acknowledged values of its region. Any difference is a lost write.
+ *   4. Print per-role device I/O and CPU and the fabric bytes.
+ * With `--compare` the same workload runs again in Build-Index mode and the two print side by
+ * side with the ratios (Build-Index ÷ Send-Index). `--json` prints one summary object as the last
+ * line. The exit code is 1 when anything acknowledged was not found.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Store } from '../engine/store.js';
+import { MultiBar, Presets } from 'cli-progress';
+import type { RegionConfig } from '../../coordination/types.js';
+import { type ClusterStats, createLocalCluster, type LocalCluster } from '../cluster/local-cluster.js';
+import { regionOf } from '../cluster/regions.js';
+import type { CompactionCommittedEvent } from '../engine/hooks.js';
+import type { ReplicationMode } from '../replication/messages.js';
 
 export interface DemoOptions {
   quick?: boolean;
   json?: boolean;
+  /** Parent directory of the data (default: a fresh temporary directory, removed afterwards). */
   dir?: string;
   keys?: number;
+  mode?: ReplicationMode;
+  /** Also run Build-Index (or Send-Index, if mode is build-index) and print both side by side. */
+  compare?: boolean;
+  concurrency?: number;
+  valueBytes?: number;
+  /** Where the human-readable story goes (default stdout); the JSON line always goes to stdout. */
+  out?: (line: string) => void;
+  /** Show progress bars (default: when stderr is a TTY and not --json). */
+  progress?: boolean;
 }
 
-export async function runDemo(options: DemoOptions): Promise<void> {
-  const keyCount = options.keys ?? (options.quick ? 20_000 : 200_000);
-  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'talos-demo-'));
-  const say = (line: string): void => {
-    if (!options.json) process.stdout.write(`${line}\n`);
+export interface ModeResult {
+  mode: ReplicationMode;
+  acknowledged: number;
+  verified: number;
+  lost: number;
+  /** Keys whose latest acknowledged value a backup's store does not return after flush + settle. */
+  backupMismatches: number;
+  loadOpsPerSec: number;
+  runOpsPerSec: number;
+  primaryIoBytes: number;
+  backupIoBytes: number;
+  primaryCpuMs: number;
+  backupCpuMs: number;
+  fabricBytes: number;
+  compactions: number;
+  shippedIndexSegments: number;
+  levels: number;
+}
+
+export interface DemoSummary extends ModeResult {
+  keys: number;
+  compare?: ModeResult;
+  ratios?: { backupIo: number; backupCpu: number; fabric: number; loadThroughput: number };
+}
+
+/** 8 hex digits of FNV-1a over the index, then `user` and the index: 24 bytes, spread over regions. */
+export function demoKey(i: number): string {
+  let h = 0x811c9dc5;
+  for (const c of String(i)) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
+  return `${h.toString(16).padStart(8, '0')}user${String(i).padStart(12, '0')}`;
+}
+
+function demoValue(i: number, version: number, valueBytes: number): string {
+  return `v${version}:${i}:`.padEnd(valueBytes, 'x');
+}
+
+/** Deterministic PRNG for the run phase (mulberry32). */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-  const storeOptions = { dir, l0Bytes: 256 * 1024, growthFactor: 4 };
-  say(`talos engine demo: ${keyCount} keys in ${dir}`);
-  const key = (i: number): string => `user${String(i).padStart(10, '0')}`;
-  const value = (i: number): string => `value-${i}-`.padEnd(100, 'x');
+}
 
-  const started = performance.now();
-  let store = await Store.open(storeOptions);
-  for (let i = 0; i < keyCount; i++) await store.put(key(i), value(i));
-  await store.sync();
-  const putMs = performance.now() - started;
-  say(`put    ${keyCount} keys in ${putMs.toFixed(0)} ms (${Math.round(keyCount / (putMs / 1000))} ops/s)`);
-
-  let lost = 0;
-  const readStarted = performance.now();
-  for (let i = 0; i < keyCount; i++) if ((await store.get(key(i)))?.toString() !== value(i)) lost++;
-  const getMs = performance.now() - readStarted;
-  say(
-    `get    ${keyCount} keys in ${getMs.toFixed(0)} ms (${Math.round(keyCount / (getMs / 1000))} ops/s), mismatches: ${lost}`,
-  );
-  const stats = store.stats();
-  for (const level of stats.levels) {
-    if (level.segmentCount > 0)
-      say(
-        `  L${level.level}: ${level.segmentCount} segments, ${level.entryCount} entries, ${level.bytes} bytes`,
-      );
+export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
+  const keys = options.keys ?? (options.quick ? 20_000 : 150_000);
+  const mode = options.mode ?? 'send-index';
+  const say = options.out ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const first = await runMode(mode, keys, options, say);
+  let summary: DemoSummary = { keys, ...first };
+  if (options.compare) {
+    const other: ReplicationMode = mode === 'send-index' ? 'build-index' : 'send-index';
+    const second = await runMode(other, keys, options, say);
+    const [send, build] = mode === 'send-index' ? [first, second] : [second, first];
+    const ratio = (a: number, b: number): number => (b === 0 ? 0 : Number((a / b).toFixed(3)));
+    summary = {
+      ...summary,
+      compare: second,
+      ratios: {
+        backupIo: ratio(build.backupIoBytes, send.backupIoBytes),
+        backupCpu: ratio(build.backupCpuMs, send.backupCpuMs),
+        fabric: ratio(build.fabricBytes, send.fabricBytes),
+        loadThroughput: ratio(build.loadOpsPerSec, send.loadOpsPerSec),
+      },
+    };
+    printComparison(send, build, summary.ratios!, say);
   }
-  say(`  L0: ${stats.l0.entryCount} entries; log segments: ${stats.logSegmentCount}`);
+  const lost =
+    first.lost +
+    first.backupMismatches +
+    (summary.compare ? summary.compare.lost + summary.compare.backupMismatches : 0);
   say(
-    `  flushes ${stats.flushCount}, compactions ${stats.compactionCount}, trivial moves ${stats.trivialMoveCount}`,
+    lost === 0
+      ? 'verified: every acknowledged write is on its primary and on every backup'
+      : `LOST ${lost} acknowledged writes`,
   );
-  say(
-    `  write amplification ${stats.writeAmplification.toFixed(2)}; io written ${JSON.stringify(stats.io.writtenBytes)}`,
-  );
-  await store.close();
-
-  store = await Store.open(storeOptions);
-  const recovery = store.stats().recovery;
-  for (let i = 0; i < keyCount; i++) if ((await store.get(key(i)))?.toString() !== value(i)) lost++;
-  say(
-    `reopen replayed ${recovery.replayedRecordCount} records (${recovery.replayedBytes} bytes); mismatches after reopen: ${lost}`,
-  );
-  await store.close();
-  if (options.dir === undefined) rmSync(dir, { recursive: true, force: true });
-
-  const summary = {
-    keys: keyCount,
-    putOpsPerSec: Math.round(keyCount / (putMs / 1000)),
-    getOpsPerSec: Math.round(keyCount / (getMs / 1000)),
-    lost,
-    replayedRecords: recovery.replayedRecordCount,
-    writeAmplification: Number(stats.writeAmplification.toFixed(3)),
-    io: stats.io,
-  };
   if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
   if (lost > 0) process.exitCode = 1;
+  return summary;
+}
+
+async function runMode(
+  mode: ReplicationMode,
+  keyCount: number,
+  options: DemoOptions,
+  say: (line: string) => void,
+): Promise<ModeResult> {
+  const concurrency = options.concurrency ?? 32;
+  const valueBytes = options.valueBytes ?? 100;
+  const parent = options.dir ?? mkdtempSync(join(tmpdir(), 'talos-demo-'));
+  const dataDir = join(parent, mode);
+  const showProgress = options.progress ?? (process.stderr.isTTY === true && !options.json);
+  say('');
+  say(
+    `== ${mode}: 3 nodes, 3 regions, RF=3, ${keyCount} keys of ~24 B with ${valueBytes}-B values, data in ${dataDir}`,
+  );
+  const cluster = await createLocalCluster({
+    nodes: 3,
+    replicas: 3,
+    mode,
+    dataDir,
+    // Small segments and L0 so that seals, flushes and compactions through several levels show.
+    store: { segmentBytes: 512 * 1024, l0Bytes: 64 * 1024, growthFactor: 4 },
+  });
+  const bars = showProgress
+    ? new MultiBar(
+        {
+          format: '  {phase} [{bar}] {percentage}% {value}/{total} ops',
+          hideCursor: true,
+          stream: process.stderr,
+        },
+        Presets.shades_classic,
+      )
+    : undefined;
+  const log = (line: string): void => {
+    if (bars) bars.log(`${line}\n`);
+    else say(line);
+  };
+  try {
+    const sorted = [...cluster.regions()].sort((a, b) => (a.minKey < b.minKey ? -1 : 1));
+    printRegions(sorted, say);
+    const compactionLines = watchCompactions(cluster, sorted, log);
+
+    const client = cluster.client();
+    const acknowledged = new Map<string, string>();
+    const versions = new Array<number>(keyCount).fill(0);
+
+    // Load A: every key once.
+    const loadStarted = performance.now();
+    await pool(keyCount, concurrency, bars, 'load A', async (i) => {
+      const key = demoKey(i);
+      const value = demoValue(i, 0, valueBytes);
+      await client.put(key, value);
+      acknowledged.set(key, value);
+    });
+    const loadMs = performance.now() - loadStarted;
+
+    // Run A: 50 % read / 50 % update; writer w only touches keys ≡ w (mod concurrency).
+    const runOps = Math.floor(keyCount / 2);
+    const random = prng(42);
+    const picks = Array.from({ length: runOps }, () => ({
+      slot: Math.floor(random() * keyCount),
+      read: random() < 0.5,
+    }));
+    let readMismatches = 0;
+    const runStarted = performance.now();
+    await pool(runOps, concurrency, bars, 'run A ', async (n, worker) => {
+      const pick = picks[n]!;
+      // Move the pick onto a key this worker owns, so one key's writes never race.
+      const i = pick.slot - (pick.slot % concurrency) + worker;
+      const slot = i < keyCount ? i : worker;
+      const key = demoKey(slot);
+      if (pick.read) {
+        const got = (await client.get(key))?.toString('latin1');
+        if (got !== acknowledged.get(key)) readMismatches++;
+        return;
+      }
+      const value = demoValue(slot, ++versions[slot]!, valueBytes);
+      await client.put(key, value);
+      acknowledged.set(key, value);
+    });
+    const runMs = performance.now() - runStarted;
+    bars?.stop();
+    compactionLines.stop();
+
+    // Verify on the primaries through the client, then on every backup's own store.
+    let verified = 0;
+    let lost = readMismatches;
+    for (const [key, value] of acknowledged) {
+      if ((await client.get(key))?.toString('latin1') === value) verified++;
+      else lost++;
+    }
+    await cluster.flush();
+    let backupMismatches = 0;
+    for (const config of sorted) {
+      const expected = [...acknowledged].filter(
+        ([key]) => regionOf(sorted, key).regionId === config.regionId,
+      );
+      for (const nodeId of config.backups) {
+        const store = (await cluster.runtime(nodeId).backupStoresByRegion()).get(config.regionId);
+        const rows = new Map<string, string>();
+        for (const row of (await store?.scan()) ?? [])
+          rows.set(row.key.toString('latin1'), row.value.toString('latin1'));
+        let missing = 0;
+        for (const [key, value] of expected) if (rows.get(key) !== value) missing++;
+        backupMismatches += missing + Math.max(0, rows.size - expected.length);
+        say(
+          `  backup ${nodeId} of ${config.regionId}: ${rows.size} keys scanned, ${missing} missing or stale`,
+        );
+      }
+    }
+
+    const stats = await cluster.stats();
+    const result = summarize(mode, cluster, stats, {
+      acknowledged: acknowledged.size,
+      verified,
+      lost,
+      backupMismatches,
+      loadOpsPerSec: Math.round(keyCount / (loadMs / 1000)),
+      runOpsPerSec: Math.round(runOps / (runMs / 1000)),
+      compactions: compactionLines.count(),
+    });
+    say(
+      `  load A ${result.loadOpsPerSec} ops/s, run A ${result.runOpsPerSec} ops/s; ` +
+        `${result.compactions} compactions, ${result.shippedIndexSegments} index segments shipped, ${result.levels} levels`,
+    );
+    printRoles(stats, say);
+    say(
+      `  verified ${verified}/${acknowledged.size} on primaries; backup mismatches ${backupMismatches}; lost ${lost}`,
+    );
+    return result;
+  } finally {
+    bars?.stop();
+    await cluster.close();
+    if (options.dir === undefined) rmSync(parent, { recursive: true, force: true });
+  }
+}
+
+function summarize(
+  mode: ReplicationMode,
+  cluster: LocalCluster,
+  stats: ClusterStats,
+  partial: Pick<
+    ModeResult,
+    | 'acknowledged'
+    | 'verified'
+    | 'lost'
+    | 'backupMismatches'
+    | 'loadOpsPerSec'
+    | 'runOpsPerSec'
+    | 'compactions'
+  >,
+): ModeResult {
+  let shippedIndexSegments = 0;
+  let levels = 0;
+  for (const nodeId of cluster.nodeIds()) {
+    for (const region of cluster.runtime(nodeId).backupRegionList())
+      shippedIndexSegments += region.stats.shippedIndexSegments;
+    for (const regionId of cluster.runtime(nodeId).servingRegions()) {
+      const store = cluster.session(nodeId, regionId)?.store;
+      const used = store?.stats().levels.filter((l) => l.segmentCount > 0).length ?? 0;
+      levels = Math.max(levels, used);
+    }
+  }
+  return {
+    mode,
+    ...partial,
+    primaryIoBytes: stats.primary.ioBytes,
+    backupIoBytes: stats.backup.ioBytes,
+    primaryCpuMs: Math.round(stats.primary.cpuMs),
+    backupCpuMs: Math.round(stats.backup.cpuMs),
+    fabricBytes: stats.fabric.writtenBytes + stats.fabric.sentBytes,
+    shippedIndexSegments,
+    levels,
+  };
+}
+
+/** Runs `count` operations with `concurrency` workers; worker w runs operations w, w + c, … in order. */
+async function pool(
+  count: number,
+  concurrency: number,
+  bars: MultiBar | undefined,
+  phase: string,
+  op: (n: number, worker: number) => Promise<void>,
+): Promise<void> {
+  const bar = bars?.create(count, 0, { phase });
+  let done = 0;
+  const workers = Array.from({ length: Math.min(concurrency, count) }, async (_, worker) => {
+    for (let n = worker; n < count; n += concurrency) {
+      await op(n, worker);
+      done++;
+      if (done % 256 === 0) bar?.update(done);
+    }
+  });
+  await Promise.all(workers);
+  bar?.update(count);
+}
+
+function printRegions(sorted: RegionConfig[], say: (line: string) => void): void {
+  say('  region  keys          primary  backups  epoch');
+  for (const r of sorted) {
+    const range = `[${r.minKey === '' ? '−∞' : r.minKey}, ${r.maxKey ?? '+∞'})`;
+    say(
+      `  ${r.regionId.padEnd(7)} ${range.padEnd(13)} ${r.primary.padEnd(8)} ${r.backups.join(',').padEnd(8)} ${r.epoch}`,
+    );
+  }
+}
+
+/** Prints primaries' compactions as they commit (the first few, then a count), and counts them. */
+function watchCompactions(
+  cluster: LocalCluster,
+  sorted: RegionConfig[],
+  log: (line: string) => void,
+): { count(): number; stop(): void } {
+  const maxLines = 8;
+  let count = 0;
+  const unsubscribe: (() => void)[] = [];
+  for (const r of sorted) {
+    const store = cluster.session(r.primary, r.regionId)?.store;
+    if (store === undefined) continue;
+    unsubscribe.push(
+      store.hooks.on('compactionCommitted', (e: CompactionCommittedEvent) => {
+        if (e.srcLevel === 0) return; // a flush, not a compaction
+        count++;
+        if (count <= maxLines) {
+          const what = e.trivialMove ? 'trivial move' : `${e.newSegments.length} segments written`;
+          const shipped = cluster.mode === 'send-index' ? ` → shipped to ${r.backups.join(', ')}` : '';
+          log(
+            `  compaction #${e.compactionId} of ${r.regionId} on ${r.primary}: L${e.srcLevel}→L${e.dstLevel}, ${what}${shipped}`,
+          );
+        } else if (count === maxLines + 1) log('  … (further compactions counted below)');
+      }),
+    );
+  }
+  return {
+    count: () => count,
+    stop: () => {
+      for (const u of unsubscribe) u();
+    },
+  };
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
+}
+
+function printRoles(stats: ClusterStats, say: (line: string) => void): void {
+  say('  node  primary io   primary cpu  backup io    backup cpu   fabric out');
+  for (const n of stats.nodes) {
+    say(
+      `  ${n.nodeId.padEnd(5)} ${mib(n.primary.ioBytes).padEnd(12)} ${`${Math.round(n.primary.cpuMs)} ms`.padEnd(12)} ` +
+        `${mib(n.backup.ioBytes).padEnd(12)} ${`${Math.round(n.backup.cpuMs)} ms`.padEnd(12)} ${mib(n.fabric.writtenBytes + n.fabric.sentBytes)}`,
+    );
+  }
+}
+
+function printComparison(
+  send: ModeResult,
+  build: ModeResult,
+  ratios: NonNullable<DemoSummary['ratios']>,
+  say: (line: string) => void,
+): void {
+  say('');
+  say('== Send-Index vs Build-Index (ratio = Build ÷ Send)');
+  const row = (name: string, a: string, b: string, r: number): void =>
+    say(`  ${name.padEnd(16)} ${a.padStart(12)} ${b.padStart(12)} ${r.toFixed(2).padStart(8)}×`);
+  say(`  ${''.padEnd(16)} ${'send-index'.padStart(12)} ${'build-index'.padStart(12)} ${'ratio'.padStart(9)}`);
+  row('backup I/O', mib(send.backupIoBytes), mib(build.backupIoBytes), ratios.backupIo);
+  row('backup CPU', `${send.backupCpuMs} ms`, `${build.backupCpuMs} ms`, ratios.backupCpu);
+  row('fabric bytes', mib(send.fabricBytes), mib(build.fabricBytes), ratios.fabric);
+  row('load ops/s', String(send.loadOpsPerSec), String(build.loadOpsPerSec), ratios.loadThroughput);
 }

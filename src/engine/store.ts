@@ -544,10 +544,15 @@ export class Store {
     return this.failStopOnError(() => {
       let local = this.segmentMap.get(primarySegmentOffset);
       if (local === undefined) local = this.allocator.allocate();
-      this.device.write(local, bytes, 'log');
+      const entry = this.log.find((e) => e.seq === seq);
+      // A segment grows by partial seals (tail syncs) before its full seal; the prefix persisted
+      // already came from the same buffer (the CRC above covers all of it), so only the new
+      // suffix is written — each log byte reaches a backup's device once, as on the primary.
+      const persisted = entry !== undefined && entry.offset === local ? (entry.usedBytes ?? 0) : 0;
+      const from = persisted <= bytes.length ? persisted : 0;
+      if (from < bytes.length) this.device.write(local + from, bytes.subarray(from), 'log');
       this.device.sync();
       this.segmentMap.set(primarySegmentOffset, local);
-      const entry = this.log.find((e) => e.seq === seq);
       if (entry === undefined) {
         this.log.push({ seq, offset: local, usedBytes: bytes.length });
         this.log.sort((a, b) => a.seq - b.seq);

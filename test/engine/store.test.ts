@@ -134,6 +134,23 @@ describe('roles', () => {
       InvalidArgumentError,
     );
   });
+  it('partial seals then the full seal write each log byte to the backup device once, and read back whole', async () => {
+    const device = new SimDevice();
+    let backup = await Store.open({ ...TINY, device, role: 'backup' });
+    const whole = Buffer.alloc(3000);
+    for (let i = 0; i < whole.length; i++) whole[i] = (i * 31) & 0xff;
+    for (const used of [100, 100, 1200, 3000]) {
+      const bytes = whole.subarray(0, used);
+      backup.writeShippedLogSegment({ seq: 0, primarySegmentOffset: 0, bytes, crc32c: crc32c(bytes) });
+    }
+    expect(backup.stats().io.writtenBytes.log).toBe(3000);
+    await backup.close();
+    backup = await Store.open({ ...TINY, device, role: 'backup' });
+    const [entry] = backup.logSegments();
+    expect(entry?.usedBytes).toBe(3000);
+    expect(Buffer.from(device.read(entry!.offset, 3000, 'log')).equals(whole)).toBe(true);
+    await backup.close();
+  });
 });
 
 describe('semantics', () => {
