@@ -95,6 +95,9 @@ export const nodeMachine = setup({
       },
     ),
   },
+  actions: {
+    keepError: assign({ error: ({ event }) => (event as { error?: unknown }).error }),
+  },
 }).createMachine({
   id: 'node',
   context: ({ input }) => ({
@@ -117,8 +120,18 @@ export const nodeMachine = setup({
     },
     running: {
       invoke: [
-        { src: 'watchBackupOpens', input: ({ context }) => context.runtime },
-        { src: 'watchRegions', input: ({ context }) => context.runtime },
+        // A watcher or the controller throwing is a defect, not a protocol outcome: the node
+        // fail-stops (stops its regions and leaves) rather than run half-blind.
+        {
+          src: 'watchBackupOpens',
+          input: ({ context }) => context.runtime,
+          onError: { target: 'stopping', actions: 'keepError' },
+        },
+        {
+          src: 'watchRegions',
+          input: ({ context }) => context.runtime,
+          onError: { target: 'stopping', actions: 'keepError' },
+        },
         {
           src: 'controller',
           id: 'controller',
@@ -128,6 +141,7 @@ export const nodeMachine = setup({
             layout: context.layout,
             retryDelayMs: context.controllerRetryMs,
           }),
+          onError: { target: 'stopping', actions: 'keepError' },
         },
       ],
       on: {

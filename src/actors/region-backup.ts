@@ -76,6 +76,8 @@ export const regionBackupMachine = setup({
   },
   actions: {
     ended: ({ context }) => context.onEnded?.(),
+    /** An invoked effect threw (a defect, not a protocol outcome): fail-stop with its error. */
+    keepError: assign({ error: ({ event }) => (event as { error?: unknown }).error }),
     fence: ({ context }) => context.region.fence(`region ${context.regionId}: a newer epoch began`),
   },
 }).createMachine({
@@ -92,20 +94,30 @@ export const regionBackupMachine = setup({
       always: [{ guard: 'buildsIndex', target: 'indexing' }, { target: 'following' }],
     },
     following: {
-      invoke: { src: 'watchRegion', input: ({ context }) => context },
+      invoke: {
+        src: 'watchRegion',
+        input: ({ context }) => context,
+        onError: { target: 'failed', actions: 'keepError' },
+      },
     },
     indexing: {
       invoke: [
-        { src: 'watchRegion', input: ({ context }) => context },
+        {
+          src: 'watchRegion',
+          input: ({ context }) => context,
+          onError: { target: 'failed', actions: 'keepError' },
+        },
         {
           src: 'flush',
           id: 'flush',
           input: ({ context }) => ({ store: context.store, role: 'backup' as const, cpu: context.cpu }),
+          onError: { target: 'failed', actions: 'keepError' },
         },
         {
           src: 'compaction',
           id: 'compaction',
           input: ({ context }) => ({ store: context.store, role: 'backup' as const, cpu: context.cpu }),
+          onError: { target: 'failed', actions: 'keepError' },
         },
       ],
       on: {

@@ -121,6 +121,7 @@ export const regionPrimaryMachine = setup({
     }),
   },
   actions: {
+    keepError: assign({ error: ({ event }) => (event as { error?: unknown }).error }),
     startServing: ({ context }) => {
       context.session!.startServing();
       context.ports.setServing(context.regionId, context.session);
@@ -151,7 +152,12 @@ export const regionPrimaryMachine = setup({
       entry: 'startServing',
       exit: 'stopServing',
       invoke: [
-        { src: 'watchSession', input: ({ context }) => context.session! },
+        // An invoked effect throwing is a defect, not a protocol outcome: the region fail-stops.
+        {
+          src: 'watchSession',
+          input: ({ context }) => context.session!,
+          onError: { target: 'failed', actions: 'keepError' },
+        },
         {
           src: 'flush',
           id: 'flush',
@@ -160,6 +166,7 @@ export const regionPrimaryMachine = setup({
             role: 'primary' as const,
             cpu: context.ports.cpu,
           }),
+          onError: { target: 'failed', actions: 'keepError' },
         },
         {
           src: 'compaction',
@@ -169,6 +176,7 @@ export const regionPrimaryMachine = setup({
             role: 'primary' as const,
             cpu: context.ports.cpu,
           }),
+          onError: { target: 'failed', actions: 'keepError' },
         },
       ],
       on: {
