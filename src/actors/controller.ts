@@ -10,7 +10,16 @@
  * yet is created at epoch 1 with compare-and-set on "absent" (a racing or earlier controller's entry
  * wins; it is never overwritten). Placement is round-robin over the sorted members, so with as many
  * regions as nodes every node is primary for one region and a backup for `replicas − 1` others.
- * Watching: suspect reports are collected for failure handling (PROTOCOL §6), which acts on them.
+ * Watching (PROTOCOL §6): suspect reports and members leaving (a lease ran out, a node left) mark
+ * the map dirty; reconciling then walks every region and writes the next configuration where one
+ * is due (`planReconfiguration`): a backup that is gone or suspected at the current epoch is removed
+ * at epoch + 1, so its primary resumes acknowledging with the copies that remain. Reconciling is
+ * level-triggered and idempotent — it reads the members and the map afresh each time, writes with
+ * compare-and-set, and runs again when something changed meanwhile — so a lost event or a racing
+ * controller costs a retry, never a wrong map.
+ *
+ * Not yet here (the rest of the failure-handling issue): promoting a backup when a primary is gone,
+ * and adding a replacement backup through re-sync. A region whose primary is gone stays as it is.
  */
 import { assign, fromCallback, fromPromise, setup } from 'xstate';
 import type {
@@ -47,9 +56,71 @@ export interface ControllerContext extends ControllerInput {
   leadership: Leadership | undefined;
   suspects: SuspectReport[];
   created: number;
+  /** Something changed since the running reconciliation read the map: run it again. */
+  dirty: boolean;
+  /** Configurations written by this controller (for tests and status). */
+  reconfigurations: number;
 }
 
-type ControllerEvent = { type: 'LOST' } | { type: 'SUSPECT'; report: SuspectReport };
+type ControllerEvent =
+  | { type: 'LOST' }
+  | { type: 'SUSPECT'; report: SuspectReport }
+  | { type: 'MEMBERS_CHANGED' };
+
+/**
+ * The next configuration of a region, or undefined when none is due. Backups that are not live
+ * members, or that a report at the current epoch suspects, are removed (epoch + 1). Reports of an
+ * older epoch are stale: the configuration they were about is gone.
+ */
+export function planReconfiguration(
+  config: RegionConfig,
+  live: ReadonlySet<string>,
+  suspects: readonly SuspectReport[],
+): RegionConfig | undefined {
+  const suspected = new Set(
+    suspects
+      .filter((r) => r.regionId === config.regionId && r.epoch === config.epoch)
+      .map((r) => r.suspectNodeId),
+  );
+  const gone = (nodeId: string): boolean => !live.has(nodeId) || suspected.has(nodeId);
+  if (gone(config.primary)) return undefined; // promotion: not yet (see the header)
+  const backups = config.backups.filter((b) => !gone(b));
+  const joining = (config.joining ?? []).filter((b) => !gone(b));
+  if (backups.length === config.backups.length && joining.length === (config.joining ?? []).length) {
+    return undefined;
+  }
+  return {
+    ...config,
+    epoch: config.epoch + 1,
+    backups,
+    ...(config.joining === undefined ? {} : { joining }),
+  };
+}
+
+/** One reconciliation pass; resolves with the number of configurations written. */
+async function reconcileRegions(
+  coordinator: Coordinator,
+  suspects: readonly SuspectReport[],
+): Promise<number> {
+  const live = new Set((await coordinator.members()).map((m) => m.nodeId));
+  let written = 0;
+  for (const entry of await coordinator.getRegions()) {
+    const next = planReconfiguration(entry.config, live, suspects);
+    if (next === undefined) continue;
+    const result = await coordinator.compareAndSetRegion(entry.revision, next);
+    if (!result.ok) throw new StaleRevisionError(entry.config.regionId);
+    written++;
+    await coordinator.clearSuspects(entry.config.regionId);
+  }
+  return written;
+}
+
+/** A compare-and-set lost a race: the pass is retried after the retry delay. */
+class StaleRevisionError extends Error {
+  constructor(regionId: string) {
+    super(`region ${regionId} changed while reconfiguring`);
+  }
+}
 
 /** Initial placement: region i's primary is node i mod n, its backups the next replicas − 1 nodes. */
 export function initialPlacement(layout: ClusterLayout, nodeIds: readonly string[]): RegionConfig[] {
@@ -123,13 +194,28 @@ export const controllerMachine = setup({
     watchSuspects: fromCallback<ControllerEvent, Coordinator>(({ sendBack, input }) =>
       input.watchSuspects((report) => sendBack({ type: 'SUSPECT', report })),
     ),
+    watchMembers: fromCallback<ControllerEvent, Coordinator>(({ sendBack, input }) =>
+      input.watchMembers((event) => {
+        if (event.kind === 'leave') sendBack({ type: 'MEMBERS_CHANGED' });
+      }),
+    ),
+    reconcile: fromPromise<number, { coordinator: Coordinator; suspects: SuspectReport[] }>(({ input }) =>
+      reconcileRegions(input.coordinator, input.suspects),
+    ),
   },
   delays: {
     retry: ({ context }) => context.retryDelayMs,
   },
 }).createMachine({
   id: 'controller',
-  context: ({ input }) => ({ ...input, leadership: undefined, suspects: [], created: 0 }),
+  context: ({ input }) => ({
+    ...input,
+    leadership: undefined,
+    suspects: [],
+    created: 0,
+    dirty: false,
+    reconfigurations: 0,
+  }),
   initial: 'campaigning',
   states: {
     campaigning: {
@@ -158,10 +244,41 @@ export const controllerMachine = setup({
         },
         retrying: { after: { retry: 'assigning' } },
         watching: {
-          invoke: { src: 'watchSuspects', input: ({ context }) => context.coordinator },
+          invoke: [
+            { src: 'watchSuspects', input: ({ context }) => context.coordinator },
+            { src: 'watchMembers', input: ({ context }) => context.coordinator },
+          ],
           on: {
             SUSPECT: {
-              actions: assign({ suspects: ({ context, event }) => [...context.suspects, event.report] }),
+              actions: assign({
+                suspects: ({ context, event }) => [...context.suspects, event.report],
+                dirty: true,
+              }),
+            },
+            MEMBERS_CHANGED: { actions: assign({ dirty: true }) },
+          },
+          // The first pass catches what happened while no controller was watching.
+          initial: 'reconciling',
+          states: {
+            idle: {
+              always: { guard: ({ context }) => context.dirty, target: 'reconciling' },
+            },
+            reconciling: {
+              entry: assign({ dirty: false }),
+              invoke: {
+                src: 'reconcile',
+                input: ({ context }) => ({ coordinator: context.coordinator, suspects: context.suspects }),
+                onDone: {
+                  target: 'idle',
+                  actions: assign({
+                    reconfigurations: ({ context, event }) => context.reconfigurations + event.output,
+                  }),
+                },
+                onError: 'backingOff',
+              },
+            },
+            backingOff: {
+              after: { retry: { target: 'reconciling' } },
             },
           },
         },

@@ -181,6 +181,20 @@ export class NodeRuntime implements PrimaryPorts {
     await this.membership?.leave().catch(() => {});
   }
 
+  /**
+   * A crash, for failure injection: the node stops dead. The listener and every connection go
+   * (peers see their writes fail), sessions stop serving, and the lease is neither kept alive nor
+   * revoked — it runs out on its own, as a dead process's would (the caller closes this node's
+   * coordinator client). Stores are not closed: what they did not sync is the device's to lose.
+   */
+  crash(): void {
+    this.stopped = true;
+    this.listener?.close();
+    for (const session of this.serving.values()) session.stopServing();
+    this.serving.clear();
+    for (const connection of this.connections) connection.close();
+  }
+
   // ---- backup side ----
 
   private accept(connection: Connection): void {

@@ -128,6 +128,7 @@ export class LocalCluster {
   private unwatch: (() => void) | undefined;
   private readonly watcher: Coordinator;
   private closed = false;
+  private readonly dead = new Set<string>();
 
   constructor(
     private readonly options: Required<Pick<LocalClusterOptions, 'nodes' | 'replicas' | 'mode'>> &
@@ -261,6 +262,49 @@ export class LocalCluster {
     return { mode: this.mode, nodes, ...totals };
   }
 
+  /**
+   * Kills a node, as a crash would (failure injection, PROTOCOL §6): the fabric cuts it off (its
+   * peers' writes to it fail at once), its actors stop without any goodbye, its sessions stop
+   * serving, and its lease is left to run out on the clock. The rest of the cluster notices through
+   * failed writes (a primary reports the backup as suspect) or the lease, and reconfigures.
+   */
+  async killNode(nodeId: string): Promise<void> {
+    const node = this.nodes.get(nodeId);
+    if (node === undefined) throw new InvalidArgumentError(`no node ${nodeId}`);
+    if (this.dead.has(nodeId)) return;
+    this.dead.add(nodeId);
+    this.fabric.partition(nodeId, true);
+    node.runtime.crash();
+    node.actor.stop();
+    await node.coordinator.close();
+  }
+
+  /** Nodes killed with killNode (they stay dead until the cluster closes). */
+  deadNodes(): string[] {
+    return [...this.dead];
+  }
+
+  /**
+   * Resolves once `predicate` holds for the region map (as this cluster's watcher sees it) and every
+   * region whose primary is alive is served; rejects after `timeoutMs`.
+   */
+  async waitForRegions(predicate: (regions: RegionConfig[]) => boolean, timeoutMs = 10_000): Promise<void> {
+    const deadline = this.clock.now() + timeoutMs;
+    for (;;) {
+      const served = this.regionMap.every(
+        (c) => this.dead.has(c.primary) || this.session(c.primary, c.regionId)?.isServing === true,
+      );
+      if (served && predicate(this.regions())) return;
+      if (this.clock.now() > deadline) {
+        throw new TalosError(
+          'TIMEOUT',
+          `region map condition not met after ${timeoutMs} ms: ${this.describe()}`,
+        );
+      }
+      await new Promise<void>((resolve) => this.clock.setTimeout(resolve, 5));
+    }
+  }
+
   /** Stops every node (closing engines cleanly), the coordinator clients and the fabric. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -268,6 +312,7 @@ export class LocalCluster {
     this.unwatch?.();
     await Promise.all(
       [...this.nodes.values()].map(async (node) => {
+        if (this.dead.has(node.nodeId)) return;
         node.actor.send({ type: 'STOP' });
         await waitFinal(node.actor);
         node.actor.stop();

@@ -293,3 +293,44 @@ test('dump helper sanity: an empty cluster scans empty', async () => {
   expect(await c.client().scan()).toEqual([]);
   expect((await dump(primaryStore(c, 'r0'))).size).toBe(0);
 });
+
+describe('local cluster: backup loss (PROTOCOL §6)', () => {
+  test('a killed backup is removed at epoch + 1; its primaries resume acknowledging with the copies left', async () => {
+    const c = await cluster();
+    const client = c.client({ operationTimeoutMs: 10_000 });
+    const acked = new Map<string, string>();
+    for (let i = 0; i < 300; i++) {
+      await client.put(keyIn(0, i), value(i));
+      acked.set(keyIn(0, i), value(i));
+    }
+    const before = c.regions().find((r) => r.regionId === 'r0')!;
+    expect(before.backups).toEqual(['n2', 'n3']);
+
+    // Writes in flight while n3 dies end acknowledged or with an unknown outcome, never "failed".
+    const inFlight = Array.from({ length: 50 }, (_, i) => {
+      const key = keyIn(0, 1000 + i);
+      return client.put(key, value(i, 1)).then(
+        () => acked.set(key, value(i, 1)),
+        (err: unknown) => {
+          expect(err).toBeInstanceOf(OutcomeUnknownError);
+        },
+      );
+    });
+    await c.killNode('n3');
+    await Promise.all(inFlight);
+    await c.waitForRegions((map) => map.find((r) => r.regionId === 'r0')!.epoch > before.epoch);
+    const after = c.regions().find((r) => r.regionId === 'r0')!;
+    expect(after).toMatchObject({ epoch: before.epoch + 1, primary: 'n1', backups: ['n2'] });
+
+    // The region serves again: new writes are acknowledged, every acknowledged one reads back.
+    for (let i = 0; i < 300; i++) {
+      await client.put(keyIn(0, 2000 + i), value(i, 2));
+      acked.set(keyIn(0, 2000 + i), value(i, 2));
+    }
+    for (const [key, v] of acked) expect((await client.get(key))?.toString()).toBe(v);
+    await c.flush();
+    const primary = primaryStore(c, 'r0');
+    const [backup] = await backupStores(c, 'r0');
+    expectEquivalent(primary, backup!);
+  });
+});

@@ -1,0 +1,58 @@
+/**
+ * The controller's reconfiguration rule (PROTOCOL §6), as a pure function: which backups leave a
+ * configuration, and when nothing is due.
+ */
+import type { RegionConfig, SuspectReport } from '../../coordination/types.js';
+import { planReconfiguration } from '../../src/actors/controller.js';
+
+const config: RegionConfig = {
+  regionId: 'r0',
+  minKey: '',
+  maxKey: '55',
+  epoch: 4,
+  primary: 'n1',
+  backups: ['n2', 'n3'],
+  state: 'active',
+};
+const report = (suspectNodeId: string, epoch = 4, regionId = 'r0'): SuspectReport => ({
+  regionId,
+  epoch,
+  suspectNodeId,
+  reporterNodeId: 'n1',
+  reason: 'write failed',
+});
+const all = new Set(['n1', 'n2', 'n3']);
+
+test('nothing is due while every replica is a live member and unsuspected', () => {
+  expect(planReconfiguration(config, all, [])).toBeUndefined();
+});
+
+test('a backup whose lease is gone is removed at epoch + 1', () => {
+  expect(planReconfiguration(config, new Set(['n1', 'n2']), [])).toEqual({
+    ...config,
+    epoch: 5,
+    backups: ['n2'],
+  });
+});
+
+test('a backup suspected at the current epoch is removed, even while its lease lives', () => {
+  expect(planReconfiguration(config, all, [report('n3')])).toEqual({ ...config, epoch: 5, backups: ['n2'] });
+});
+
+test('reports of an older epoch or another region are stale and ignored', () => {
+  expect(planReconfiguration(config, all, [report('n3', 3), report('n2', 4, 'r1')])).toBeUndefined();
+});
+
+test('joining backups that are gone leave too; the last backup can go (the primary acknowledges alone)', () => {
+  const withJoining = { ...config, joining: ['n4'] };
+  expect(planReconfiguration(withJoining, new Set(['n1']), [])).toEqual({
+    ...config,
+    epoch: 5,
+    backups: [],
+    joining: [],
+  });
+});
+
+test('a primary that is gone is left for promotion: no backup-only change is made', () => {
+  expect(planReconfiguration(config, new Set(['n2', 'n3']), [])).toBeUndefined();
+});
