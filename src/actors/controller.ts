@@ -10,16 +10,18 @@
  * yet is created at epoch 1 with compare-and-set on "absent" (a racing or earlier controller's entry
  * wins; it is never overwritten). Placement is round-robin over the sorted members, so with as many
  * regions as nodes every node is primary for one region and a backup for `replicas − 1` others.
- * Watching (PROTOCOL §6): suspect reports and members leaving (a lease ran out, a node left) mark
- * the map dirty; reconciling then walks every region and writes the next configuration where one
- * is due (`planReconfiguration`): a backup that is gone or suspected at the current epoch is removed
- * at epoch + 1, so its primary resumes acknowledging with the copies that remain. Reconciling is
+ * Watching (PROTOCOL §6): suspect reports and membership changes (a lease ran out, a node left or
+ * joined) mark the map dirty; reconciling then walks every region and writes the next
+ * configuration where one is due (`planReconfiguration`): a backup that is gone or suspected at the
+ * current epoch is removed at epoch + 1, so its primary resumes acknowledging with the copies that
+ * remain; a region short of copies gains a live member holding none, which its primary re-syncs. Reconciling is
  * level-triggered and idempotent — it reads the members and the map afresh each time, writes with
  * compare-and-set, and runs again when something changed meanwhile — so a lost event or a racing
  * controller costs a retry, never a wrong map.
  *
- * Not yet here (the rest of the failure-handling issue): promoting a backup when a primary is gone,
- * and adding a replacement backup through re-sync. A region whose primary is gone stays as it is.
+ * Not yet here (the rest of the failure-handling issue): promoting a backup when a primary is gone
+ * (such a region stays as it is), and online re-sync (a joining backup is re-synced while the
+ * region is paused, PROTOCOL §2.2).
  */
 import { assign, fromCallback, fromPromise, setup } from 'xstate';
 import type {
@@ -65,30 +67,44 @@ export interface ControllerContext extends ControllerInput {
 type ControllerEvent =
   | { type: 'LOST' }
   | { type: 'SUSPECT'; report: SuspectReport }
-  | { type: 'MEMBERS_CHANGED' };
+  | { type: 'MEMBERS_CHANGED'; joined?: string };
 
 /**
  * The next configuration of a region, or undefined when none is due. Backups that are not live
- * members, or that a report at the current epoch suspects, are removed (epoch + 1). Reports of an
- * older epoch are stale: the configuration they were about is gone.
+ * members, or that a report at the current epoch suspects, are removed (epoch + 1); a region with
+ * fewer than `replicas` copies gains live members that hold none (a returning node, a new one).
+ * Reports of an older epoch are stale: the configuration they were about is gone.
  */
 export function planReconfiguration(
   config: RegionConfig,
   live: ReadonlySet<string>,
   suspects: readonly SuspectReport[],
+  replicas = config.backups.length + 1,
 ): RegionConfig | undefined {
   const suspected = new Set(
     suspects
       .filter((r) => r.regionId === config.regionId && r.epoch === config.epoch)
       .map((r) => r.suspectNodeId),
   );
+  // Any report on this region (of any epoch) keeps a node from being added back: the controller
+  // drops a node's reports when it joins under a new lease (a restart), not before.
+  const distrusted = new Set(
+    suspects.filter((r) => r.regionId === config.regionId).map((r) => r.suspectNodeId),
+  );
   const gone = (nodeId: string): boolean => !live.has(nodeId) || suspected.has(nodeId);
   if (gone(config.primary)) return undefined; // promotion: not yet (see the header)
   const backups = config.backups.filter((b) => !gone(b));
   const joining = (config.joining ?? []).filter((b) => !gone(b));
-  if (backups.length === config.backups.length && joining.length === (config.joining ?? []).length) {
-    return undefined;
-  }
+  // Under-replicated: add live members that hold no copy, in id order; the primary re-syncs them
+  // when it opens the new configuration (§2.2, §7).
+  const holding = new Set([config.primary, ...backups, ...joining]);
+  const free = [...live].filter((n) => !holding.has(n) && !distrusted.has(n)).sort();
+  while (backups.length + 1 < replicas && free.length > 0) backups.push(free.shift()!);
+  const unchanged =
+    backups.length === config.backups.length &&
+    backups.every((b, i) => b === config.backups[i]) &&
+    joining.length === (config.joining ?? []).length;
+  if (unchanged) return undefined;
   return {
     ...config,
     epoch: config.epoch + 1,
@@ -101,11 +117,12 @@ export function planReconfiguration(
 async function reconcileRegions(
   coordinator: Coordinator,
   suspects: readonly SuspectReport[],
+  replicas: number,
 ): Promise<number> {
   const live = new Set((await coordinator.members()).map((m) => m.nodeId));
   let written = 0;
   for (const entry of await coordinator.getRegions()) {
-    const next = planReconfiguration(entry.config, live, suspects);
+    const next = planReconfiguration(entry.config, live, suspects, replicas);
     if (next === undefined) continue;
     const result = await coordinator.compareAndSetRegion(entry.revision, next);
     if (!result.ok) throw new StaleRevisionError(entry.config.regionId);
@@ -195,12 +212,16 @@ export const controllerMachine = setup({
       input.watchSuspects((report) => sendBack({ type: 'SUSPECT', report })),
     ),
     watchMembers: fromCallback<ControllerEvent, Coordinator>(({ sendBack, input }) =>
-      input.watchMembers((event) => {
-        if (event.kind === 'leave') sendBack({ type: 'MEMBERS_CHANGED' });
-      }),
+      input.watchMembers((event) =>
+        sendBack(
+          event.kind === 'join'
+            ? { type: 'MEMBERS_CHANGED', joined: event.member.nodeId }
+            : { type: 'MEMBERS_CHANGED' },
+        ),
+      ),
     ),
-    reconcile: fromPromise<number, { coordinator: Coordinator; suspects: SuspectReport[] }>(({ input }) =>
-      reconcileRegions(input.coordinator, input.suspects),
+    reconcile: fromPromise<number, { coordinator: Coordinator; suspects: SuspectReport[]; replicas: number }>(
+      ({ input }) => reconcileRegions(input.coordinator, input.suspects, input.replicas),
     ),
   },
   delays: {
@@ -255,7 +276,16 @@ export const controllerMachine = setup({
                 dirty: true,
               }),
             },
-            MEMBERS_CHANGED: { actions: assign({ dirty: true }) },
+            MEMBERS_CHANGED: {
+              actions: assign({
+                dirty: true,
+                // A node that joins under a new lease (a restart) is trusted again.
+                suspects: ({ context, event }) =>
+                  event.joined === undefined
+                    ? context.suspects
+                    : context.suspects.filter((r) => r.suspectNodeId !== event.joined),
+              }),
+            },
           },
           // The first pass catches what happened while no controller was watching.
           initial: 'reconciling',
@@ -267,7 +297,11 @@ export const controllerMachine = setup({
               entry: assign({ dirty: false }),
               invoke: {
                 src: 'reconcile',
-                input: ({ context }) => ({ coordinator: context.coordinator, suspects: context.suspects }),
+                input: ({ context }) => ({
+                  coordinator: context.coordinator,
+                  suspects: context.suspects,
+                  replicas: context.layout.replicas,
+                }),
                 onDone: {
                   target: 'idle',
                   actions: assign({

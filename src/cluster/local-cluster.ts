@@ -19,7 +19,8 @@ import { nodeMachine } from '../actors/node.js';
 import { NodeRuntime } from '../actors/node-runtime.js';
 import type { Role } from '../actors/work.js';
 import { type Clock, SystemClock } from '../clock/index.js';
-import { emptyIoStats, type IoStats } from '../engine/device.js';
+import { type Device, emptyIoStats, type IoStats } from '../engine/device.js';
+import { FileDevice } from '../engine/file-device.js';
 import { SimDevice } from '../engine/sim-device.js';
 import { Store, type StoreOptions } from '../engine/store.js';
 import { InvalidArgumentError, TalosError } from '../errors.js';
@@ -27,6 +28,7 @@ import { MemoryFabric } from '../fabric/memory.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
 import { LocalClient, type LocalClientOptions } from './client.js';
+import { IncarnationDevice } from './incarnation-device.js';
 import { hexRegionSpecs, validateRegionSpecs } from './regions.js';
 
 export type ClusterStoreOptions = Pick<
@@ -123,7 +125,10 @@ export class LocalCluster {
   readonly coordinator: EmbeddedCoordinator;
   readonly regionSpecs: RegionSpec[];
   private readonly nodes = new Map<string, ClusterNode>();
-  private readonly devices = new Map<string, SimDevice>();
+  /** The disks: one device per node and region, kept across a node's incarnations. */
+  private readonly devices = new Map<string, Device>();
+  /** The current incarnation's views of its node's devices (cut when the node is killed). */
+  private readonly views = new Map<string, IncarnationDevice[]>();
   private regionMap: RegionConfig[] = [];
   private unwatch: (() => void) | undefined;
   private readonly watcher: Coordinator;
@@ -277,9 +282,33 @@ export class LocalCluster {
     node.runtime.crash();
     node.actor.stop();
     await node.coordinator.close();
+    // The process is gone: nothing it had in flight touches its disks any more. A simulated disk
+    // also loses what was never synced (as on power loss); a real file keeps the page cache's view.
+    for (const view of this.views.get(nodeId) ?? []) view.cut();
+    this.views.delete(nodeId);
+    for (const [key, device] of this.devices) {
+      if (!key.startsWith(`${nodeId}/`)) continue;
+      if (device instanceof SimDevice) device.crash();
+      else {
+        device.close();
+        this.devices.delete(key);
+      }
+    }
   }
 
-  /** Nodes killed with killNode (they stay dead until the cluster closes). */
+  /**
+   * Restarts a killed node with its disks: a new incarnation recovers its stores (manifests,
+   * persisted segment maps) when its regions are opened, joins under a new lease, and the
+   * controller gives it back copies of under-replicated regions, which their primaries re-sync.
+   */
+  restartNode(nodeId: string): void {
+    if (!this.dead.has(nodeId)) throw new InvalidArgumentError(`node ${nodeId} is not dead`);
+    this.dead.delete(nodeId);
+    this.fabric.partition(nodeId, false);
+    this.startNode(nodeId);
+  }
+
+  /** Nodes killed with killNode and not restarted. */
   deadNodes(): string[] {
     return [...this.dead];
   }
@@ -319,8 +348,12 @@ export class LocalCluster {
         await node.coordinator.close();
       }),
     );
+    // Killed nodes' leases would otherwise run out on the clock after the cluster is gone.
+    for (const nodeId of this.dead) this.coordinator.expireLease(nodeId);
     await this.watcher.close();
     await this.fabric.close();
+    for (const device of this.devices.values()) device.close();
+    this.devices.clear();
   }
 
   private startNode(nodeId: string): void {
@@ -363,16 +396,20 @@ export class LocalCluster {
       // A Build-Index backup's L0 holds records no level covers yet: rebuild it on restart.
       rebuildL0: role === 'backup' && this.mode === 'build-index',
     };
-    if (this.options.dataDir !== undefined) {
-      return Store.open({ ...base, dir: join(this.options.dataDir, nodeId, regionId) });
-    }
     const key = `${nodeId}/${regionId}`;
     let device = this.devices.get(key);
     if (device === undefined) {
-      device = new SimDevice({ name: key });
+      device =
+        this.options.dataDir !== undefined
+          ? FileDevice.open(join(this.options.dataDir, nodeId, regionId))
+          : new SimDevice({ name: key });
       this.devices.set(key, device);
     }
-    return Store.open({ ...base, device });
+    const view = new IncarnationDevice(device);
+    const views = this.views.get(nodeId) ?? [];
+    views.push(view);
+    this.views.set(nodeId, views);
+    return Store.open({ ...base, device: view });
   }
 
   private async waitUntilServed(timeoutMs: number): Promise<void> {

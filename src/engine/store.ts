@@ -643,6 +643,79 @@ export class Store {
     if (this.nextCompactionId <= commit.compactionId) this.nextCompactionId = commit.compactionId + 1;
   }
 
+  /**
+   * The id of the last compaction (or flush) this store committed — on a Send-Index backup, the
+   * last shipped commit it installed. A primary compares it with a backup's at open: a backup
+   * whose levels are behind needs them re-synced (PROTOCOL §7). 0 when none.
+   */
+  lastCompactionId(): number {
+    return this.nextCompactionId - 1;
+  }
+
+  /** The manifest's replayFrom: where recovery (or a promotion) starts replaying the log into L0. */
+  replayPosition(): LogPosition {
+    return { ...this.replayFrom };
+  }
+
+  /**
+   * Backup, Send-Index re-sync (PROTOCOL §7): replaces every level at once. `levels[i]` lists the
+   * PRIMARY offsets of level i + 1's segments, each shipped before (writeShippedIndexSegment, still
+   * pending) or already installed here. One manifest write installs them all, with the primary's
+   * `replayFrom`; the old levels' segments that are not named are freed afterwards; the index map
+   * becomes exactly the named segments. A name neither pending nor installed, or more levels than
+   * maxLevels, raises InvalidArgumentError and changes nothing.
+   */
+  installShippedLevels(args: { levels: number[][]; replayFrom: LogPosition; compactionId: number }): void {
+    this.checkUsable();
+    this.requireRole('backup');
+    if (args.levels.length > this.maxLevels) {
+      throw new InvalidArgumentError(`${args.levels.length} levels shipped, at most ${this.maxLevels}`);
+    }
+    const installed = new Map(this.levels.flat().map((seg) => [seg.descriptor.offset, seg] as const));
+    const nextIndexMap = new Map<number, number>();
+    const consumed: number[] = [];
+    const next = args.levels.map((level, i) => {
+      const segments = level.map((primaryOffset) => {
+        const pending = this.shippedPending.get(primaryOffset);
+        if (pending !== undefined) consumed.push(primaryOffset);
+        const local = pending?.offset ?? this.indexMap.get(primaryOffset);
+        const segment =
+          local === undefined
+            ? undefined
+            : (installed.get(local) ?? (pending === undefined ? undefined : this.levelSegment(pending)));
+        if (segment === undefined) {
+          throw new InvalidArgumentError(
+            `index segment ${primaryOffset} (level ${i + 1}) was never shipped here`,
+          );
+        }
+        nextIndexMap.set(primaryOffset, segment.descriptor.offset);
+        return segment;
+      });
+      segments.sort((a, b) =>
+        a.descriptor.minKey < b.descriptor.minKey ? -1 : a.descriptor.minKey > b.descriptor.minKey ? 1 : 0,
+      );
+      for (let j = 1; j < segments.length; j++) {
+        if (!(segments[j - 1]!.descriptor.maxKey < segments[j]!.descriptor.minKey)) {
+          throw new InvalidArgumentError(`shipped level ${i + 1} has overlapping segments`);
+        }
+      }
+      return segments;
+    });
+    while (next.length < this.maxLevels) next.push([]);
+    const keptLocal = new Set(nextIndexMap.values());
+    this.failStopOnError(() => {
+      this.levels = next;
+      this.indexMap.clear();
+      for (const [primary, local] of nextIndexMap) this.indexMap.set(primary, local);
+      for (const primary of consumed) this.shippedPending.delete(primary);
+      this.replayFrom = { ...args.replayFrom };
+      // The levels now reflect the primary's compaction `compactionId`, whatever this store saw before.
+      this.nextCompactionId = args.compactionId + 1;
+      this.persistManifest();
+      for (const offset of installed.keys()) if (!keptLocal.has(offset)) this.allocator.release(offset);
+    });
+  }
+
   /** Backup: the segment map (primary log segment offset → local offset). */
   segmentMapEntries(): [number, number][] {
     return [...this.segmentMap];

@@ -16,6 +16,7 @@
  *   every pending and later operation rejects with it. The owner reports the backup (§3.4).
  */
 import { assert } from '../assert.js';
+import { crc32c } from '../engine/crc.js';
 import type { CompactionCommittedEvent, IndexSegmentWrittenEvent } from '../engine/hooks.js';
 import { StaleEpochError, TalosError } from '../errors.js';
 import type { Connection, RemoteRegion } from '../fabric/types.js';
@@ -23,6 +24,7 @@ import {
   type BackupReady,
   decodeMessage,
   encodeMessage,
+  type LogPositionWire,
   type ReplicationMessage,
   type ReplicationMode,
 } from './messages.js';
@@ -68,6 +70,7 @@ export class BackupLink {
   private readonly indexSlotFree: Promise<void>[] = [Promise.resolve(), Promise.resolve()];
   private readonly indexWaiters = new Map<string, Waiter>();
   private readonly commitWaiters = new Map<number, Waiter>();
+  private readonly levelsWaiters = new Map<number, Waiter>();
   private readyWaiter: { resolve: (m: BackupReady) => void; reject: (err: unknown) => void } | undefined;
   private nextIndexSlot = 0;
   private bytesWritten = 0;
@@ -223,6 +226,48 @@ export class BackupLink {
     return installed;
   }
 
+  /**
+   * Re-sync (§7): sends sealed log segment `seq` whole — one-sided write into its buffer (after the
+   * usual buffer-reuse wait), then SegmentSealed — and resolves when the backup persisted it.
+   */
+  resyncLogSegment(seq: number, primarySegment: number, bytes: Uint8Array): Promise<void> {
+    const written = this.writeLog(seq, 0, bytes);
+    this.sealed(
+      { seq, segmentOffset: primarySegment, usedBytes: bytes.length, crc32c: crc32c(bytes), partial: false },
+      written,
+    );
+    return written.then(() => this.persisted(seq));
+  }
+
+  /** Re-sync (§7): the active segment's current prefix, sealed partially (as a tail sync does). */
+  resyncActivePrefix(seq: number, primarySegment: number, bytes: Uint8Array): void {
+    const written = this.writeLog(seq, 0, bytes);
+    this.sealed(
+      { seq, segmentOffset: primarySegment, usedBytes: bytes.length, crc32c: crc32c(bytes), partial: true },
+      written,
+    );
+  }
+
+  /**
+   * Re-sync (§7, Send-Index): InstallLevels after every message before it (the index segments
+   * shipped for it); resolves when the backup installed the levels.
+   */
+  installLevels(compactionId: number, levels: number[][], replayFrom: LogPositionWire): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    const installed = new Promise<void>((resolve, reject) =>
+      this.levelsWaiters.set(compactionId, { resolve, reject }),
+    );
+    this.sendAfter(Promise.resolve(), {
+      type: 'InstallLevels',
+      regionId: this.options.regionId,
+      epoch: this.options.epoch,
+      compactionId,
+      levels,
+      replayFrom,
+    });
+    return installed;
+  }
+
   /** Resolves when the backup persisted the full seal of `seq` (immediately for seq < 0). */
   persisted(seq: number): Promise<void> {
     if (seq <= this.persistedThrough) return Promise.resolve();
@@ -299,6 +344,10 @@ export class BackupLink {
         this.commitWaiters.get(message.compactionId)?.resolve();
         this.commitWaiters.delete(message.compactionId);
         return;
+      case 'LevelsInstalled':
+        this.levelsWaiters.get(message.compactionId)?.resolve();
+        this.levelsWaiters.delete(message.compactionId);
+        return;
       case 'Refused':
         this.fail(
           message.code === 'STALE_EPOCH'
@@ -324,6 +373,8 @@ export class BackupLink {
     this.indexWaiters.clear();
     for (const w of this.commitWaiters.values()) w.reject(err);
     this.commitWaiters.clear();
+    for (const w of this.levelsWaiters.values()) w.reject(err);
+    this.levelsWaiters.clear();
     for (const listener of this.failureListeners.splice(0)) listener(err);
     return err;
   }

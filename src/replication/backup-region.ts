@@ -27,6 +27,7 @@ import {
   decodeMessage,
   encodeMessage,
   type IndexSegmentShipped,
+  type InstallLevels,
   type OpenBackup,
   type ReplicationMessage,
   type ReplicationMode,
@@ -143,6 +144,9 @@ export class BackupRegion {
         case 'CompactionCommit':
           this.commit(message);
           break;
+        case 'InstallLevels':
+          this.installLevels(message);
+          break;
         case 'CloseRegion':
           await this.close();
           break;
@@ -191,6 +195,7 @@ export class BackupRegion {
       logBuffers: this.logBuffers.map((r) => r.handle),
       indexBuffers: this.indexBuffers.map((r) => r.handle),
       persistedThrough: persisted.length === 0 ? -1 : Math.max(...persisted.map((e) => e.seq)),
+      lastCompactionId: this.store.lastCompactionId(),
     });
   }
 
@@ -270,6 +275,23 @@ export class BackupRegion {
   private release(): void {
     this.stopped ??= new TalosError('CLOSED', 'connection closed');
     for (const listener of this.closeListeners.splice(0)) listener();
+  }
+
+  /** Re-sync (§7): every level replaced at once by segments shipped before (or already here). */
+  private installLevels(message: InstallLevels): void {
+    const store = this.requireStore();
+    this.requireSendIndex(message.type);
+    store.installShippedLevels({
+      levels: message.levels,
+      replayFrom: message.replayFrom,
+      compactionId: message.compactionId,
+    });
+    this.reply({
+      type: 'LevelsInstalled',
+      regionId: message.regionId,
+      epoch: this.epoch,
+      compactionId: message.compactionId,
+    });
   }
 
   /** Index segments and compaction commits exist only in Send-Index mode. */

@@ -48,6 +48,8 @@ export interface BackupReady extends Base {
   indexBuffers: RegionHandle[];
   /** Highest log segment sequence fully persisted, -1 when none. */
   persistedThrough: number;
+  /** Last compaction the backup's levels reflect (Store.lastCompactionId); 0 when none. */
+  lastCompactionId: number;
 }
 
 export interface SegmentSealed extends Base {
@@ -102,6 +104,22 @@ export interface CompactionCommitted extends Base {
   compactionId: number;
 }
 
+/**
+ * Re-sync (§7, Send-Index): replace every level of the backup at once with the named segments
+ * (primary offsets; `levels[i]` is level i + 1), each shipped before or already installed.
+ */
+export interface InstallLevels extends Base {
+  type: 'InstallLevels';
+  compactionId: number;
+  levels: number[][];
+  replayFrom: LogPositionWire;
+}
+
+export interface LevelsInstalled extends Base {
+  type: 'LevelsInstalled';
+  compactionId: number;
+}
+
 /** The receiver refused a message: a stale epoch, an unknown region, or a failure applying it. */
 export interface Refused extends Base {
   type: 'Refused';
@@ -124,6 +142,8 @@ export type ReplicationMessage =
   | IndexSegmentPersisted
   | CompactionCommit
   | CompactionCommitted
+  | InstallLevels
+  | LevelsInstalled
   | Refused
   | CloseRegion;
 
@@ -138,6 +158,8 @@ const TYPE_CODES: Record<ReplicationMessage['type'], number> = {
   CompactionCommitted: 8,
   Refused: 9,
   CloseRegion: 10,
+  InstallLevels: 11,
+  LevelsInstalled: 12,
 };
 const TYPE_NAMES = new Map(Object.entries(TYPE_CODES).map(([name, code]) => [code, name]));
 const MODES: ReplicationMode[] = ['send-index', 'build-index'];
@@ -292,6 +314,7 @@ export function encodeMessage(message: ReplicationMessage): Buffer {
       writeHandles(w, message.logBuffers);
       writeHandles(w, message.indexBuffers);
       w.pos(message.persistedThrough);
+      w.u64(message.lastCompactionId);
       break;
     case 'SegmentSealed':
       w.u64(message.seq);
@@ -331,6 +354,17 @@ export function encodeMessage(message: ReplicationMessage): Buffer {
       w.u64(message.replayFrom.lsn);
       break;
     case 'CompactionCommitted':
+      w.u64(message.compactionId);
+      break;
+    case 'InstallLevels':
+      w.u64(message.compactionId);
+      w.u8(message.levels.length);
+      for (const level of message.levels) w.list(level);
+      w.u64(message.replayFrom.seq);
+      w.u64(message.replayFrom.offset);
+      w.u64(message.replayFrom.lsn);
+      break;
+    case 'LevelsInstalled':
       w.u64(message.compactionId);
       break;
     case 'Refused':
@@ -375,6 +409,7 @@ export function decodeMessage(bytes: Uint8Array): ReplicationMessage {
         logBuffers: readHandles(r),
         indexBuffers: readHandles(r),
         persistedThrough: r.pos(),
+        lastCompactionId: r.u64(),
       };
       break;
     case 'SegmentSealed':
@@ -424,6 +459,18 @@ export function decodeMessage(bytes: Uint8Array): ReplicationMessage {
       };
       break;
     case 'CompactionCommitted':
+      message = { type, regionId, epoch, compactionId: r.u64() };
+      break;
+    case 'InstallLevels': {
+      const compactionId = r.u64();
+      const count = r.u8();
+      const levels: number[][] = [];
+      for (let i = 0; i < count; i++) levels.push(r.list());
+      const replayFrom = { seq: r.u64(), offset: r.u64(), lsn: r.u64() };
+      message = { type, regionId, epoch, compactionId, levels, replayFrom };
+      break;
+    }
+    case 'LevelsInstalled':
       message = { type, regionId, epoch, compactionId: r.u64() };
       break;
     case 'Refused':

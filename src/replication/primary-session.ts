@@ -5,13 +5,13 @@
  * in `stopping`; the session itself holds no lifecycle decisions.
  *
  * Open (PROTOCOL §2): for each backup, connect with the epoch in the handshake, send OpenBackup
- * from the store's active segment and wait for BackupReady (the buffer rendezvous). The backup
- * must hold every segment before the active one: it persisted through `active − 1`, or through
- * `active` when a tail sync sealed the active segment partially (the replicator rewrites the active
- * segment from offset 0, and its full seal lands in the same local segment). Any other position
- * needs re-sync (§7), which this session refuses with ResyncRequiredError rather than guessing.
- * Only when every backup is ready does the replicator take over the store's gates; from then on
- * nothing is acknowledged that every backup of the configuration has not received.
+ * from the store's active segment and wait for BackupReady (the buffer rendezvous). A backup that
+ * is new or behind — it persisted less than every segment before the active one, or (Send-Index)
+ * its levels are not at the primary's last compaction — is re-synced first (`resync`, §7); a
+ * backup claiming segments beyond the active one cannot be reconciled and gets
+ * ResyncRequiredError. Only when every backup is ready does the replicator take over the store's
+ * gates; from then on nothing is acknowledged that every backup of the configuration has not
+ * received.
  *
  * Outcomes: a write refused before it reached the log (validation, not serving) failed; a write
  * whose replication failed may survive in the log and reappear after recovery or promotion, so it
@@ -21,6 +21,7 @@
  * region's range, then call the engine directly (no actor event per operation, DESIGN §1).
  */
 import { assert } from '../assert.js';
+import { crc32c } from '../engine/crc.js';
 import { type KeyValue, type ScanOptions, type Store, StoreFailedError } from '../engine/store.js';
 import {
   InvalidArgumentError,
@@ -69,6 +70,8 @@ export class PrimarySession {
   readonly epoch: number;
   readonly store: Store;
   private links: BackupLink[] = [];
+  /** Bytes (log and index segments) sent to backups by re-sync at open. */
+  resyncedBytes = 0;
   private replicator: RegionReplicator | undefined;
   private serving = false;
   private closed = false;
@@ -100,12 +103,13 @@ export class PrimarySession {
         });
         this.links.push(link);
         const ready = await link.open();
-        if (ready.persistedThrough !== fromSegmentSeq - 1 && ready.persistedThrough !== fromSegmentSeq) {
+        if (ready.persistedThrough > fromSegmentSeq) {
           throw new ResyncRequiredError(
             backupNodeId,
-            `it persisted through segment ${ready.persistedThrough}, the primary continues at ${fromSegmentSeq}`,
+            `it persisted through segment ${ready.persistedThrough}, beyond the primary's active ${fromSegmentSeq}`,
           );
         }
+        await this.resync(link, ready.persistedThrough, ready.lastCompactionId);
         return link;
       }),
     );
@@ -121,6 +125,65 @@ export class PrimarySession {
     });
     replicator.start();
     this.replicator = replicator;
+  }
+
+  /**
+   * Re-sync (PROTOCOL §7), before the live stream starts — the region is not served meanwhile:
+   * 1. every sealed log segment from the backup's last persisted one (it may hold only a partial
+   *    seal of it) through the one before the active segment, whole, through the ordinary seal
+   *    path (buffer reuse waits on the backup's persist acks, so a slow backup back-pressures);
+   * 2. in Send-Index mode, when the backup's levels are not the primary's (its last installed
+   *    compaction differs): the active segment's prefix as a partial seal (level entries may
+   *    point into it), every live index segment, then InstallLevels replacing its levels at once —
+   *    each after the log bytes its entries point into (§8.6: one message chain per link).
+   * The active segment's prefix follows with the live stream (the replicator rewrites it from
+   * offset 0). Counts what it sent in `resyncedBytes`.
+   */
+  private async resync(link: BackupLink, persistedThrough: number, lastCompactionId: number): Promise<void> {
+    const store = this.store;
+    const active = store.logSegments().at(-1)!;
+    for (const entry of store.logSegments()) {
+      if (entry.seq < Math.max(persistedThrough, 0) || entry.seq >= active.seq) continue;
+      assert(entry.usedBytes !== null, 'segments before the active one are sealed');
+      const bytes = store.readLogSegment(entry.seq);
+      this.resyncedBytes += bytes.length;
+      await link.resyncLogSegment(entry.seq, entry.offset, bytes);
+    }
+    if (this.options.mode !== 'send-index' || lastCompactionId === store.lastCompactionId()) return;
+    // Level entries may point into the active segment (L0 flushed after a tail sync): seal its
+    // current prefix partially first, as a tail sync does; the live stream rewrites it from 0.
+    const activeBytes = store.readLogSegment(active.seq);
+    if (activeBytes.length > 0) {
+      this.resyncedBytes += activeBytes.length;
+      link.resyncActivePrefix(active.seq, active.offset, activeBytes);
+    }
+    const compactionId = store.lastCompactionId();
+    const levels = store.levelDescriptors();
+    const shipped: Promise<void>[] = [];
+    let ordinal = 0; // unique per shipped segment: the backup's persist acks are keyed by it
+    levels.forEach((level, i) => {
+      level.forEach((descriptor) => {
+        const bytes = store.readIndexSegment(descriptor.offset);
+        this.resyncedBytes += bytes.length;
+        const { persisted } = link.shipIndex({
+          compactionId,
+          level: i + 1,
+          ordinal: ordinal++,
+          segmentOffset: descriptor.offset,
+          usedBytes: bytes.length,
+          crc32c: crc32c(bytes),
+          descriptor,
+          bytes,
+        });
+        shipped.push(persisted);
+      });
+    });
+    await Promise.all(shipped);
+    await link.installLevels(
+      compactionId,
+      levels.map((level) => level.map((d) => d.offset)),
+      store.replayPosition(),
+    );
   }
 
   /** Called once per failed backup link (the first failure of each). */

@@ -56,3 +56,24 @@ test('joining backups that are gone leave too; the last backup can go (the prima
 test('a primary that is gone is left for promotion: no backup-only change is made', () => {
   expect(planReconfiguration(config, new Set(['n2', 'n3']), [])).toBeUndefined();
 });
+
+test('a region short of copies gains live members holding none, in id order; suspects are not added', () => {
+  const short = { ...config, backups: ['n2'] };
+  const live = new Set(['n1', 'n2', 'n3', 'n4']);
+  expect(planReconfiguration(short, live, [], 3)).toEqual({ ...config, epoch: 5, backups: ['n2', 'n3'] });
+  expect(planReconfiguration(short, live, [report('n3')], 3)).toEqual({
+    ...config,
+    epoch: 5,
+    backups: ['n2', 'n4'],
+  });
+  // Full: nothing to add.
+  expect(planReconfiguration(config, live, [], 3)).toBeUndefined();
+});
+
+test('a gone backup is replaced by a free member in the same step', () => {
+  expect(planReconfiguration(config, new Set(['n1', 'n2', 'n4']), [], 3)).toEqual({
+    ...config,
+    epoch: 5,
+    backups: ['n2', 'n4'],
+  });
+});

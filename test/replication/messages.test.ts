@@ -37,6 +37,7 @@ const messageArb: fc.Arbitrary<ReplicationMessage> = fc.oneof(
     logBuffers: fc.array(handle, { maxLength: 8 }),
     indexBuffers: fc.array(handle, { maxLength: 4 }),
     persistedThrough: fc.integer({ min: -1, max: Number.MAX_SAFE_INTEGER - 1 }),
+    lastCompactionId: u53,
   }),
   fc.record({
     type: fc.constant('SegmentSealed' as const),
@@ -84,6 +85,14 @@ const messageArb: fc.Arbitrary<ReplicationMessage> = fc.oneof(
     replayFrom: fc.record({ seq: u53, offset: u53, lsn: u53 }),
   }),
   fc.record({ type: fc.constant('CompactionCommitted' as const), ...base, compactionId: u53 }),
+  fc.record({
+    type: fc.constant('InstallLevels' as const),
+    ...base,
+    compactionId: u53,
+    levels: fc.array(list, { maxLength: 8 }),
+    replayFrom: fc.record({ seq: u53, offset: u53, lsn: u53 }),
+  }),
+  fc.record({ type: fc.constant('LevelsInstalled' as const), ...base, compactionId: u53 }),
   fc.record({ type: fc.constant('Refused' as const), ...base, currentEpoch: u53, code: str, reason: str }),
   fc.record({ type: fc.constant('CloseRegion' as const), ...base }),
 );

@@ -1,0 +1,64 @@
+/**
+ * A node incarnation's view of a device (failure injection in the local cluster). A killed node's
+ * process is gone, so nothing it had in flight may touch its disk afterwards — yet in one process
+ * its abandoned stores could still be finishing a flush. `cut()` makes every later call through
+ * this view throw, so a restarted incarnation owns the device alone.
+ */
+import type { Device, IoCategory, IoStats } from '../engine/device.js';
+import { TalosError } from '../errors.js';
+
+export class NodeKilledError extends TalosError {
+  constructor(device: string) {
+    super('NODE_KILLED', `device ${device} belongs to a killed node incarnation`);
+  }
+}
+
+export class IncarnationDevice implements Device {
+  readonly name: string;
+  private isCut = false;
+
+  constructor(private readonly inner: Device) {
+    this.name = inner.name;
+  }
+
+  /** From now on every call fails with NodeKilledError. */
+  cut(): void {
+    this.isCut = true;
+  }
+
+  read(offset: number, length: number, category: IoCategory): Buffer {
+    this.check();
+    return this.inner.read(offset, length, category);
+  }
+
+  write(offset: number, bytes: Uint8Array, category: IoCategory): void {
+    this.check();
+    this.inner.write(offset, bytes, category);
+  }
+
+  sync(): void {
+    this.check();
+    this.inner.sync();
+  }
+
+  readMeta(name: string): Buffer | undefined {
+    this.check();
+    return this.inner.readMeta(name);
+  }
+
+  writeMetaAtomic(name: string, bytes: Uint8Array): void {
+    this.check();
+    this.inner.writeMetaAtomic(name, bytes);
+  }
+
+  io(): IoStats {
+    return this.inner.io();
+  }
+
+  /** The inner device is closed by its owner (the cluster), not through a view. */
+  close(): void {}
+
+  private check(): void {
+    if (this.isCut) throw new NodeKilledError(this.name);
+  }
+}
