@@ -149,7 +149,7 @@ export class MemoryEndpoint implements Connection {
         kind: 'write',
         regionKey: remote.handle.regionKey,
         offset,
-        bytes: bytes.slice(),
+        bytes: new Uint8Array(bytes), // a copy (Buffer#slice would be a view)
         resolve,
         reject,
       });
@@ -160,7 +160,7 @@ export class MemoryEndpoint implements Connection {
     this.ensureOpen();
     this.counters.bytesSent += message.length;
     this.counters.messagesSent += 1;
-    this.enqueue({ kind: 'message', bytes: message.slice() });
+    this.enqueue({ kind: 'message', bytes: new Uint8Array(message) });
   }
 
   onMessage(handler: (message: Uint8Array) => void): void {
