@@ -224,6 +224,10 @@ export const controllerMachine = setup({
       ({ input }) => reconcileRegions(input.coordinator, input.suspects, input.replicas),
     ),
   },
+  guards: {
+    /** Something changed since the last reconciliation read the map. */
+    dirty: ({ context }) => context.dirty,
+  },
   delays: {
     retry: ({ context }) => context.retryDelayMs,
   },
@@ -291,7 +295,7 @@ export const controllerMachine = setup({
           initial: 'reconciling',
           states: {
             idle: {
-              always: { guard: ({ context }) => context.dirty, target: 'reconciling' },
+              always: { guard: 'dirty', target: 'reconciling' },
             },
             reconciling: {
               entry: assign({ dirty: false }),
