@@ -224,6 +224,13 @@ export const controllerMachine = setup({
       ({ input }) => reconcileRegions(input.coordinator, input.suspects, input.replicas),
     ),
   },
+  actions: {
+    /** Gives up leadership (best effort): another node's controller may lead meanwhile. */
+    resign: ({ context }) => {
+      void context.leadership?.resign().catch(() => {});
+    },
+    forgetLeadership: assign({ leadership: undefined }),
+  },
   guards: {
     /** Something changed since the last reconciliation read the map. */
     dirty: ({ context }) => context.dirty,
@@ -255,7 +262,12 @@ export const controllerMachine = setup({
       after: { retry: 'campaigning' },
     },
     leading: {
-      invoke: { src: 'watchLeadership', input: ({ context }) => context.leadership! },
+      // A watch that throws leaves the leader blind: step down and campaign again after a pause.
+      invoke: {
+        src: 'watchLeadership',
+        input: ({ context }) => context.leadership!,
+        onError: { target: 'backingOff', actions: ['resign', 'forgetLeadership'] },
+      },
       on: { LOST: { target: 'campaigning', actions: assign({ leadership: undefined }) } },
       initial: 'assigning',
       states: {
@@ -270,8 +282,16 @@ export const controllerMachine = setup({
         retrying: { after: { retry: 'assigning' } },
         watching: {
           invoke: [
-            { src: 'watchSuspects', input: ({ context }) => context.coordinator },
-            { src: 'watchMembers', input: ({ context }) => context.coordinator },
+            {
+              src: 'watchSuspects',
+              input: ({ context }) => context.coordinator,
+              onError: { target: '#controller.backingOff', actions: ['resign', 'forgetLeadership'] },
+            },
+            {
+              src: 'watchMembers',
+              input: ({ context }) => context.coordinator,
+              onError: { target: '#controller.backingOff', actions: ['resign', 'forgetLeadership'] },
+            },
           ],
           on: {
             SUSPECT: {
