@@ -47,6 +47,11 @@ export interface ManifestData {
   segmentMap: [number, number][];
   /** Backup: primary index segment offset → local segment offset. */
   indexMap: [number, number][];
+  /**
+   * The node whose offsets key `segmentMap` and `indexMap` (the primary that shipped them, or the
+   * one a rebase named). Absent in manifests written before it existed, and while the maps are empty.
+   */
+  mapOwner?: string;
 }
 
 export function encodeManifest(data: ManifestData): Buffer {

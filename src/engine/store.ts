@@ -117,6 +117,25 @@ export interface StoreOptions {
   rebuildL0?: boolean;
 }
 
+/** What a promotion took from the log buffers (Store.promoteToPrimary). */
+export interface PromotionReport {
+  /** Bytes of valid records taken from the buffers (beyond what was persisted). */
+  keptBytes: number;
+  /** Buffers that contributed records. */
+  segmentsFromBuffers: number;
+  /** The segment that became the active one. */
+  activeSeq: number;
+  /** The lsn after the last record kept (0 when the log holds none). */
+  nextLsn: number;
+}
+
+/** A rebase named maps that do not match this backup's: it needs a full re-sync instead. */
+export class RebaseMismatchError extends TalosError {
+  constructor(detail: string) {
+    super('REBASE_MISMATCH', `rebase refused: ${detail}`);
+  }
+}
+
 export interface ScanOptions {
   gte?: Bytes;
   lt?: Bytes;
@@ -261,6 +280,8 @@ export class Store {
   private levels: LevelSegment[][];
   private readonly segmentMap: Map<number, number>;
   private readonly indexMap: Map<number, number>;
+  /** The node whose offsets key segmentMap and indexMap (see ManifestData.mapOwner). */
+  private owner: string | undefined;
   /** Backup: shipped index segments written but not yet committed (primary offset → descriptor). */
   private readonly shippedPending = new Map<number, IndexSegmentDescriptor>();
   /**
@@ -331,6 +352,7 @@ export class Store {
       this.nextCompactionId = manifest.nextCompactionId;
       this.segmentMap = new Map(manifest.segmentMap);
       this.indexMap = new Map(manifest.indexMap);
+      this.owner = manifest.mapOwner;
       this.levels = manifest.levels.map((level) => level.map((d) => this.levelSegment(d)));
       const inUse = [...this.log.map((e) => e.offset), ...manifest.levels.flat().map((d) => d.offset)];
       this.allocator = new SegmentAllocator(this.segmentBytes, manifest.allocatedSegmentCount, inUse);
@@ -714,6 +736,166 @@ export class Store {
       this.persistManifest();
       for (const offset of installed.keys()) if (!keptLocal.has(offset)) this.allocator.release(offset);
     });
+  }
+
+  /** Backup: the node whose offsets key the segment and index maps; undefined while none does. */
+  mapOwner(): string | undefined {
+    return this.owner;
+  }
+
+  /** Backup: records which primary's offsets key the maps (the first primary to open it). */
+  setMapOwner(nodeId: string): void {
+    this.checkUsable();
+    this.requireRole('backup');
+    if (this.owner === nodeId) return;
+    assert(
+      this.owner === undefined || (this.segmentMap.size === 0 && this.indexMap.size === 0),
+      () => `maps keyed by ${this.owner} cannot change owner without a rebase`,
+    );
+    this.owner = nodeId;
+    this.failStopOnError(() => this.persistManifest());
+  }
+
+  /** Backup (and a promoted primary): primary index segment offset → local offset. */
+  indexMapEntries(): [number, number][] {
+    return [...this.indexMap];
+  }
+
+  /**
+   * Backup, after another backup was promoted (PROTOCOL §7, rebase). The pairs map the OLD
+   * primary's offsets (`owner`, whose offsets key this store's maps now) to the NEW primary's
+   * (`newOwner`): the promoted node's own segment and index maps. Every key of this store's maps
+   * must appear in them — the promoted node holds every segment a backup of the same configuration
+   * persisted — else RebaseMismatchError and nothing changes (the caller then re-syncs from
+   * scratch). Index segments shipped but never committed are dropped (the old primary's compaction
+   * died with it). Local offsets do not move; one manifest write makes it durable.
+   */
+  rebaseMaps(args: {
+    owner: string;
+    newOwner: string;
+    segmentMap: [number, number][];
+    indexMap: [number, number][];
+  }): void {
+    this.checkUsable();
+    this.requireRole('backup');
+    if (this.owner !== args.owner) {
+      throw new RebaseMismatchError(`maps are keyed by ${this.owner ?? 'nobody'}, not ${args.owner}`);
+    }
+    const rekey = (map: Map<number, number>, pairs: [number, number][], what: string): [number, number][] => {
+      const to = new Map(pairs);
+      return [...map].map(([oldKey, local]) => {
+        const newKey = to.get(oldKey);
+        if (newKey === undefined)
+          throw new RebaseMismatchError(`${what} ${oldKey} is unknown to ${args.newOwner}`);
+        return [newKey, local];
+      });
+    };
+    const segments = rekey(this.segmentMap, args.segmentMap, 'log segment');
+    const indexes = rekey(this.indexMap, args.indexMap, 'index segment');
+    this.failStopOnError(() => {
+      this.segmentMap.clear();
+      for (const [k, v] of segments) this.segmentMap.set(k, v);
+      this.indexMap.clear();
+      for (const [k, v] of indexes) this.indexMap.set(k, v);
+      const dropped = [...this.shippedPending.values()].map((d) => d.offset);
+      this.shippedPending.clear();
+      this.owner = args.newOwner;
+      this.persistManifest();
+      for (const offset of dropped) this.allocator.release(offset);
+    });
+  }
+
+  /**
+   * Backup → primary (PROTOCOL §6, promotion steps 1–2). `tail` holds the node's registered log
+   * buffers for the segments after what it persisted (`seq`, the old primary's segment offset, the
+   * buffer's bytes; stale or zero buffers are fine). Algorithm: starting right after the last
+   * persisted record (lsn continuity), take from each buffer in seq order the longest prefix of
+   * CRC-valid records that continues the lsn chain — the last persisted segment may continue in
+   * its buffer, each later segment starts at offset 0 — and stop at the first buffer that adds no
+   * record: nothing past it was ever acknowledged (a write is acknowledged only once every backup
+   * holds it, and records are appended in lsn order). The kept bytes are written and synced into
+   * local segments (mapped like shipped ones); then the manifest is rewritten with role 'primary'
+   * and the last log segment as the active one, and this instance closes. The caller reopens the
+   * device: the primary's ordinary recovery rebuilds L0 by replaying the log from `replayFrom` and
+   * finds the active segment's valid end. A crash before the manifest write leaves a backup that
+   * can be promoted again with the same tail; after it, a primary. The segment and index maps stay
+   * in the manifest (keyed by the old primary) so the new primary can rebase the other backups.
+   */
+  async promoteToPrimary(args: {
+    tail: { seq: number; primarySegmentOffset: number; bytes: Uint8Array }[];
+  }): Promise<PromotionReport> {
+    this.checkUsable();
+    this.requireRole('backup');
+    await this.drainBackground();
+    this.checkUsable();
+    const bySeq = new Map(args.tail.map((t) => [t.seq, t]));
+    const last = this.log.at(-1);
+    let nextLsn = 0; // 0: the first record may carry any lsn (nothing persisted to continue)
+    if (last !== undefined && last.usedBytes !== null && last.usedBytes > 0) {
+      const bytes = this.device.read(last.offset, last.usedBytes, 'log');
+      nextLsn = parseRecords(bytes, 0, bytes.length, 0).nextLsn;
+    }
+    let seq = last?.seq ?? Math.min(...bySeq.keys());
+    let keptBytes = 0;
+    let segmentsFromBuffers = 0;
+    this.failStopOnError(() => {
+      for (;;) {
+        const buffer = bySeq.get(seq);
+        if (buffer === undefined) {
+          if (seq === last?.seq) {
+            seq++; // no buffer continues the last persisted segment; its successor may
+            continue;
+          }
+          break;
+        }
+        const bytes = Buffer.from(buffer.bytes.buffer, buffer.bytes.byteOffset, buffer.bytes.byteLength);
+        const entry = this.log.find((e) => e.seq === seq);
+        const from = entry?.usedBytes ?? 0;
+        const parsed = parseRecords(bytes, from, Math.min(bytes.length, this.segmentBytes), nextLsn);
+        if (parsed.records.length === 0) {
+          if (entry !== undefined && seq === last?.seq) {
+            seq++; // the persisted segment was complete; its successor may follow
+            continue;
+          }
+          break;
+        }
+        let local = entry?.offset ?? this.segmentMap.get(buffer.primarySegmentOffset);
+        if (local === undefined) local = this.allocator.allocate();
+        this.device.write(local + from, bytes.subarray(from, parsed.endOffset), 'log');
+        this.segmentMap.set(buffer.primarySegmentOffset, local);
+        if (entry === undefined) this.log.push({ seq, offset: local, usedBytes: parsed.endOffset });
+        else entry.usedBytes = parsed.endOffset;
+        keptBytes += parsed.endOffset - from;
+        segmentsFromBuffers++;
+        nextLsn = parsed.nextLsn;
+        seq++;
+      }
+      this.log.sort((a, b) => a.seq - b.seq);
+      this.device.sync();
+      let active = this.log.at(-1);
+      if (active === undefined) {
+        active = { seq: 0, offset: this.allocator.allocate(), usedBytes: null };
+        this.log.push(active);
+      }
+      active.usedBytes = null;
+      writeManifest(this.device, {
+        formatVersion: 1,
+        role: 'primary',
+        segmentBytes: this.segmentBytes,
+        allocatedSegmentCount: this.allocator.highWaterCount,
+        log: this.log,
+        replayFrom: this.replayFrom,
+        levels: this.levels.map((level) => level.map((s) => s.descriptor)),
+        nextCompactionId: this.nextCompactionId,
+        segmentMap: [...this.segmentMap],
+        indexMap: [...this.indexMap],
+        ...(this.owner === undefined ? {} : { mapOwner: this.owner }),
+      });
+    });
+    this.closed = true;
+    if (this.ownsDevice) this.device.close();
+    const end = this.log.at(-1)!;
+    return { keptBytes, segmentsFromBuffers, activeSeq: end.seq, nextLsn };
   }
 
   /** Backup: the segment map (primary log segment offset → local offset). */
@@ -1451,6 +1633,7 @@ export class Store {
       nextCompactionId: this.nextCompactionId,
       segmentMap: [...this.segmentMap],
       indexMap: [...this.indexMap],
+      ...(this.owner === undefined ? {} : { mapOwner: this.owner }),
     });
   }
 
