@@ -762,47 +762,69 @@ export class Store {
   }
 
   /**
-   * Backup, after another backup was promoted (PROTOCOL §7, rebase). The pairs map the OLD
-   * primary's offsets (`owner`, whose offsets key this store's maps now) to the NEW primary's
-   * (`newOwner`): the promoted node's own segment and index maps. Every key of this store's maps
-   * must appear in them — the promoted node holds every segment a backup of the same configuration
-   * persisted — else RebaseMismatchError and nothing changes (the caller then re-syncs from
-   * scratch). Index segments shipped but never committed are dropped (the old primary's compaction
-   * died with it). Local offsets do not move; one manifest write makes it durable.
+   * Backup, after another backup was promoted (PROTOCOL §7, rebase). This store's maps are keyed by
+   * `owner` (the old primary); from now on they are keyed by `newOwner`, the promoted node, whose
+   * log is `segments` (seq → its local offset) and whose `indexMap` maps the old primary's index
+   * segment offsets to its own. Algorithm:
+   * - log: every persisted segment is re-keyed by its seq to the new primary's offset; segments past
+   *   the new primary's log end were never acknowledged (an acknowledged write is in every
+   *   backup's buffer, so the promoted node has it) and are truncated — dropped and freed. A gap
+   *   (a seq below the end the new primary lacks) cannot be reconciled: RebaseMismatchError.
+   * - index: installed segments are re-keyed; one the new primary never installed (a commit that
+   *   reached only this backup) is dropped from the map — this backup's levels are then ahead of
+   *   the new primary's, and the level re-sync that follows (its last compaction id differs)
+   *   replaces them. Shipped-but-uncommitted index segments are dropped.
+   * Local offsets do not move; one manifest write makes it durable. A store whose maps are keyed by
+   * another node than `owner` gets RebaseMismatchError and nothing changes.
    */
   rebaseMaps(args: {
     owner: string;
     newOwner: string;
-    segmentMap: [number, number][];
+    segments: [number, number][];
     indexMap: [number, number][];
-  }): void {
+  }): { truncatedSegments: number; droppedIndexSegments: number } {
     this.checkUsable();
     this.requireRole('backup');
     if (this.owner !== args.owner) {
       throw new RebaseMismatchError(`maps are keyed by ${this.owner ?? 'nobody'}, not ${args.owner}`);
     }
-    const rekey = (map: Map<number, number>, pairs: [number, number][], what: string): [number, number][] => {
-      const to = new Map(pairs);
-      return [...map].map(([oldKey, local]) => {
-        const newKey = to.get(oldKey);
-        if (newKey === undefined)
-          throw new RebaseMismatchError(`${what} ${oldKey} is unknown to ${args.newOwner}`);
-        return [newKey, local];
-      });
-    };
-    const segments = rekey(this.segmentMap, args.segmentMap, 'log segment');
-    const indexes = rekey(this.indexMap, args.indexMap, 'index segment');
+    const offsetOfSeq = new Map(args.segments);
+    const endSeq = Math.max(-1, ...offsetOfSeq.keys());
+    const kept: LogSegmentEntry[] = [];
+    const truncated: LogSegmentEntry[] = [];
+    for (const entry of this.log) {
+      if (offsetOfSeq.has(entry.seq)) kept.push(entry);
+      else if (entry.seq > endSeq) truncated.push(entry);
+      else throw new RebaseMismatchError(`${args.newOwner} lacks log segment ${entry.seq}`);
+    }
+    const localToSeq = new Map(kept.map((e) => [e.offset, e.seq] as const));
+    const nextSegmentMap: [number, number][] = [];
+    for (const [, local] of this.segmentMap) {
+      const seq = localToSeq.get(local);
+      if (seq !== undefined) nextSegmentMap.push([offsetOfSeq.get(seq)!, local]);
+    }
+    const newIndexKey = new Map(args.indexMap);
+    const nextIndexMap: [number, number][] = [];
+    let droppedIndexSegments = 0;
+    for (const [oldKey, local] of this.indexMap) {
+      const newKey = newIndexKey.get(oldKey);
+      if (newKey === undefined) droppedIndexSegments++;
+      else nextIndexMap.push([newKey, local]);
+    }
     this.failStopOnError(() => {
+      this.log = kept;
       this.segmentMap.clear();
-      for (const [k, v] of segments) this.segmentMap.set(k, v);
+      for (const [k, v] of nextSegmentMap) this.segmentMap.set(k, v);
       this.indexMap.clear();
-      for (const [k, v] of indexes) this.indexMap.set(k, v);
+      for (const [k, v] of nextIndexMap) this.indexMap.set(k, v);
       const dropped = [...this.shippedPending.values()].map((d) => d.offset);
       this.shippedPending.clear();
       this.owner = args.newOwner;
       this.persistManifest();
       for (const offset of dropped) this.allocator.release(offset);
+      for (const entry of truncated) this.allocator.release(entry.offset);
     });
+    return { truncatedSegments: truncated.length, droppedIndexSegments };
   }
 
   /**
@@ -822,7 +844,8 @@ export class Store {
    * in the manifest (keyed by the old primary) so the new primary can rebase the other backups.
    */
   async promoteToPrimary(args: {
-    tail: { seq: number; primarySegmentOffset: number; bytes: Uint8Array }[];
+    /** `primarySegmentOffset` is unknown for a segment the old primary never sealed. */
+    tail: { seq: number; primarySegmentOffset?: number; bytes: Uint8Array }[];
   }): Promise<PromotionReport> {
     this.checkUsable();
     this.requireRole('backup');
@@ -859,10 +882,11 @@ export class Store {
           }
           break;
         }
-        let local = entry?.offset ?? this.segmentMap.get(buffer.primarySegmentOffset);
+        const known = buffer.primarySegmentOffset;
+        let local = entry?.offset ?? (known === undefined ? undefined : this.segmentMap.get(known));
         if (local === undefined) local = this.allocator.allocate();
         this.device.write(local + from, bytes.subarray(from, parsed.endOffset), 'log');
-        this.segmentMap.set(buffer.primarySegmentOffset, local);
+        if (known !== undefined) this.segmentMap.set(known, local);
         if (entry === undefined) this.log.push({ seq, offset: local, usedBytes: parsed.endOffset });
         else entry.usedBytes = parsed.endOffset;
         keptBytes += parsed.endOffset - from;

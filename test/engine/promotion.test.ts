@@ -179,20 +179,23 @@ describe('rebase', () => {
     const formerSegments = a.segmentMapEntries();
     const formerIndexes = a.indexMapEntries();
     const { store: newPrimary } = await promote(a, deviceA, [tail]);
-    const segmentPairs = newPrimary.segmentMapEntries();
-    expect(segmentPairs.length).toBeGreaterThanOrEqual(formerSegments.length);
-    expect(() =>
-      b.rebaseMaps({ owner: 'n9', newOwner: 'n2', segmentMap: segmentPairs, indexMap: formerIndexes }),
-    ).toThrow(RebaseMismatchError);
-    expect(() => b.rebaseMaps({ owner: 'n1', newOwner: 'n2', segmentMap: [], indexMap: [] })).toThrow(
+    const segments = newPrimary.logSegments().map((e) => [e.seq, e.offset] as [number, number]);
+    expect(segments.length).toBeGreaterThanOrEqual(formerSegments.length);
+    expect(() => b.rebaseMaps({ owner: 'n9', newOwner: 'n2', segments, indexMap: formerIndexes })).toThrow(
       RebaseMismatchError,
     );
-    b.rebaseMaps({
+    // A gap (the new primary lacks a segment below its end) cannot be reconciled.
+    expect(() =>
+      b.rebaseMaps({ owner: 'n1', newOwner: 'n2', segments: segments.slice(1), indexMap: [] }),
+    ).toThrow(RebaseMismatchError);
+    const result = b.rebaseMaps({
       owner: 'n1',
       newOwner: 'n2',
-      segmentMap: [...segmentPairs, [999_999 * 4096, 999_999 * 4096]],
+      segments,
       indexMap: newPrimary.indexMapEntries(),
     });
+    // The unrelated segment past the new primary's log end is truncated.
+    expect(result).toEqual({ truncatedSegments: 1, droppedIndexSegments: 0 });
     expect(b.mapOwner()).toBe('n2');
     // B now follows the new primary: its seals, index segments and commits.
     ship(newPrimary, b);
