@@ -19,9 +19,12 @@
  * compare-and-set, and runs again when something changed meanwhile — so a lost event or a racing
  * controller costs a retry, never a wrong map.
  *
- * Not yet here (the rest of the failure-handling issue): promoting a backup when a primary is gone
- * (such a region stays as it is), and online re-sync (a joining backup is re-synced while the
- * region is paused, PROTOCOL §2.2).
+ * A region whose primary's lease is gone gets its first live backup as primary at epoch + 1
+ * (promotion: the node rebuilds its store from its buffers and rebases the other backups).
+ *
+ * Not yet here (the rest of the failure-handling issue): choosing the backup with the highest
+ * persisted position (any live backup is safe, but a further one keeps fewer unacknowledged
+ * writes), and online re-sync (a joining backup is re-synced while the region is paused, §2.2).
  */
 import { assign, fromCallback, fromPromise, setup } from 'xstate';
 import type {
@@ -92,15 +95,25 @@ export function planReconfiguration(
     suspects.filter((r) => r.regionId === config.regionId).map((r) => r.suspectNodeId),
   );
   const gone = (nodeId: string): boolean => !live.has(nodeId) || suspected.has(nodeId);
-  if (gone(config.primary)) return undefined; // promotion: not yet (see the header)
-  const backups = config.backups.filter((b) => !gone(b));
+  let primary = config.primary;
+  let backups = config.backups.filter((b) => !gone(b));
+  if (!live.has(config.primary)) {
+    // Promotion (§6): only once the primary's lease is gone (a suspicion is not enough: a live
+    // primary may still acknowledge). Every backup of the configuration holds every acknowledged
+    // write, so any live one is safe; the first in the configuration's order is taken.
+    const next = backups[0];
+    if (next === undefined) return undefined; // no copy left alive: the region waits
+    primary = next;
+    backups = backups.slice(1);
+  }
   const joining = (config.joining ?? []).filter((b) => !gone(b));
   // Under-replicated: add live members that hold no copy, in id order; the primary re-syncs them
   // when it opens the new configuration (§2.2, §7).
-  const holding = new Set([config.primary, ...backups, ...joining]);
+  const holding = new Set([primary, ...backups, ...joining]);
   const free = [...live].filter((n) => !holding.has(n) && !distrusted.has(n)).sort();
   while (backups.length + 1 < replicas && free.length > 0) backups.push(free.shift()!);
   const unchanged =
+    primary === config.primary &&
     backups.length === config.backups.length &&
     backups.every((b, i) => b === config.backups[i]) &&
     joining.length === (config.joining ?? []).length;
@@ -108,6 +121,7 @@ export function planReconfiguration(
   return {
     ...config,
     epoch: config.epoch + 1,
+    primary,
     backups,
     ...(config.joining === undefined ? {} : { joining }),
   };
@@ -190,6 +204,10 @@ export const controllerMachine = setup({
       input.coordinator.campaign(input.membership),
     ),
     assignRegions: fromPromise<number, ControllerInput>(async ({ input, signal }) => {
+      // A controller elected after the first one (failover) finds the map complete: nothing to
+      // wait for — the cluster may well be short of members now.
+      const existing = new Set((await input.coordinator.getRegions()).map((e) => e.config.regionId));
+      if (input.layout.regions.every((r) => existing.has(r.regionId))) return 0;
       const ids = await membersAtLeast(input.coordinator, input.layout.expectedNodes, signal);
       let created = 0;
       for (const config of initialPlacement(input.layout, ids)) {

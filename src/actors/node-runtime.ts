@@ -13,7 +13,7 @@
  */
 import type { Coordinator, Membership, RegionConfig, SuspectReport } from '../../coordination/types.js';
 import type { Clock } from '../clock/index.js';
-import type { Store } from '../engine/store.js';
+import type { PromotionReport, Store } from '../engine/store.js';
 import { StaleEpochError, TalosError, UnknownRegionError, UnreachableError } from '../errors.js';
 import type { Connection, Fabric, Listener } from '../fabric/types.js';
 import { BackupRegion, ModeMismatchError } from '../replication/backup-region.js';
@@ -56,6 +56,10 @@ export class NodeRuntime implements PrimaryPorts {
   private readonly backupStores = new Map<string, Promise<Store>>();
   private readonly primaryStores = new Set<Store>();
   private readonly backupRegions = new Set<BackupRegion>();
+  /** Per region, the backup connection of the highest epoch: its buffers hold the tail a promotion takes. */
+  private readonly latestBackupRegion = new Map<string, BackupRegion>();
+  /** Promotions this node went through (for tests and the demo). */
+  readonly promotions: ({ regionId: string } & PromotionReport)[] = [];
   private backupOpenedListener: ((opened: BackupOpened) => void) | undefined;
   private readonly connections = new Set<Connection>();
   /** Connections this node opened as a primary (to its backups). */
@@ -101,6 +105,7 @@ export class NodeRuntime implements PrimaryPorts {
   // ---- PrimaryPorts ----
 
   async openStore(regionId: string): Promise<Store> {
+    if (this.backupStores.has(regionId)) await this.promote(regionId);
     const store = await this.options.openStore(regionId, 'primary');
     this.primaryStores.add(store);
     return store;
@@ -195,6 +200,25 @@ export class NodeRuntime implements PrimaryPorts {
     for (const connection of this.connections) connection.close();
   }
 
+  /**
+   * Promotion (PROTOCOL §6): this node was a backup of `regionId` and the new configuration makes
+   * it the primary. Fence the old epoch's buffers (the old primary can no longer place a byte),
+   * let the queued messages finish, then hand the buffers to the store, which keeps the longest
+   * valid prefix and becomes a primary store (Store.promoteToPrimary); the caller reopens it.
+   */
+  private async promote(regionId: string): Promise<void> {
+    const store = await this.backupStores.get(regionId)!;
+    const region = this.latestBackupRegion.get(regionId);
+    if (region !== undefined) {
+      region.fence(`region ${regionId}: this node is promoted`);
+      await region.idle();
+    }
+    const report = await store.promoteToPrimary({ tail: region?.tailCandidates() ?? [] });
+    this.backupStores.delete(regionId);
+    this.latestBackupRegion.delete(regionId);
+    this.promotions.push({ regionId, ...report });
+  }
+
   // ---- backup side ----
 
   private accept(connection: Connection): void {
@@ -208,6 +232,9 @@ export class NodeRuntime implements PrimaryPorts {
           );
         }
         const store = await this.openBackupStore(regionId, region.epoch);
+        const latest = this.latestBackupRegion.get(regionId);
+        if (latest === undefined || latest.epoch <= region.epoch)
+          this.latestBackupRegion.set(regionId, region);
         queueMicrotask(() => this.backupOpenedListener?.({ regionId, epoch: region.epoch, region, store }));
         return store;
       },

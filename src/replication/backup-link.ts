@@ -71,6 +71,7 @@ export class BackupLink {
   private readonly indexWaiters = new Map<string, Waiter>();
   private readonly commitWaiters = new Map<number, Waiter>();
   private readonly levelsWaiters = new Map<number, Waiter>();
+  private rebaseWaiter: Waiter | undefined;
   private readyWaiter: { resolve: (m: BackupReady) => void; reject: (err: unknown) => void } | undefined;
   private nextIndexSlot = 0;
   private bytesWritten = 0;
@@ -268,6 +269,30 @@ export class BackupLink {
     return installed;
   }
 
+  /** After a rebase truncated the backup's log: the persist acks restart from `seq`. */
+  resetPersistedThrough(seq: number): void {
+    assert(seq <= this.persistedThrough, 'a rebase only truncates');
+    this.persistedThrough = seq;
+  }
+
+  /** Rebase (§7) after this node's promotion; resolves when the backup re-keyed its maps. */
+  rebase(owner: string, segments: [number, number][], indexMap: [number, number][]): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    const rebased = new Promise<void>((resolve, reject) => {
+      this.rebaseWaiter = { resolve, reject };
+    });
+    this.sendAfter(Promise.resolve(), {
+      type: 'Rebase',
+      regionId: this.options.regionId,
+      epoch: this.options.epoch,
+      owner,
+      newOwner: this.options.primaryNodeId,
+      segments,
+      indexMap,
+    });
+    return rebased;
+  }
+
   /** Resolves when the backup persisted the full seal of `seq` (immediately for seq < 0). */
   persisted(seq: number): Promise<void> {
     if (seq <= this.persistedThrough) return Promise.resolve();
@@ -348,6 +373,10 @@ export class BackupLink {
         this.levelsWaiters.get(message.compactionId)?.resolve();
         this.levelsWaiters.delete(message.compactionId);
         return;
+      case 'Rebased':
+        this.rebaseWaiter?.resolve();
+        this.rebaseWaiter = undefined;
+        return;
       case 'Refused':
         this.fail(
           message.code === 'STALE_EPOCH'
@@ -375,6 +404,8 @@ export class BackupLink {
     this.commitWaiters.clear();
     for (const w of this.levelsWaiters.values()) w.reject(err);
     this.levelsWaiters.clear();
+    this.rebaseWaiter?.reject(err);
+    this.rebaseWaiter = undefined;
     for (const listener of this.failureListeners.splice(0)) listener(err);
     return err;
   }

@@ -11,6 +11,8 @@
  * - IndexSegment: check the CRC, translate every value pointer through the segment map (a missing
  *   mapping is refused, never guessed), persist, answer IndexSegmentPersisted.
  * - CompactionCommit: install the level change atomically, answer CompactionCommitted.
+ * - Re-sync (§7): InstallLevels replaces every level at once (LevelsInstalled); Rebase re-keys the
+ *   maps to a promoted primary's offsets and truncates what lies past its log (Rebased).
  * - Build-Index mode (OpenBackup.mode, PROTOCOL §5): SegmentSealed also indexes the segment's newly
  *   persisted records into the backup store's own L0 (which flushes and compacts by itself or
  *   through the owner's actors); IndexSegment and CompactionCommit are refused with MODE_MISMATCH.
@@ -63,6 +65,8 @@ export interface BackupRegionStats {
 export class BackupRegion {
   regionId: string | undefined;
   epoch = 0;
+  /** The first log segment the primary streams (OpenBackup.fromSegmentSeq). */
+  private fromSegmentSeq = 0;
   /** The replication mode OpenBackup named; fixed for the life of the region. */
   mode: ReplicationMode | undefined;
   store: Store | undefined;
@@ -91,6 +95,21 @@ export class BackupRegion {
   fence(reason: string): void {
     for (const region of [...this.logBuffers, ...this.indexBuffers]) this.connection.revoke(region);
     this.stopped ??= new TalosError('FENCED', reason);
+  }
+
+  /**
+   * Promotion (PROTOCOL §6): this region's log buffers as candidates for the tail after what the
+   * store persisted — for each seq from the last persisted one (or the first the primary streamed)
+   * on, the buffer `seq mod K` held it last. Call after `fence` and `idle`: the bytes no longer move.
+   */
+  tailCandidates(): { seq: number; bytes: Uint8Array }[] {
+    const k = this.logBuffers.length;
+    if (k === 0 || this.store === undefined) return [];
+    const first = this.store.logSegments().at(-1)?.seq ?? this.fromSegmentSeq;
+    return Array.from({ length: k }, (_, i) => ({
+      seq: first + i,
+      bytes: this.logBuffers[(first + i) % k]!.bytes,
+    }));
   }
 
   /** Waits until every message received so far was handled. */
@@ -147,6 +166,21 @@ export class BackupRegion {
         case 'InstallLevels':
           this.installLevels(message);
           break;
+        case 'Rebase': {
+          const result = this.requireStore().rebaseMaps({
+            owner: message.owner,
+            newOwner: message.newOwner,
+            segments: message.segments,
+            indexMap: message.indexMap,
+          });
+          this.reply({
+            type: 'Rebased',
+            regionId: message.regionId,
+            epoch: this.epoch,
+            truncatedSegments: result.truncatedSegments,
+          });
+          break;
+        }
         case 'CloseRegion':
           await this.close();
           break;
@@ -173,6 +207,7 @@ export class BackupRegion {
     this.regionId = message.regionId;
     this.epoch = message.epoch;
     this.mode = message.mode;
+    this.fromSegmentSeq = message.fromSegmentSeq;
     this.store ??= await this.options.openStore(message.regionId, message.segmentBytes, message.mode);
     assert(this.store.segmentBytes === message.segmentBytes, 'backup and primary share the segment size');
     if (this.logBuffers.length === 0) {
@@ -187,6 +222,8 @@ export class BackupRegion {
             ]
           : [];
     }
+    // The first primary to open a fresh store keys its maps; another one must rebase them (§7).
+    if (this.store.mapOwner() === undefined) this.store.setMapOwner(message.primaryNodeId);
     const persisted = this.store.logSegments().filter((e) => e.usedBytes !== null);
     this.reply({
       type: 'BackupReady',
@@ -196,6 +233,7 @@ export class BackupRegion {
       indexBuffers: this.indexBuffers.map((r) => r.handle),
       persistedThrough: persisted.length === 0 ? -1 : Math.max(...persisted.map((e) => e.seq)),
       lastCompactionId: this.store.lastCompactionId(),
+      mapOwner: this.store.mapOwner() ?? '',
     });
   }
 

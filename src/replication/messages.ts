@@ -50,6 +50,8 @@ export interface BackupReady extends Base {
   persistedThrough: number;
   /** Last compaction the backup's levels reflect (Store.lastCompactionId); 0 when none. */
   lastCompactionId: number;
+  /** The node whose offsets key the backup's maps ('' when none yet): a different one needs a rebase. */
+  mapOwner: string;
 }
 
 export interface SegmentSealed extends Base {
@@ -120,6 +122,24 @@ export interface LevelsInstalled extends Base {
   compactionId: number;
 }
 
+/**
+ * Rebase (§7), from a promoted primary: re-key the backup's maps from `owner` (the old primary) to
+ * the sender, whose log is `segments` ([seq, offset] pairs) and whose `indexMap` maps the old
+ * primary's index segment offsets to its own ([old, new] pairs).
+ */
+export interface Rebase extends Base {
+  type: 'Rebase';
+  owner: string;
+  newOwner: string;
+  segments: [number, number][];
+  indexMap: [number, number][];
+}
+
+export interface Rebased extends Base {
+  type: 'Rebased';
+  truncatedSegments: number;
+}
+
 /** The receiver refused a message: a stale epoch, an unknown region, or a failure applying it. */
 export interface Refused extends Base {
   type: 'Refused';
@@ -144,6 +164,8 @@ export type ReplicationMessage =
   | CompactionCommitted
   | InstallLevels
   | LevelsInstalled
+  | Rebase
+  | Rebased
   | Refused
   | CloseRegion;
 
@@ -160,6 +182,8 @@ const TYPE_CODES: Record<ReplicationMessage['type'], number> = {
   CloseRegion: 10,
   InstallLevels: 11,
   LevelsInstalled: 12,
+  Rebase: 13,
+  Rebased: 14,
 };
 const TYPE_NAMES = new Map(Object.entries(TYPE_CODES).map(([name, code]) => [code, name]));
 const MODES: ReplicationMode[] = ['send-index', 'build-index'];
@@ -297,6 +321,14 @@ function readHandles(r: Reader): RegionHandle[] {
   return out;
 }
 
+function readPairs(r: Reader): [number, number][] {
+  const flat = r.list();
+  if (flat.length % 2 !== 0) throw new MalformedMessageError('odd pair list');
+  const out: [number, number][] = [];
+  for (let i = 0; i < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!]);
+  return out;
+}
+
 export function encodeMessage(message: ReplicationMessage): Buffer {
   const w = new Writer();
   w.u8(TYPE_CODES[message.type]);
@@ -315,6 +347,7 @@ export function encodeMessage(message: ReplicationMessage): Buffer {
       writeHandles(w, message.indexBuffers);
       w.pos(message.persistedThrough);
       w.u64(message.lastCompactionId);
+      w.str(message.mapOwner);
       break;
     case 'SegmentSealed':
       w.u64(message.seq);
@@ -367,6 +400,15 @@ export function encodeMessage(message: ReplicationMessage): Buffer {
     case 'LevelsInstalled':
       w.u64(message.compactionId);
       break;
+    case 'Rebase':
+      w.str(message.owner);
+      w.str(message.newOwner);
+      w.list(message.segments.flat());
+      w.list(message.indexMap.flat());
+      break;
+    case 'Rebased':
+      w.u64(message.truncatedSegments);
+      break;
     case 'Refused':
       w.u64(message.currentEpoch);
       w.str(message.code);
@@ -410,6 +452,7 @@ export function decodeMessage(bytes: Uint8Array): ReplicationMessage {
         indexBuffers: readHandles(r),
         persistedThrough: r.pos(),
         lastCompactionId: r.u64(),
+        mapOwner: r.str(),
       };
       break;
     case 'SegmentSealed':
@@ -472,6 +515,15 @@ export function decodeMessage(bytes: Uint8Array): ReplicationMessage {
     }
     case 'LevelsInstalled':
       message = { type, regionId, epoch, compactionId: r.u64() };
+      break;
+    case 'Rebase': {
+      const owner = r.str();
+      const newOwner = r.str();
+      message = { type, regionId, epoch, owner, newOwner, segments: readPairs(r), indexMap: readPairs(r) };
+      break;
+    }
+    case 'Rebased':
+      message = { type, regionId, epoch, truncatedSegments: r.u64() };
       break;
     case 'Refused':
       message = { type, regionId, epoch, currentEpoch: r.u64(), code: r.str(), reason: r.str() };

@@ -103,13 +103,31 @@ export class PrimarySession {
         });
         this.links.push(link);
         const ready = await link.open();
-        if (ready.persistedThrough > fromSegmentSeq) {
+        let persistedThrough = ready.persistedThrough;
+        if (ready.mapOwner !== '' && ready.mapOwner !== o.nodeId) {
+          // §7 rebase: the backup's maps are keyed by the primary this node replaced.
+          if (o.store.mapOwner() !== ready.mapOwner) {
+            throw new ResyncRequiredError(
+              backupNodeId,
+              `its maps are keyed by ${ready.mapOwner}, this primary's lineage by ${o.store.mapOwner() ?? 'nobody'}`,
+            );
+          }
+          await link.rebase(
+            ready.mapOwner,
+            o.store.logSegments().map((e) => [e.seq, e.offset]),
+            o.store.indexMapEntries(),
+          );
+          // What lay past this primary's log end was truncated there.
+          persistedThrough = Math.min(persistedThrough, fromSegmentSeq);
+          link.resetPersistedThrough(persistedThrough);
+        }
+        if (persistedThrough > fromSegmentSeq) {
           throw new ResyncRequiredError(
             backupNodeId,
-            `it persisted through segment ${ready.persistedThrough}, beyond the primary's active ${fromSegmentSeq}`,
+            `it persisted through segment ${persistedThrough}, beyond the primary's active ${fromSegmentSeq}`,
           );
         }
-        await this.resync(link, ready.persistedThrough, ready.lastCompactionId);
+        await this.resync(link, persistedThrough, ready.lastCompactionId);
         return link;
       }),
     );

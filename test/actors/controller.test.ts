@@ -53,8 +53,23 @@ test('joining backups that are gone leave too; the last backup can go (the prima
   });
 });
 
-test('a primary that is gone is left for promotion: no backup-only change is made', () => {
-  expect(planReconfiguration(config, new Set(['n2', 'n3']), [])).toBeUndefined();
+test('a primary whose lease is gone is replaced by its first live backup (promotion)', () => {
+  expect(planReconfiguration(config, new Set(['n2', 'n3']), [])).toEqual({
+    ...config,
+    epoch: 5,
+    primary: 'n2',
+    backups: ['n3'],
+  });
+  // n2 suspected: n3 is promoted; nobody left alive: the region waits.
+  expect(planReconfiguration(config, new Set(['n2', 'n3']), [report('n2')])).toMatchObject({
+    primary: 'n3',
+    backups: [],
+  });
+  expect(planReconfiguration(config, new Set(['n4']), [])).toBeUndefined();
+});
+
+test('a suspected primary whose lease lives is not replaced', () => {
+  expect(planReconfiguration(config, all, [report('n1')])).toBeUndefined();
 });
 
 test('a region short of copies gains live members holding none, in id order; suspects are not added', () => {

@@ -409,3 +409,54 @@ describe('local cluster: replacement and re-sync (PROTOCOL §6–7)', () => {
     await expectAllEquivalent(c);
   });
 });
+
+describe('local cluster: primary loss (PROTOCOL §6–7)', () => {
+  for (const mode of ['send-index', 'build-index'] as const) {
+    test(`${mode}: after the primary's lease runs out a backup is promoted, rebases the other and serves every acknowledged write`, async () => {
+      const c = await cluster({ mode, leaseTtlMs: 400 });
+      const client = c.client({ operationTimeoutMs: 15_000 });
+      const acked = new Map<string, string>();
+      for (let i = 0; i < 2400; i++) {
+        const key = keyIn(i % 3, i % 500);
+        await client.put(key, value(i));
+        acked.set(key, value(i));
+      }
+      const before = c.regions().find((r) => r.regionId === 'r0')!;
+      expect(before).toMatchObject({ primary: 'n1', backups: ['n2', 'n3'] });
+      // Writes in flight when the primary dies end acknowledged or unknown, never "failed".
+      const inFlight = Array.from({ length: 40 }, (_, i) => {
+        const key = keyIn(0, 5000 + i);
+        return client.put(key, value(i, 7)).then(
+          () => acked.set(key, value(i, 7)),
+          (err: unknown) => expect(err).toBeInstanceOf(OutcomeUnknownError),
+        );
+      });
+      const killedAt = Date.now();
+      await c.killNode('n1');
+      await Promise.all(inFlight);
+      await c.waitForRegions((map) => map.find((r) => r.regionId === 'r0')!.primary !== 'n1', 15_000);
+      const failoverMs = Date.now() - killedAt;
+      const after = c.regions().find((r) => r.regionId === 'r0')!;
+      expect(after).toMatchObject({ epoch: before.epoch + 1, primary: 'n2', backups: ['n3'] });
+      expect(failoverMs).toBeGreaterThanOrEqual(300); // not before the old lease could have run out
+      const promotion = c.runtime('n2').promotions.find((p) => p.regionId === 'r0');
+      expect(promotion).toBeDefined();
+
+      // Every acknowledged write is there, through the new primary; new writes are acknowledged.
+      for (const [key, v] of acked) expect((await client.get(key))?.toString()).toBe(v);
+      for (let i = 0; i < 600; i++) {
+        const key = keyIn(0, i % 500);
+        await client.put(key, value(i, 9));
+        acked.set(key, value(i, 9));
+      }
+      for (const [key, v] of acked) expect((await client.get(key))?.toString()).toBe(v);
+      await c.flush();
+      const primary = primaryStore(c, 'r0');
+      const [backup] = await backupStores(c, 'r0');
+      if (mode === 'send-index') expectEquivalent(primary, backup!);
+      expect(await dump(backup!)).toEqual(await dump(primary));
+      // The other regions lost n1 as a backup and kept serving.
+      for (const r of c.regions()) expect(r.backups).not.toContain('n1');
+    });
+  }
+});

@@ -38,6 +38,7 @@ const messageArb: fc.Arbitrary<ReplicationMessage> = fc.oneof(
     indexBuffers: fc.array(handle, { maxLength: 4 }),
     persistedThrough: fc.integer({ min: -1, max: Number.MAX_SAFE_INTEGER - 1 }),
     lastCompactionId: u53,
+    mapOwner: str,
   }),
   fc.record({
     type: fc.constant('SegmentSealed' as const),
@@ -93,6 +94,15 @@ const messageArb: fc.Arbitrary<ReplicationMessage> = fc.oneof(
     replayFrom: fc.record({ seq: u53, offset: u53, lsn: u53 }),
   }),
   fc.record({ type: fc.constant('LevelsInstalled' as const), ...base, compactionId: u53 }),
+  fc.record({
+    type: fc.constant('Rebase' as const),
+    ...base,
+    owner: str,
+    newOwner: str,
+    segments: fc.array(fc.tuple(u53, u53), { maxLength: 8 }),
+    indexMap: fc.array(fc.tuple(u53, u53), { maxLength: 8 }),
+  }),
+  fc.record({ type: fc.constant('Rebased' as const), ...base, truncatedSegments: u53 }),
   fc.record({ type: fc.constant('Refused' as const), ...base, currentEpoch: u53, code: str, reason: str }),
   fc.record({ type: fc.constant('CloseRegion' as const), ...base }),
 );
