@@ -60,6 +60,8 @@ export class NodeRuntime implements PrimaryPorts {
   private readonly latestBackupRegion = new Map<string, BackupRegion>();
   /** Promotions this node went through (for tests and the demo). */
   readonly promotions: ({ regionId: string } & PromotionReport)[] = [];
+  /** Regions whose former primary store this node reset to re-sync as a backup. */
+  readonly demotions: string[] = [];
   private backupOpenedListener: ((opened: BackupOpened) => void) | undefined;
   private readonly connections = new Set<Connection>();
   /** Connections this node opened as a primary (to its backups). */
@@ -258,11 +260,24 @@ export class NodeRuntime implements PrimaryPorts {
     }
     let store = this.backupStores.get(regionId);
     if (store === undefined) {
-      store = this.options.openStore(regionId, 'backup');
+      store = this.openAsBackup(regionId);
       this.backupStores.set(regionId, store);
       store.catch(() => this.backupStores.delete(regionId));
     }
     return store;
+  }
+
+  /**
+   * Opens this node's store of `regionId` for a backup role. A store that recovers as a primary is
+   * what this node kept from before another node was promoted: it is reset to an empty backup and
+   * re-synced from scratch (Store.resetAsEmptyBackup).
+   */
+  private async openAsBackup(regionId: string): Promise<Store> {
+    const store = await this.options.openStore(regionId, 'backup');
+    if (store.role === 'backup') return store;
+    await store.resetAsEmptyBackup();
+    this.demotions.push(regionId);
+    return this.options.openStore(regionId, 'backup');
   }
 
   private track(connection: Connection): void {

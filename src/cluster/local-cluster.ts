@@ -297,12 +297,22 @@ export class LocalCluster {
   }
 
   /**
-   * Restarts a killed node with its disks: a new incarnation recovers its stores (manifests,
-   * persisted segment maps) when its regions are opened, joins under a new lease, and the
-   * controller gives it back copies of under-replicated regions, which their primaries re-sync.
+   * Restarts a killed node with its disks, once its old lease ran out: a new incarnation recovers
+   * its stores (manifests, persisted segment maps) when its regions are opened, joins under a new
+   * lease, and the controller gives it back copies of under-replicated regions, which their
+   * primaries re-sync (from where it is; from scratch where it was the primary before).
    */
-  restartNode(nodeId: string): void {
+  async restartNode(nodeId: string, timeoutMs = 30_000): Promise<void> {
     if (!this.dead.has(nodeId)) throw new InvalidArgumentError(`node ${nodeId} is not dead`);
+    // The new incarnation joins only once the old one's lease ran out: until then the old one may
+    // still be primary of a region at its epoch, and a restart must never resume that epoch with
+    // a log that lost its unsynced tail (the controller first moves its regions on).
+    const deadline = this.clock.now() + timeoutMs;
+    while ((await this.watcher.members()).some((m) => m.nodeId === nodeId)) {
+      if (this.clock.now() > deadline)
+        throw new TalosError('TIMEOUT', `node ${nodeId}'s old lease did not run out`);
+      await new Promise<void>((resolve) => this.clock.setTimeout(resolve, 10));
+    }
     this.dead.delete(nodeId);
     this.fabric.partition(nodeId, false);
     this.startNode(nodeId);

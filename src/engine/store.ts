@@ -828,6 +828,35 @@ export class Store {
   }
 
   /**
+   * A node that was a region's primary and comes back after another node was promoted holds a log
+   * that may run past what the new primary kept (writes never acknowledged), keyed by its own
+   * offsets: it cannot follow as it is. This rewrites the manifest as an empty backup's — every
+   * segment becomes free space — and closes this instance; the caller reopens the device and the
+   * new primary re-syncs it from scratch (PROTOCOL §7). One atomic manifest write: a crash leaves
+   * either the old primary store or the empty backup.
+   */
+  async resetAsEmptyBackup(): Promise<void> {
+    this.checkUsable();
+    await this.drainBackground();
+    this.failStopOnError(() =>
+      writeManifest(this.device, {
+        formatVersion: 1,
+        role: 'backup',
+        segmentBytes: this.segmentBytes,
+        allocatedSegmentCount: this.allocator.highWaterCount,
+        log: [],
+        replayFrom: { seq: 0, offset: 0, lsn: 1 },
+        levels: this.levels.map(() => []),
+        nextCompactionId: 1,
+        segmentMap: [],
+        indexMap: [],
+      }),
+    );
+    this.closed = true;
+    if (this.ownsDevice) this.device.close();
+  }
+
+  /**
    * Backup → primary (PROTOCOL §6, promotion steps 1–2). `tail` holds the node's registered log
    * buffers for the segments after what it persisted (`seq`, the old primary's segment offset, the
    * buffer's bytes; stale or zero buffers are fine). Algorithm: starting right after the last

@@ -380,7 +380,7 @@ describe('local cluster: replacement and re-sync (PROTOCOL §6–7)', () => {
 
   test('a backup that returns is re-synced from where it is, not from scratch', async () => {
     // replicas = nodes: no free node, so the region runs short until n4 comes back.
-    const c = await cluster({ nodes: 4, regions: 3, replicas: 4 });
+    const c = await cluster({ nodes: 4, regions: 3, replicas: 4, leaseTtlMs: 400 });
     const client = c.client({ operationTimeoutMs: 10_000 });
     const acked = new Map<string, string>();
     const write = async (from: number, to: number, round: number): Promise<void> => {
@@ -395,7 +395,7 @@ describe('local cluster: replacement and re-sync (PROTOCOL §6–7)', () => {
     await c.waitForRegions((map) => map.every((r) => !r.backups.includes('n4')));
     expect(c.regions().map((r) => r.backups.length)).toEqual([2, 2, 2]);
     await write(3000, 4500, 1); // seals and compactions the returning node misses
-    c.restartNode('n4');
+    await c.restartNode('n4');
     await c.waitForRegions((map) => map.every((r) => r.backups.includes('n4')));
     for (const config of c.regions()) {
       const session = c.session(config.primary, config.regionId)!;
@@ -457,6 +457,27 @@ describe('local cluster: primary loss (PROTOCOL §6–7)', () => {
       expect(await dump(backup!)).toEqual(await dump(primary));
       // The other regions lost n1 as a backup and kept serving.
       for (const r of c.regions()) expect(r.backups).not.toContain('n1');
+
+      // n1 comes back: a backup of every region again — of r0 re-synced from scratch (its old
+      // primary store may hold writes nobody acknowledged), of r1 and r2 from where it was.
+      await c.restartNode('n1');
+      await c.waitForRegions((map) => map.every((r) => r.backups.includes('n1')), 15_000);
+      expect(c.runtime('n1').demotions).toEqual(['r0']);
+      for (let i = 0; i < 600; i++) {
+        const key = keyIn(i % 3, i % 500);
+        await client.put(key, value(i, 11));
+        acked.set(key, value(i, 11));
+      }
+      for (const [key, v] of acked) expect((await client.get(key))?.toString()).toBe(v);
+      await c.flush();
+      for (const config of c.regions()) {
+        const p = primaryStore(c, config.regionId);
+        const expected = await dump(p);
+        for (const b of await backupStores(c, config.regionId)) {
+          if (mode === 'send-index') expectEquivalent(p, b);
+          expect(await dump(b)).toEqual(expected);
+        }
+      }
     });
   }
 });
