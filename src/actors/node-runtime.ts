@@ -29,6 +29,8 @@ export interface NodeRuntimeOptions {
   coordinator: Coordinator;
   clock: Clock;
   leaseTtlMs: number;
+  /** Safety margin for clock drift subtracted from the lease (default: a fifth of the TTL). */
+  leaseMarginMs?: number;
   mode: ReplicationMode;
   logBufferCount: number;
   /** Opens (or recovers) this node's store of a region in a role. */
@@ -69,9 +71,13 @@ export class NodeRuntime implements PrimaryPorts {
   /** Fabric bytes of connections already closed. */
   private readonly retiredFabricBytes = { written: 0, sent: 0 };
   private stopped = false;
+  private paused = false;
+  /** Clock safety margin subtracted from the lease (default: a fifth of the TTL). */
+  readonly leaseMarginMs: number;
 
   constructor(readonly options: NodeRuntimeOptions) {
     this.nodeId = options.nodeId;
+    this.leaseMarginMs = options.leaseMarginMs ?? Math.max(1, Math.floor(options.leaseTtlMs / 5));
     this.mode = options.mode;
     this.logBufferCount = options.logBufferCount;
     const cpuMicros = options.cpuMicros;
@@ -91,7 +97,11 @@ export class NodeRuntime implements PrimaryPorts {
     const o = this.options;
     this.listener = await o.fabric.listen(
       o.fabricAddress,
-      { nodeId: o.nodeId, accept: () => (this.stopped ? `node ${o.nodeId} is stopping` : true) },
+      {
+        nodeId: o.nodeId,
+        accept: () =>
+          this.stopped ? `node ${o.nodeId} is stopping` : this.paused ? `node ${o.nodeId} is paused` : true,
+      },
       (connection) => this.accept(connection),
     );
     this.membership = await o.coordinator.join(
@@ -135,6 +145,17 @@ export class NodeRuntime implements PrimaryPorts {
   reportSuspect(report: SuspectReport): Promise<void> {
     return this.options.coordinator.reportSuspect(report);
   }
+
+  /**
+   * Self-fencing (PROTOCOL §6): the lease is valid until the last acknowledged keepalive's send
+   * time + TTL − margin — never later than the coordinator's own expiry — whatever the client
+   * library has or has not noticed yet (DESIGN §8).
+   */
+  readonly leaseValid = (): boolean => {
+    const membership = this.membership;
+    if (membership === undefined || this.stopped) return false;
+    return this.options.clock.now() < membership.validUntilMs(this.leaseMarginMs);
+  };
 
   // ---- router ----
 
@@ -186,6 +207,16 @@ export class NodeRuntime implements PrimaryPorts {
     for (const store of this.primaryStores) await store.close().catch(() => {});
     for (const store of this.backupStores.values()) await (await store.catch(() => undefined))?.close();
     await this.membership?.leave().catch(() => {});
+  }
+
+  /** Failure injection (LocalCluster.pauseNode): a paused node accepts no connection. */
+  setPaused(paused: boolean): void {
+    this.paused = paused;
+  }
+
+  /** Every open connection of this node, both directions. */
+  connectionList(): Connection[] {
+    return [...this.connections].filter((c) => !c.closed);
   }
 
   /**

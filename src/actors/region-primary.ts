@@ -37,6 +37,8 @@ export interface PrimaryPorts {
   /** The node's router: the session serving a region, or undefined when none. */
   setServing(regionId: string, session: PrimarySession | undefined): void;
   reportSuspect(report: SuspectReport): Promise<void>;
+  /** Whether this node's lease is still valid minus the safety margin (PROTOCOL §6 self-fencing). */
+  leaseValid?: () => boolean;
   cpu?: CpuAccount;
 }
 
@@ -76,6 +78,7 @@ async function openSession(input: RegionPrimaryInput): Promise<PrimarySession> {
     store,
     backups: input.backups,
     connect: (backupNodeId) => ports.connect(backupNodeId, input.regionId, input.epoch),
+    ...(ports.leaseValid === undefined ? {} : { leaseValid: ports.leaseValid }),
   });
   try {
     await session.open();

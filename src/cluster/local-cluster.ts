@@ -12,7 +12,7 @@
 import { join } from 'node:path';
 import { cpuUsage } from 'node:process';
 import { type Actor, createActor } from 'xstate';
-import { EmbeddedCoordinator } from '../../coordination/embedded.js';
+import { EmbeddedCoordinator, type EmbeddedCoordinatorClient } from '../../coordination/embedded.js';
 import type { Coordinator, RegionConfig } from '../../coordination/types.js';
 import type { RegionSpec } from '../actors/controller.js';
 import { nodeMachine } from '../actors/node.js';
@@ -92,7 +92,7 @@ interface ClusterNode {
   nodeId: string;
   runtime: NodeRuntime;
   actor: Actor<typeof nodeMachine>;
-  coordinator: Coordinator;
+  coordinator: EmbeddedCoordinatorClient;
 }
 
 const defaultCpuMicros = (): number => {
@@ -316,6 +316,28 @@ export class LocalCluster {
     this.dead.delete(nodeId);
     this.fabric.partition(nodeId, false);
     this.startNode(nodeId);
+  }
+
+  /**
+   * Pauses a node for `ms` (a stop-the-world GC, a stopped VM — the stale-primary case, PROTOCOL
+   * §6): it sends no keepalives and hears nothing from the coordinator, its fabric traffic is held
+   * in both directions (writes it issued
+   * land only when it resumes) and it accepts no connection. If the pause outlasts its lease the
+   * controller moves its regions on; when it resumes it finds itself fenced: its lease check stops
+   * it acknowledging or serving, and its late one-sided writes hit revoked buffers. Resolves when
+   * the pause ends.
+   */
+  async pauseNode(nodeId: string, ms: number): Promise<void> {
+    const node = this.nodes.get(nodeId);
+    if (node === undefined || this.dead.has(nodeId)) throw new InvalidArgumentError(`no live node ${nodeId}`);
+    node.coordinator.faults.partition(true); // no keepalives, no watch deliveries, no calls
+    node.runtime.setPaused(true);
+    const held = node.runtime.connectionList();
+    for (const connection of held) this.fabric.dropTraffic(connection, true);
+    await new Promise<void>((resolve) => this.clock.setTimeout(resolve, ms));
+    for (const connection of held) if (!connection.closed) this.fabric.dropTraffic(connection, false);
+    node.runtime.setPaused(false);
+    node.coordinator.faults.partition(false);
   }
 
   /** Nodes killed with killNode and not restarted. */

@@ -63,6 +63,11 @@ export interface PrimarySessionOptions {
   /** Connects to a backup node (the handshake carries this node id and the epoch). */
   connect: (backupNodeId: string) => Promise<Connection>;
   backups: readonly string[];
+  /**
+   * Self-fencing (PROTOCOL §6): whether this node's lease is valid minus the safety margin. Without
+   * it a session never stops acknowledging on its own (single-process use without leases).
+   */
+  leaseValid?: () => boolean;
 }
 
 export class PrimarySession {
@@ -240,6 +245,11 @@ export class PrimarySession {
     await this.replicated(key, this.store.delete(key));
   }
 
+  /** True while the lease allows acknowledging and serving (always, without a lease check). */
+  private leaseHolds(): boolean {
+    return this.options.leaseValid?.() ?? true;
+  }
+
   async get(key: string): Promise<Buffer | undefined> {
     this.checkServing(key);
     return this.store.get(key);
@@ -247,7 +257,9 @@ export class PrimarySession {
 
   /** Scans within the region's range (the caller clips to it). */
   async scan(options: ScanOptions): Promise<KeyValue[]> {
-    if (!this.serving) throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
+    if (!this.serving || !this.leaseHolds()) {
+      throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
+    }
     return this.store.scan(options);
   }
 
@@ -278,10 +290,19 @@ export class PrimarySession {
         { cause: err },
       );
     }
+    // Replicated, but the lease ran out meanwhile: a new epoch may have begun without this write
+    // (or with it), so it is not acknowledged — its outcome is unknown (PROTOCOL §6).
+    if (!this.leaseHolds()) {
+      throw new OutcomeUnknownError(
+        `region ${this.regionId}: the lease of ${this.options.nodeId} ran out before ${JSON.stringify(key)} was acknowledged`,
+      );
+    }
   }
 
   private checkServing(key: string): void {
-    if (!this.serving) throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
+    if (!this.serving || !this.leaseHolds()) {
+      throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
+    }
     const { minKey, maxKey } = this.options.range;
     if (key < minKey || (maxKey !== undefined && key >= maxKey)) {
       throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
