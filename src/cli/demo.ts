@@ -26,6 +26,7 @@ import type { RegionConfig } from '../../coordination/types.js';
 import { type ClusterStats, createLocalCluster, type LocalCluster } from '../cluster/local-cluster.js';
 import { regionOf } from '../cluster/regions.js';
 import type { CompactionCommittedEvent } from '../engine/hooks.js';
+import { OutcomeUnknownError } from '../errors.js';
 import type { ReplicationMode } from '../replication/messages.js';
 
 export interface DemoOptions {
@@ -43,6 +44,10 @@ export interface DemoOptions {
   out?: (line: string) => void;
   /** Show progress bars (default: when stderr is a TTY and not --json). */
   progress?: boolean;
+  /** Kill a primary mid-load, then bring it back (default true; `--no-failover`). */
+  failover?: boolean;
+  /** Lease TTL of the demo's nodes: how long a dead primary holds its region (default 1000). */
+  leaseTtlMs?: number;
 }
 
 export interface ModeResult {
@@ -62,6 +67,14 @@ export interface ModeResult {
   compactions: number;
   shippedIndexSegments: number;
   levels: number;
+  /** Writes whose outcome is unknown (in flight when their primary died): neither lost nor counted. */
+  unknownOutcomes: number;
+  /** From killing a region's primary until its new primary served (0 without --failover). */
+  failoverMs: number;
+  /** Bytes the promoted primary replayed into L0 when it reopened as a primary. */
+  replayedBytes: number;
+  /** Bytes primaries sent to re-sync backups (the returning node, rebased ones). */
+  resyncedBytes: number;
 }
 
 export interface DemoSummary extends ModeResult {
@@ -91,6 +104,40 @@ function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+const ABSENT = '\u0000absent';
+
+/**
+ * What a read may return for each key: the last acknowledged value, plus the values of later writes
+ * whose outcome is unknown (they may or may not have been applied). A key never acknowledged may
+ * also be absent.
+ */
+class Ledger {
+  private readonly acceptable = new Map<string, string[]>();
+  readonly ackedKeys = new Set<string>();
+  unknownOutcomes = 0;
+
+  ack(key: string, value: string): void {
+    this.acceptable.set(key, [value]);
+    this.ackedKeys.add(key);
+  }
+
+  unknown(key: string, value: string): void {
+    const list = this.acceptable.get(key) ?? [ABSENT];
+    list.push(value);
+    this.acceptable.set(key, list);
+    this.unknownOutcomes++;
+  }
+
+  accepts(key: string, got: string | undefined): boolean {
+    const list = this.acceptable.get(key);
+    return list === undefined ? got === undefined : list.includes(got ?? ABSENT);
+  }
+
+  keys(): IterableIterator<string> {
+    return this.acceptable.keys();
+  }
 }
 
 export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
@@ -152,6 +199,8 @@ async function runMode(
     dataDir,
     // Small segments and L0 so that seals, flushes and compactions through several levels show.
     store: { segmentBytes: 512 * 1024, l0Bytes: 64 * 1024, growthFactor: 4 },
+    // A dead primary holds its region until its lease runs out: short, so the failover shows.
+    leaseTtlMs: options.leaseTtlMs ?? 1000,
   });
   const bars = showProgress
     ? new MultiBar(
@@ -172,19 +221,42 @@ async function runMode(
     printRegions(sorted, say);
     const compactionLines = watchCompactions(cluster, sorted, log);
 
-    const client = cluster.client();
-    const acknowledged = new Map<string, string>();
+    const client = cluster.client({ operationTimeoutMs: 30_000 });
+    const ledger = new Ledger();
     const versions = new Array<number>(keyCount).fill(0);
+    /** A write: acknowledged, or of unknown outcome (its primary died meanwhile). */
+    const write = async (key: string, value: string): Promise<void> => {
+      try {
+        await client.put(key, value);
+        ledger.ack(key, value);
+      } catch (err) {
+        if (!(err instanceof OutcomeUnknownError)) throw err;
+        ledger.unknown(key, value);
+      }
+    };
 
-    // Load A: every key once.
+    // Load A: every key once; halfway through, the primary of the first region is killed.
+    const doFailover = options.failover ?? true;
+    let failover: Promise<FailoverReport> | undefined;
     const loadStarted = performance.now();
     await pool(keyCount, concurrency, bars, 'load A', async (i) => {
-      const key = demoKey(i);
-      const value = demoValue(i, 0, valueBytes);
-      await client.put(key, value);
-      acknowledged.set(key, value);
+      if (doFailover && i === Math.floor(keyCount / 2)) failover = killPrimary(cluster, 'r0', log);
+      await write(demoKey(i), demoValue(i, 0, valueBytes));
     });
     const loadMs = performance.now() - loadStarted;
+    const failed = failover === undefined ? undefined : await failover;
+    let resyncedBytes = 0;
+    if (failed !== undefined) {
+      // The dead node comes back with its disks and is re-synced as a backup of every region.
+      await cluster.restartNode(failed.victim);
+      await cluster.waitForRegions((map) => map.every((r) => r.backups.includes(failed.victim)), 30_000);
+      for (const r of cluster.regions())
+        resyncedBytes += cluster.session(r.primary, r.regionId)?.resyncedBytes ?? 0;
+      const demoted = cluster.runtime(failed.victim).demotions;
+      log(
+        `  ${failed.victim} is back: a backup of every region again (${demoted.join(', ') || 'none'} re-synced from scratch, the others from where it was); ${mib(resyncedBytes)} re-synced`,
+      );
+    }
 
     // Run A: 50 % read / 50 % update; writer w only touches keys ≡ w (mod concurrency).
     const runOps = Math.floor(keyCount / 2);
@@ -203,12 +275,10 @@ async function runMode(
       const key = demoKey(slot);
       if (pick.read) {
         const got = (await client.get(key))?.toString('latin1');
-        if (got !== acknowledged.get(key)) readMismatches++;
+        if (!ledger.accepts(key, got)) readMismatches++;
         return;
       }
-      const value = demoValue(slot, ++versions[slot]!, valueBytes);
-      await client.put(key, value);
-      acknowledged.set(key, value);
+      await write(key, demoValue(slot, ++versions[slot]!, valueBytes));
     });
     const runMs = performance.now() - runStarted;
     bars?.stop();
@@ -217,24 +287,26 @@ async function runMode(
     // Verify on the primaries through the client, then on every backup's own store.
     let verified = 0;
     let lost = readMismatches;
-    for (const [key, value] of acknowledged) {
-      if ((await client.get(key))?.toString('latin1') === value) verified++;
-      else lost++;
+    for (const key of ledger.keys()) {
+      if (ledger.accepts(key, (await client.get(key))?.toString('latin1'))) verified++;
+      else if (ledger.ackedKeys.has(key)) lost++;
     }
     await cluster.flush();
     let backupMismatches = 0;
-    for (const config of sorted) {
-      const expected = [...acknowledged].filter(
-        ([key]) => regionOf(sorted, key).regionId === config.regionId,
-      );
+    const current = cluster.regions();
+    for (const config of current) {
+      const keys = [...ledger.keys()].filter((key) => regionOf(current, key).regionId === config.regionId);
       for (const nodeId of config.backups) {
         const store = (await cluster.runtime(nodeId).backupStoresByRegion()).get(config.regionId);
         const rows = new Map<string, string>();
         for (const row of (await store?.scan()) ?? [])
           rows.set(row.key.toString('latin1'), row.value.toString('latin1'));
         let missing = 0;
-        for (const [key, value] of expected) if (rows.get(key) !== value) missing++;
-        backupMismatches += missing + Math.max(0, rows.size - expected.length);
+        for (const key of keys)
+          if (ledger.ackedKeys.has(key) && !ledger.accepts(key, rows.get(key))) missing++;
+        const known = new Set(keys);
+        const strangers = [...rows.keys()].filter((key) => !known.has(key)).length; // never written
+        backupMismatches += missing + strangers;
         say(
           `  backup ${nodeId} of ${config.regionId}: ${rows.size} keys scanned, ${missing} missing or stale`,
         );
@@ -243,13 +315,17 @@ async function runMode(
 
     const stats = await cluster.stats();
     const result = summarize(mode, cluster, stats, {
-      acknowledged: acknowledged.size,
+      acknowledged: ledger.ackedKeys.size,
       verified,
       lost,
       backupMismatches,
       loadOpsPerSec: Math.round(keyCount / (loadMs / 1000)),
       runOpsPerSec: Math.round(runOps / (runMs / 1000)),
       compactions: compactionLines.count(),
+      unknownOutcomes: ledger.unknownOutcomes,
+      failoverMs: failed?.failoverMs ?? 0,
+      replayedBytes: failed?.replayedBytes ?? 0,
+      resyncedBytes,
     });
     say(
       `  load A ${result.loadOpsPerSec} ops/s, run A ${result.runOpsPerSec} ops/s; ` +
@@ -257,7 +333,7 @@ async function runMode(
     );
     printRoles(stats, say);
     say(
-      `  verified ${verified}/${acknowledged.size} on primaries; backup mismatches ${backupMismatches}; lost ${lost}`,
+      `  verified ${verified} keys on primaries (${ledger.ackedKeys.size} acknowledged, ${ledger.unknownOutcomes} writes of unknown outcome); backup mismatches ${backupMismatches}; lost ${lost}`,
     );
     return result;
   } finally {
@@ -280,6 +356,10 @@ function summarize(
     | 'loadOpsPerSec'
     | 'runOpsPerSec'
     | 'compactions'
+    | 'unknownOutcomes'
+    | 'failoverMs'
+    | 'replayedBytes'
+    | 'resyncedBytes'
   >,
 ): ModeResult {
   let shippedIndexSegments = 0;
@@ -304,6 +384,38 @@ function summarize(
     shippedIndexSegments,
     levels,
   };
+}
+
+interface FailoverReport {
+  victim: string;
+  failoverMs: number;
+  replayedBytes: number;
+}
+
+/**
+ * Kills the primary of `regionId` and waits for the region to be served again: the controller
+ * promotes a backup once the dead node's lease ran out, and the promoted node rebuilds L0.
+ */
+async function killPrimary(
+  cluster: LocalCluster,
+  regionId: string,
+  log: (line: string) => void,
+): Promise<FailoverReport> {
+  const victim = cluster.regions().find((r) => r.regionId === regionId)!.primary;
+  const killedAt = performance.now();
+  await cluster.killNode(victim);
+  log(`  killed ${victim}, the primary of ${regionId} (and a backup of the others), mid-load`);
+  await cluster.waitForRegions((map) => map.find((r) => r.regionId === regionId)!.primary !== victim, 60_000);
+  const failoverMs = Math.round(performance.now() - killedAt);
+  const config = cluster.regions().find((r) => r.regionId === regionId)!;
+  const store = cluster.session(config.primary, regionId)!.store;
+  const recovery = store.stats().recovery;
+  const promotion = cluster.runtime(config.primary).promotions.find((p) => p.regionId === regionId);
+  log(
+    `  ${config.primary} promoted to primary of ${regionId} at epoch ${config.epoch}, serving ${failoverMs} ms after the kill ` +
+      `(lease ${cluster.leaseTtlMs} ms); kept ${promotion?.keptBytes ?? 0} B from its log buffers, replayed ${recovery.replayedRecordCount} records (${recovery.replayedBytes} B) into L0`,
+  );
+  return { victim, failoverMs, replayedBytes: recovery.replayedBytes };
 }
 
 /** Runs `count` operations with `concurrency` workers; worker w runs operations w, w + c, … in order. */

@@ -34,6 +34,8 @@ program
   .option('--keys <n>', 'number of keys to load', integer)
   .option('--concurrency <n>', 'operations in flight', integer)
   .option('--value-bytes <n>', 'value size in bytes', integer)
+  .option('--no-failover', 'do not kill and bring back a primary mid-load')
+  .option('--lease-ttl-ms <n>', 'lease TTL of the nodes (how long a dead primary holds its region)', integer)
   .action(async (options: DemoOptions) => {
     await runDemo(options);
   });

@@ -121,6 +121,8 @@ function ioBytes(io: IoStats): number {
 export class LocalCluster {
   readonly mode: ReplicationMode;
   readonly clock: Clock;
+  /** Every node's lease TTL. */
+  readonly leaseTtlMs: number;
   readonly fabric: MemoryFabric;
   readonly coordinator: EmbeddedCoordinator;
   readonly regionSpecs: RegionSpec[];
@@ -140,6 +142,7 @@ export class LocalCluster {
       LocalClusterOptions,
   ) {
     this.mode = options.mode;
+    this.leaseTtlMs = options.leaseTtlMs ?? 10_000;
     this.clock = options.clock ?? new SystemClock();
     this.fabric = new MemoryFabric({ clock: this.clock });
     this.coordinator = new EmbeddedCoordinator({ clock: this.clock });
@@ -396,7 +399,7 @@ export class LocalCluster {
       fabricAddress: `mem://${nodeId}`,
       coordinator,
       clock: this.clock,
-      leaseTtlMs: this.options.leaseTtlMs ?? 10_000,
+      leaseTtlMs: this.leaseTtlMs,
       mode: this.mode,
       logBufferCount: this.options.logBufferCount ?? 4,
       openStore: (regionId, role) => this.openStore(nodeId, regionId, role),
