@@ -59,7 +59,10 @@ export interface ControllerInput {
 
 export interface ControllerContext extends ControllerInput {
   leadership: Leadership | undefined;
+  /** Every suspect report seen, in arrival order. */
   suspects: SuspectReport[];
+  /** Per node: how many reports had arrived when it last joined (older ones no longer count against it). */
+  trustedFrom: Record<string, number>;
   created: number;
   /** Something changed since the running reconciliation read the map: run it again. */
   dirty: boolean;
@@ -75,24 +78,25 @@ type ControllerEvent =
 /**
  * The next configuration of a region, or undefined when none is due. Backups that are not live
  * members, or that a report at the current epoch suspects, are removed (epoch + 1); a region with
- * fewer than `replicas` copies gains live members that hold none (a returning node, a new one).
- * Reports of an older epoch are stale: the configuration they were about is gone.
+ * fewer than `replicas` copies gains live members that hold none (a returning node, a new one) and
+ * are not `distrusted` (by default: every node some report on this region names; the controller
+ * trusts a node again once it rejoined after its last report). A report at the current epoch
+ * always yields a new epoch — even when the suspect, trusted again, is put straight back — because
+ * the reporting primary stopped and waits for one. Reports of an older epoch are stale.
  */
 export function planReconfiguration(
   config: RegionConfig,
   live: ReadonlySet<string>,
   suspects: readonly SuspectReport[],
   replicas = config.backups.length + 1,
+  distrusted: ReadonlySet<string> = new Set(
+    suspects.filter((r) => r.regionId === config.regionId).map((r) => r.suspectNodeId),
+  ),
 ): RegionConfig | undefined {
   const suspected = new Set(
     suspects
       .filter((r) => r.regionId === config.regionId && r.epoch === config.epoch)
       .map((r) => r.suspectNodeId),
-  );
-  // Any report on this region (of any epoch) keeps a node from being added back: the controller
-  // drops a node's reports when it joins under a new lease (a restart), not before.
-  const distrusted = new Set(
-    suspects.filter((r) => r.regionId === config.regionId).map((r) => r.suspectNodeId),
   );
   const gone = (nodeId: string): boolean => !live.has(nodeId) || suspected.has(nodeId);
   let primary = config.primary;
@@ -112,7 +116,10 @@ export function planReconfiguration(
   const holding = new Set([primary, ...backups, ...joining]);
   const free = [...live].filter((n) => !holding.has(n) && !distrusted.has(n)).sort();
   while (backups.length + 1 < replicas && free.length > 0) backups.push(free.shift()!);
+  // A primary that reported a backup stopped and waits for a new epoch, whatever the membership.
+  const reportedBackup = [...config.backups, ...(config.joining ?? [])].some((n) => suspected.has(n));
   const unchanged =
+    !reportedBackup &&
     primary === config.primary &&
     backups.length === config.backups.length &&
     backups.every((b, i) => b === config.backups[i]) &&
@@ -132,11 +139,12 @@ async function reconcileRegions(
   coordinator: Coordinator,
   suspects: readonly SuspectReport[],
   replicas: number,
+  distrusted: ReadonlySet<string>,
 ): Promise<number> {
   const live = new Set((await coordinator.members()).map((m) => m.nodeId));
   let written = 0;
   for (const entry of await coordinator.getRegions()) {
-    const next = planReconfiguration(entry.config, live, suspects, replicas);
+    const next = planReconfiguration(entry.config, live, suspects, replicas, distrusted);
     if (next === undefined) continue;
     const result = await coordinator.compareAndSetRegion(entry.revision, next);
     if (!result.ok) throw new StaleRevisionError(entry.config.regionId);
@@ -238,9 +246,10 @@ export const controllerMachine = setup({
         ),
       ),
     ),
-    reconcile: fromPromise<number, { coordinator: Coordinator; suspects: SuspectReport[]; replicas: number }>(
-      ({ input }) => reconcileRegions(input.coordinator, input.suspects, input.replicas),
-    ),
+    reconcile: fromPromise<
+      number,
+      { coordinator: Coordinator; suspects: SuspectReport[]; replicas: number; distrusted: Set<string> }
+    >(({ input }) => reconcileRegions(input.coordinator, input.suspects, input.replicas, input.distrusted)),
   },
   actions: {
     /** Gives up leadership (best effort): another node's controller may lead meanwhile. */
@@ -262,6 +271,7 @@ export const controllerMachine = setup({
     ...input,
     leadership: undefined,
     suspects: [],
+    trustedFrom: {},
     created: 0,
     dirty: false,
     reconfigurations: 0,
@@ -321,11 +331,12 @@ export const controllerMachine = setup({
             MEMBERS_CHANGED: {
               actions: assign({
                 dirty: true,
-                // A node that joins under a new lease (a restart) is trusted again.
-                suspects: ({ context, event }) =>
+                // A node that joins under a new lease (a restart) is trusted again: the reports
+                // about its earlier incarnation stop keeping it out (they still force a new epoch).
+                trustedFrom: ({ context, event }) =>
                   event.joined === undefined
-                    ? context.suspects
-                    : context.suspects.filter((r) => r.suspectNodeId !== event.joined),
+                    ? context.trustedFrom
+                    : { ...context.trustedFrom, [event.joined]: context.suspects.length },
               }),
             },
           },
@@ -343,6 +354,11 @@ export const controllerMachine = setup({
                   coordinator: context.coordinator,
                   suspects: context.suspects,
                   replicas: context.layout.replicas,
+                  distrusted: new Set(
+                    context.suspects
+                      .filter((r, i) => i >= (context.trustedFrom[r.suspectNodeId] ?? 0))
+                      .map((r) => r.suspectNodeId),
+                  ),
                 }),
                 onDone: {
                   target: 'idle',

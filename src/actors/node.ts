@@ -18,6 +18,7 @@
  */
 import { type ActorRefFrom, assign, enqueueActions, fromCallback, fromPromise, setup } from 'xstate';
 import type { RegionConfig, RegionEvent } from '../../coordination/types.js';
+import { TalosError } from '../errors.js';
 import { type ClusterLayout, controllerMachine } from './controller.js';
 import type { BackupOpened, NodeRuntime } from './node-runtime.js';
 import { regionBackupMachine } from './region-backup.js';
@@ -46,7 +47,15 @@ export type NodeEvent =
   | { type: 'BACKUP_OPENED'; opened: BackupOpened }
   | { type: 'PRIMARY_ENDED'; regionId: string; epoch: number }
   | { type: 'BACKUP_ENDED'; regionId: string; epoch: number; region: BackupOpened['region'] }
+  | { type: 'LEASE_LOST' }
   | { type: 'STOP' };
+
+/** The node's lease is gone: it is no member any more and must not act as one (PROTOCOL §6). */
+export class LeaseLostError extends TalosError {
+  constructor(nodeId: string) {
+    super('LEASE_LOST', `node ${nodeId} lost its lease; it stops and must rejoin as a new incarnation`);
+  }
+}
 
 function isDone(ref: { getSnapshot(): { status: string } }): boolean {
   return ref.getSnapshot().status !== 'active';
@@ -80,6 +89,16 @@ export const nodeMachine = setup({
     watchRegions: fromCallback<NodeEvent, NodeRuntime>(({ sendBack, input }) =>
       input.options.coordinator.watchRegions((event) => sendBack({ type: 'REGION', event })),
     ),
+    /** The coordinator ended this node's lease (it ran out during a pause or a partition). */
+    watchLease: fromCallback<NodeEvent, NodeRuntime>(({ sendBack, input }) => {
+      let active = true;
+      input.membership?.onLost(() => {
+        if (active) sendBack({ type: 'LEASE_LOST' });
+      });
+      return () => {
+        active = false;
+      };
+    }),
     watchBackupOpens: fromCallback<NodeEvent, NodeRuntime>(({ sendBack, input }) => {
       input.onBackupOpened((opened) => sendBack({ type: 'BACKUP_OPENED', opened }));
       return () => input.onBackupOpened(undefined);
@@ -128,6 +147,11 @@ export const nodeMachine = setup({
           onError: { target: 'stopping', actions: 'keepError' },
         },
         {
+          src: 'watchLease',
+          input: ({ context }) => context.runtime,
+          onError: { target: 'stopping', actions: 'keepError' },
+        },
+        {
           src: 'watchRegions',
           input: ({ context }) => context.runtime,
           onError: { target: 'stopping', actions: 'keepError' },
@@ -145,6 +169,12 @@ export const nodeMachine = setup({
         },
       ],
       on: {
+        // No member any more: stop every region at once (its primaries stop acknowledging) and
+        // end; a supervisor starts a new incarnation, which rejoins under a new lease.
+        LEASE_LOST: {
+          target: 'stopping',
+          actions: assign({ error: ({ context }) => new LeaseLostError(context.runtime.nodeId) }),
+        },
         REGION: {
           actions: enqueueActions(({ context, event, enqueue, self }) => {
             if (event.event.kind !== 'put') return;

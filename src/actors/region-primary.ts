@@ -2,8 +2,9 @@
  * RegionPrimary actor: one region's primary for one epoch (PROTOCOL §2–5).
  *
  *   opening ──ready──▶ serving ──STOP──▶ stopping ──▶ stopped
- *      │                  │ LINK_FAILED / WORK_FAILED
- *      └──error──▶ failed ◀┘ ──STOP──▶ stopping
+ *      ▲  │                  │ LINK_FAILED / WORK_FAILED
+ *      │  └──error──▶ failed ◀┘ ──STOP──▶ stopping
+ *      └── reopening ◀─ after a pause ─┘
  *
  * - `opening` opens the engine and a PrimarySession: a connection per backup with the epoch in the
  *   handshake, OpenBackup → BackupReady (buffer rendezvous). Only when every backup of the
@@ -14,7 +15,10 @@
  *   gates). Leaving `serving` for any reason turns the client path off first (exit action).
  * - A failed backup link or a failed flush/compaction ends serving: nothing more is acknowledged
  *   (PROTOCOL §3.4). `failed` reports the backup as suspect to the controller, which installs a new
- *   configuration (next epoch); the node then stops this actor and starts a new one.
+ *   configuration (next epoch); the node then stops this actor and starts a new one. Until then,
+ *   `failed` retries the same epoch after a pause (`reopening` closes the session and the engine
+ *   first): a failed open — a backup restarting, a refused handshake — is often transient, and
+ *   without a suspect report nothing else would move the region on.
  * - `stopping` closes the session (tells the backups) and the engine.
  */
 import { assign, fromCallback, fromPromise, sendTo, setup } from 'xstate';
@@ -137,6 +141,9 @@ export const regionPrimaryMachine = setup({
   guards: {
     hasSuspect: ({ context }) => context.suspect !== undefined,
   },
+  delays: {
+    reopenDelay: 200,
+  },
 }).createMachine({
   id: 'regionPrimary',
   context: ({ input }) => ({ ...input, session: undefined, error: undefined, suspect: undefined }),
@@ -215,7 +222,25 @@ export const regionPrimaryMachine = setup({
             onError: 'reported',
           },
         },
-        reported: {},
+        // Until the controller installs a new configuration (STOP comes then), try this epoch again
+        // after a pause: a failed open (a backup restarting, a refused handshake) may be transient,
+        // and a backup that is truly gone loses its lease and leaves the configuration.
+        reported: { after: { reopenDelay: '#regionPrimary.reopening' } },
+      },
+      on: { STOP: 'stopping' },
+    },
+    reopening: {
+      invoke: {
+        src: 'closeSession',
+        input: ({ context }) => ({ session: context.session }),
+        onDone: {
+          target: 'opening',
+          actions: assign({ session: undefined, suspect: undefined, error: undefined }),
+        },
+        onError: {
+          target: 'opening',
+          actions: assign({ session: undefined, suspect: undefined, error: undefined }),
+        },
       },
       on: { STOP: 'stopping' },
     },

@@ -15,7 +15,7 @@ import { type Actor, createActor } from 'xstate';
 import { EmbeddedCoordinator, type EmbeddedCoordinatorClient } from '../../coordination/embedded.js';
 import type { Coordinator, RegionConfig } from '../../coordination/types.js';
 import type { RegionSpec } from '../actors/controller.js';
-import { nodeMachine } from '../actors/node.js';
+import { LeaseLostError, nodeMachine } from '../actors/node.js';
 import { NodeRuntime } from '../actors/node-runtime.js';
 import type { Role } from '../actors/work.js';
 import { type Clock, SystemClock } from '../clock/index.js';
@@ -136,6 +136,8 @@ export class LocalCluster {
   private readonly watcher: Coordinator;
   private closed = false;
   private readonly dead = new Set<string>();
+  /** Nodes the supervisor started again after they lost their lease (in order). */
+  readonly restarts: string[] = [];
 
   constructor(
     private readonly options: Required<Pick<LocalClusterOptions, 'nodes' | 'replicas' | 'mode'>> &
@@ -418,9 +420,23 @@ export class LocalCluster {
         controllerRetryMs: 200,
       },
     });
-    actor.subscribe({ error: () => {} });
+    actor.subscribe({
+      // A supervisor, as systemd would be: a node that stopped because its lease was lost (a pause
+      // or a partition outlasted it) is started again as a new incarnation with a new lease.
+      complete: () => {
+        const error = actor.getSnapshot().context.error;
+        if (!(error instanceof LeaseLostError) || this.closed || this.dead.has(nodeId)) return;
+        if (this.nodes.get(nodeId)?.actor !== actor) return;
+        this.restarts.push(nodeId);
+        void node.coordinator.close().then(() => {
+          if (!this.closed && !this.dead.has(nodeId)) this.startNode(nodeId);
+        });
+      },
+      error: () => {},
+    });
     actor.start();
-    this.nodes.set(nodeId, { nodeId, runtime, actor, coordinator });
+    const node: ClusterNode = { nodeId, runtime, actor, coordinator };
+    this.nodes.set(nodeId, node);
   }
 
   private async openStore(nodeId: string, regionId: string, role: Role): Promise<Store> {

@@ -72,6 +72,7 @@ export class BackupLink {
   private readonly commitWaiters = new Map<number, Waiter>();
   private readonly levelsWaiters = new Map<number, Waiter>();
   private rebaseWaiter: Waiter | undefined;
+  private partialWaiters: (Waiter & { seq: number; usedBytes: number })[] = [];
   private readyWaiter: { resolve: (m: BackupReady) => void; reject: (err: unknown) => void } | undefined;
   private nextIndexSlot = 0;
   private bytesWritten = 0;
@@ -240,13 +241,21 @@ export class BackupLink {
     return written.then(() => this.persisted(seq));
   }
 
-  /** Re-sync (§7): the active segment's current prefix, sealed partially (as a tail sync does). */
-  resyncActivePrefix(seq: number, primarySegment: number, bytes: Uint8Array): void {
+  /**
+   * Re-sync (§7): the active segment's current prefix, sealed partially (as a tail sync does);
+   * resolves when the backup persisted at least those bytes.
+   */
+  resyncActivePrefix(seq: number, primarySegment: number, bytes: Uint8Array): Promise<void> {
     const written = this.writeLog(seq, 0, bytes);
     this.sealed(
       { seq, segmentOffset: primarySegment, usedBytes: bytes.length, crc32c: crc32c(bytes), partial: true },
       written,
     );
+    const persisted = new Promise<void>((resolve, reject) => {
+      this.partialWaiters.push({ seq, usedBytes: bytes.length, resolve, reject });
+    });
+    persisted.catch(() => {}); // observed through the returned chain
+    return written.then(() => persisted);
   }
 
   /**
@@ -346,6 +355,11 @@ export class BackupLink {
         this.readyWaiter = undefined;
         return;
       case 'SegmentPersisted':
+        this.partialWaiters = this.partialWaiters.filter((w) => {
+          const done = message.seq > w.seq || (message.seq === w.seq && message.usedBytes >= w.usedBytes);
+          if (done) w.resolve();
+          return !done;
+        });
         if (message.partial) return;
         assert(
           message.seq > this.persistedThrough || message.seq === this.persistedThrough,
@@ -406,6 +420,7 @@ export class BackupLink {
     this.levelsWaiters.clear();
     this.rebaseWaiter?.reject(err);
     this.rebaseWaiter = undefined;
+    for (const w of this.partialWaiters.splice(0)) w.reject(err);
     for (const listener of this.failureListeners.splice(0)) listener(err);
     return err;
   }

@@ -155,10 +155,12 @@ export class PrimarySession {
    * 1. every sealed log segment from the backup's last persisted one (it may hold only a partial
    *    seal of it) through the one before the active segment, whole, through the ordinary seal
    *    path (buffer reuse waits on the backup's persist acks, so a slow backup back-pressures);
-   * 2. in Send-Index mode, when the backup's levels are not the primary's (its last installed
-   *    compaction differs): the active segment's prefix as a partial seal (level entries may
-   *    point into it), every live index segment, then InstallLevels replacing its levels at once —
-   *    each after the log bytes its entries point into (§8.6: one message chain per link).
+   * 2. the active segment's prefix as a partial seal, persisted before the epoch serves (it may
+   *    hold writes acknowledged in an earlier epoch, which the backup has only in that epoch's
+   *    buffers; level entries may point into it);
+   * 3. in Send-Index mode, when the backup's levels are not the primary's (its last installed
+   *    compaction differs): every live index segment, then InstallLevels replacing its levels at
+   *    once — each after the log bytes its entries point into (§8.6: one message chain per link).
    * The active segment's prefix follows with the live stream (the replicator rewrites it from
    * offset 0). Counts what it sent in `resyncedBytes`.
    */
@@ -172,14 +174,15 @@ export class PrimarySession {
       this.resyncedBytes += bytes.length;
       await link.resyncLogSegment(entry.seq, entry.offset, bytes);
     }
-    if (this.options.mode !== 'send-index' || lastCompactionId === store.lastCompactionId()) return;
-    // Level entries may point into the active segment (L0 flushed after a tail sync): seal its
-    // current prefix partially first, as a tail sync does; the live stream rewrites it from 0.
+    // The active segment's prefix, persisted (partially sealed) on the backup before the new epoch
+    // serves: it may hold writes acknowledged in an earlier epoch that the backup has only in that
+    // epoch's buffers — which no promotion would read any more. Level entries may point into it.
     const activeBytes = store.readLogSegment(active.seq);
     if (activeBytes.length > 0) {
       this.resyncedBytes += activeBytes.length;
-      link.resyncActivePrefix(active.seq, active.offset, activeBytes);
+      await link.resyncActivePrefix(active.seq, active.offset, activeBytes);
     }
+    if (this.options.mode !== 'send-index' || lastCompactionId === store.lastCompactionId()) return;
     const compactionId = store.lastCompactionId();
     const levels = store.levelDescriptors();
     const shipped: Promise<void>[] = [];

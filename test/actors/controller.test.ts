@@ -92,3 +92,13 @@ test('a gone backup is replaced by a free member in the same step', () => {
     backups: ['n2', 'n4'],
   });
 });
+
+test('a backup reported at the current epoch that rejoined since gets a new epoch with it back in', () => {
+  // n3 failed, restarted and joined again before the controller acted: it is trusted again (not
+  // distrusted), but the primary that reported it waits for a new epoch to re-sync it.
+  expect(planReconfiguration(config, all, [report('n3')], 3, new Set())).toEqual({
+    ...config,
+    epoch: 5,
+    backups: ['n2', 'n3'],
+  });
+});
