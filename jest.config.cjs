@@ -12,5 +12,8 @@ module.exports = {
   },
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   testTimeout: 120000,
+  // A test that times out abandons its in-process cluster (timers, leases); exit anyway rather than
+  // hang CI. Leaks on passing paths are caught by the afterEach/finally closes in each suite.
+  forceExit: true,
   reporters: ['default', '<rootDir>/test/support/summary-reporter.cjs'],
 };

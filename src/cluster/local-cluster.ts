@@ -345,6 +345,27 @@ export class LocalCluster {
     node.coordinator.faults.partition(false);
   }
 
+  /**
+   * Cuts a node off (failure injection): from its peers (the fabric breaks its connections and
+   * refuses new ones), from the coordinator (no calls, deliveries or keepalives — its lease runs
+   * out if this outlasts it), or from both. `heal()` ends every partition.
+   */
+  partition(nodeId: string, from: 'peers' | 'coordinator' | 'all' = 'all'): void {
+    const node = this.nodes.get(nodeId);
+    if (node === undefined || this.dead.has(nodeId)) throw new InvalidArgumentError(`no live node ${nodeId}`);
+    if (from !== 'coordinator') this.fabric.partition(nodeId, true);
+    if (from !== 'peers') node.coordinator.faults.partition(true);
+  }
+
+  /** Ends every partition made with `partition` (dead nodes stay dead). */
+  heal(): void {
+    for (const node of this.nodes.values()) {
+      if (this.dead.has(node.nodeId)) continue;
+      this.fabric.partition(node.nodeId, false);
+      node.coordinator.faults.partition(false);
+    }
+  }
+
   /** Nodes killed with killNode and not restarted. */
   deadNodes(): string[] {
     return [...this.dead];

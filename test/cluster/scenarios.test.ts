@@ -521,3 +521,43 @@ describe('local cluster: a stale primary (PROTOCOL §6)', () => {
     expect((await client.get(keyIn(0, 1)))?.toString()).toBe('after');
   });
 });
+
+describe('local cluster: partitions', () => {
+  test('a backup cut off from its peers is replaced (its lease lives: the failed writes tell); nothing acknowledged is lost', async () => {
+    const c = await cluster({ nodes: 4, regions: 3, replicas: 3, leaseTtlMs: 400 });
+    const client = c.client({ operationTimeoutMs: 15_000 });
+    const acked = new Map<string, string>();
+    const write = async (from: number, to: number, round: number): Promise<void> => {
+      for (let i = from; i < to; i++) {
+        const key = keyIn(i % 3, i % 300);
+        await client.put(key, value(i, round));
+        acked.set(key, value(i, round));
+      }
+    };
+    await write(0, 900, 0);
+    c.partition('n4', 'peers'); // its lease lives: only the failed writes tell the primaries
+    await write(900, 1800, 1);
+    await c.waitForRegions((map) => map.every((r) => !r.backups.includes('n4')));
+    c.heal();
+    await write(1800, 2400, 2);
+    for (const [key, v] of acked) expect((await client.get(key))?.toString()).toBe(v);
+    await c.flush();
+    for (const config of c.regions()) {
+      const p = primaryStore(c, config.regionId);
+      for (const b of await backupStores(c, config.regionId)) expect(await dump(b)).toEqual(await dump(p));
+    }
+  });
+
+  test('a primary cut off from the coordinator stops serving once its lease runs out, and the region moves on', async () => {
+    const c = await cluster({ leaseTtlMs: 400 });
+    const client = c.client({ operationTimeoutMs: 15_000 });
+    await client.put(keyIn(0, 1), 'before');
+    const stale = c.session('n1', 'r0')!;
+    c.partition('n1', 'coordinator');
+    await c.waitForRegions((map) => map.find((r) => r.regionId === 'r0')!.primary !== 'n1', 15_000);
+    await expect(stale.get(keyIn(0, 1))).rejects.toBeInstanceOf(WrongPrimaryError);
+    await client.put(keyIn(0, 1), 'after');
+    expect((await client.get(keyIn(0, 1)))?.toString()).toBe('after');
+    c.heal();
+  });
+});
