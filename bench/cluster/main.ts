@@ -17,7 +17,7 @@
  * ≥ 0.7× the engine's), Build-Index ÷ Send-Index for backup device bytes, backup CPU and fabric
  * bytes. Nothing is asserted: the numbers are reported (and written to docs/bench/cluster.md).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { Presets, SingleBar } from 'cli-progress';
@@ -27,6 +27,7 @@ import { demoKey } from '../../src/cli/demo.js';
 import { createLocalCluster } from '../../src/cluster/local-cluster.js';
 import { createPrng } from '../../src/engine/prng.js';
 import { Store } from '../../src/engine/store.js';
+import { keptAnalysis, randomValues, ratio, runWorkers } from '../support.js';
 
 const VALUE_BYTES = 100;
 
@@ -64,22 +65,6 @@ interface VariantResult extends RoleNumbers {
   putP99Us: number;
   putMaxUs: number;
   mismatches: number;
-}
-
-function ratio(a: number, b: number): number {
-  return b === 0 ? 0 : Number((a / b).toFixed(3));
-}
-
-async function runWorkers(
-  count: number,
-  concurrency: number,
-  op: (i: number) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < count) await op(next++);
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
 }
 
 async function openEngine(dir: string): Promise<Target> {
@@ -226,12 +211,7 @@ async function main(): Promise<void> {
   );
   const keys = Array.from({ length: keyCount }, (_, i) => demoKey(i));
   const rng = createPrng(7);
-  const pool = Buffer.alloc(1 << 20);
-  for (let i = 0; i < pool.length; i += 4) pool.writeUInt32LE(rng.int(0, 0x7fffffff), i);
-  const values = Array.from({ length: keyCount }, () => {
-    const at = rng.int(0, pool.length - VALUE_BYTES);
-    return pool.subarray(at, at + VALUE_BYTES);
-  });
+  const values = randomValues(rng, keyCount, VALUE_BYTES);
   const readOrder = new Uint32Array(Math.floor(keyCount / 4));
   for (let n = 0; n < readOrder.length; n++) readOrder[n] = rng.int(0, keyCount - 1);
 
@@ -269,12 +249,7 @@ async function main(): Promise<void> {
     buildIndex: build,
   };
   if (options.doc !== undefined) {
-    let analysis = '';
-    try {
-      const previous = readFileSync(options.doc, 'utf8');
-      const at = previous.indexOf('\n## Analysis');
-      if (at >= 0) analysis = previous.slice(at + 1);
-    } catch {}
+    const analysis = keptAnalysis(options.doc);
     const doc = [
       '# Cluster benchmark: what replication costs',
       '',

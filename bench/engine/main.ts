@@ -20,6 +20,7 @@ import { ClassicLevel } from 'classic-level';
 import { Command } from 'commander';
 import { createPrng } from '../../src/engine/prng.js';
 import { Store } from '../../src/engine/store.js';
+import { keptAnalysis, randomValues, ratio, runWorkers } from '../support.js';
 
 interface Options {
   quick: boolean;
@@ -66,10 +67,6 @@ interface ConcurrencyRun {
 
 const VALUE_BYTES = 100;
 
-function ratio(a: number, b: number): number {
-  return b === 0 ? 0 : Number((a / b).toFixed(3));
-}
-
 /** YCSB's key shape: "user" + FNV-1a-64(i) as 20 decimal digits (24 bytes). */
 function ycsbKey(i: number): string {
   let hash = 0xcbf29ce484222325n;
@@ -100,21 +97,6 @@ function diskBytes(dir: string): number {
     else total += statSync(path).blocks * 512;
   }
   return total;
-}
-
-async function runWorkers(
-  count: number,
-  concurrency: number,
-  op: (i: number) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < count) {
-      const i = next++;
-      await op(i);
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
 }
 
 async function measure(
@@ -327,12 +309,7 @@ async function main(): Promise<void> {
   );
   const keys = Array.from({ length: keyCount }, (_, i) => ycsbKey(i));
   const rng = createPrng(seed);
-  const pool = Buffer.alloc(1 << 20);
-  for (let i = 0; i < pool.length; i += 4) pool.writeUInt32LE(rng.int(0, 0x7fffffff), i);
-  const values = Array.from({ length: keyCount }, () => {
-    const at = rng.int(0, pool.length - VALUE_BYTES);
-    return pool.subarray(at, at + VALUE_BYTES);
-  });
+  const values = randomValues(rng, keyCount, VALUE_BYTES);
   const readOrder = new Uint32Array(keyCount);
   for (let n = 0; n < keyCount; n++) readOrder[n] = rng.int(0, keyCount - 1);
 
@@ -378,12 +355,7 @@ async function main(): Promise<void> {
   };
   if (options.doc !== undefined) {
     // The hand-written analysis (from "## Analysis" on) survives regeneration.
-    let analysis = '';
-    try {
-      const previous = readFileSync(options.doc, 'utf8');
-      const at = previous.indexOf('\n## Analysis');
-      if (at >= 0) analysis = previous.slice(at + 1);
-    } catch {}
+    const analysis = keptAnalysis(options.doc);
     writeFileSync(options.doc, toMarkdown(summary, runs, { keyCount, seed }) + analysis);
   }
   if (options.json) say(JSON.stringify(summary));

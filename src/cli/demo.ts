@@ -24,8 +24,10 @@ import { join } from 'node:path';
 import { MultiBar, Presets } from 'cli-progress';
 import type { RegionConfig } from '../../coordination/types.js';
 import { type ClusterStats, createLocalCluster, type LocalCluster } from '../cluster/local-cluster.js';
+import { OutcomeLedger } from '../cluster/outcome-ledger.js';
 import { regionOf } from '../cluster/regions.js';
 import type { CompactionCommittedEvent } from '../engine/hooks.js';
+import { createPrng } from '../engine/prng.js';
 import { OutcomeUnknownError } from '../errors.js';
 import type { ReplicationMode } from '../replication/messages.js';
 
@@ -92,52 +94,6 @@ export function demoKey(i: number): string {
 
 function demoValue(i: number, version: number, valueBytes: number): string {
   return `v${version}:${i}:`.padEnd(valueBytes, 'x');
-}
-
-/** Deterministic PRNG for the run phase (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const ABSENT = '\u0000absent';
-
-/**
- * What a read may return for each key: the last acknowledged value, plus the values of later writes
- * whose outcome is unknown (they may or may not have been applied). A key never acknowledged may
- * also be absent.
- */
-class Ledger {
-  private readonly acceptable = new Map<string, string[]>();
-  readonly ackedKeys = new Set<string>();
-  unknownOutcomes = 0;
-
-  ack(key: string, value: string): void {
-    this.acceptable.set(key, [value]);
-    this.ackedKeys.add(key);
-  }
-
-  unknown(key: string, value: string): void {
-    const list = this.acceptable.get(key) ?? [ABSENT];
-    list.push(value);
-    this.acceptable.set(key, list);
-    this.unknownOutcomes++;
-  }
-
-  accepts(key: string, got: string | undefined): boolean {
-    const list = this.acceptable.get(key);
-    return list === undefined ? got === undefined : list.includes(got ?? ABSENT);
-  }
-
-  keys(): IterableIterator<string> {
-    return this.acceptable.keys();
-  }
 }
 
 export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
@@ -222,7 +178,7 @@ async function runMode(
     const compactionLines = watchCompactions(cluster, sorted, log);
 
     const client = cluster.client({ operationTimeoutMs: 30_000 });
-    const ledger = new Ledger();
+    const ledger = new OutcomeLedger();
     const versions = new Array<number>(keyCount).fill(0);
     /** A write: acknowledged, or of unknown outcome (its primary died meanwhile). */
     const write = async (key: string, value: string): Promise<void> => {
@@ -260,10 +216,10 @@ async function runMode(
 
     // Run A: 50 % read / 50 % update; writer w only touches keys ≡ w (mod concurrency).
     const runOps = Math.floor(keyCount / 2);
-    const random = prng(42);
+    const random = createPrng(42);
     const picks = Array.from({ length: runOps }, () => ({
-      slot: Math.floor(random() * keyCount),
-      read: random() < 0.5,
+      slot: random.int(0, keyCount - 1),
+      read: random.chance(0.5),
     }));
     let readMismatches = 0;
     const runStarted = performance.now();
@@ -295,7 +251,7 @@ async function runMode(
     let backupMismatches = 0;
     const current = cluster.regions();
     for (const config of current) {
-      const keys = [...ledger.keys()].filter((key) => regionOf(current, key).regionId === config.regionId);
+      const keys = ledger.keys().filter((key) => regionOf(current, key).regionId === config.regionId);
       for (const nodeId of config.backups) {
         const store = (await cluster.runtime(nodeId).backupStoresByRegion()).get(config.regionId);
         const rows = new Map<string, string>();

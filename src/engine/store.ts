@@ -839,21 +839,18 @@ export class Store {
     this.checkUsable();
     await this.drainBackground();
     this.failStopOnError(() =>
-      writeManifest(this.device, {
-        formatVersion: 1,
+      this.persistManifest({
         role: 'backup',
-        segmentBytes: this.segmentBytes,
-        allocatedSegmentCount: this.allocator.highWaterCount,
         log: [],
         replayFrom: { seq: 0, offset: 0, lsn: 1 },
         levels: this.levels.map(() => []),
         nextCompactionId: 1,
         segmentMap: [],
         indexMap: [],
+        mapOwner: undefined,
       }),
     );
-    this.closed = true;
-    if (this.ownsDevice) this.device.close();
+    this.abandon();
   }
 
   /**
@@ -931,22 +928,9 @@ export class Store {
         this.log.push(active);
       }
       active.usedBytes = null;
-      writeManifest(this.device, {
-        formatVersion: 1,
-        role: 'primary',
-        segmentBytes: this.segmentBytes,
-        allocatedSegmentCount: this.allocator.highWaterCount,
-        log: this.log,
-        replayFrom: this.replayFrom,
-        levels: this.levels.map((level) => level.map((s) => s.descriptor)),
-        nextCompactionId: this.nextCompactionId,
-        segmentMap: [...this.segmentMap],
-        indexMap: [...this.indexMap],
-        ...(this.owner === undefined ? {} : { mapOwner: this.owner }),
-      });
+      this.persistManifest({ role: 'primary' });
     });
-    this.closed = true;
-    if (this.ownsDevice) this.device.close();
+    this.abandon();
     const end = this.log.at(-1)!;
     return { keptBytes, segmentsFromBuffers, activeSeq: end.seq, nextLsn };
   }
@@ -1674,7 +1658,8 @@ export class Store {
     this.afterApply();
   }
 
-  private persistManifest(): void {
+  /** Writes the manifest of the current state; `overrides` replace fields (a role change, a reset). */
+  private persistManifest(overrides: Partial<ManifestData> = {}): void {
     writeManifest(this.device, {
       formatVersion: 1,
       role: this.role,
@@ -1687,7 +1672,14 @@ export class Store {
       segmentMap: [...this.segmentMap],
       indexMap: [...this.indexMap],
       ...(this.owner === undefined ? {} : { mapOwner: this.owner }),
+      ...overrides,
     });
+  }
+
+  /** Ends this instance without the closing flush: its manifest already says what the device holds. */
+  private abandon(): void {
+    this.closed = true;
+    if (this.ownsDevice) this.device.close();
   }
 
   // ───────────────────────────── helpers ─────────────────────────────

@@ -12,12 +12,12 @@
  */
 import * as fc from 'fast-check';
 import { createLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.js';
+import { OutcomeLedger } from '../../src/cluster/outcome-ledger.js';
 import { OutcomeUnknownError } from '../../src/errors.js';
 import type { ReplicationMode } from '../../src/replication/messages.js';
 import { propertyParams } from '../support/property.js';
 import { dump } from '../support/store.js';
 
-const ABSENT = '\u0000absent';
 const NODES = ['n1', 'n2', 'n3', 'n4'];
 
 type Fault = { kind: 'kill'; node: number } | { kind: 'pause'; node: number; ms: number } | { kind: 'none' };
@@ -46,27 +46,6 @@ const stepArb: fc.Arbitrary<Step> = fc.record({
 
 /** A key spread over the three regions by its first hex digit. */
 const keyOf = (k: number): string => `${'0123456789abcdef'[k % 16]}${k % 3}-key-${k}`;
-
-class Ledger {
-  private readonly acceptable = new Map<string, string[]>();
-  readonly acked = new Set<string>();
-  ack(key: string, value: string): void {
-    this.acceptable.set(key, [value]);
-    this.acked.add(key);
-  }
-  maybe(key: string, value: string): void {
-    const list = this.acceptable.get(key) ?? [ABSENT];
-    list.push(value);
-    this.acceptable.set(key, list);
-  }
-  accepts(key: string, got: string | undefined): boolean {
-    const list = this.acceptable.get(key);
-    return list === undefined ? got === undefined : list.includes(got ?? ABSENT);
-  }
-  keys(): string[] {
-    return [...this.acceptable.keys()];
-  }
-}
 
 /** Waits until every region has a live primary serving it and a full set of backups. */
 async function stable(c: LocalCluster): Promise<void> {
@@ -105,7 +84,7 @@ const property = fc.asyncProperty(
     const timer = setInterval(recordEpochs, 5);
     try {
       const client = c.client({ operationTimeoutMs: 20_000 });
-      const ledger = new Ledger();
+      const ledger = new OutcomeLedger();
       let version = 0;
       let staleReads = 0;
       for (const step of steps) {
@@ -132,7 +111,7 @@ const property = fc.asyncProperty(
             } catch (err) {
               // Unknown outcome (the primary died), or a timeout: either way "maybe".
               if (!(err instanceof OutcomeUnknownError) && !(err instanceof Error)) throw err;
-              ledger.maybe(key, value);
+              ledger.unknown(key, value);
             }
           }),
           ...step.reads
@@ -152,7 +131,9 @@ const property = fc.asyncProperty(
       for (const key of ledger.keys()) {
         const got = (await client.get(key))?.toString();
         if (!ledger.accepts(key, got)) {
-          throw new Error(`key ${key}: read ${JSON.stringify(got)}, acknowledged ${ledger.acked.has(key)}`);
+          throw new Error(
+            `key ${key}: read ${JSON.stringify(got)}, acknowledged ${ledger.ackedKeys.has(key)}`,
+          );
         }
       }
       await c.flush();
