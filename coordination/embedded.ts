@@ -208,6 +208,7 @@ const copyReport = (r: SuspectReport): SuspectReport => ({
   suspectNodeId: r.suspectNodeId,
   reporterNodeId: r.reporterNodeId,
   reason: r.reason,
+  ...(r.kind === undefined ? {} : { kind: r.kind }),
 });
 
 /** The shape rules of PROTOCOL §1 that do not depend on the current entry. */
@@ -236,7 +237,9 @@ function validateRegionConfig(next: RegionConfig): void {
       bad('joining must be an array of node ids');
     }
     if (new Set(next.joining).size !== next.joining.length) bad('duplicate joining backups');
-    for (const j of next.joining) if (!next.backups.includes(j)) bad(`joining ${j} is not a backup`);
+    for (const j of next.joining) {
+      if (next.backups.includes(j) || j === next.primary) bad(`joining ${j} already holds a copy`);
+    }
   }
 }
 
@@ -264,10 +267,15 @@ function validateReport(report: SuspectReport): void {
     throw new InvalidArgumentError(`report.epoch must be a non-negative integer, got ${report.epoch}`);
   }
   if (typeof report.reason !== 'string') throw new InvalidArgumentError('report.reason must be a string');
+  if (report.kind !== undefined && report.kind !== 'suspect' && report.kind !== 'caught-up') {
+    throw new InvalidArgumentError(
+      `report.kind must be 'suspect' or 'caught-up', got ${String(report.kind)}`,
+    );
+  }
 }
 
 const suspectKey = (r: SuspectReport): string =>
-  `${r.regionId}\u0000${r.suspectNodeId}\u0000${r.reporterNodeId}`;
+  `${r.regionId}\u0000${r.suspectNodeId}\u0000${r.reporterNodeId}\u0000${r.kind ?? 'suspect'}`;
 
 /** The shared state: what an etcd cluster holds, plus the delivery FIFO. */
 class Server {

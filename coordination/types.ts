@@ -30,7 +30,11 @@ export interface RegionConfig {
   primary: string;
   backups: string[];
   state: RegionState;
-  /** Backups being re-synced: not yet part of the acknowledging set. */
+  /**
+   * Backups being re-synced online (PROTOCOL §7): not part of the acknowledging set, never among
+   * `backups` or the primary; the controller moves one into `backups` (next epoch) once its primary
+   * reported it caught up.
+   */
   joining?: string[];
 }
 
@@ -48,12 +52,18 @@ export type CasResult = { ok: true; revision: number } | { ok: false; current: R
 
 export type MemberEvent = { kind: 'join'; member: NodeInfo } | { kind: 'leave'; nodeId: string };
 
+/**
+ * A primary's report about a node of its region, for the controller: a suspect (a failed link or
+ * handshake; the default kind) or a joining backup the primary caught up (online re-sync, §7).
+ * Reports of an older epoch than the region's are stale and ignored.
+ */
 export interface SuspectReport {
   regionId: string;
   epoch: number;
   suspectNodeId: string;
   reporterNodeId: string;
   reason: string;
+  kind?: 'suspect' | 'caught-up';
 }
 
 export type Unsubscribe = () => void;

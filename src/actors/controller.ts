@@ -77,60 +77,78 @@ type ControllerEvent =
 
 /**
  * The next configuration of a region, or undefined when none is due. Backups that are not live
- * members, or that a report at the current epoch suspects, are removed (epoch + 1); a region with
- * fewer than `replicas` copies gains live members that hold none (a returning node, a new one) and
- * are not `distrusted` (by default: every node some report on this region names; the controller
- * trusts a node again once it rejoined after its last report). A report at the current epoch
- * always yields a new epoch — even when the suspect, trusted again, is put straight back — because
- * the reporting primary stopped and waits for one. Reports of an older epoch are stale.
+ * members, or that a report at the current epoch suspects, are removed (epoch + 1); so are joining
+ * backups. A joining backup its primary reported caught up at the current epoch becomes a backup
+ * (it joins the acknowledging set). A region with fewer than `replicas` copies gains live members
+ * that hold none (a returning node, a new one) and are not `distrusted` (by default: every node a
+ * suspect report on this region names; the controller trusts a node again once it rejoined after
+ * its last report) — as **joining** backups, which the primary re-syncs online while it keeps
+ * serving with the backups it has (§7). A suspect report at the current epoch always yields a new
+ * epoch — even when the suspect, trusted again, is put straight back — because the reporting
+ * primary stopped and waits for one. Reports of an older epoch are stale.
+ *
+ * Promotion, when the primary's lease is gone: the live backup with the highest persisted position
+ * in `progress` (ties and unknown positions: configuration order). Joining backups are never
+ * promoted: they may lack acknowledged writes.
  */
 export function planReconfiguration(
   config: RegionConfig,
   live: ReadonlySet<string>,
-  suspects: readonly SuspectReport[],
+  reports: readonly SuspectReport[],
   replicas = config.backups.length + 1,
   distrusted: ReadonlySet<string> = new Set(
-    suspects.filter((r) => r.regionId === config.regionId).map((r) => r.suspectNodeId),
-  ),
-): RegionConfig | undefined {
-  const suspected = new Set(
-    suspects
-      .filter((r) => r.regionId === config.regionId && r.epoch === config.epoch)
+    reports
+      .filter((r) => r.regionId === config.regionId && (r.kind ?? 'suspect') === 'suspect')
       .map((r) => r.suspectNodeId),
+  ),
+  progress: ReadonlyMap<string, number> = new Map(),
+): RegionConfig | undefined {
+  const current = reports.filter((r) => r.regionId === config.regionId && r.epoch === config.epoch);
+  const suspected = new Set(
+    current.filter((r) => (r.kind ?? 'suspect') === 'suspect').map((r) => r.suspectNodeId),
   );
+  const caughtUp = new Set(current.filter((r) => r.kind === 'caught-up').map((r) => r.suspectNodeId));
   const gone = (nodeId: string): boolean => !live.has(nodeId) || suspected.has(nodeId);
   let primary = config.primary;
   let backups = config.backups.filter((b) => !gone(b));
   if (!live.has(config.primary)) {
     // Promotion (§6): only once the primary's lease is gone (a suspicion is not enough: a live
     // primary may still acknowledge). Every backup of the configuration holds every acknowledged
-    // write, so any live one is safe; the first in the configuration's order is taken.
-    const next = backups[0];
+    // write, so any live one is safe; the one that persisted the most has the least to rebuild.
+    const candidates = backups
+      .map((nodeId, order) => ({ nodeId, order, position: progress.get(nodeId) ?? -1 }))
+      .sort((a, b) => b.position - a.position || a.order - b.order);
+    const next = candidates[0]?.nodeId;
     if (next === undefined) return undefined; // no copy left alive: the region waits
     primary = next;
-    backups = backups.slice(1);
+    backups = backups.filter((b) => b !== next);
   }
-  const joining = (config.joining ?? []).filter((b) => !gone(b));
-  // Under-replicated: add live members that hold no copy, in id order; the primary re-syncs them
-  // when it opens the new configuration (§2.2, §7).
+  const wasJoining = config.joining ?? [];
+  // Caught up at this epoch, by this primary: members from the next epoch on (a promotion voids it).
+  const joined = primary === config.primary ? wasJoining.filter((b) => !gone(b) && caughtUp.has(b)) : [];
+  backups = [...backups, ...joined];
+  const joining = wasJoining.filter((b) => !gone(b) && !joined.includes(b));
+  // Under-replicated: add live members that hold no copy, in id order, as joining backups.
   const holding = new Set([primary, ...backups, ...joining]);
   const free = [...live].filter((n) => !holding.has(n) && !distrusted.has(n)).sort();
-  while (backups.length + 1 < replicas && free.length > 0) backups.push(free.shift()!);
+  while (backups.length + joining.length + 1 < replicas && free.length > 0) joining.push(free.shift()!);
   // A primary that reported a backup stopped and waits for a new epoch, whatever the membership.
-  const reportedBackup = [...config.backups, ...(config.joining ?? [])].some((n) => suspected.has(n));
+  const reportedBackup = [...config.backups, ...wasJoining].some((n) => suspected.has(n));
+  const same = (a: readonly string[], b: readonly string[]): boolean =>
+    a.length === b.length && a.every((x, i) => x === b[i]);
   const unchanged =
     !reportedBackup &&
     primary === config.primary &&
-    backups.length === config.backups.length &&
-    backups.every((b, i) => b === config.backups[i]) &&
-    joining.length === (config.joining ?? []).length;
+    same(backups, config.backups) &&
+    same(joining, wasJoining);
   if (unchanged) return undefined;
+  const { joining: _, ...rest } = config;
   return {
-    ...config,
+    ...rest,
     epoch: config.epoch + 1,
     primary,
     backups,
-    ...(config.joining === undefined ? {} : { joining }),
+    ...(joining.length === 0 ? {} : { joining }),
   };
 }
 
@@ -356,7 +374,11 @@ export const controllerMachine = setup({
                   replicas: context.layout.replicas,
                   distrusted: new Set(
                     context.suspects
-                      .filter((r, i) => i >= (context.trustedFrom[r.suspectNodeId] ?? 0))
+                      .filter(
+                        (r, i) =>
+                          (r.kind ?? 'suspect') === 'suspect' &&
+                          i >= (context.trustedFrom[r.suspectNodeId] ?? 0),
+                      )
                       .map((r) => r.suspectNodeId),
                   ),
                 }),

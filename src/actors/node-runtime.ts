@@ -62,7 +62,10 @@ export class NodeRuntime implements PrimaryPorts {
   private readonly latestBackupRegion = new Map<string, BackupRegion>();
   /** Promotions this node went through (for tests and the demo). */
   readonly promotions: ({ regionId: string } & PromotionReport)[] = [];
-  /** Regions whose former primary store this node reset to re-sync as a backup. */
+  /**
+   * Regions whose store this node reset to re-sync from scratch as a backup: a former primary's
+   * store, or a backup store whose maps belong to an older lineage.
+   */
   readonly demotions: string[] = [];
   private backupOpenedListener: ((opened: BackupOpened) => void) | undefined;
   private readonly connections = new Set<Connection>();
@@ -258,13 +261,13 @@ export class NodeRuntime implements PrimaryPorts {
     this.track(connection);
     const region: BackupRegion = new BackupRegion(connection, {
       nodeId: this.nodeId,
-      openStore: async (regionId, _segmentBytes, mode) => {
+      openStore: async (regionId, _segmentBytes, mode, acceptedOwners) => {
         if (mode !== this.mode) {
           throw new ModeMismatchError(
             `node ${this.nodeId} runs ${this.mode} mode, primary asked for ${mode}`,
           );
         }
-        const store = await this.openBackupStore(regionId, region.epoch);
+        const store = await this.openBackupStore(regionId, region.epoch, acceptedOwners);
         const latest = this.latestBackupRegion.get(regionId);
         if (latest === undefined || latest.epoch <= region.epoch)
           this.latestBackupRegion.set(regionId, region);
@@ -280,7 +283,11 @@ export class NodeRuntime implements PrimaryPorts {
     region.onClose(() => this.backupRegions.delete(region));
   }
 
-  private async openBackupStore(regionId: string, epoch: number): Promise<Store> {
+  private async openBackupStore(
+    regionId: string,
+    epoch: number,
+    acceptedOwners: readonly string[],
+  ): Promise<Store> {
     if (this.stopped) throw new TalosError('NODE_STOPPING', `node ${this.nodeId} is stopping`);
     const entry = await this.options.coordinator.getRegion(regionId);
     if (entry === undefined) throw new UnknownRegionError(`region ${regionId}`);
@@ -295,7 +302,23 @@ export class NodeRuntime implements PrimaryPorts {
       this.backupStores.set(regionId, store);
       store.catch(() => this.backupStores.delete(regionId));
     }
-    return store;
+    const opened = await store;
+    const current = this.backupStores.get(regionId);
+    if (current !== undefined && current !== store) return current; // reset meanwhile by another open
+    const owner = opened.mapOwner();
+    if (owner === undefined || acceptedOwners.includes(owner)) return opened;
+    // Maps keyed by a primary of an older lineage (this node was away across more than one
+    // promotion): no rebase can reconcile them, so the store restarts empty and the primary
+    // re-syncs it from scratch. It holds nothing the configuration needs — an acknowledging backup
+    // of the current lineage is always keyed by the primary or the node it was promoted from.
+    const reset = (async () => {
+      if (!opened.isClosed) await opened.resetAsEmptyBackup();
+      this.demotions.push(regionId);
+      return this.options.openStore(regionId, 'backup');
+    })();
+    this.backupStores.set(regionId, reset);
+    reset.catch(() => this.backupStores.delete(regionId));
+    return reset;
   }
 
   /**

@@ -205,6 +205,7 @@ export const nodeMachine = setup({
                           ...(config.maxKey === undefined ? {} : { maxKey: config.maxKey }),
                         },
                         backups: config.backups,
+                        joining: config.joining ?? [],
                         ports: c.runtime,
                         onEnded: () => self.send({ type: 'PRIMARY_ENDED', regionId, epoch: config.epoch }),
                       },

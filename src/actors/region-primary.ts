@@ -9,10 +9,11 @@
  * - `opening` opens the engine and a PrimarySession: a connection per backup with the epoch in the
  *   handshake, OpenBackup → BackupReady (buffer rendezvous). Only when every backup of the
  *   configuration is ready does the actor move on.
- * - `serving` turns the client path on (plain code, no event per put) and runs two children: the
- *   Flush actor (the engine's `l0Full` → flush with tail sync) and the Compaction actor (after each
+ * - `serving` turns the client path on (plain code, no event per put) and runs three children: the
+ *   Flush actor (the engine's `l0Full` → flush with tail sync), the Compaction actor (after each
  *   flush: compact while a level is due; the engine ships index segments through the session's
- *   gates). Leaving `serving` for any reason turns the client path off first (exit action).
+ *   gates) and the CatchUp actor (joining backups re-synced online, then reported caught up).
+ *   Leaving `serving` for any reason turns the client path off first (exit action).
  * - A failed backup link or a failed flush/compaction ends serving: nothing more is acknowledged
  *   (PROTOCOL §3.4). `failed` reports the backup as suspect to the controller, which installs a new
  *   configuration (next epoch); the node then stops this actor and starts a new one. Until then,
@@ -27,6 +28,7 @@ import type { Store } from '../engine/store.js';
 import type { Connection } from '../fabric/types.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { type KeyRange, PrimarySession } from '../replication/primary-session.js';
+import { catchUpMachine } from './catch-up.js';
 import { compactionMachine } from './compaction.js';
 import { flushMachine } from './flush.js';
 import type { CpuAccount, StoreWorkEvent } from './work.js';
@@ -51,6 +53,8 @@ export interface RegionPrimaryInput {
   epoch: number;
   range: KeyRange;
   backups: string[];
+  /** Joining backups (re-synced online while serving, then reported caught up; §7). */
+  joining?: string[];
   ports: PrimaryPorts;
   /** Called once when the actor reaches `stopped` (its engine is closed by then). */
   onEnded?: () => void;
@@ -118,6 +122,7 @@ export const regionPrimaryMachine = setup({
     }),
     flush: flushMachine,
     compaction: compactionMachine,
+    catchUp: catchUpMachine,
     reportSuspect: fromPromise<void, { ports: PrimaryPorts; report: SuspectReport }>(({ input }) =>
       input.ports.reportSuspect(input.report),
     ),
@@ -185,6 +190,19 @@ export const regionPrimaryMachine = setup({
             store: context.session!.store,
             role: 'primary' as const,
             cpu: context.ports.cpu,
+          }),
+          onError: { target: 'failed', actions: 'keepError' },
+        },
+        {
+          src: 'catchUp',
+          id: 'catchUp',
+          input: ({ context }) => ({
+            session: context.session!,
+            regionId: context.regionId,
+            epoch: context.epoch,
+            nodeId: context.ports.nodeId,
+            joining: context.joining ?? [],
+            report: (report: SuspectReport) => context.ports.reportSuspect(report),
           }),
           onError: { target: 'failed', actions: 'keepError' },
         },

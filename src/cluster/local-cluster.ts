@@ -511,11 +511,16 @@ export class LocalCluster {
   private describe(): string {
     const parts = [...this.nodes.values()].map((n) => {
       const snapshot = n.actor.getSnapshot();
+      // Closed backup connections say nothing; a child's last error says why it is stuck.
       const children = Object.entries(snapshot.children)
-        .map(
-          ([id, child]) =>
-            `${id}=${JSON.stringify((child?.getSnapshot() as { value?: unknown } | undefined)?.value)}`,
-        )
+        .map(([id, child]) => {
+          const s = child?.getSnapshot() as { value?: unknown; context?: { error?: unknown } } | undefined;
+          const error = s?.context?.error;
+          const why =
+            error === undefined ? '' : `(${error instanceof Error ? error.message : String(error)})`;
+          return `${id}=${JSON.stringify(s?.value)}${why}`;
+        })
+        .filter((part) => !part.endsWith('="closed"') && !/^\d+\./.test(part))
         .join(',');
       return `${n.nodeId}:${JSON.stringify(snapshot.value)}[${children}]`;
     });

@@ -14,7 +14,6 @@ import {
   blockEntryAt,
   blockKeyAt,
   blockLowerBound,
-  compareBlockKey,
   decodeBlock,
   decodeIndexMeta,
   INDEX_FOOTER_BYTES,

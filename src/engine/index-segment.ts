@@ -335,7 +335,7 @@ export function compareBlockKey(view: BlockView, i: number, key: Uint8Array): nu
   const bytes = view.bytes;
   const start = view.keyStarts[i]!;
   const length = view.keyLengths[i]!;
-  const n = length < key.length ? length : key.length;
+  const n = Math.min(length, key.length);
   for (let j = 0; j < n; j++) {
     const d = bytes[start + j]! - key[j]!;
     if (d !== 0) return d;

@@ -25,6 +25,8 @@
  * - `failWrites(connection, on)`: the next write on the connection fails and breaks it, as a remote
  *   access or transport error moves a queue pair to the error state.
  * - `breakConnection(connection, reason?)`: both sides see the connection break.
+ * - `watchConnections(watcher)`: sees every new connection first, so any of the above can apply
+ *   from its first byte.
  * Revocation is not a fault: `Connection.revoke` fences a region; later writes into it reject with
  * RegionRevokedError and the connection stays usable.
  */
@@ -260,6 +262,7 @@ export class MemoryFabric implements Fabric {
   readonly kind = 'memory' as const;
   private readonly listeners = new Map<string, ListenerEntry>();
   private readonly endpoints = new Set<MemoryEndpoint>();
+  private readonly connectionWatchers = new Set<(connection: Connection) => void>();
   private readonly partitioned = new Set<string>();
   private readonly scheduler: (step: () => void) => void;
   private readonly clock: Clock | undefined;
@@ -312,8 +315,19 @@ export class MemoryFabric implements Fabric {
     server.outbound = new Lane(server, client);
     this.endpoints.add(client);
     this.endpoints.add(server);
+    for (const watcher of this.connectionWatchers) watcher(client);
     entry.onConnection(server);
     return client;
+  }
+
+  /**
+   * Fault injection: `watcher` sees every new connection (its connecting side) before a byte
+   * crosses it, so a test or the simulator can hold, delay or fail it from the start. Returns a
+   * function that stops watching.
+   */
+  watchConnections(watcher: (connection: Connection) => void): () => void {
+    this.connectionWatchers.add(watcher);
+    return () => this.connectionWatchers.delete(watcher);
   }
 
   async close(): Promise<void> {

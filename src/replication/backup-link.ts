@@ -52,6 +52,8 @@ export interface BackupLinkOptions {
   logBufferCount: number;
   mode: ReplicationMode;
   fromSegmentSeq: number;
+  /** OpenBackup.rebaseFrom: the node whose offsets this primary can rebase a backup from ('' none). */
+  rebaseFrom?: string;
 }
 
 export class BackupLink {
@@ -114,6 +116,7 @@ export class BackupLink {
       logBufferCount: o.logBufferCount,
       mode: o.mode,
       fromSegmentSeq: o.fromSegmentSeq,
+      rebaseFrom: o.rebaseFrom ?? '',
     });
     const message = await ready;
     if (

@@ -49,7 +49,13 @@ export interface BackupRegionOptions {
    * Opens (or recovers) this node's backup store for a region. In Build-Index mode the store must
    * rebuild its L0 at open (StoreOptions.rebuildL0) so a restart loses nothing it indexed.
    */
-  openStore: (regionId: string, segmentBytes: number, mode: ReplicationMode) => Promise<Store>;
+  openStore: (
+    regionId: string,
+    segmentBytes: number,
+    mode: ReplicationMode,
+    /** Map owners the opening primary can rebase from; a store keyed by another must be reset (§7). */
+    acceptedOwners: readonly string[],
+  ) => Promise<Store>;
   /** CPU time source in µs (process.cpuUsage in production); with `onWork`, accounts each handler. */
   cpuMicros?: () => number;
   onWork?: (kind: ReplicationMessage['type'], cpuMicros: number) => void;
@@ -208,7 +214,10 @@ export class BackupRegion {
     this.epoch = message.epoch;
     this.mode = message.mode;
     this.fromSegmentSeq = message.fromSegmentSeq;
-    this.store ??= await this.options.openStore(message.regionId, message.segmentBytes, message.mode);
+    this.store ??= await this.options.openStore(message.regionId, message.segmentBytes, message.mode, [
+      message.primaryNodeId,
+      ...(message.rebaseFrom === '' ? [] : [message.rebaseFrom]),
+    ]);
     assert(this.store.segmentBytes === message.segmentBytes, 'backup and primary share the segment size');
     if (this.logBuffers.length === 0) {
       this.logBuffers = Array.from({ length: message.logBufferCount }, () =>

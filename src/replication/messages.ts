@@ -40,6 +40,12 @@ export interface OpenBackup extends Base {
   mode: ReplicationMode;
   /** Sequence of the primary's active log segment: the first the live stream will write. */
   fromSegmentSeq: number;
+  /**
+   * The node whose offsets this primary can rebase from (its store's map owner, '' when none): a
+   * backup whose maps are keyed by neither it nor the primary comes from an older lineage and is
+   * reset to an empty store, then re-synced from scratch (§7).
+   */
+  rebaseFrom: string;
 }
 
 export interface BackupReady extends Base {
@@ -341,6 +347,7 @@ export function encodeMessage(message: ReplicationMessage): Buffer {
       w.u32(message.logBufferCount);
       w.u8(MODES.indexOf(message.mode));
       w.u64(message.fromSegmentSeq);
+      w.str(message.rebaseFrom);
       break;
     case 'BackupReady':
       writeHandles(w, message.logBuffers);
@@ -440,7 +447,18 @@ export function decodeMessage(bytes: Uint8Array): ReplicationMessage {
       const mode = MODES[r.u8()];
       if (mode === undefined) throw new MalformedMessageError('unknown mode');
       const fromSegmentSeq = r.u64();
-      message = { type, regionId, epoch, primaryNodeId, segmentBytes, logBufferCount, mode, fromSegmentSeq };
+      const rebaseFrom = r.str();
+      message = {
+        type,
+        regionId,
+        epoch,
+        primaryNodeId,
+        segmentBytes,
+        logBufferCount,
+        mode,
+        fromSegmentSeq,
+        rebaseFrom,
+      };
       break;
     }
     case 'BackupReady':

@@ -96,43 +96,8 @@ export class PrimarySession {
     const fromSegmentSeq = active.seq;
     const links = await Promise.all(
       o.backups.map(async (backupNodeId) => {
-        const connection = await o.connect(backupNodeId);
-        const link = new BackupLink(connection, {
-          regionId: o.regionId,
-          epoch: o.epoch,
-          primaryNodeId: o.nodeId,
-          segmentBytes: o.store.segmentBytes,
-          logBufferCount: o.logBufferCount,
-          mode: o.mode,
-          fromSegmentSeq,
-        });
-        this.links.push(link);
-        const ready = await link.open();
-        let persistedThrough = ready.persistedThrough;
-        if (ready.mapOwner !== '' && ready.mapOwner !== o.nodeId) {
-          // §7 rebase: the backup's maps are keyed by the primary this node replaced.
-          if (o.store.mapOwner() !== ready.mapOwner) {
-            throw new ResyncRequiredError(
-              backupNodeId,
-              `its maps are keyed by ${ready.mapOwner}, this primary's lineage by ${o.store.mapOwner() ?? 'nobody'}`,
-            );
-          }
-          await link.rebase(
-            ready.mapOwner,
-            o.store.logSegments().map((e) => [e.seq, e.offset]),
-            o.store.indexMapEntries(),
-          );
-          // What lay past this primary's log end was truncated there.
-          persistedThrough = Math.min(persistedThrough, fromSegmentSeq);
-          link.resetPersistedThrough(persistedThrough);
-        }
-        if (persistedThrough > fromSegmentSeq) {
-          throw new ResyncRequiredError(
-            backupNodeId,
-            `it persisted through segment ${persistedThrough}, beyond the primary's active ${fromSegmentSeq}`,
-          );
-        }
-        await this.resync(link, persistedThrough, ready.lastCompactionId);
+        const { link, persistedThrough, lastCompactionId } = await this.openLink(backupNodeId);
+        await this.resync(link, persistedThrough, lastCompactionId);
         return link;
       }),
     );
@@ -151,6 +116,86 @@ export class PrimarySession {
   }
 
   /**
+   * Online catch-up of a joining backup (PROTOCOL §7) while this session serves: rounds of re-sync
+   * over a link of its own — sealed log segments from where the backup is, the active segment's
+   * prefix, the live levels when its compaction differs — until a round finds nothing new sealed
+   * and no new compaction (or after `maxRounds`). The link then closes; the caller reports the
+   * backup caught up and the controller makes it a member at the next epoch, whose open re-syncs
+   * only what arrived since the last round (so the region pauses for that delta, not for the whole
+   * copy). Nothing here gates acknowledgements.
+   */
+  async catchUp(backupNodeId: string, maxRounds = 4): Promise<void> {
+    const { link, persistedThrough, lastCompactionId } = await this.openLink(backupNodeId);
+    try {
+      let from = persistedThrough;
+      let compactionId = lastCompactionId;
+      for (let round = 0; round < maxRounds; round++) {
+        if (this.closed) throw new TalosError('SESSION_CLOSED', `region ${this.regionId}: closed`);
+        const before = this.store.logSegments().at(-1)!.seq;
+        const sent = await this.resync(link, from, compactionId);
+        const quiet = sent.activeSeq === before && sent.compactionId === compactionId;
+        from = sent.activeSeq;
+        compactionId = sent.compactionId;
+        if (quiet && round > 0) break;
+      }
+    } finally {
+      link.close();
+    }
+  }
+
+  /**
+   * Connects to a backup at this epoch and runs the rendezvous; rebases its maps when they are keyed
+   * by the primary this node replaced. Resolves with the backup's persisted position (after a
+   * rebase's truncation) and its last installed compaction.
+   */
+  private async openLink(
+    backupNodeId: string,
+  ): Promise<{ link: BackupLink; persistedThrough: number; lastCompactionId: number }> {
+    const o = this.options;
+    const fromSegmentSeq = o.store.logSegments().at(-1)!.seq;
+    const connection = await o.connect(backupNodeId);
+    const link = new BackupLink(connection, {
+      regionId: o.regionId,
+      epoch: o.epoch,
+      primaryNodeId: o.nodeId,
+      segmentBytes: o.store.segmentBytes,
+      logBufferCount: o.logBufferCount,
+      mode: o.mode,
+      fromSegmentSeq,
+      rebaseFrom: o.store.mapOwner() ?? '',
+    });
+    this.links.push(link);
+    if (this.closed) link.close();
+    const ready = await link.open();
+    let persistedThrough = ready.persistedThrough;
+    if (ready.mapOwner !== '' && ready.mapOwner !== o.nodeId) {
+      // §7 rebase: the backup's maps are keyed by the primary this node replaced. (A backup keyed
+      // by any other node reset its store when it saw OpenBackup.rebaseFrom.)
+      if (o.store.mapOwner() !== ready.mapOwner) {
+        throw new ResyncRequiredError(
+          backupNodeId,
+          `its maps are keyed by ${ready.mapOwner}, this primary's lineage by ${o.store.mapOwner() ?? 'nobody'}`,
+        );
+      }
+      await link.rebase(
+        ready.mapOwner,
+        o.store.logSegments().map((e) => [e.seq, e.offset]),
+        o.store.indexMapEntries(),
+      );
+      // What lay past this primary's log end was truncated there.
+      persistedThrough = Math.min(persistedThrough, fromSegmentSeq);
+      link.resetPersistedThrough(persistedThrough);
+    }
+    if (persistedThrough > fromSegmentSeq) {
+      throw new ResyncRequiredError(
+        backupNodeId,
+        `it persisted through segment ${persistedThrough}, beyond the primary's active ${fromSegmentSeq}`,
+      );
+    }
+    return { link, persistedThrough, lastCompactionId: ready.lastCompactionId };
+  }
+
+  /**
    * Re-sync (PROTOCOL §7), before the live stream starts — the region is not served meanwhile:
    * 1. every sealed log segment from the backup's last persisted one (it may hold only a partial
    *    seal of it) through the one before the active segment, whole, through the ordinary seal
@@ -164,8 +209,20 @@ export class PrimarySession {
    * The active segment's prefix follows with the live stream (the replicator rewrites it from
    * offset 0). Counts what it sent in `resyncedBytes`.
    */
-  private async resync(link: BackupLink, persistedThrough: number, lastCompactionId: number): Promise<void> {
+  private async resync(
+    link: BackupLink,
+    persistedThrough: number,
+    lastCompactionId: number,
+  ): Promise<{ activeSeq: number; compactionId: number }> {
     const store = this.store;
+    // The levels are taken first, in one synchronous step with the replay position and the index
+    // bytes (a compaction may free those segments while this session serves); the log sent after
+    // it only grows, so every entry points into bytes the backup receives first (§8.6).
+    const compactionId = store.lastCompactionId();
+    const shipLevels = this.options.mode === 'send-index' && lastCompactionId !== compactionId;
+    const levels = shipLevels ? store.levelDescriptors() : [];
+    const levelBytes = levels.map((level) => level.map((d) => store.readIndexSegment(d.offset)));
+    const replayPosition = store.replayPosition();
     const active = store.logSegments().at(-1)!;
     for (const entry of store.logSegments()) {
       if (entry.seq < Math.max(persistedThrough, 0) || entry.seq >= active.seq) continue;
@@ -177,19 +234,18 @@ export class PrimarySession {
     // The active segment's prefix, persisted (partially sealed) on the backup before the new epoch
     // serves: it may hold writes acknowledged in an earlier epoch that the backup has only in that
     // epoch's buffers — which no promotion would read any more. Level entries may point into it.
+    // (While the session serves, the segment may have been sealed meanwhile: its bytes are whole.)
     const activeBytes = store.readLogSegment(active.seq);
     if (activeBytes.length > 0) {
       this.resyncedBytes += activeBytes.length;
       await link.resyncActivePrefix(active.seq, active.offset, activeBytes);
     }
-    if (this.options.mode !== 'send-index' || lastCompactionId === store.lastCompactionId()) return;
-    const compactionId = store.lastCompactionId();
-    const levels = store.levelDescriptors();
+    if (!shipLevels) return { activeSeq: active.seq, compactionId: lastCompactionId };
     const shipped: Promise<void>[] = [];
     let ordinal = 0; // unique per shipped segment: the backup's persist acks are keyed by it
     levels.forEach((level, i) => {
-      level.forEach((descriptor) => {
-        const bytes = store.readIndexSegment(descriptor.offset);
+      level.forEach((descriptor, j) => {
+        const bytes = levelBytes[i]![j]!;
         this.resyncedBytes += bytes.length;
         const { persisted } = link.shipIndex({
           compactionId,
@@ -208,8 +264,9 @@ export class PrimarySession {
     await link.installLevels(
       compactionId,
       levels.map((level) => level.map((d) => d.offset)),
-      store.replayPosition(),
+      replayPosition,
     );
+    return { activeSeq: active.seq, compactionId };
   }
 
   /** Called once per failed backup link (the first failure of each). */

@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { catchUpMachine } from '../actors/catch-up.js';
 import { compactionMachine } from '../actors/compaction.js';
 import { controllerMachine } from '../actors/controller.js';
 import { flushMachine } from '../actors/flush.js';
@@ -40,6 +41,7 @@ export const MACHINES: readonly MachineEntry[] = [
   },
   { page: 'flush', title: 'Flush', source: 'src/actors/flush.ts', machine: flushMachine },
   { page: 'compaction', title: 'Compaction', source: 'src/actors/compaction.ts', machine: compactionMachine },
+  { page: 'catch-up', title: 'CatchUp', source: 'src/actors/catch-up.ts', machine: catchUpMachine },
 ];
 
 /** The first paragraph of a file's header comment, joined into one line. */

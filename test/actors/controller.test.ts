@@ -49,7 +49,6 @@ test('joining backups that are gone leave too; the last backup can go (the prima
     ...config,
     epoch: 5,
     backups: [],
-    joining: [],
   });
 });
 
@@ -72,25 +71,87 @@ test('a suspected primary whose lease lives is not replaced', () => {
   expect(planReconfiguration(config, all, [report('n1')])).toBeUndefined();
 });
 
-test('a region short of copies gains live members holding none, in id order; suspects are not added', () => {
+test('a region short of copies gains live members holding none as joiners, in id order; suspects are not added', () => {
   const short = { ...config, backups: ['n2'] };
   const live = new Set(['n1', 'n2', 'n3', 'n4']);
-  expect(planReconfiguration(short, live, [], 3)).toEqual({ ...config, epoch: 5, backups: ['n2', 'n3'] });
+  expect(planReconfiguration(short, live, [], 3)).toEqual({
+    ...config,
+    epoch: 5,
+    backups: ['n2'],
+    joining: ['n3'],
+  });
   expect(planReconfiguration(short, live, [report('n3')], 3)).toEqual({
     ...config,
     epoch: 5,
-    backups: ['n2', 'n4'],
+    backups: ['n2'],
+    joining: ['n4'],
   });
+  // A joiner counts as a copy on its way: no second one is added while it catches up.
+  expect(planReconfiguration({ ...short, joining: ['n3'] }, live, [], 3)).toBeUndefined();
   // Full: nothing to add.
   expect(planReconfiguration(config, live, [], 3)).toBeUndefined();
 });
 
-test('a gone backup is replaced by a free member in the same step', () => {
+test('a gone backup is replaced in the same step by a free member, which joins (re-synced online)', () => {
   expect(planReconfiguration(config, new Set(['n1', 'n2', 'n4']), [], 3)).toEqual({
     ...config,
     epoch: 5,
-    backups: ['n2', 'n4'],
+    backups: ['n2'],
+    joining: ['n4'],
   });
+});
+
+test('a joining backup its primary reported caught up at the current epoch becomes a backup', () => {
+  const joiningConfig = { ...config, backups: ['n2'], joining: ['n4'] };
+  const live = new Set(['n1', 'n2', 'n4']);
+  const caughtUp = (epoch: number): SuspectReport => ({ ...report('n4', epoch), kind: 'caught-up' });
+  expect(planReconfiguration(joiningConfig, live, [], 3)).toBeUndefined();
+  expect(planReconfiguration(joiningConfig, live, [caughtUp(3)], 3)).toBeUndefined(); // stale
+  const joined = planReconfiguration(joiningConfig, live, [caughtUp(4)], 3);
+  expect(joined).toEqual({ ...config, epoch: 5, backups: ['n2', 'n4'] });
+  expect(joined).not.toHaveProperty('joining');
+  // A caught-up report does not make the node a suspect: it is not distrusted.
+  expect(planReconfiguration({ ...config, backups: ['n2'] }, live, [caughtUp(3)], 3)).toEqual({
+    ...config,
+    epoch: 5,
+    backups: ['n2'],
+    joining: ['n4'],
+  });
+});
+
+test('a joining backup is never promoted; after a promotion it keeps joining the new primary', () => {
+  const joiningConfig = { ...config, backups: ['n2'], joining: ['n4'] };
+  expect(planReconfiguration(joiningConfig, new Set(['n2', 'n4']), [], 3)).toEqual({
+    ...config,
+    epoch: 5,
+    primary: 'n2',
+    backups: [],
+    joining: ['n4'],
+  });
+  // Only the joiner is left alive: no copy holds every acknowledged write, the region waits.
+  expect(planReconfiguration(joiningConfig, new Set(['n4']), [], 3)).toBeUndefined();
+});
+
+test('promotion picks the live backup with the highest persisted position (ties: configuration order)', () => {
+  const three = { ...config, backups: ['n2', 'n3', 'n4'] };
+  const live = new Set(['n2', 'n3', 'n4']);
+  const promote = (progress: [string, number][]) =>
+    planReconfiguration(three, live, [], 4, new Set(), new Map(progress))?.primary;
+  expect(promote([])).toBe('n2');
+  expect(promote([['n3', 7]])).toBe('n3');
+  expect(
+    promote([
+      ['n2', 5],
+      ['n3', 9],
+      ['n4', 9],
+    ]),
+  ).toBe('n3');
+  expect(
+    promote([
+      ['n2', 5],
+      ['n4', 6],
+    ]),
+  ).toBe('n4');
 });
 
 test('a backup reported at the current epoch that rejoined since gets a new epoch with it back in', () => {
@@ -99,6 +160,7 @@ test('a backup reported at the current epoch that rejoined since gets a new epoc
   expect(planReconfiguration(config, all, [report('n3')], 3, new Set())).toEqual({
     ...config,
     epoch: 5,
-    backups: ['n2', 'n3'],
+    backups: ['n2'],
+    joining: ['n3'],
   });
 });

@@ -345,30 +345,56 @@ describe('local cluster: replacement and re-sync (PROTOCOL §6–7)', () => {
     }
   }
 
-  test('a killed backup is replaced by a free node, re-synced from scratch (log segments, then levels)', async () => {
+  test('a killed backup is replaced by a free node, caught up online while the region serves, then joins', async () => {
     const c = await cluster({ nodes: 4, regions: 3, replicas: 3 });
     const client = c.client({ operationTimeoutMs: 10_000 });
     const acked = new Map<string, string>();
-    const write = async (from: number, to: number, round: number): Promise<void> => {
+    const write = async (from: number, to: number, round: number, region?: number): Promise<void> => {
       for (let i = from; i < to; i++) {
-        const key = keyIn(i % 3, i % 700);
+        const key = keyIn(region ?? i % 3, i % 700);
         await client.put(key, value(i, round));
         acked.set(key, value(i, round));
       }
     };
     await write(0, 3000, 0);
     expect(c.regions().find((r) => r.regionId === 'r1')!.backups).toEqual(['n3', 'n4']);
+    // Hold every connection n2 (r1's primary) opens to n1 from here on: the catch-up cannot finish.
+    const held: Connection[] = [];
+    const unwatch = c.fabric.watchConnections((connection) => {
+      if (connection.localNodeId === 'n2' && connection.peerNodeId === 'n1') {
+        c.fabric.dropTraffic(connection, true);
+        held.push(connection);
+      }
+    });
     await c.killNode('n4');
-    // r1 and r2 lose n4 and gain the only node holding no copy of them, at the next epoch.
+    // r1 and r2 lose n4 at the next epoch and serve with the backup left; the only node holding
+    // no copy of them joins (re-synced online, not yet acknowledging).
     await c.waitForRegions((map) =>
-      map.every((r) => r.backups.length === 2 && !r.backups.includes('n4') && r.primary !== 'n4'),
+      map.every((r) => !r.backups.includes('n4') && r.primary !== 'n4' && !(r.joining ?? []).includes('n4')),
+    );
+    expect(c.regions().find((r) => r.regionId === 'r1')).toMatchObject({
+      epoch: 2,
+      backups: ['n3'],
+      joining: ['n1'],
+    });
+    // The region acknowledges writes while its joiner is still being caught up.
+    await write(3000, 3300, 1, 1);
+    expect(held.length).toBeGreaterThan(0);
+    expect(c.regions().find((r) => r.regionId === 'r1')).toMatchObject({ epoch: 2, joining: ['n1'] });
+    unwatch();
+    for (const connection of held) c.fabric.dropTraffic(connection, false);
+    // Caught up: the controller makes it a backup at the next epoch, whose open re-syncs the delta.
+    await c.waitForRegions((map) =>
+      map.every((r) => r.backups.length === 2 && (r.joining ?? []).length === 0),
     );
     const map = c.regions();
-    expect(map.find((r) => r.regionId === 'r1')).toMatchObject({ epoch: 2, backups: ['n3', 'n1'] });
-    expect(map.find((r) => r.regionId === 'r2')).toMatchObject({ epoch: 2, backups: ['n1', 'n2'] });
-    // The new backup got every sealed segment and (Send-Index) every live index segment.
-    expect(c.session('n2', 'r1')!.resyncedBytes).toBeGreaterThan(0);
-    await write(3000, 6000, 1);
+    expect(map.find((r) => r.regionId === 'r1')).toMatchObject({ epoch: 3, backups: ['n3', 'n1'] });
+    expect(map.find((r) => r.regionId === 'r2')).toMatchObject({ epoch: 3, backups: ['n1', 'n2'] });
+    const r1Log = primaryStore(c, 'r1')
+      .logSegments()
+      .reduce((sum, e) => sum + (e.usedBytes ?? 0), 0);
+    expect(c.session('n2', 'r1')!.resyncedBytes).toBeLessThan(r1Log); // only the delta at the join
+    await write(3300, 6000, 2);
     for (const [key, v] of acked) expect((await client.get(key))?.toString()).toBe(v);
     await c.flush();
     await expectAllEquivalent(c);

@@ -458,7 +458,7 @@ export function describeCoordinatorConformance(name: string, makeEnv: MakeCoordi
           regionConfig('ra', 2, 'n2', []),
           regionConfig('rc', 1, 'n3', ['n1'], { minKey: 'x' }),
           regionConfig('rb', 2, 'n3', ['n2']),
-          regionConfig('ra', 3, 'n2', ['n1'], { joining: ['n1'], state: 'reconfiguring' }),
+          regionConfig('ra', 3, 'n2', ['n1'], { joining: ['n3'], state: 'reconfiguring' }),
         ];
         const expected: RegionEvent[] = [];
         for (const config of changes) {

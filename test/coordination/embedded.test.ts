@@ -428,11 +428,13 @@ describe('EmbeddedCoordinator (embedded only)', () => {
       await foreign.leave();
     });
 
-    it('joining must be among the backups', async () => {
+    it('joining backups hold no copy yet: never among the backups or the primary', async () => {
       const c = env.newClient();
-      const bad: RegionConfig = regionConfig('r1', 1, 'n1', ['n2'], { joining: ['n3'] });
-      await expect(c.compareAndSetRegion(0, bad)).rejects.toBeInstanceOf(InvalidConfigurationError);
-      const good: RegionConfig = regionConfig('r1', 1, 'n1', ['n2', 'n3'], { joining: ['n3'] });
+      for (const joining of [['n3'], ['n1']]) {
+        const bad: RegionConfig = regionConfig('r1', 1, 'n1', ['n2', 'n3'], { joining });
+        await expect(c.compareAndSetRegion(0, bad)).rejects.toBeInstanceOf(InvalidConfigurationError);
+      }
+      const good: RegionConfig = regionConfig('r1', 1, 'n1', ['n2'], { joining: ['n3'] });
       expect(await c.compareAndSetRegion(0, good)).toMatchObject({ ok: true });
     });
   });

@@ -30,6 +30,7 @@ const messageArb: fc.Arbitrary<ReplicationMessage> = fc.oneof(
     logBufferCount: u32,
     mode: fc.constantFrom('send-index' as const, 'build-index' as const),
     fromSegmentSeq: u53,
+    rebaseFrom: str,
   }),
   fc.record({
     type: fc.constant('BackupReady' as const),
