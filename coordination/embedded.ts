@@ -46,6 +46,7 @@ import {
   LeaseExpiredError,
 } from '../src/errors.js';
 import type {
+  BackupProgress,
   CasResult,
   Coordinator,
   Leadership,
@@ -287,6 +288,8 @@ class Server {
   private readonly members = new Map<string, MemberRecord>();
   private readonly regions = new Map<string, RegionEntry>();
   private readonly suspects = new Map<string, SuspectRecord>();
+  /** Latest BackupProgress per region and node. */
+  private readonly progress = new Map<string, BackupProgress>();
   /** Oldest election key first: the head leads. */
   private candidates: CandidateRecord[] = [];
   private leader: CandidateRecord | undefined;
@@ -631,6 +634,30 @@ class Server {
     if (cleared.length === 0) return;
     this.bump();
     for (const [key] of cleared) this.suspects.delete(key);
+  }
+
+  reportProgress(progress: BackupProgress): void {
+    if (typeof progress !== 'object' || progress === null)
+      throw new InvalidArgumentError('progress must be an object');
+    for (const field of ['regionId', 'nodeId'] as const) {
+      if (!nonEmptyString(progress[field]))
+        throw new InvalidArgumentError(`progress.${field} must be a non-empty string`);
+    }
+    for (const field of ['epoch', 'usedBytes'] as const) {
+      if (!Number.isSafeInteger(progress[field]) || progress[field] < 0)
+        throw new InvalidArgumentError(`progress.${field} must be a non-negative integer`);
+    }
+    if (!Number.isSafeInteger(progress.seq) || progress.seq < -1)
+      throw new InvalidArgumentError('progress.seq must be an integer ≥ −1');
+    this.progress.set(`${progress.regionId}\u0000${progress.nodeId}`, { ...progress });
+  }
+
+  regionProgress(regionId: string): BackupProgress[] {
+    if (!nonEmptyString(regionId)) throw new InvalidArgumentError('regionId must be a non-empty string');
+    return [...this.progress.values()]
+      .filter((p) => p.regionId === regionId)
+      .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1))
+      .map((p) => ({ ...p }));
   }
 
   sortedSuspects(): SuspectReport[] {
@@ -993,6 +1020,22 @@ class Client implements EmbeddedCoordinatorClient {
       'clearSuspects',
       () => this.server.clearSuspects(regionId),
       () => undefined,
+    );
+  }
+
+  reportProgress(progress: BackupProgress): Promise<void> {
+    return this.call(
+      'reportProgress',
+      () => this.server.reportProgress(progress),
+      () => undefined,
+    );
+  }
+
+  regionProgress(regionId: string): Promise<BackupProgress[]> {
+    return this.call(
+      'regionProgress',
+      () => this.server.regionProgress(regionId),
+      (list) => list,
     );
   }
 

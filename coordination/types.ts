@@ -66,6 +66,19 @@ export interface SuspectReport {
   kind?: 'suspect' | 'caught-up';
 }
 
+/**
+ * How far a backup persisted a region's log (PROTOCOL §6: a promotion picks the live backup with
+ * the highest position). `seq` is the primary's log segment sequence — kept across promotions, so
+ * positions of one lineage compare — and `usedBytes` how much of it the backup persisted.
+ */
+export interface BackupProgress {
+  regionId: string;
+  nodeId: string;
+  epoch: number;
+  seq: number;
+  usedBytes: number;
+}
+
 export type Unsubscribe = () => void;
 
 /** A node's lease-backed membership. Keepalives run until `leave()` or until the lease is lost. */
@@ -121,6 +134,11 @@ export interface Coordinator {
   /** Current reports first, then new ones. */
   watchSuspects(handler: (report: SuspectReport) => void): Unsubscribe;
   clearSuspects(regionId: string): Promise<void>;
+
+  /** Records a backup's persisted position (the latest report per region and node wins). */
+  reportProgress(progress: BackupProgress): Promise<void>;
+  /** The latest position reported by each node for `regionId`. */
+  regionProgress(regionId: string): Promise<BackupProgress[]>;
 
   /** Stops watches and keepalives of this client (not a leave: leases run out on their own). */
   close(): Promise<void>;

@@ -14,20 +14,26 @@
  * joined) mark the map dirty; reconciling then walks every region and writes the next
  * configuration where one is due (`planReconfiguration`): a backup that is gone or suspected at the
  * current epoch is removed at epoch + 1, so its primary resumes acknowledging with the copies that
- * remain; a region short of copies gains a live member holding none, which its primary re-syncs. Reconciling is
+ * remain; a region short of copies gains a live member holding none as a joining backup, which its
+ * primary re-syncs online. Reconciling is
  * level-triggered and idempotent — it reads the members and the map afresh each time, writes with
  * compare-and-set, and runs again when something changed meanwhile — so a lost event or a racing
  * controller costs a retry, never a wrong map.
  *
- * A region whose primary's lease is gone gets its first live backup as primary at epoch + 1
+ * A region whose primary's lease is gone gets its furthest live backup as primary at epoch + 1
  * (promotion: the node rebuilds its store from its buffers and rebases the other backups).
  *
- * Not yet here (the rest of the failure-handling issue): choosing the backup with the highest
- * persisted position (any live backup is safe, but a further one keeps fewer unacknowledged
- * writes), and online re-sync (a joining backup is re-synced while the region is paused, §2.2).
+ * Promotion ranks the live backups by the persisted position each last reported
+ * (`Coordinator.reportProgress`, sent by backups as they persist seals): any of them is safe, the
+ * furthest has the least to rebuild and keeps the most unacknowledged writes.
+ *
+ * Joining (§7, online re-sync): a replacement enters as a joining backup, outside the acknowledging
+ * set; its primary re-syncs it while serving and reports it caught up; the next configuration
+ * makes it a backup.
  */
 import { assign, fromCallback, fromPromise, setup } from 'xstate';
 import type {
+  BackupProgress,
   Coordinator,
   Leadership,
   Membership,
@@ -152,6 +158,14 @@ export function planReconfiguration(
   };
 }
 
+/**
+ * A backup's persisted position as one comparable number: segment sequence, then bytes within it
+ * (exact while seq < 2^21, i.e. a few TiB of log per region at 2 MiB segments).
+ */
+export function progressPosition(p: Pick<BackupProgress, 'seq' | 'usedBytes'>): number {
+  return p.seq * 2 ** 32 + p.usedBytes;
+}
+
 /** One reconciliation pass; resolves with the number of configurations written. */
 async function reconcileRegions(
   coordinator: Coordinator,
@@ -162,7 +176,14 @@ async function reconcileRegions(
   const live = new Set((await coordinator.members()).map((m) => m.nodeId));
   let written = 0;
   for (const entry of await coordinator.getRegions()) {
-    const next = planReconfiguration(entry.config, live, suspects, replicas, distrusted);
+    // A promotion is due: rank the backups by the persisted position they last reported.
+    const progress = new Map<string, number>();
+    if (!live.has(entry.config.primary)) {
+      for (const p of await coordinator.regionProgress(entry.config.regionId)) {
+        progress.set(p.nodeId, progressPosition(p));
+      }
+    }
+    const next = planReconfiguration(entry.config, live, suspects, replicas, distrusted, progress);
     if (next === undefined) continue;
     const result = await coordinator.compareAndSetRegion(entry.revision, next);
     if (!result.ok) throw new StaleRevisionError(entry.config.regionId);

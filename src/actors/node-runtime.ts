@@ -11,7 +11,13 @@
  * reuses the node's backup store for the region, and announces the open so the Node actor spawns a
  * RegionBackup actor for it.
  */
-import type { Coordinator, Membership, RegionConfig, SuspectReport } from '../../coordination/types.js';
+import type {
+  BackupProgress,
+  Coordinator,
+  Membership,
+  RegionConfig,
+  SuspectReport,
+} from '../../coordination/types.js';
 import type { Clock } from '../clock/index.js';
 import type { PromotionReport, Store } from '../engine/store.js';
 import { StaleEpochError, TalosError, UnknownRegionError, UnreachableError } from '../errors.js';
@@ -67,6 +73,9 @@ export class NodeRuntime implements PrimaryPorts {
    * store, or a backup store whose maps belong to an older lineage.
    */
   readonly demotions: string[] = [];
+  /** Progress reports: regions with one in flight, and the latest position waiting behind it. */
+  private readonly progressInFlight = new Set<string>();
+  private readonly progressWaiting = new Map<string, BackupProgress>();
   private backupOpenedListener: ((opened: BackupOpened) => void) | undefined;
   private readonly connections = new Set<Connection>();
   /** Connections this node opened as a primary (to its backups). */
@@ -274,6 +283,8 @@ export class NodeRuntime implements PrimaryPorts {
         queueMicrotask(() => this.backupOpenedListener?.({ regionId, epoch: region.epoch, region, store }));
         return store;
       },
+      onPersisted: (regionId, epoch, seq, usedBytes) =>
+        this.reportProgress({ regionId, nodeId: this.nodeId, epoch, seq, usedBytes }),
       cpuMicros: this.options.cpuMicros,
       onWork: (_kind, micros) => {
         this.cpuMicrosByRole.backup += micros;
@@ -281,6 +292,34 @@ export class NodeRuntime implements PrimaryPorts {
     });
     this.backupRegions.add(region);
     region.onClose(() => this.backupRegions.delete(region));
+  }
+
+  /**
+   * Publishes a backup position (PROTOCOL §6, promotion ranking): at most one report per region in
+   * flight; while one is, only the latest position waits. Best effort — a lost report only makes
+   * the controller fall back to the configuration's order.
+   */
+  private reportProgress(progress: BackupProgress): void {
+    const waiting = this.progressWaiting.has(progress.regionId);
+    this.progressWaiting.set(progress.regionId, progress);
+    if (waiting || this.progressInFlight.has(progress.regionId)) return;
+    const send = (): void => {
+      const next = this.progressWaiting.get(progress.regionId);
+      if (next === undefined || this.stopped) {
+        this.progressInFlight.delete(progress.regionId);
+        return;
+      }
+      this.progressWaiting.delete(progress.regionId);
+      this.progressInFlight.add(progress.regionId);
+      void this.options.coordinator
+        .reportProgress(next)
+        .catch(() => {})
+        .finally(() => {
+          this.progressInFlight.delete(progress.regionId);
+          if (this.progressWaiting.has(progress.regionId)) send();
+        });
+    };
+    send();
   }
 
   private async openBackupStore(

@@ -56,6 +56,8 @@ export interface BackupRegionOptions {
     /** Map owners the opening primary can rebase from; a store keyed by another must be reset (§7). */
     acceptedOwners: readonly string[],
   ) => Promise<Store>;
+  /** After each persisted seal (full or partial): the backup's position, for promotion ranking. */
+  onPersisted?: (regionId: string, epoch: number, seq: number, usedBytes: number) => void;
   /** CPU time source in µs (process.cpuUsage in production); with `onWork`, accounts each handler. */
   cpuMicros?: () => number;
   onWork?: (kind: ReplicationMessage['type'], cpuMicros: number) => void;
@@ -269,6 +271,7 @@ export class BackupRegion {
       usedBytes: message.usedBytes,
       partial: message.partial,
     });
+    this.options.onPersisted?.(message.regionId, this.epoch, message.seq, message.usedBytes);
   }
 
   private indexSegment(message: IndexSegmentShipped): void {

@@ -111,6 +111,16 @@ describe('local cluster: protocol paths', () => {
         );
       }
     }
+    // Each backup published how far it persisted (the controller ranks promotion candidates by it).
+    const lastSealed = sealed.at(-1)!.seq;
+    const reader = c.coordinator.client();
+    let progress = await reader.regionProgress('r0');
+    for (let t = 0; t < 100 && progress.some((p) => p.seq < lastSealed); t++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      progress = await reader.regionProgress('r0');
+    }
+    expect(progress.map((p) => p.nodeId).sort()).toEqual([...c.regions()[0]!.backups].sort());
+    for (const p of progress) expect(p.seq).toBeGreaterThanOrEqual(lastSealed);
   });
 
   test('a backup that stops taking bytes holds every acknowledgement of its region; releasing it completes them', async () => {

@@ -628,6 +628,51 @@ export function describeCoordinatorConformance(name: string, makeEnv: MakeCoordi
           InvalidArgumentError,
         );
       });
+
+      it('a caught-up report is a report of its own kind: it neither replaces nor is replaced by a suspect one', async () => {
+        const c = env.newClient();
+        const base: SuspectReport = {
+          regionId: 'r9',
+          epoch: 2,
+          suspectNodeId: 'n4',
+          reporterNodeId: 'n1',
+          reason: 'x',
+        };
+        await c.reportSuspect(base);
+        await c.reportSuspect({ ...base, kind: 'caught-up', reason: 'caught up' });
+        const watch = record<SuspectReport>((h) => env.newClient().watchSuspects(h));
+        await eventually(env, () => watch.events.length >= 2, quickMs, 'both reports');
+        expect(watch.events.map((r) => r.kind ?? 'suspect').sort()).toEqual(['caught-up', 'suspect']);
+        await expect(c.reportSuspect({ ...base, kind: 'bogus' as 'suspect' })).rejects.toBeInstanceOf(
+          InvalidArgumentError,
+        );
+      });
+    });
+
+    describe('backup progress', () => {
+      it('keeps the latest position per region and node; rejects malformed reports', async () => {
+        const c = env.newClient();
+        const at = (nodeId: string, seq: number, usedBytes: number, regionId = 'r1') => ({
+          regionId,
+          nodeId,
+          epoch: 2,
+          seq,
+          usedBytes,
+        });
+        expect(await c.regionProgress('r1')).toEqual([]);
+        await c.reportProgress(at('n3', 4, 100));
+        await c.reportProgress(at('n2', 5, 10));
+        await c.reportProgress(at('n3', 6, 0));
+        await c.reportProgress(at('n2', 9, 9, 'r2'));
+        expect(await env.newClient().regionProgress('r1')).toEqual([at('n2', 5, 10), at('n3', 6, 0)]);
+        await expect(c.reportProgress({ ...at('n2', 1, 1), nodeId: '' })).rejects.toBeInstanceOf(
+          InvalidArgumentError,
+        );
+        await expect(c.reportProgress({ ...at('n2', 1, 1), usedBytes: -1 })).rejects.toBeInstanceOf(
+          InvalidArgumentError,
+        );
+        await expect(c.regionProgress('')).rejects.toBeInstanceOf(InvalidArgumentError);
+      });
     });
 
     describe('close', () => {
