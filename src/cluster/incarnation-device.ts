@@ -13,11 +13,21 @@ export class NodeKilledError extends TalosError {
   }
 }
 
+/** A mutating device call, as a crash trigger sees it (LocalCluster.crashWhen). */
+export type DeviceOp =
+  | { kind: 'write'; category: IoCategory; bytes: number }
+  | { kind: 'sync' }
+  | { kind: 'meta' };
+
 export class IncarnationDevice implements Device {
   readonly name: string;
   private isCut = false;
 
-  constructor(private readonly inner: Device) {
+  /** `beforeOp` runs before every write, sync and metadata write; it may cut this view (a crash). */
+  constructor(
+    private readonly inner: Device,
+    private readonly beforeOp?: (op: DeviceOp) => void,
+  ) {
     this.name = inner.name;
   }
 
@@ -33,10 +43,14 @@ export class IncarnationDevice implements Device {
 
   write(offset: number, bytes: Uint8Array, category: IoCategory): void {
     this.check();
+    this.beforeOp?.({ kind: 'write', category, bytes: bytes.length });
+    this.check();
     this.inner.write(offset, bytes, category);
   }
 
   sync(): void {
+    this.check();
+    this.beforeOp?.({ kind: 'sync' });
     this.check();
     this.inner.sync();
   }
@@ -47,6 +61,8 @@ export class IncarnationDevice implements Device {
   }
 
   writeMetaAtomic(name: string, bytes: Uint8Array): void {
+    this.check();
+    this.beforeOp?.({ kind: 'meta' });
     this.check();
     this.inner.writeMetaAtomic(name, bytes);
   }

@@ -28,7 +28,7 @@ import { MemoryFabric } from '../fabric/memory.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
 import { LocalClient, type LocalClientOptions } from './client.js';
-import { IncarnationDevice } from './incarnation-device.js';
+import { type DeviceOp, IncarnationDevice } from './incarnation-device.js';
 import { hexRegionSpecs, validateRegionSpecs } from './regions.js';
 
 export type ClusterStoreOptions = Pick<
@@ -136,6 +136,14 @@ export class LocalCluster {
   private readonly watcher: Coordinator;
   private closed = false;
   private readonly dead = new Set<string>();
+  /** Armed crash points (crashWhen), per node. */
+  private readonly crashTriggers = new Map<
+    string,
+    {
+      when: (op: DeviceOp & { regionId: string; role: Role }) => boolean;
+      crashed: (killed: Promise<void>) => void;
+    }
+  >();
   /** Nodes the supervisor started again after they lost their lease (in order). */
   readonly restarts: string[] = [];
 
@@ -299,6 +307,26 @@ export class LocalCluster {
         this.devices.delete(key);
       }
     }
+  }
+
+  /**
+   * Crash-point injection: kills `nodeId` at the first device call of its current incarnation for
+   * which `when` returns true — before that call takes effect (a write, a sync, a manifest write of
+   * one of its stores, with the store's region and role). Resolves once the node is dead.
+   */
+  crashWhen(
+    nodeId: string,
+    when: (op: DeviceOp & { regionId: string; role: Role }) => boolean,
+  ): Promise<void> {
+    if (!this.nodes.has(nodeId)) throw new InvalidArgumentError(`no node ${nodeId}`);
+    return new Promise((resolve, reject) => {
+      this.crashTriggers.set(nodeId, {
+        when,
+        crashed: (killed) => {
+          killed.then(resolve, reject);
+        },
+      });
+    });
   }
 
   /**
@@ -477,7 +505,15 @@ export class LocalCluster {
           : new SimDevice({ name: key });
       this.devices.set(key, device);
     }
-    const view = new IncarnationDevice(device);
+    const view = new IncarnationDevice(device, (op) => {
+      const trigger = this.crashTriggers.get(nodeId);
+      if (trigger === undefined || !trigger.when({ ...op, regionId, role })) return;
+      this.crashTriggers.delete(nodeId);
+      // The process dies right here: this call and every later one of the incarnation fail.
+      for (const v of this.views.get(nodeId) ?? []) v.cut();
+      // The rest of the kill (connections, lease, actors) runs next, outside this store call.
+      queueMicrotask(() => trigger.crashed(this.killNode(nodeId)));
+    });
     const views = this.views.get(nodeId) ?? [];
     views.push(view);
     this.views.set(nodeId, views);
