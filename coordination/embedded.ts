@@ -146,6 +146,8 @@ interface LeaseRecord {
   owner: Client;
   expiresAtMs: number;
   timer: TimerHandle | undefined;
+  /** Revision of the member entry this lease created (NodeInfo.joinedRevision). */
+  joinedRevision: number;
   /** Set by the membership that holds the lease; run (as a delivery to `owner`) when the lease is lost. */
   notifyLost: () => void;
 }
@@ -180,6 +182,7 @@ const nonEmptyString = (v: unknown): v is string => typeof v === 'string' && v.l
 function copyNodeInfo(info: NodeInfo): NodeInfo {
   const out: NodeInfo = { nodeId: info.nodeId, fabricAddress: info.fabricAddress };
   if (info.clientAddress !== undefined) out.clientAddress = info.clientAddress;
+  if (info.joinedRevision !== undefined) out.joinedRevision = info.joinedRevision;
   return out;
 }
 
@@ -422,12 +425,14 @@ class Server {
       owner,
       expiresAtMs: now + ttlMs,
       timer: undefined,
+      joinedRevision: 0,
       notifyLost: () => {},
     };
     this.leases.set(lease.leaseId, lease);
     this.armLeaseTimer(lease);
-    const info = copyNodeInfo(member);
-    this.bump();
+    const { joinedRevision: _ignored, ...given } = member;
+    lease.joinedRevision = this.bump();
+    const info = copyNodeInfo({ ...given, joinedRevision: lease.joinedRevision });
     this.members.set(member.nodeId, { info, leaseId: lease.leaseId });
     this.emit(this.memberWatches, (): MemberEvent => ({ kind: 'join', member: copyNodeInfo(info) }));
     return lease;
@@ -680,6 +685,7 @@ class Server {
 class EmbeddedMembership implements Membership {
   readonly nodeId: string;
   readonly leaseTtlMs: number;
+  readonly joinedRevision: number;
   readonly leaseId: number;
   private readonly keepaliveIntervalMs: number;
   private lastAckedSentAtMs: number;
@@ -701,6 +707,7 @@ class EmbeddedMembership implements Membership {
     this.nodeId = lease.nodeId;
     this.leaseTtlMs = lease.ttlMs;
     this.leaseId = lease.leaseId;
+    this.joinedRevision = lease.joinedRevision;
     this.keepaliveIntervalMs = Math.max(1, Math.floor(lease.ttlMs / 3));
     this.lastAckedSentAtMs = grantedAtMs;
   }

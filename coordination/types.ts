@@ -17,6 +17,12 @@ export interface NodeInfo {
   fabricAddress: string;
   /** Where clients reach the node, when it serves a client protocol. */
   clientAddress?: string;
+  /**
+   * Set by the coordinator (ignored on join): the revision at which this incarnation joined. A
+   * region entry of a lower revision that names the node was written for an earlier incarnation,
+   * whose memory (log buffers, unsynced log tail) is gone: its roles there are void (PROTOCOL §6).
+   */
+  joinedRevision?: number;
 }
 
 export type RegionState = 'active' | 'reconfiguring';
@@ -85,6 +91,8 @@ export type Unsubscribe = () => void;
 export interface Membership {
   readonly nodeId: string;
   readonly leaseTtlMs: number;
+  /** The revision at which this incarnation joined (NodeInfo.joinedRevision). */
+  readonly joinedRevision: number;
   /** Clock time the last keepalive was sent that the coordinator acknowledged. */
   lastKeepaliveSentAtMs(): number;
   /**

@@ -93,6 +93,12 @@ type ControllerEvent =
  * epoch — even when the suspect, trusted again, is put straight back — because the reporting
  * primary stopped and waits for one. Reports of an older epoch are stale.
  *
+ * `voided`: nodes that rejoined as a new incarnation after this configuration was written (their
+ * buffers and unsynced log tail are gone): treated as gone — a voided primary is replaced by a
+ * backup (it never resumes its epoch with a log that may have lost acknowledged writes), voided
+ * backups and joiners leave; all of them may come straight back as joining backups. A voided
+ * primary with no live backup keeps the region at the next epoch (its disk is all that is left).
+ *
  * Promotion, when the primary's lease is gone: the live backup with the highest persisted position
  * in `progress` (ties and unknown positions: configuration order). Joining backups are never
  * promoted: they may lack acknowledged writes.
@@ -108,16 +114,18 @@ export function planReconfiguration(
       .map((r) => r.suspectNodeId),
   ),
   progress: ReadonlyMap<string, number> = new Map(),
+  voided: ReadonlySet<string> = new Set(),
 ): RegionConfig | undefined {
   const current = reports.filter((r) => r.regionId === config.regionId && r.epoch === config.epoch);
   const suspected = new Set(
     current.filter((r) => (r.kind ?? 'suspect') === 'suspect').map((r) => r.suspectNodeId),
   );
   const caughtUp = new Set(current.filter((r) => r.kind === 'caught-up').map((r) => r.suspectNodeId));
-  const gone = (nodeId: string): boolean => !live.has(nodeId) || suspected.has(nodeId);
+  const gone = (nodeId: string): boolean => !live.has(nodeId) || suspected.has(nodeId) || voided.has(nodeId);
   let primary = config.primary;
   let backups = config.backups.filter((b) => !gone(b));
-  if (!live.has(config.primary)) {
+  const primaryVoided = voided.has(config.primary) && live.has(config.primary);
+  if (!live.has(config.primary) || (primaryVoided && backups.length > 0)) {
     // Promotion (§6): only once the primary's lease is gone (a suspicion is not enough: a live
     // primary may still acknowledge). Every backup of the configuration holds every acknowledged
     // write, so any live one is safe; the one that persisted the most has the least to rebuild.
@@ -139,7 +147,8 @@ export function planReconfiguration(
   const free = [...live].filter((n) => !holding.has(n) && !distrusted.has(n)).sort();
   while (backups.length + joining.length + 1 < replicas && free.length > 0) joining.push(free.shift()!);
   // A primary that reported a backup stopped and waits for a new epoch, whatever the membership.
-  const reportedBackup = [...config.backups, ...wasJoining].some((n) => suspected.has(n));
+  const reportedBackup =
+    [...config.backups, ...wasJoining].some((n) => suspected.has(n)) || voided.has(config.primary);
   const same = (a: readonly string[], b: readonly string[]): boolean =>
     a.length === b.length && a.every((x, i) => x === b[i]);
   const unchanged =
@@ -173,7 +182,9 @@ async function reconcileRegions(
   replicas: number,
   distrusted: ReadonlySet<string>,
 ): Promise<number> {
-  const live = new Set((await coordinator.members()).map((m) => m.nodeId));
+  const members = await coordinator.members();
+  const live = new Set(members.map((m) => m.nodeId));
+  const joinedAt = new Map(members.map((m) => [m.nodeId, m.joinedRevision ?? 0]));
   let written = 0;
   for (const entry of await coordinator.getRegions()) {
     // A promotion is due: rank the backups by the persisted position they last reported.
@@ -183,7 +194,12 @@ async function reconcileRegions(
         progress.set(p.nodeId, progressPosition(p));
       }
     }
-    const next = planReconfiguration(entry.config, live, suspects, replicas, distrusted, progress);
+    // Roles of a node that rejoined (a new incarnation) after this entry was written are void.
+    const c = entry.config;
+    const voided = new Set(
+      [c.primary, ...c.backups, ...(c.joining ?? [])].filter((n) => (joinedAt.get(n) ?? 0) > entry.revision),
+    );
+    const next = planReconfiguration(c, live, suspects, replicas, distrusted, progress, voided);
     if (next === undefined) continue;
     const result = await coordinator.compareAndSetRegion(entry.revision, next);
     if (!result.ok) throw new StaleRevisionError(entry.config.regionId);

@@ -332,6 +332,14 @@ export class NodeRuntime implements PrimaryPorts {
     if (entry === undefined) throw new UnknownRegionError(`region ${regionId}`);
     const config: RegionConfig = entry.config;
     if (epoch < config.epoch) throw new StaleEpochError(regionId, epoch, config.epoch);
+    if (entry.revision < (this.membership?.joinedRevision ?? 0)) {
+      // Written for an earlier incarnation of this node: its buffers are gone; wait for the
+      // controller's next configuration (§6).
+      throw new TalosError(
+        'STALE_INCARNATION',
+        `region ${regionId} epoch ${config.epoch} was configured before node ${this.nodeId} restarted`,
+      );
+    }
     if (!config.backups.includes(this.nodeId) && !(config.joining ?? []).includes(this.nodeId)) {
       throw new UnknownRegionError(`region ${regionId} on node ${this.nodeId} (not one of its backups)`);
     }

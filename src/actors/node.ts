@@ -183,6 +183,10 @@ export const nodeMachine = setup({
             const nodeId = context.runtime.nodeId;
             enqueue.assign({ configs: { ...context.configs, [regionId]: config } });
             const current = context.primaries[regionId];
+            // A configuration written before this incarnation joined names roles of an earlier one
+            // (its memory is gone): act on none of them; the controller voids them (§6).
+            const joinedRevision = context.runtime.membership?.joinedRevision ?? 0;
+            if (event.event.entry.revision > 0 && event.event.entry.revision < joinedRevision) return;
             if (config.primary === nodeId) {
               if (current !== undefined && current.epoch >= config.epoch) return;
               if (current !== undefined && !isDone(current.ref)) {

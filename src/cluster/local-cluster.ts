@@ -335,13 +335,21 @@ export class LocalCluster {
    * lease, and the controller gives it back copies of under-replicated regions, which their
    * primaries re-sync (from where it is; from scratch where it was the primary before).
    */
-  async restartNode(nodeId: string, timeoutMs = 30_000): Promise<void> {
+  async restartNode(
+    nodeId: string,
+    timeoutMs = 30_000,
+    options: { afterLeaseExpiry?: boolean } = {},
+  ): Promise<void> {
     if (!this.dead.has(nodeId)) throw new InvalidArgumentError(`node ${nodeId} is not dead`);
-    // The new incarnation joins only once the old one's lease ran out: until then the old one may
-    // still be primary of a region at its epoch, and a restart must never resume that epoch with
-    // a log that lost its unsynced tail (the controller first moves its regions on).
+    // By default the new incarnation joins once the old one's lease ran out (as a supervisor with
+    // a restart delay would). With `afterLeaseExpiry: false` it joins at once, while the old lease
+    // still names the node: its roles are then void by incarnation (NodeInfo.joinedRevision), so
+    // it never resumes an epoch with a log that lost its unsynced tail.
     const deadline = this.clock.now() + timeoutMs;
-    while ((await this.watcher.members()).some((m) => m.nodeId === nodeId)) {
+    while (
+      options.afterLeaseExpiry !== false &&
+      (await this.watcher.members()).some((m) => m.nodeId === nodeId)
+    ) {
       if (this.clock.now() > deadline)
         throw new TalosError('TIMEOUT', `node ${nodeId}'s old lease did not run out`);
       await new Promise<void>((resolve) => this.clock.setTimeout(resolve, 10));

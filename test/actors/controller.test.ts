@@ -164,3 +164,28 @@ test('a backup reported at the current epoch that rejoined since gets a new epoc
     joining: ['n3'],
   });
 });
+
+test('roles of a node that rejoined as a new incarnation are void: its primary role goes to a backup, it may rejoin', () => {
+  const live = new Set(['n1', 'n2', 'n3']);
+  // n1 restarted (its buffers and unsynced tail are gone) although it is a live member again.
+  expect(planReconfiguration(config, live, [], 3, new Set(), new Map(), new Set(['n1']))).toEqual({
+    ...config,
+    epoch: 5,
+    primary: 'n2',
+    backups: ['n3'],
+    joining: ['n1'],
+  });
+  // A voided backup leaves and comes straight back as a joining backup.
+  expect(planReconfiguration(config, live, [], 3, new Set(), new Map(), new Set(['n3']))).toEqual({
+    ...config,
+    epoch: 5,
+    backups: ['n2'],
+    joining: ['n3'],
+  });
+  // A voided primary with no live backup keeps the region at the next epoch (its disk is all left).
+  const alone = { ...config, backups: [] };
+  expect(planReconfiguration(alone, new Set(['n1']), [], 1, new Set(), new Map(), new Set(['n1']))).toEqual({
+    ...alone,
+    epoch: 5,
+  });
+});

@@ -72,6 +72,12 @@ export const nodeInfo = (nodeId: string, extra: Partial<NodeInfo> = {}): NodeInf
   ...extra,
 });
 
+/** A member as the coordinator lists it: what it joined with, plus the revision it joined at. */
+export const listed = (nodeId: string, extra: Partial<NodeInfo> = {}): NodeInfo => ({
+  ...nodeInfo(nodeId, extra),
+  joinedRevision: expect.any(Number) as unknown as number,
+});
+
 export const regionConfig = (
   regionId: string,
   epoch: number,
@@ -178,14 +184,12 @@ export function describeCoordinatorConformance(name: string, makeEnv: MakeCoordi
         expect(ma.leaseTtlMs).toBe(ttlMs);
         const watch = record<MemberEvent>((h) => b.watchMembers(h));
         await eventually(env, () => watch.events.length >= 1, quickMs, 'the current member');
-        expect(watch.events).toEqual([
-          { kind: 'join', member: nodeInfo('n1', { clientAddress: 'tcp://n1' }) },
-        ]);
+        expect(watch.events).toEqual([{ kind: 'join', member: listed('n1', { clientAddress: 'tcp://n1' }) }]);
 
         await b.join(nodeInfo('n2'), ttlMs);
         expect(sortedMembers(await a.members())).toEqual([
-          nodeInfo('n1', { clientAddress: 'tcp://n1' }),
-          nodeInfo('n2'),
+          listed('n1', { clientAddress: 'tcp://n1' }),
+          listed('n2'),
         ]);
         await eventually(env, () => watch.events.length >= 2, quickMs, 'the join of n2');
 
@@ -193,7 +197,7 @@ export function describeCoordinatorConformance(name: string, makeEnv: MakeCoordi
         expect(await memberIds(b)).toEqual(['n2']);
         await eventually(env, () => watch.events.length >= 3, quickMs, 'the leave of n1');
         expect(watch.events.slice(1)).toEqual([
-          { kind: 'join', member: nodeInfo('n2') },
+          { kind: 'join', member: listed('n2') },
           { kind: 'leave', nodeId: 'n1' },
         ]);
 
@@ -255,7 +259,7 @@ export function describeCoordinatorConformance(name: string, makeEnv: MakeCoordi
         expect(env.now()).toBeGreaterThanOrEqual(deadlineMs);
         await eventually(env, () => watch.events.length >= 2, quickMs, 'the leave event');
         expect(watch.events).toEqual([
-          { kind: 'join', member: nodeInfo('n1') },
+          { kind: 'join', member: listed('n1') },
           { kind: 'leave', nodeId: 'n1' },
         ]);
       });
@@ -305,9 +309,12 @@ export function describeCoordinatorConformance(name: string, makeEnv: MakeCoordi
         const b = env.newClient();
         const older = await a.join(nodeInfo('n1', { fabricAddress: 'mem://old' }), ttlMs);
         const newer = await b.join(nodeInfo('n1', { fabricAddress: 'mem://new' }), ttlMs);
-        expect(await a.members()).toEqual([nodeInfo('n1', { fabricAddress: 'mem://new' })]);
+        expect(await a.members()).toEqual([listed('n1', { fabricAddress: 'mem://new' })]);
+        // A new incarnation joins at a higher revision (its earlier roles are void, PROTOCOL §6).
+        expect(newer.joinedRevision).toBeGreaterThan(older.joinedRevision);
+        expect((await a.members())[0]!.joinedRevision).toBe(newer.joinedRevision);
         await older.leave();
-        expect(await a.members()).toEqual([nodeInfo('n1', { fabricAddress: 'mem://new' })]);
+        expect(await a.members()).toEqual([listed('n1', { fabricAddress: 'mem://new' })]);
         await newer.leave();
         expect(await a.members()).toEqual([]);
       });

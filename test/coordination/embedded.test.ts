@@ -12,7 +12,14 @@ import {
   InvalidConfigurationError,
   LeaseExpiredError,
 } from '../../src/errors.js';
-import { describeCoordinatorConformance, nodeInfo, record, regionConfig, track } from './conformance.js';
+import {
+  describeCoordinatorConformance,
+  listed,
+  nodeInfo,
+  record,
+  regionConfig,
+  track,
+} from './conformance.js';
 import { type EmbeddedTestEnv, flush, makeEmbeddedEnv } from './embedded-env.js';
 
 describeCoordinatorConformance('EmbeddedCoordinator', () => makeEmbeddedEnv(1000));
@@ -123,7 +130,7 @@ describe('EmbeddedCoordinator (embedded only)', () => {
       await joining;
       await flush();
       expect(events).toHaveLength(1);
-      expect(members).toEqual([{ kind: 'join', member: nodeInfo('n1') }]);
+      expect(members).toEqual([{ kind: 'join', member: listed('n1') }]);
     });
 
     it('are deterministic: the same calls and clock moves give the same deliveries', async () => {
@@ -278,7 +285,7 @@ describe('EmbeddedCoordinator (embedded only)', () => {
       const stale = m.lastKeepaliveSentAtMs();
       await env.advance(TTL_MS);
       expect(m.lastKeepaliveSentAtMs()).toBeGreaterThan(stale);
-      expect(await p.members()).toEqual([nodeInfo('n1')]);
+      expect(await p.members()).toEqual([listed('n1')]);
     });
 
     it('a partitioned leader: the next candidate leads only after the old one’s deadline; the old one learns after healing', async () => {
@@ -370,7 +377,7 @@ describe('EmbeddedCoordinator (embedded only)', () => {
       const c = env.newClient();
       c.faults.loseNextReply();
       await expect(c.join(nodeInfo('n1'), TTL_MS)).rejects.toBeInstanceOf(CoordinatorUnavailableError);
-      expect(await c.members()).toEqual([nodeInfo('n1')]);
+      expect(await c.members()).toEqual([listed('n1')]);
       await env.advance(TTL_MS);
       expect(await c.members()).toEqual([]);
     });
