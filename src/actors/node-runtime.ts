@@ -61,6 +61,8 @@ export class NodeRuntime implements PrimaryPorts {
   membership: Membership | undefined;
   private listener: Listener | undefined;
   private readonly serving = new Map<string, PrimarySession>();
+  /** resyncedBytes of sessions that stopped serving. */
+  private retiredResyncedBytes = 0;
   private readonly backupStores = new Map<string, Promise<Store>>();
   private readonly primaryStores = new Set<Store>();
   private readonly backupRegions = new Set<BackupRegion>();
@@ -150,8 +152,17 @@ export class NodeRuntime implements PrimaryPorts {
   }
 
   setServing(regionId: string, session: PrimarySession | undefined): void {
+    const previous = this.serving.get(regionId);
+    if (previous !== undefined && previous !== session) this.retiredResyncedBytes += previous.resyncedBytes;
     if (session === undefined) this.serving.delete(regionId);
     else this.serving.set(regionId, session);
+  }
+
+  /** Bytes this node's primaries sent to re-sync backups (at opens and by online catch-ups). */
+  resyncedBytes(): number {
+    let total = this.retiredResyncedBytes;
+    for (const session of this.serving.values()) total += session.resyncedBytes;
+    return total;
   }
 
   reportSuspect(report: SuspectReport): Promise<void> {

@@ -86,6 +86,15 @@ export interface DemoSummary extends ModeResult {
 }
 
 /** 8 hex digits of FNV-1a over the index, then `user` and the index: 24 bytes, spread over regions. */
+/** Bytes every live node's primaries sent to re-sync backups so far. */
+function totalResynced(cluster: LocalCluster): number {
+  let total = 0;
+  for (const nodeId of cluster.nodeIds()) {
+    if (!cluster.deadNodes().includes(nodeId)) total += cluster.runtime(nodeId).resyncedBytes();
+  }
+  return total;
+}
+
 export function demoKey(i: number): string {
   let h = 0x811c9dc5;
   for (const c of String(i)) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
@@ -203,14 +212,15 @@ async function runMode(
     const failed = failover === undefined ? undefined : await failover;
     let resyncedBytes = 0;
     if (failed !== undefined) {
-      // The dead node comes back with its disks and is re-synced as a backup of every region.
+      // The dead node comes back with its disks and is re-synced as a backup of every region:
+      // caught up online while the regions serve, then a member at the next epoch.
+      const resyncedBefore = totalResynced(cluster);
       await cluster.restartNode(failed.victim);
       await cluster.waitForRegions((map) => map.every((r) => r.backups.includes(failed.victim)), 30_000);
-      for (const r of cluster.regions())
-        resyncedBytes += cluster.session(r.primary, r.regionId)?.resyncedBytes ?? 0;
+      resyncedBytes = totalResynced(cluster) - resyncedBefore;
       const demoted = cluster.runtime(failed.victim).demotions;
       log(
-        `  ${failed.victim} is back: a backup of every region again (${demoted.join(', ') || 'none'} re-synced from scratch, the others from where it was); ${mib(resyncedBytes)} re-synced`,
+        `  ${failed.victim} is back: a backup of every region again (${demoted.join(', ') || 'none'} re-synced from scratch, the others from where it was; caught up online while serving, then joined at the next epoch); ${mib(resyncedBytes)} re-synced`,
       );
     }
 
