@@ -40,6 +40,7 @@ import type {
   RegionConfig,
   SuspectReport,
 } from '../../coordination/types.js';
+import type { Clock } from '../clock/index.js';
 import { InvalidConfigurationError } from '../errors.js';
 
 export interface RegionSpec {
@@ -61,12 +62,24 @@ export interface ControllerInput {
   membership: Membership;
   layout: ClusterLayout;
   retryDelayMs: number;
+  /** Time source for how long a suspect stays distrusted (defaults: no expiry). */
+  clock?: Clock;
+  /**
+   * How long a suspected node is not re-added to the region it was reported on (unless it rejoins
+   * sooner). A partition may make a healthy backup look failed; after this it may join again (and
+   * is reported again if it really is broken).
+   */
+  distrustMs?: number;
 }
 
 export interface ControllerContext extends ControllerInput {
   leadership: Leadership | undefined;
   /** Every suspect report seen, in arrival order. */
   suspects: SuspectReport[];
+  /** Clock time each report arrived (same order). */
+  suspectArrivals: number[];
+  /** Some node was distrusted when the controller last went idle. */
+  distrustPending: boolean;
   /** Per node: how many reports had arrived when it last joined (older ones no longer count against it). */
   trustedFrom: Record<string, number>;
   created: number;
@@ -209,6 +222,25 @@ async function reconcileRegions(
   return written;
 }
 
+/**
+ * Nodes not to re-add: named by a suspect report that arrived after the node last (re)joined and
+ * less than `distrustMs` ago.
+ */
+function distrustedNodes(context: ControllerContext): Set<string> {
+  const now = context.clock?.now() ?? 0;
+  const limit = context.distrustMs ?? Number.POSITIVE_INFINITY;
+  return new Set(
+    context.suspects
+      .filter(
+        (r, i) =>
+          (r.kind ?? 'suspect') === 'suspect' &&
+          i >= (context.trustedFrom[r.suspectNodeId] ?? 0) &&
+          now - context.suspectArrivals[i]! < limit,
+      )
+      .map((r) => r.suspectNodeId),
+  );
+}
+
 /** A compare-and-set lost a race: the pass is retried after the retry delay. */
 class StaleRevisionError extends Error {
   constructor(regionId: string) {
@@ -316,9 +348,11 @@ export const controllerMachine = setup({
   guards: {
     /** Something changed since the last reconciliation read the map. */
     dirty: ({ context }) => context.dirty,
+    distrustPending: ({ context }) => context.distrustPending,
   },
   delays: {
     retry: ({ context }) => context.retryDelayMs,
+    distrustExpiry: ({ context }) => context.distrustMs ?? 2 ** 31 - 1,
   },
 }).createMachine({
   id: 'controller',
@@ -326,6 +360,8 @@ export const controllerMachine = setup({
     ...input,
     leadership: undefined,
     suspects: [],
+    suspectArrivals: [],
+    distrustPending: false,
     trustedFrom: {},
     created: 0,
     dirty: false,
@@ -380,6 +416,7 @@ export const controllerMachine = setup({
             SUSPECT: {
               actions: assign({
                 suspects: ({ context, event }) => [...context.suspects, event.report],
+                suspectArrivals: ({ context }) => [...context.suspectArrivals, context.clock?.now() ?? 0],
                 dirty: true,
               }),
             },
@@ -399,7 +436,11 @@ export const controllerMachine = setup({
           initial: 'reconciling',
           states: {
             idle: {
+              // Whether some distrust was in force on entry: once it runs out, look again.
+              entry: assign({ distrustPending: ({ context }) => distrustedNodes(context).size > 0 }),
               always: { guard: 'dirty', target: 'reconciling' },
+              // A distrust that runs out changes what a pass would do: look again then.
+              after: { distrustExpiry: { guard: 'distrustPending', target: 'reconciling' } },
             },
             reconciling: {
               entry: assign({ dirty: false }),
@@ -409,15 +450,7 @@ export const controllerMachine = setup({
                   coordinator: context.coordinator,
                   suspects: context.suspects,
                   replicas: context.layout.replicas,
-                  distrusted: new Set(
-                    context.suspects
-                      .filter(
-                        (r, i) =>
-                          (r.kind ?? 'suspect') === 'suspect' &&
-                          i >= (context.trustedFrom[r.suspectNodeId] ?? 0),
-                      )
-                      .map((r) => r.suspectNodeId),
-                  ),
+                  distrusted: distrustedNodes(context),
                 }),
                 onDone: {
                   target: 'idle',

@@ -164,6 +164,9 @@ export const nodeMachine = setup({
             membership: context.runtime.membership!,
             layout: context.layout,
             retryDelayMs: context.controllerRetryMs,
+            clock: context.runtime.options.clock,
+            // A suspect may be re-added after a few lease periods (a partition made it look failed).
+            distrustMs: 3 * context.runtime.options.leaseTtlMs,
           }),
           onError: { target: 'stopping', actions: 'keepError' },
         },

@@ -568,7 +568,13 @@ export class LocalCluster {
         .join(',');
       return `${n.nodeId}:${JSON.stringify(snapshot.value)}[${children}]`;
     });
-    return `map=${this.regionMap.length}/${this.regionSpecs.length} ${parts.join(' ')}`;
+    const map = this.regionMap
+      .map(
+        (r) =>
+          `${r.regionId}@${r.epoch}:${r.primary}[${r.backups.join('+')}]${r.joining?.length ? `+joining[${r.joining.join('+')}]` : ''}`,
+      )
+      .join(' ');
+    return `map=${this.regionMap.length}/${this.regionSpecs.length} ${map} dead=[${this.deadNodes().join(',')}] ${parts.join(' ')}`;
   }
 }
 

@@ -206,6 +206,12 @@ soak(
   900_000,
 );
 
+test('regression (seed 1171134928, with partitions): backups that a partitioned primary reported come back once their distrust runs out', async () => {
+  // n1, cut off from its peers, reported r0's backups; n3 reported n1. Distrusted for good, no node
+  // was left to re-add to r2, which stayed a copy short forever.
+  await fc.assert(propertyWithPartitions, { seed: 1171134928, path: '1', numRuns: 1, endOnFailure: true });
+});
+
 test('regression (seed 181289786): a backup restarted under a new lease is never promoted as if it kept its buffers', async () => {
   // A node that lost its lease restarted; the controller still listed it as r0's backup and then
   // promoted it: its new incarnation had no buffers and opened a backup store as a primary.
