@@ -66,8 +66,11 @@ export class NodeRuntime implements PrimaryPorts {
   private readonly backupStores = new Map<string, Promise<Store>>();
   private readonly primaryStores = new Set<Store>();
   private readonly backupRegions = new Set<BackupRegion>();
-  /** Per region, the backup connection of the highest epoch: its buffers hold the tail a promotion takes. */
-  private readonly latestBackupRegion = new Map<string, BackupRegion>();
+  /**
+   * Per region, the backup connections of recent epochs, newest first: a promotion takes the tail
+   * from the newest one whose primary took over (persisted its active prefix here).
+   */
+  private readonly regionHistory = new Map<string, BackupRegion[]>();
   /** Promotions this node went through (for tests and the demo). */
   readonly promotions: ({ regionId: string } & PromotionReport)[] = [];
   /**
@@ -264,14 +267,17 @@ export class NodeRuntime implements PrimaryPorts {
    */
   private async promote(regionId: string): Promise<void> {
     const store = await this.backupStores.get(regionId)!;
-    const region = this.latestBackupRegion.get(regionId);
-    if (region !== undefined) {
+    const history = this.regionHistory.get(regionId) ?? [];
+    for (const region of history) {
       region.fence(`region ${regionId}: this node is promoted`);
       await region.idle();
     }
+    // An epoch whose primary never persisted its active prefix here never served (it serves only
+    // once every backup did): writes acknowledged before it are only in an older epoch's buffers.
+    const region = history.find((r) => r.tookOver) ?? history[0];
     const report = await store.promoteToPrimary({ tail: region?.tailCandidates() ?? [] });
     this.backupStores.delete(regionId);
-    this.latestBackupRegion.delete(regionId);
+    this.regionHistory.delete(regionId);
     this.promotions.push({ regionId, ...report });
   }
 
@@ -288,9 +294,7 @@ export class NodeRuntime implements PrimaryPorts {
           );
         }
         const store = await this.openBackupStore(regionId, region.epoch, acceptedOwners);
-        const latest = this.latestBackupRegion.get(regionId);
-        if (latest === undefined || latest.epoch <= region.epoch)
-          this.latestBackupRegion.set(regionId, region);
+        this.remember(regionId, region);
         queueMicrotask(() => this.backupOpenedListener?.({ regionId, epoch: region.epoch, region, store }));
         return store;
       },
@@ -331,6 +335,18 @@ export class NodeRuntime implements PrimaryPorts {
         });
     };
     send();
+  }
+
+  /**
+   * Keeps `region` in its region's history (newest epoch first), dropping what no promotion can
+   * need: everything older than the newest region that took over, beyond a few entries.
+   */
+  private remember(regionId: string, region: BackupRegion): void {
+    // Newest first; a re-open at the same epoch (a retried open) goes before the earlier one.
+    const history = [region, ...(this.regionHistory.get(regionId) ?? [])].sort((a, b) => b.epoch - a.epoch);
+    const tookOver = history.findIndex((r) => r.tookOver);
+    const keep = tookOver === -1 ? history.length : tookOver + 1;
+    this.regionHistory.set(regionId, history.slice(0, Math.min(keep, 4)));
   }
 
   private async openBackupStore(

@@ -99,6 +99,12 @@ export class BackupRegion {
     this.closeListeners.push(listener);
   }
 
+  /**
+   * Whether this epoch's primary persisted its active prefix here (its open's handshake): an epoch
+   * that never did never served, so a promotion takes the tail from an older epoch's buffers.
+   */
+  tookOver = false;
+
   /** Revokes every buffer (fencing, §1) and stops handling messages. */
   fence(reason: string): void {
     for (const region of [...this.logBuffers, ...this.indexBuffers]) this.connection.revoke(region);
@@ -263,6 +269,10 @@ export class BackupRegion {
     // Build-Index: the persisted records go into this backup's own L0 (PROTOCOL §5, last paragraph).
     if (this.mode === 'build-index') store.indexShippedLogSegment({ seq: message.seq, bytes });
     this.stats.sealedSegments++;
+    // The first partial seal of an epoch is its primary's active-prefix handshake (sent at every
+    // open, even empty, before it serves; tail syncs come only later): from here on this region's
+    // buffers, not an older epoch's, hold the log's tail.
+    if (message.partial) this.tookOver = true;
     this.reply({
       type: 'SegmentPersisted',
       regionId: message.regionId,

@@ -235,11 +235,11 @@ export class PrimarySession {
     // serves: it may hold writes acknowledged in an earlier epoch that the backup has only in that
     // epoch's buffers — which no promotion would read any more. Level entries may point into it.
     // (While the session serves, the segment may have been sealed meanwhile: its bytes are whole.)
+    // Sent even when empty: it is also the handshake that tells the backup this epoch took over
+    // its log tail (BackupRegion.tookOver).
     const activeBytes = store.readLogSegment(active.seq);
-    if (activeBytes.length > 0) {
-      this.resyncedBytes += activeBytes.length;
-      await link.resyncActivePrefix(active.seq, active.offset, activeBytes);
-    }
+    this.resyncedBytes += activeBytes.length;
+    await link.resyncActivePrefix(active.seq, active.offset, activeBytes);
     if (!shipLevels) return { activeSeq: active.seq, compactionId: lastCompactionId };
     const shipped: Promise<void>[] = [];
     let ordinal = 0; // unique per shipped segment: the backup's persist acks are keyed by it

@@ -321,3 +321,66 @@ test.each(['send-index', 'build-index'] as const)(
     }
   },
 );
+
+test('a new epoch whose primary dies before taking over its backups: the promotion takes the tail from the epoch before', async () => {
+  const c = await createLocalCluster({
+    nodes: 4,
+    regions: 3,
+    replicas: 3,
+    mode: 'send-index',
+    leaseTtlMs: 300,
+    store: { segmentBytes: 64 * 1024, l0Bytes: 256 * 1024, growthFactor: 4, maxLevels: 4, maxKeyBytes: 64 },
+  });
+  try {
+    const client = c.client({ operationTimeoutMs: 20_000 });
+    const acked = new Map<string, string>();
+    for (let i = 0; i < 300; i++) {
+      const key = `0${i % 3}-key-${i}`;
+      await client.put(key, `v${i}`);
+      acked.set(key, `v${i}`);
+    }
+    const before = r0(c);
+    const [primary, kept, reported] = [before.primary, before.backups[1]!, before.backups[0]!];
+    // The acknowledged tail of the active segment is only in the backups' buffers of this epoch.
+    expect(c.session(primary, 'r0')!.store.logSegments().at(-1)!.usedBytes).toBeNull();
+    // From now on the primary's connections to `kept` carry only the OpenBackup rendezvous: its
+    // next open registers fresh buffers there but never takes over (no one-sided write lands, no
+    // seal arrives).
+    c.fabric.watchConnections((connection) => {
+      if (connection.localNodeId !== primary || connection.peerNodeId !== kept) return;
+      const silent = connection as unknown as {
+        send: (bytes: Uint8Array) => void;
+        write: () => Promise<void>;
+      };
+      const send = silent.send.bind(connection);
+      let sent = 0;
+      silent.send = (bytes) => {
+        if (sent++ === 0) send(bytes);
+      };
+      silent.write = () => new Promise<void>(() => {});
+    });
+    // A report moves r0 to the next epoch (without `reported`): the primary reopens and hangs.
+    await c.coordinator.client().reportSuspect({
+      regionId: 'r0',
+      epoch: before.epoch,
+      suspectNodeId: reported,
+      reporterNodeId: primary,
+      reason: 'test',
+    });
+    // (waitForRegions also waits for every region to be served: r0 is not, by design.)
+    for (let t = 0; t < 400 && r0(c).epoch === before.epoch; t++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    expect(r0(c).epoch).toBe(before.epoch + 1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(c.session(primary, 'r0')).toBeUndefined(); // never served the new epoch
+    await c.killNode(primary);
+    await c.waitForRegions((map) => {
+      const r = map.find((x) => x.regionId === 'r0')!;
+      return r.primary === kept && c.session(kept, 'r0') !== undefined;
+    }, 30_000);
+    for (const [key, v] of acked) expect((await client.get(key))?.toString()).toBe(v);
+  } finally {
+    await c.close();
+  }
+});
