@@ -6,7 +6,7 @@
  */
 import { Etcd3 } from 'etcd3';
 import { EtcdCoordinator } from '../../coordination/etcd.js';
-import { type LocalEtcd, startLocalEtcd } from '../../coordination/etcd-server.js';
+import { EtcdBinaryMissingError, type LocalEtcd, startLocalEtcd } from '../../coordination/etcd-server.js';
 import type { CasResult, Membership } from '../../coordination/types.js';
 import { CoordinatorUnavailableError } from '../../src/errors.js';
 import { type CoordinatorTestEnv, describeCoordinatorConformance, regionConfig } from './conformance.js';
@@ -55,6 +55,12 @@ function makeEtcdEnv(): CoordinatorTestEnv {
 }
 
 describeCoordinatorConformance('EtcdCoordinator (real etcd)', makeEtcdEnv);
+
+test('a missing etcd binary is one clear error naming the package, not a hang', async () => {
+  const started = startLocalEtcd({ binary: '/nonexistent/etcd' });
+  await expect(started).rejects.toBeInstanceOf(EtcdBinaryMissingError);
+  await expect(started).rejects.toThrow(/apt-get install etcd-server/);
+});
 
 describe('EtcdCoordinator against a failing etcd', () => {
   test('etcd killed and restarted: calls fail with CoordinatorUnavailableError meanwhile, then work; watches resume', async () => {
