@@ -13,28 +13,13 @@ import type { DeviceOp } from '../../src/cluster/incarnation-device.js';
 import { createLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.js';
 import { OutcomeLedger } from '../../src/cluster/outcome-ledger.js';
 import type { ReplicationMode } from '../../src/replication/messages.js';
-import { expectEquivalent } from '../support/replicas.js';
-import { dump } from '../support/store.js';
+import { expectNothingLost, expectReplicasEqual, waitWhole } from '../support/cluster.js';
 
 jest.setTimeout(60_000);
 
 type Op = DeviceOp & { regionId: string; role: Role };
 
 const keyOf = (k: number): string => `${'0123456789abcdef'[k % 16]}${k % 3}-key-${k}`;
-
-async function stable(c: LocalCluster): Promise<void> {
-  await c.waitForRegions(
-    (map) =>
-      map.every(
-        (r) =>
-          !c.deadNodes().includes(r.primary) &&
-          r.backups.length === 2 &&
-          (r.joining ?? []).length === 0 &&
-          r.backups.every((b) => !c.deadNodes().includes(b)),
-      ),
-    30_000,
-  );
-}
 
 interface CrashPoint {
   name: string;
@@ -168,28 +153,12 @@ test.each(cases)(
         next += 16;
       }
       await crashed;
-      for (let i = 0; i < 20; i++) await batch((next += 16));
+      for (let i = 0; i < 20; i++, next += 16) await batch(next);
       for (const node of [...also, victim]) await c.restartNode(node);
-      await stable(c);
-      for (let i = 0; i < 20; i++) await batch((next += 16));
-      for (const key of ledger.keys()) {
-        const got = (await client.get(key))?.toString();
-        if (!ledger.accepts(key, got)) {
-          throw new Error(
-            `key ${key}: read ${JSON.stringify(got)}, acknowledged ${ledger.ackedKeys.has(key)}`,
-          );
-        }
-      }
-      await c.flush();
-      for (const r of c.regions()) {
-        const primary = c.session(r.primary, r.regionId)!.store;
-        const expected = await dump(primary);
-        for (const b of r.backups) {
-          const store = (await c.runtime(b).backupStoresByRegion()).get(r.regionId)!;
-          if (mode === 'send-index') expectEquivalent(primary, store);
-          expect(await dump(store)).toEqual(expected);
-        }
-      }
+      await waitWhole(c);
+      for (let i = 0; i < 20; i++, next += 16) await batch(next);
+      await expectNothingLost(client, ledger);
+      await expectReplicasEqual(c, { levels: mode === 'send-index' });
     } finally {
       await c.close();
     }
@@ -249,22 +218,11 @@ test('a backup that returns after two promotions (maps of an older lineage) is r
     // n3 returns: its r0 maps are keyed by n1, which no rebase can reach any more.
     await c.restartNode('n3');
     await c.restartNode(second);
-    await stable(c);
+    await waitWhole(c);
     expect(c.runtime('n3').demotions).toContain('r0');
     await writes(20);
-    for (const key of ledger.keys()) {
-      const got = (await client.get(key))?.toString();
-      if (!ledger.accepts(key, got)) throw new Error(`key ${key}: read ${JSON.stringify(got)}`);
-    }
-    await c.flush();
-    for (const r of c.regions()) {
-      const primary = c.session(r.primary, r.regionId)!.store;
-      for (const b of r.backups) {
-        const store = (await c.runtime(b).backupStoresByRegion()).get(r.regionId)!;
-        expectEquivalent(primary, store);
-        expect(await dump(store)).toEqual(await dump(primary));
-      }
-    }
+    await expectNothingLost(client, ledger);
+    await expectReplicasEqual(c, { levels: true });
   } finally {
     await c.close();
   }
@@ -307,15 +265,8 @@ test.each(['send-index', 'build-index'] as const)(
       expect(r0(c).primary).not.toBe(before.primary);
       await writes(200);
       for (const [key, v] of acked) expect((await client.get(key))?.toString()).toBe(v);
-      await stable(c);
-      await c.flush();
-      for (const r of c.regions()) {
-        const primary = c.session(r.primary, r.regionId)!.store;
-        for (const b of r.backups) {
-          const store = (await c.runtime(b).backupStoresByRegion()).get(r.regionId)!;
-          expect(await dump(store)).toEqual(await dump(primary));
-        }
-      }
+      await waitWhole(c);
+      await expectReplicasEqual(c);
     } finally {
       await c.close();
     }

@@ -12,12 +12,12 @@
  * Seeds are printed; a failing seed becomes a regression test.
  */
 import * as fc from 'fast-check';
-import { createLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.js';
+import { createLocalCluster } from '../../src/cluster/local-cluster.js';
 import { OutcomeLedger } from '../../src/cluster/outcome-ledger.js';
 import { OutcomeUnknownError } from '../../src/errors.js';
 import type { ReplicationMode } from '../../src/replication/messages.js';
+import { expectNothingLost, expectReplicasEqual, waitWhole } from '../support/cluster.js';
 import { propertyParams } from '../support/property.js';
-import { dump } from '../support/store.js';
 
 const NODES = ['n1', 'n2', 'n3', 'n4'];
 
@@ -71,20 +71,6 @@ const stepWithPartitionsArb: fc.Arbitrary<Step> = fc.record({
 
 /** A key spread over the three regions by its first hex digit. */
 const keyOf = (k: number): string => `${'0123456789abcdef'[k % 16]}${k % 3}-key-${k}`;
-
-/** Waits until every region has a live primary serving it and a full set of backups. */
-async function stable(c: LocalCluster): Promise<void> {
-  await c.waitForRegions(
-    (map) =>
-      map.every(
-        (r) =>
-          !c.deadNodes().includes(r.primary) &&
-          r.backups.length === 2 &&
-          r.backups.every((b) => !c.deadNodes().includes(b)),
-      ),
-    30_000,
-  );
-}
 
 const propertyOf = (steps: fc.Arbitrary<Step>) =>
   fc.asyncProperty(
@@ -155,26 +141,12 @@ const propertyOf = (steps: fc.Arbitrary<Step>) =>
           ]);
           await fault;
           if (step.fault.kind === 'kill') await c.restartNode(node!);
-          await stable(c);
+          await waitWhole(c);
           recordEpochs();
         }
         expect(staleReads).toBe(0);
-        for (const key of ledger.keys()) {
-          const got = (await client.get(key))?.toString();
-          if (!ledger.accepts(key, got)) {
-            throw new Error(
-              `key ${key}: read ${JSON.stringify(got)}, acknowledged ${ledger.ackedKeys.has(key)}`,
-            );
-          }
-        }
-        await c.flush();
-        for (const r of c.regions()) {
-          const expected = await dump(c.session(r.primary, r.regionId)!.store);
-          for (const b of r.backups) {
-            const store = (await c.runtime(b).backupStoresByRegion()).get(r.regionId)!;
-            expect(await dump(store)).toEqual(expected);
-          }
-        }
+        await expectNothingLost(client, ledger);
+        await expectReplicasEqual(c);
         for (const [, seen] of epochs) {
           for (let i = 1; i < seen.length; i++) expect(seen[i]!).toBeGreaterThan(seen[i - 1]!);
         }
