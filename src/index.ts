@@ -1,6 +1,7 @@
 /** Talos public API: re-exports only. */
 
 export { EmbeddedCoordinator } from '../coordination/embedded.js';
+export { EtcdCoordinator, type EtcdCoordinatorOptions } from '../coordination/etcd.js';
 export type {
   CasResult,
   Coordinator,
