@@ -32,6 +32,8 @@ export interface NodeRuntimeOptions {
   nodeId: string;
   fabric: Fabric;
   fabricAddress: string;
+  /** Where clients reach this node (its client endpoint), published with its membership. */
+  clientAddress?: string;
   coordinator: Coordinator;
   clock: Clock;
   leaseTtlMs: number;
@@ -121,8 +123,13 @@ export class NodeRuntime implements PrimaryPorts {
       },
       (connection) => this.accept(connection),
     );
+    // The listener's own address: with port 0 (any free port) it names the port chosen.
     this.membership = await o.coordinator.join(
-      { nodeId: o.nodeId, fabricAddress: o.fabricAddress },
+      {
+        nodeId: o.nodeId,
+        fabricAddress: this.listener.address,
+        ...(o.clientAddress === undefined ? {} : { clientAddress: o.clientAddress }),
+      },
       o.leaseTtlMs,
     );
   }

@@ -40,6 +40,153 @@ program
     await runDemo(options);
   });
 
+const list = (v: string): string[] => v.split(',').filter((x) => x.length > 0);
+const etcdOption = (): Option =>
+  new Option('--etcd <endpoints>', 'etcd endpoints, comma-separated')
+    .default(['http://127.0.0.1:2379'], 'http://127.0.0.1:2379')
+    .argParser(list);
+const clusterOption = (): Option =>
+  new Option('--cluster <name>', 'cluster name (etcd key prefix)').default('talos');
+
+program
+  .command('node')
+  .description('run one node of a cluster coordinated by etcd (TCP fabric, files under --data-dir)')
+  .requiredOption('--id <nodeId>', 'this node id')
+  .requiredOption('--listen <tcp://host:port>', 'fabric address (replication traffic)')
+  .requiredOption('--client <tcp://host:port>', 'client endpoint address')
+  .requiredOption('--data-dir <path>', 'where this node keeps its stores')
+  .addOption(etcdOption())
+  .addOption(clusterOption())
+  .addOption(new Option('--fabric <kind>', 'fabric').choices(['tcp']).default('tcp'))
+  .addOption(
+    new Option('--mode <mode>', 'replication mode')
+      .choices(['send-index', 'build-index'])
+      .default('send-index'),
+  )
+  .option('--regions <n>', 'regions in the layout (same on every node)', integer, 3)
+  .option('--replicas <n>', 'copies of each region', integer, 3)
+  .option('--nodes <n>', 'members to wait for before the first placement', integer)
+  .option('--lease-ttl-ms <n>', 'lease TTL (etcd grants whole seconds, at least 2)', integer, 3000)
+  .option('--metrics-port <n>', 'serve Prometheus metrics on this port', integer)
+  .option('--secret-file <path>', 'cluster secret for the fabric handshake (or TALOS_CLUSTER_SECRET)')
+  .action(async (o) => {
+    const { startNodeProcess } = await import('../server/node-process.js');
+    const node = await startNodeProcess({
+      nodeId: o.id,
+      listen: o.listen,
+      clientListen: o.client,
+      dataDir: o.dataDir,
+      etcd: o.etcd,
+      cluster: o.cluster,
+      mode: o.mode,
+      regions: o.regions,
+      replicas: o.replicas,
+      expectedNodes: o.nodes ?? o.replicas,
+      leaseTtlMs: o.leaseTtlMs,
+      ...(o.metricsPort === undefined ? {} : { metricsPort: o.metricsPort }),
+      ...(o.secretFile === undefined ? {} : { secretFile: o.secretFile }),
+    });
+    const shutdown = (): void => {
+      void node.stop().then(() => process.exit(0));
+    };
+    process.once('SIGTERM', shutdown);
+    process.once('SIGINT', shutdown);
+  });
+
+program
+  .command('status')
+  .description('print members, regions, primaries, backups and epochs')
+  .addOption(etcdOption())
+  .addOption(clusterOption())
+  .option('--json', 'print JSON')
+  .action(async (o) => {
+    const { EtcdCoordinator } = await import('../../coordination/etcd.js');
+    const c = new EtcdCoordinator({ endpoints: o.etcd, cluster: o.cluster });
+    try {
+      const [members, regions] = await Promise.all([c.members(), c.getRegions()]);
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify({ members, regions: regions.map((r) => r.config) })}\n`);
+        return;
+      }
+      process.stdout.write(`members (${members.length}):\n`);
+      for (const m of members)
+        process.stdout.write(`  ${m.nodeId}  fabric ${m.fabricAddress}  client ${m.clientAddress ?? '-'}\n`);
+      process.stdout.write(`regions (${regions.length}):\n`);
+      for (const { config: r } of regions) {
+        const range = `[${JSON.stringify(r.minKey)}, ${r.maxKey === undefined ? '∞' : JSON.stringify(r.maxKey)})`;
+        const joining = r.joining?.length ? `  joining ${r.joining.join(',')}` : '';
+        process.stdout.write(
+          `  ${r.regionId}  ${range}  epoch ${r.epoch}  primary ${r.primary}  backups ${r.backups.join(',') || '-'}${joining}\n`,
+        );
+      }
+    } finally {
+      await c.close();
+    }
+  });
+
+const withClient = async <T>(
+  o: { etcd: string[]; cluster: string },
+  job: (client: import('../client/talos-client.js').TalosClient) => Promise<T>,
+): Promise<T> => {
+  const { TalosClient } = await import('../client/talos-client.js');
+  const client = await TalosClient.connect({ etcd: o.etcd, cluster: o.cluster });
+  try {
+    return await job(client);
+  } finally {
+    await client.close();
+  }
+};
+
+program
+  .command('put <key> <value>')
+  .description('write a value')
+  .addOption(etcdOption())
+  .addOption(clusterOption())
+  .action(async (key: string, value: string, o) => {
+    await withClient(o, (client) => client.put(key, value));
+  });
+
+program
+  .command('get <key>')
+  .description('read a value (exit 2 when absent)')
+  .addOption(etcdOption())
+  .addOption(clusterOption())
+  .action(async (key: string, o) => {
+    const value = await withClient(o, (client) => client.get(key));
+    if (value === undefined) process.exitCode = 2;
+    else process.stdout.write(`${value.toString()}\n`);
+  });
+
+program
+  .command('delete <key>')
+  .description('delete a key')
+  .addOption(etcdOption())
+  .addOption(clusterOption())
+  .action(async (key: string, o) => {
+    await withClient(o, (client) => client.delete(key));
+  });
+
+program
+  .command('scan')
+  .description('list keys and values in key order')
+  .addOption(etcdOption())
+  .addOption(clusterOption())
+  .option('--gte <key>', 'from this key')
+  .option('--lt <key>', 'up to this key')
+  .option('--limit <n>', 'at most this many', integer, 100)
+  .option('--reverse', 'descending')
+  .action(async (o) => {
+    const rows = await withClient(o, (client) =>
+      client.scan({
+        ...(o.gte === undefined ? {} : { gte: o.gte }),
+        ...(o.lt === undefined ? {} : { lt: o.lt }),
+        limit: o.limit,
+        reverse: o.reverse === true,
+      }),
+    );
+    for (const row of rows) process.stdout.write(`${row.key.toString('latin1')}\t${row.value.toString()}\n`);
+  });
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`talos: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);

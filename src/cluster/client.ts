@@ -10,8 +10,7 @@
 import type { RegionConfig } from '../../coordination/types.js';
 import type { Clock } from '../clock/index.js';
 import type { KeyValue, ScanOptions } from '../engine/store.js';
-import { KeyTooLargeError, StaleEpochError, WrongPrimaryError } from '../errors.js';
-import type { PrimarySession } from '../replication/primary-session.js';
+import { KeyTooLargeError, StaleEpochError, UnreachableError, WrongPrimaryError } from '../errors.js';
 import { regionOf } from './regions.js';
 
 export interface LocalClientOptions {
@@ -22,9 +21,18 @@ export interface LocalClientOptions {
   maxBackoffMs?: number;
 }
 
+/** What the client needs of a region's serving session: a PrimarySession, or a remote proxy of one. */
+export interface RegionSession {
+  readonly isServing: boolean;
+  put(key: string, value: Uint8Array | string): Promise<void>;
+  delete(key: string): Promise<void>;
+  get(key: string): Promise<Buffer | undefined>;
+  scan(options: ScanOptions): Promise<KeyValue[]>;
+}
+
 export interface ClientPorts {
   regions(): readonly RegionConfig[];
-  session(nodeId: string, regionId: string): PrimarySession | undefined;
+  session(nodeId: string, regionId: string): RegionSession | undefined;
   clock: Clock;
 }
 
@@ -35,8 +43,11 @@ export interface ClientScanOptions {
   reverse?: boolean;
 }
 
+/** Worth another try with a fresh map: the primary moved, or its node could not be reached. */
 function retryable(err: unknown): boolean {
-  return err instanceof WrongPrimaryError || err instanceof StaleEpochError;
+  return (
+    err instanceof WrongPrimaryError || err instanceof StaleEpochError || err instanceof UnreachableError
+  );
 }
 
 export class LocalClient {
@@ -87,15 +98,15 @@ export class LocalClient {
     return out;
   }
 
-  private onPrimary<T>(key: string, op: (session: PrimarySession) => Promise<T>): Promise<T> {
+  private onPrimary<T>(key: string, op: (session: RegionSession) => Promise<T>): Promise<T> {
     if (typeof key !== 'string') throw new TypeError('keys are strings (latin1)');
     if (key.length > 65535) return Promise.reject(new KeyTooLargeError(key.length, 65535));
-    const find = (): PrimarySession => this.serving(regionOf(this.ports.regions(), key).regionId);
+    const find = (): RegionSession => this.serving(regionOf(this.ports.regions(), key).regionId);
     return this.withRetry(key, find, op);
   }
 
   /** The session serving `regionId` on its current primary, or WrongPrimaryError. */
-  private serving(regionId: string): PrimarySession {
+  private serving(regionId: string): RegionSession {
     const config = this.ports.regions().find((c) => c.regionId === regionId);
     const session = config === undefined ? undefined : this.ports.session(config.primary, regionId);
     if (config === undefined || session === undefined || !session.isServing) {
@@ -106,8 +117,8 @@ export class LocalClient {
 
   private async withRetry<T>(
     what: string,
-    find: () => PrimarySession,
-    op: (session: PrimarySession) => Promise<T>,
+    find: () => RegionSession,
+    op: (session: RegionSession) => Promise<T>,
   ): Promise<T> {
     const clock = this.ports.clock;
     const deadline = clock.now() + this.timeoutMs;

@@ -1,0 +1,178 @@
+/**
+ * The client protocol: how a TalosClient talks to a node over TCP. One connection carries many
+ * requests at once, matched to replies by request id.
+ *
+ * Frame: `u32 length | u8 op | u32 requestId | body`; strings are `u32 length | bytes` (keys and
+ * region ids latin1, messages utf8).
+ *   PUT     regionId, key, value            → OK (empty)
+ *   GET     regionId, key                   → OK u8 found | value
+ *   DELETE  regionId, key                   → OK (empty)
+ *   SCAN    regionId, gte, u8 hasLt, lt, u32 limit, u8 reverse → OK u32 count | (key, value)*
+ *   OK      body as above
+ *   ERROR   code, message, regionId
+ * The client names the region (from its map); the node answers WRONG_PRIMARY when it does not
+ * serve that region at the moment or the key lies outside it, so a stale map costs a retry.
+ */
+import { InvalidArgumentError, TalosError } from '../errors.js';
+
+export const OP = { PUT: 1, GET: 2, DELETE: 3, SCAN: 4, OK: 0x81, ERROR: 0x82 } as const;
+
+/** Largest frame either side accepts. */
+export const MAX_CLIENT_FRAME_BYTES = 64 * 1024 * 1024;
+
+export type ClientRequest =
+  | { op: 'put'; regionId: string; key: string; value: Buffer }
+  | { op: 'get'; regionId: string; key: string }
+  | { op: 'delete'; regionId: string; key: string }
+  | { op: 'scan'; regionId: string; gte: string; lt?: string; limit: number; reverse: boolean };
+
+export class ProtocolError extends TalosError {
+  constructor(detail: string) {
+    super('PROTOCOL', `client protocol: ${detail}`);
+  }
+}
+
+class Writer {
+  private readonly parts: Buffer[] = [];
+  u8(v: number): this {
+    const b = Buffer.alloc(1);
+    b.writeUInt8(v);
+    this.parts.push(b);
+    return this;
+  }
+  u32(v: number): this {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    this.parts.push(b);
+    return this;
+  }
+  bytes(v: Uint8Array): this {
+    this.u32(v.length);
+    this.parts.push(Buffer.from(v));
+    return this;
+  }
+  str(v: string, encoding: BufferEncoding = 'latin1'): this {
+    return this.bytes(Buffer.from(v, encoding));
+  }
+  frame(op: number, requestId: number): Buffer {
+    const body = Buffer.concat(this.parts);
+    const header = Buffer.alloc(9);
+    header.writeUInt32LE(body.length + 5, 0);
+    header.writeUInt8(op, 4);
+    header.writeUInt32LE(requestId, 5);
+    return Buffer.concat([header, body]);
+  }
+}
+
+export class Reader {
+  private pos = 0;
+  constructor(private readonly buf: Buffer) {}
+  u8(): number {
+    this.need(1);
+    return this.buf.readUInt8(this.pos++);
+  }
+  u32(): number {
+    this.need(4);
+    const v = this.buf.readUInt32LE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+  bytes(): Buffer {
+    const n = this.u32();
+    this.need(n);
+    const v = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return Buffer.from(v);
+  }
+  str(encoding: BufferEncoding = 'latin1'): string {
+    return this.bytes().toString(encoding);
+  }
+  private need(n: number): void {
+    if (this.pos + n > this.buf.length) throw new ProtocolError('truncated frame');
+  }
+}
+
+export function encodeRequest(requestId: number, request: ClientRequest): Buffer {
+  const w = new Writer().str(request.regionId);
+  switch (request.op) {
+    case 'put':
+      return w.str(request.key).bytes(request.value).frame(OP.PUT, requestId);
+    case 'get':
+      return w.str(request.key).frame(OP.GET, requestId);
+    case 'delete':
+      return w.str(request.key).frame(OP.DELETE, requestId);
+    case 'scan':
+      return w
+        .str(request.gte)
+        .u8(request.lt === undefined ? 0 : 1)
+        .str(request.lt ?? '')
+        .u32(request.limit)
+        .u8(request.reverse ? 1 : 0)
+        .frame(OP.SCAN, requestId);
+  }
+}
+
+export function decodeRequest(op: number, body: Buffer): ClientRequest {
+  const r = new Reader(body);
+  const regionId = r.str();
+  switch (op) {
+    case OP.PUT:
+      return { op: 'put', regionId, key: r.str(), value: r.bytes() };
+    case OP.GET:
+      return { op: 'get', regionId, key: r.str() };
+    case OP.DELETE:
+      return { op: 'delete', regionId, key: r.str() };
+    case OP.SCAN: {
+      const gte = r.str();
+      const hasLt = r.u8() === 1;
+      const lt = r.str();
+      const limit = r.u32();
+      const reverse = r.u8() === 1;
+      return { op: 'scan', regionId, gte, ...(hasLt ? { lt } : {}), limit, reverse };
+    }
+    default:
+      throw new ProtocolError(`unknown request op ${op}`);
+  }
+}
+
+export const encodeOk = (requestId: number, fill: (w: Writer) => void = () => {}): Buffer => {
+  const w = new Writer();
+  fill(w);
+  return w.frame(OP.OK, requestId);
+};
+
+export function encodeError(requestId: number, err: unknown, regionId: string): Buffer {
+  const code = err instanceof TalosError ? err.code : 'INTERNAL';
+  const message = err instanceof Error ? err.message : String(err);
+  return new Writer().str(code, 'utf8').str(message, 'utf8').str(regionId).frame(OP.ERROR, requestId);
+}
+
+/** Splits a byte stream into `{op, requestId, body}` frames. */
+export class FrameSplitter {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  push(chunk: Buffer, onFrame: (op: number, requestId: number, body: Buffer) => void): void {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    for (;;) {
+      if (this.buffered < 4) return;
+      if (this.chunks[0]!.length < 4) this.chunks = [Buffer.concat(this.chunks)];
+      const length = this.chunks[0]!.readUInt32LE(0);
+      if (length < 5 || length > MAX_CLIENT_FRAME_BYTES) throw new ProtocolError(`frame of ${length} bytes`);
+      if (this.buffered < 4 + length) return;
+      const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+      const op = all.readUInt8(4);
+      const requestId = all.readUInt32LE(5);
+      const body = all.subarray(9, 4 + length);
+      const rest = all.subarray(4 + length);
+      this.chunks = rest.length > 0 ? [rest] : [];
+      this.buffered = rest.length;
+      onFrame(op, requestId, body);
+    }
+  }
+}
+
+export function checkKey(key: unknown): asserts key is string {
+  if (typeof key !== 'string') throw new InvalidArgumentError('keys are strings (latin1)');
+}
