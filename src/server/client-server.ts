@@ -7,7 +7,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { RegionSession } from '../cluster/client.js';
 import type { ScanOptions } from '../engine/store.js';
-import { WrongPrimaryError } from '../errors.js';
+import { TalosError, WrongPrimaryError } from '../errors.js';
 import {
   type ClientRequest,
   decodeRequest,
@@ -21,6 +21,8 @@ export interface ClientServerOptions {
   address: string;
   nodeId: string;
   session(regionId: string): RegionSession | undefined;
+  /** Called once per request with its op, duration and outcome ('ok' or the error code). */
+  observe?: (op: ClientRequest['op'], seconds: number, outcome: string) => void;
 }
 
 export interface ClientServer {
@@ -49,11 +51,15 @@ export async function startClientServer(options: ClientServerOptions): Promise<C
             socket.write(encodeError(requestId, err, ''));
             return;
           }
+          const started = process.hrtime.bigint();
+          const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
           void run(options, request).then(
             (reply) => {
+              options.observe?.(request.op, seconds(), 'ok');
               if (!socket.destroyed) socket.write(encodeOk(requestId, reply));
             },
             (err: unknown) => {
+              options.observe?.(request.op, seconds(), err instanceof TalosError ? err.code : 'INTERNAL');
               if (!socket.destroyed) socket.write(encodeError(requestId, err, request.regionId));
             },
           );

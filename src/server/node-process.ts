@@ -15,8 +15,8 @@
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { type Logger, pino } from 'pino';
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
-import { type Actor, createActor } from 'xstate';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { type Actor, createActor, type InspectionEvent } from 'xstate';
 import { EtcdCoordinator } from '../../coordination/etcd.js';
 import { LeaseLostError, nodeMachine } from '../actors/node.js';
 import { NodeRuntime } from '../actors/node-runtime.js';
@@ -67,7 +67,9 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
   if (!/^tcp:\/\/[^:/]+:\d+$/.test(options.listen)) {
     throw new InvalidArgumentError(`--listen must be tcp://host:port, got ${options.listen}`);
   }
-  const log = options.logger ?? pino({ name: 'talos' }).child({ node: options.nodeId });
+  const log =
+    options.logger ??
+    pino({ name: 'talos', level: process.env.TALOS_LOG_LEVEL ?? 'info' }).child({ node: options.nodeId });
   const mode = options.mode ?? 'send-index';
   const leaseTtlMs = options.leaseTtlMs ?? 3000;
   const regionSpecs = hexRegionSpecs(options.regions ?? 3);
@@ -78,14 +80,21 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
     | undefined;
   let incarnations = 0;
   let stopping = false;
+  let metricsRefresh = (): void => {};
 
   const client: ClientServer = await startClientServer({
     address: options.clientListen,
     nodeId: options.nodeId,
     session: (regionId) => current?.runtime.session(regionId),
+    observe: (op, seconds, outcome) => {
+      metrics.requests.inc({ op, outcome });
+      metrics.requestSeconds.observe({ op }, seconds);
+    },
   });
   const metricsServer =
-    options.metricsPort === undefined ? undefined : await serveMetrics(metrics.registry, options.metricsPort);
+    options.metricsPort === undefined
+      ? undefined
+      : await serveMetrics(metrics.registry, options.metricsPort, () => metricsRefresh());
 
   // One device per region for the life of the process (it holds the directory's lock); stores of
   // every incarnation open it through a view whose close() leaves it open.
@@ -96,13 +105,17 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
       device = FileDevice.open(join(options.dataDir, regionId));
       devices.set(regionId, device);
     }
-    return Store.open({
+    const store = await Store.open({
       ...options.store,
       autoCompact: false,
       role,
       rebuildL0: role === 'backup' && mode === 'build-index',
       device: new IncarnationDevice(device),
     });
+    // Seals and compactions this node's stores perform (a backup's seals persist shipped bytes).
+    store.hooks.on('segmentSealed', (e) => metrics.seals.inc({ role, partial: String(e.partial) }));
+    store.hooks.on('compactionCommitted', () => metrics.compactions.inc({ role }));
+    return store;
   };
 
   const startIncarnation = async (): Promise<void> => {
@@ -134,6 +147,7 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
     const actor = createActor(nodeMachine, {
       id: options.nodeId,
       clock,
+      inspect: actorLogger(log.child({ incarnation: incarnations })),
       input: {
         runtime,
         layout: {
@@ -186,15 +200,21 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
   };
 
   await startIncarnation();
-  const stats = setInterval(() => {
+  // Gauges read from the runtime when scraped.
+  const refresh = (): void => {
     const runtime = current?.runtime;
     if (runtime === undefined) return;
     const fabric = runtime.fabricBytes();
     metrics.fabricBytes.set(fabric.written + fabric.sent);
     metrics.resyncedBytes.set(runtime.resyncedBytes());
     metrics.promotions.set(runtime.promotions.length);
-  }, 1000);
-  stats.unref();
+    metrics.epochs.reset();
+    for (const regionId of runtime.servingRegions()) {
+      const session = runtime.session(regionId);
+      if (session !== undefined) metrics.epochs.set({ region: regionId }, session.epoch);
+    }
+  };
+  metricsRefresh = refresh;
 
   return {
     clientAddress: client.address,
@@ -206,7 +226,6 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
     incarnations: () => incarnations,
     stop: async () => {
       stopping = true;
-      clearInterval(stats);
       const c = current;
       if (c !== undefined) {
         c.actor.send({ type: 'STOP' });
@@ -218,6 +237,41 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
       for (const device of devices.values()) device.close();
       log.info('node stopped');
     },
+  };
+}
+
+/**
+ * Logs every actor's state changes through a child logger per actor, named by the actor's id
+ * (`primary:<region>:<epoch>` carries the region and epoch). Protocol code stays free of logging.
+ */
+function actorLogger(log: Logger): (event: InspectionEvent) => void {
+  const loggers = new Map<string, Logger>();
+  const last = new Map<string, string>();
+  return (event) => {
+    if (event.type !== '@xstate.snapshot') return;
+    const id = (event.actorRef as { id?: string }).id ?? event.actorRef.sessionId;
+    const snapshot = event.snapshot as { value?: unknown; status?: string };
+    const value = JSON.stringify(snapshot.value ?? snapshot.status ?? null);
+    if (last.get(id) === value) return;
+    last.set(id, value);
+    let logger = loggers.get(id);
+    if (logger === undefined) {
+      const [kind, region, epoch] = id.split(':');
+      logger = log.child({
+        actor: kind,
+        ...(region === undefined ? {} : { region }),
+        ...(epoch === undefined ? {} : { epoch: Number(epoch) }),
+      });
+      loggers.set(id, logger);
+    }
+    // Region actors' transitions (a handful per epoch) at info; flush/compaction churn at debug.
+    if (id.startsWith('primary:') || id.startsWith('backup:'))
+      logger.info({ state: snapshot.value ?? snapshot.status }, 'state');
+    else logger.debug({ state: snapshot.value ?? snapshot.status }, 'state');
+    if (snapshot.status === 'done' || snapshot.status === 'stopped') {
+      loggers.delete(id);
+      last.delete(id);
+    }
   };
 }
 
@@ -268,15 +322,47 @@ function nodeMetrics(nodeId: string) {
       help: 'promotions this incarnation went through',
       registers: [registry],
     }),
+    requests: new Counter({
+      name: 'talos_client_requests_total',
+      help: 'client requests by op and outcome (ok or an error code)',
+      labelNames: ['op', 'outcome'],
+      registers: [registry],
+    }),
+    requestSeconds: new Histogram({
+      name: 'talos_client_request_seconds',
+      help: 'client request latency by op',
+      labelNames: ['op'],
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers: [registry],
+    }),
+    seals: new Counter({
+      name: 'talos_segment_seals_total',
+      help: 'log segment seals (partial: tail syncs) by store role',
+      labelNames: ['role', 'partial'],
+      registers: [registry],
+    }),
+    compactions: new Counter({
+      name: 'talos_compactions_total',
+      help: 'compactions committed (or installed) by store role',
+      labelNames: ['role'],
+      registers: [registry],
+    }),
+    epochs: new Gauge({
+      name: 'talos_region_epoch',
+      help: 'epoch of each region this node serves',
+      labelNames: ['region'],
+      registers: [registry],
+    }),
   };
 }
 
-async function serveMetrics(registry: Registry, port: number): Promise<Server> {
+async function serveMetrics(registry: Registry, port: number, refresh: () => void): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url !== '/metrics') {
       res.writeHead(404).end();
       return;
     }
+    refresh();
     void registry.metrics().then((body) => {
       res.writeHead(200, { 'content-type': registry.contentType }).end(body);
     });

@@ -76,6 +76,9 @@ test('three node processes serve a TalosClient; a stopped primary is replaced an
 
     const metrics = await fetch(nodes[0]!.metricsAddress!).then((r) => r.text());
     expect(metrics).toContain('talos_serving_regions');
+    expect(metrics).toMatch(/talos_client_requests_total\{[^}]*op="put"[^}]*outcome="ok"[^}]*\} \d+/);
+    expect(metrics).toContain('talos_client_request_seconds_bucket');
+    expect(metrics).toMatch(/talos_region_epoch\{[^}]*region="r0"[^}]*\} 1/);
 
     // Stop n2 (the primary of r1): its regions move on, the client retries through the failover.
     const r1Before = client.regions().find((r) => r.regionId === 'r1')!;
