@@ -147,7 +147,9 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
     const actor = createActor(nodeMachine, {
       id: options.nodeId,
       clock,
-      inspect: actorLogger(log.child({ incarnation: incarnations })),
+      inspect: actorLogger(log.child({ incarnation: incarnations }), (work, seconds) =>
+        metrics.workSeconds.observe({ work }, seconds),
+      ),
       input: {
         runtime,
         layout: {
@@ -244,9 +246,13 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
  * Logs every actor's state changes through a child logger per actor, named by the actor's id
  * (`primary:<region>:<epoch>` carries the region and epoch). Protocol code stays free of logging.
  */
-function actorLogger(log: Logger): (event: InspectionEvent) => void {
+function actorLogger(
+  log: Logger,
+  onWork?: (work: 'flush' | 'compaction', seconds: number) => void,
+): (event: InspectionEvent) => void {
   const loggers = new Map<string, Logger>();
   const last = new Map<string, string>();
+  const busySince = new Map<string, number>();
   return (event) => {
     if (event.type !== '@xstate.snapshot') return;
     const id = (event.actorRef as { id?: string }).id ?? event.actorRef.sessionId;
@@ -254,6 +260,17 @@ function actorLogger(log: Logger): (event: InspectionEvent) => void {
     const value = JSON.stringify(snapshot.value ?? snapshot.status ?? null);
     if (last.get(id) === value) return;
     last.set(id, value);
+    // Flush and compaction durations: time spent in `flushing` / `compacting`, per actor.
+    const session = event.actorRef.sessionId;
+    if (id === 'flush' || id === 'compaction') {
+      const busy = snapshot.value === 'flushing' || snapshot.value === 'compacting';
+      const since = busySince.get(session);
+      if (busy && since === undefined) busySince.set(session, performance.now());
+      if (!busy && since !== undefined) {
+        busySince.delete(session);
+        onWork?.(id, (performance.now() - since) / 1000);
+      }
+    }
     let logger = loggers.get(id);
     if (logger === undefined) {
       const [kind, region, epoch] = id.split(':');
@@ -345,6 +362,13 @@ function nodeMetrics(nodeId: string) {
       name: 'talos_compactions_total',
       help: 'compactions committed (or installed) by store role',
       labelNames: ['role'],
+      registers: [registry],
+    }),
+    workSeconds: new Histogram({
+      name: 'talos_work_seconds',
+      help: 'duration of flushes and compaction runs (primaries and Build-Index backups)',
+      labelNames: ['work'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
       registers: [registry],
     }),
     epochs: new Gauge({
