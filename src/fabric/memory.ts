@@ -32,25 +32,9 @@
  */
 import { assert } from '../assert.js';
 import type { Clock } from '../clock/index.js';
-import {
-  ConnectionClosedError,
-  FabricError,
-  HandshakeRefusedError,
-  RegionRevokedError,
-  UnreachableError,
-  WriteOutOfBoundsError,
-} from '../errors.js';
-import type {
-  Connection,
-  ConnectionStats,
-  Fabric,
-  Handshake,
-  Listener,
-  ListenOptions,
-  LocalRegion,
-  RegionHandle,
-  RemoteRegion,
-} from './types.js';
+import { ConnectionClosedError, FabricError, HandshakeRefusedError, UnreachableError } from '../errors.js';
+import { EndpointBase } from './endpoint.js';
+import type { Connection, Fabric, Handshake, Listener, ListenOptions, RemoteRegion } from './types.js';
 
 export interface MemoryFabricOptions {
   /** Runs one pump step later; a simulator injects its own. Default: queueMicrotask. */
@@ -77,14 +61,6 @@ type Operation =
     }
   | { kind: 'message'; bytes: Uint8Array };
 
-class MemoryLocalRegion implements LocalRegion {
-  revoked = false;
-  readonly bytes: Uint8Array;
-  constructor(readonly handle: RegionHandle) {
-    this.bytes = new Uint8Array(handle.bytes);
-  }
-}
-
 /** One direction of a connection: the operations `from` issued, to be delivered at `to`. */
 class Lane {
   readonly queue: Operation[] = [];
@@ -101,51 +77,26 @@ interface PairState {
   failWrites: boolean;
 }
 
-export class MemoryEndpoint implements Connection {
-  closed = false;
+export class MemoryEndpoint extends EndpointBase implements Connection {
   peer!: MemoryEndpoint;
   outbound!: Lane;
-  private readonly regions = new Map<number, MemoryLocalRegion>();
-  private messageHandler: ((message: Uint8Array) => void) | undefined;
-  private readonly earlyMessages: Uint8Array[] = [];
-  private closeHandlers: Array<(reason: Error) => void> = [];
-  private closeReason: Error | undefined;
-  private readonly counters: ConnectionStats = {
-    bytesWritten: 0,
-    writeCount: 0,
-    bytesSent: 0,
-    messagesSent: 0,
-    bytesReceived: 0,
-    messagesReceived: 0,
-  };
 
   constructor(
     readonly fabric: MemoryFabric,
-    readonly localNodeId: string,
-    readonly peerNodeId: string,
+    localNodeId: string,
+    peerNodeId: string,
     readonly pair: PairState,
-  ) {}
-
-  registerRegion(bytes: number): LocalRegion {
-    if (!Number.isInteger(bytes) || bytes <= 0)
-      throw new FabricError('INVALID_REGION', `region size must be a positive integer, got ${bytes}`);
-    this.ensureOpen();
-    const region = new MemoryLocalRegion({ regionKey: this.fabric.nextRegionKey(), bytes });
-    this.regions.set(region.handle.regionKey, region);
-    return region;
+  ) {
+    super(localNodeId, peerNodeId);
   }
 
-  remoteRegion(handle: RegionHandle): RemoteRegion {
-    return { handle: { regionKey: handle.regionKey, bytes: handle.bytes } };
+  protected nextRegionKey(): number {
+    return this.fabric.nextRegionKey();
   }
 
   write(remote: RemoteRegion, offset: number, bytes: Uint8Array): Promise<void> {
-    if (this.closed) return Promise.reject(new ConnectionClosedError(this.closedDetail()));
-    if (!Number.isInteger(offset) || offset < 0 || offset + bytes.length > remote.handle.bytes) {
-      return Promise.reject(new WriteOutOfBoundsError(offset, bytes.length, remote.handle.bytes));
-    }
-    this.counters.bytesWritten += bytes.length;
-    this.counters.writeCount += 1;
+    const refused = this.checkWrite(remote, offset, bytes);
+    if (refused !== undefined) return Promise.reject(refused);
     return new Promise<void>((resolve, reject) => {
       this.enqueue({
         kind: 'write',
@@ -159,32 +110,8 @@ export class MemoryEndpoint implements Connection {
   }
 
   send(message: Uint8Array): void {
-    this.ensureOpen();
-    this.counters.bytesSent += message.length;
-    this.counters.messagesSent += 1;
+    this.countSend(message);
     this.enqueue({ kind: 'message', bytes: new Uint8Array(message) });
-  }
-
-  onMessage(handler: (message: Uint8Array) => void): void {
-    this.messageHandler = handler;
-    while (this.earlyMessages.length > 0 && this.messageHandler === handler && !this.closed) {
-      handler(this.earlyMessages.shift()!);
-    }
-  }
-
-  onClose(handler: (reason: Error) => void): void {
-    if (this.closeReason !== undefined) {
-      const reason = this.closeReason;
-      queueMicrotask(() => handler(reason));
-      return;
-    }
-    this.closeHandlers.push(handler);
-  }
-
-  revoke(region: LocalRegion): void {
-    const own = this.regions.get(region.handle.regionKey);
-    assert(own === region, `revoke: region ${region.handle.regionKey} was not registered on this connection`);
-    own.revoked = true;
   }
 
   close(): void {
@@ -195,60 +122,30 @@ export class MemoryEndpoint implements Connection {
     );
   }
 
-  stats(): ConnectionStats {
-    return { ...this.counters };
-  }
-
   // ---- internals (used by MemoryFabric and the lanes) ----
 
   /** Delivers one operation that arrived from the peer. */
   deliver(op: Operation): void {
     if (op.kind === 'message') {
-      this.counters.bytesReceived += op.bytes.length;
-      this.counters.messagesReceived += 1;
-      if (this.messageHandler === undefined) this.earlyMessages.push(op.bytes);
-      else this.messageHandler(op.bytes);
+      this.deliverMessage(op.bytes);
       return;
     }
-    const region = this.regions.get(op.regionKey);
-    if (region === undefined || region.revoked) {
-      op.reject(new RegionRevokedError(op.regionKey));
-      return;
-    }
-    if (op.offset + op.bytes.length > region.bytes.length) {
-      op.reject(new WriteOutOfBoundsError(op.offset, op.bytes.length, region.bytes.length));
-      return;
-    }
-    region.bytes.set(op.bytes, op.offset);
-    op.resolve();
+    const refused = this.place(op.regionKey, op.offset, op.bytes);
+    if (refused === undefined) op.resolve();
+    else op.reject(refused);
   }
 
   /** Marks this endpoint broken: pending outbound writes fail, close handlers run once. */
   shutDown(reason: Error): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.closeReason = reason;
+    if (!this.markClosed(reason)) return;
     for (const op of this.outbound.queue.splice(0)) {
       if (op.kind === 'write') op.reject(reason);
     }
-    // Regions die with the connection (RDMA: the MRs are deregistered with the PD's users).
-    for (const region of this.regions.values()) region.revoked = true;
-    const handlers = this.closeHandlers;
-    this.closeHandlers = [];
-    for (const handler of handlers) queueMicrotask(() => handler(reason));
   }
 
   private enqueue(op: Operation): void {
     this.outbound.queue.push(op);
     this.fabric.kick(this.outbound);
-  }
-
-  private ensureOpen(): void {
-    if (this.closed) throw new ConnectionClosedError(this.closedDetail());
-  }
-
-  private closedDetail(): string {
-    return `connection ${this.localNodeId}→${this.peerNodeId} is closed${this.closeReason ? `: ${this.closeReason.message}` : ''}`;
   }
 }
 

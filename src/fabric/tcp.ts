@@ -28,7 +28,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { assert } from '../assert.js';
 import {
   ConnectionClosedError,
   FabricError,
@@ -37,17 +36,8 @@ import {
   UnreachableError,
   WriteOutOfBoundsError,
 } from '../errors.js';
-import type {
-  Connection,
-  ConnectionStats,
-  Fabric,
-  Handshake,
-  Listener,
-  ListenOptions,
-  LocalRegion,
-  RegionHandle,
-  RemoteRegion,
-} from './types.js';
+import { EndpointBase } from './endpoint.js';
+import type { Connection, Fabric, Handshake, Listener, ListenOptions, RemoteRegion } from './types.js';
 
 const CHALLENGE = 1;
 const HELLO = 2;
@@ -244,14 +234,6 @@ export class TcpFabric implements Fabric {
   }
 }
 
-class TcpRegion implements LocalRegion {
-  revoked = false;
-  readonly bytes: Uint8Array;
-  constructor(readonly handle: RegionHandle) {
-    this.bytes = new Uint8Array(handle.bytes);
-  }
-}
-
 type PendingWrite = {
   resolve: () => void;
   reject: (err: Error) => void;
@@ -261,34 +243,21 @@ type PendingWrite = {
   regionBytes: number;
 };
 
-export class TcpConnection implements Connection {
-  closed = false;
-  private readonly regions = new Map<number, TcpRegion>();
-  private nextRegionKey = 1;
+export class TcpConnection extends EndpointBase implements Connection {
+  private regionKeys = 1;
   private nextWriteId = 1;
   private readonly pending = new Map<number, PendingWrite>();
-  private messageHandler: ((message: Uint8Array) => void) | undefined;
-  private readonly earlyMessages: Uint8Array[] = [];
-  private closeHandlers: ((reason: Error) => void)[] = [];
-  private closeReason: Error | undefined;
   private readonly queued: Buffer[] = [];
   private draining = false;
-  private readonly counters: ConnectionStats = {
-    bytesWritten: 0,
-    writeCount: 0,
-    bytesSent: 0,
-    messagesSent: 0,
-    bytesReceived: 0,
-    messagesReceived: 0,
-  };
 
   constructor(
     private readonly fabric: TcpFabric,
     private readonly socket: Socket,
     reader: FrameReader,
-    readonly localNodeId: string,
-    readonly peerNodeId: string,
+    localNodeId: string,
+    peerNodeId: string,
   ) {
+    super(localNodeId, peerNodeId);
     socket.on('error', (err) =>
       this.shutDown(new ConnectionClosedError(`${this.describe()}: ${err.message}`)),
     );
@@ -299,27 +268,14 @@ export class TcpConnection implements Connection {
     reader.onFrame((type, payload) => this.receive(type, payload));
   }
 
-  registerRegion(bytes: number): LocalRegion {
-    if (!Number.isInteger(bytes) || bytes <= 0)
-      throw new FabricError('INVALID_REGION', `region size must be a positive integer, got ${bytes}`);
-    this.ensureOpen();
-    const region = new TcpRegion({ regionKey: this.nextRegionKey++, bytes });
-    this.regions.set(region.handle.regionKey, region);
-    return region;
-  }
-
-  remoteRegion(handle: RegionHandle): RemoteRegion {
-    return { handle: { regionKey: handle.regionKey, bytes: handle.bytes } };
+  protected nextRegionKey(): number {
+    return this.regionKeys++;
   }
 
   write(remote: RemoteRegion, offset: number, bytes: Uint8Array): Promise<void> {
-    if (this.closed) return Promise.reject(new ConnectionClosedError(this.closedDetail()));
-    if (!Number.isInteger(offset) || offset < 0 || offset + bytes.length > remote.handle.bytes) {
-      return Promise.reject(new WriteOutOfBoundsError(offset, bytes.length, remote.handle.bytes));
-    }
+    const refused = this.checkWrite(remote, offset, bytes);
+    if (refused !== undefined) return Promise.reject(refused);
     const writeId = this.nextWriteId++;
-    this.counters.bytesWritten += bytes.length;
-    this.counters.writeCount += 1;
     const header = Buffer.alloc(16);
     header.writeUInt32LE(remote.handle.regionKey, 0);
     header.writeUInt32LE(offset % 2 ** 32, 4);
@@ -340,32 +296,8 @@ export class TcpConnection implements Connection {
   }
 
   send(message: Uint8Array): void {
-    this.ensureOpen();
-    this.counters.bytesSent += message.length;
-    this.counters.messagesSent += 1;
+    this.countSend(message);
     this.enqueue(frame(MESSAGE, Buffer.from(message)));
-  }
-
-  onMessage(handler: (message: Uint8Array) => void): void {
-    this.messageHandler = handler;
-    while (this.earlyMessages.length > 0 && this.messageHandler === handler && !this.closed) {
-      handler(this.earlyMessages.shift()!);
-    }
-  }
-
-  onClose(handler: (reason: Error) => void): void {
-    if (this.closeReason !== undefined) {
-      const reason = this.closeReason;
-      queueMicrotask(() => handler(reason));
-      return;
-    }
-    this.closeHandlers.push(handler);
-  }
-
-  revoke(region: LocalRegion): void {
-    const own = this.regions.get(region.handle.regionKey);
-    assert(own === region, `revoke: region ${region.handle.regionKey} was not registered on this connection`);
-    own.revoked = true;
   }
 
   close(): void {
@@ -377,10 +309,6 @@ export class TcpConnection implements Connection {
     this.socket.end();
   }
 
-  stats(): ConnectionStats {
-    return { ...this.counters };
-  }
-
   private receive(type: number, payload: Buffer): void {
     if (this.closed) return;
     switch (type) {
@@ -388,15 +316,17 @@ export class TcpConnection implements Connection {
         const regionKey = payload.readUInt32LE(0);
         const offset = payload.readUInt32LE(4) + payload.readUInt32LE(8) * 2 ** 32;
         const writeId = payload.readUInt32LE(12);
-        const bytes = payload.subarray(16);
-        const region = this.regions.get(regionKey);
-        let status = ACK_OK;
-        if (region === undefined || region.revoked) status = ACK_REVOKED;
-        else if (offset + bytes.length > region.bytes.length) status = ACK_BOUNDS;
-        else region.bytes.set(bytes, offset);
+        const refused = this.place(regionKey, offset, payload.subarray(16));
         const ack = Buffer.alloc(5);
         ack.writeUInt32LE(writeId, 0);
-        ack.writeUInt8(status, 4);
+        ack.writeUInt8(
+          refused === undefined
+            ? ACK_OK
+            : refused instanceof WriteOutOfBoundsError
+              ? ACK_BOUNDS
+              : ACK_REVOKED,
+          4,
+        );
         this.enqueue(frame(WRITE_ACK, ack));
         return;
       }
@@ -412,14 +342,9 @@ export class TcpConnection implements Connection {
         else write.reject(new RegionRevokedError(write.regionKey));
         return;
       }
-      case MESSAGE: {
-        this.counters.bytesReceived += payload.length;
-        this.counters.messagesReceived += 1;
-        const message = new Uint8Array(payload);
-        if (this.messageHandler === undefined) this.earlyMessages.push(message);
-        else this.messageHandler(message);
+      case MESSAGE:
+        this.deliverMessage(new Uint8Array(payload));
         return;
-      }
       case CLOSE:
         this.shutDown(new ConnectionClosedError(`closed by peer ${this.peerNodeId}`));
         this.socket.end();
@@ -450,29 +375,11 @@ export class TcpConnection implements Connection {
   }
 
   private shutDown(reason: Error): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.closeReason = reason;
+    if (!this.markClosed(reason)) return;
     this.fabric.forget(this);
     this.queued.length = 0;
     for (const write of this.pending.values()) write.reject(reason);
     this.pending.clear();
-    for (const region of this.regions.values()) region.revoked = true;
-    const handlers = this.closeHandlers;
-    this.closeHandlers = [];
-    for (const handler of handlers) queueMicrotask(() => handler(reason));
-  }
-
-  private ensureOpen(): void {
-    if (this.closed) throw new ConnectionClosedError(this.closedDetail());
-  }
-
-  private describe(): string {
-    return `connection ${this.localNodeId}→${this.peerNodeId}`;
-  }
-
-  private closedDetail(): string {
-    return `${this.describe()} is closed${this.closeReason ? `: ${this.closeReason.message}` : ''}`;
   }
 }
 
