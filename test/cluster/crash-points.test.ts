@@ -10,10 +10,10 @@
 
 import type { Role } from '../../src/actors/work.js';
 import type { DeviceOp } from '../../src/cluster/incarnation-device.js';
-import { createLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.js';
+import type { LocalCluster } from '../../src/cluster/local-cluster.js';
 import { OutcomeLedger } from '../../src/cluster/outcome-ledger.js';
 import type { ReplicationMode } from '../../src/replication/messages.js';
-import { expectNothingLost, expectReplicasEqual, waitWhole } from '../support/cluster.js';
+import { expectNothingLost, expectReplicasEqual, faultCluster, waitWhole } from '../support/cluster.js';
 
 jest.setTimeout(60_000);
 
@@ -114,14 +114,7 @@ const cases = POINTS.flatMap((point) => point.modes.map((mode) => [point.name, m
 test.each(cases)(
   'crash point: %s (%s) — nothing acknowledged is lost, replicas converge',
   async (_name, mode, point) => {
-    const c = await createLocalCluster({
-      nodes: 4,
-      regions: 3,
-      replicas: 3,
-      mode,
-      leaseTtlMs: 300,
-      store: { segmentBytes: 4096, l0Bytes: 1024, growthFactor: 2, maxLevels: 4, maxKeyBytes: 64 },
-    });
+    const c = await faultCluster({ mode });
     try {
       const client = c.client({ operationTimeoutMs: 20_000 });
       const ledger = new OutcomeLedger();
@@ -166,14 +159,7 @@ test.each(cases)(
 );
 
 test('a backup that returns after two promotions (maps of an older lineage) is reset and re-synced from scratch', async () => {
-  const c = await createLocalCluster({
-    nodes: 4,
-    regions: 3,
-    replicas: 3,
-    mode: 'send-index',
-    leaseTtlMs: 300,
-    store: { segmentBytes: 4096, l0Bytes: 1024, growthFactor: 2, maxLevels: 4, maxKeyBytes: 64 },
-  });
+  const c = await faultCluster();
   try {
     const client = c.client({ operationTimeoutMs: 20_000 });
     const ledger = new OutcomeLedger();
@@ -231,14 +217,7 @@ test('a backup that returns after two promotions (maps of an older lineage) is r
 test.each(['send-index', 'build-index'] as const)(
   'a primary restarted within its old lease never resumes its epoch: a backup is promoted, nothing acknowledged is lost (%s)',
   async (mode) => {
-    const c = await createLocalCluster({
-      nodes: 4,
-      regions: 3,
-      replicas: 3,
-      mode,
-      leaseTtlMs: 2_000,
-      store: { segmentBytes: 4096, l0Bytes: 1024, growthFactor: 2, maxLevels: 4, maxKeyBytes: 64 },
-    });
+    const c = await faultCluster({ mode, leaseTtlMs: 2_000 });
     try {
       const client = c.client({ operationTimeoutMs: 20_000 });
       const acked = new Map<string, string>();
@@ -274,14 +253,7 @@ test.each(['send-index', 'build-index'] as const)(
 );
 
 test('a new epoch whose primary dies before taking over its backups: the promotion takes the tail from the epoch before', async () => {
-  const c = await createLocalCluster({
-    nodes: 4,
-    regions: 3,
-    replicas: 3,
-    mode: 'send-index',
-    leaseTtlMs: 300,
-    store: { segmentBytes: 64 * 1024, l0Bytes: 256 * 1024, growthFactor: 4, maxLevels: 4, maxKeyBytes: 64 },
-  });
+  const c = await faultCluster({ store: { segmentBytes: 64 * 1024, l0Bytes: 256 * 1024, growthFactor: 4 } });
   try {
     const client = c.client({ operationTimeoutMs: 20_000 });
     const acked = new Map<string, string>();

@@ -12,11 +12,10 @@
  * Seeds are printed; a failing seed becomes a regression test.
  */
 import * as fc from 'fast-check';
-import { createLocalCluster } from '../../src/cluster/local-cluster.js';
 import { OutcomeLedger } from '../../src/cluster/outcome-ledger.js';
 import { OutcomeUnknownError } from '../../src/errors.js';
 import type { ReplicationMode } from '../../src/replication/messages.js';
-import { expectNothingLost, expectReplicasEqual, waitWhole } from '../support/cluster.js';
+import { expectNothingLost, expectReplicasEqual, faultCluster, waitWhole } from '../support/cluster.js';
 import { propertyParams } from '../support/property.js';
 
 const NODES = ['n1', 'n2', 'n3', 'n4'];
@@ -77,14 +76,7 @@ const propertyOf = (steps: fc.Arbitrary<Step>) =>
     fc.array(steps, { minLength: 1, maxLength: 6, size: 'max' }),
     fc.constantFrom<ReplicationMode>('send-index', 'build-index'),
     async (steps, mode) => {
-      const c = await createLocalCluster({
-        nodes: 4,
-        regions: 3,
-        replicas: 3,
-        mode,
-        leaseTtlMs: 300,
-        store: { segmentBytes: 4096, l0Bytes: 1024, growthFactor: 2, maxLevels: 4, maxKeyBytes: 64 },
-      });
+      const c = await faultCluster({ mode });
       const epochs = new Map<string, number[]>();
       const recordEpochs = (): void => {
         for (const r of c.regions()) {

@@ -5,10 +5,38 @@
  */
 import { expect } from '@jest/globals';
 import type { LocalClient } from '../../src/cluster/client.js';
-import type { LocalCluster } from '../../src/cluster/local-cluster.js';
+import {
+  createLocalCluster,
+  type LocalCluster,
+  type LocalClusterOptions,
+} from '../../src/cluster/local-cluster.js';
 import type { OutcomeLedger } from '../../src/cluster/outcome-ledger.js';
 import { expectEquivalent } from './replicas.js';
 import { dump } from './store.js';
+
+/**
+ * The cluster the failure tests use: four nodes, three regions, RF = 3 (so a region always has a
+ * free node to take), short leases, tiny segments and L0 so seals, flushes and compactions happen
+ * within a few hundred writes. `overrides` replace fields (`store` merges).
+ */
+export function faultCluster(overrides: Partial<LocalClusterOptions> = {}): Promise<LocalCluster> {
+  return createLocalCluster({
+    nodes: 4,
+    regions: 3,
+    replicas: 3,
+    mode: 'send-index',
+    leaseTtlMs: 300,
+    ...overrides,
+    store: {
+      segmentBytes: 4096,
+      l0Bytes: 1024,
+      growthFactor: 2,
+      maxLevels: 4,
+      maxKeyBytes: 64,
+      ...overrides.store,
+    },
+  });
+}
 
 /** Waits until every region has a live primary and `backups` live backups, none joining. */
 export async function waitWhole(c: LocalCluster, backups = 2, timeoutMs = 30_000): Promise<void> {
