@@ -187,6 +187,28 @@ program
     for (const row of rows) process.stdout.write(`${row.key.toString('latin1')}\t${row.value.toString()}\n`);
   });
 
+program
+  .command('check')
+  .description(
+    'run seeded simulated schedules (faults, concurrent clients) and check durability, linearizability, replicas and epochs',
+  )
+  .option('--seeds <n>', 'schedules to run', integer, 100)
+  .option('--ops <n>', 'client operations per schedule', integer, 60)
+  .option('--faults <n>', 'faults per schedule', integer, 2)
+  .option('--seed <n>', 'first seed (default: random)', (v: string) => Number.parseInt(v, 10))
+  .option('--replay <seed>', 'run one seed again and print its faults and history', (v: string) =>
+    Number.parseInt(v, 10),
+  )
+  .addOption(
+    new Option('--mode <mode>', 'replication mode (default: by seed)').choices(['send-index', 'build-index']),
+  )
+  .option('--json', 'print one JSON summary object as the last line')
+  .action(async (o) => {
+    const { runCheck } = await import('./check.js');
+    const summary = await runCheck(o);
+    if (summary.violations > 0) process.exitCode = 1;
+  });
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`talos: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);

@@ -63,6 +63,8 @@ export interface LocalClusterOptions {
   readyTimeoutMs?: number;
   /** Process CPU clock in µs for per-role accounting (default process.cpuUsage). */
   cpuMicros?: () => number;
+  /** Runs the memory fabric's delivery steps (the simulator orders them; default: microtasks). */
+  fabricScheduler?: (step: () => void) => void;
 }
 
 export interface RoleStats {
@@ -154,7 +156,10 @@ export class LocalCluster {
     this.mode = options.mode;
     this.leaseTtlMs = options.leaseTtlMs ?? 10_000;
     this.clock = options.clock ?? new SystemClock();
-    this.fabric = new MemoryFabric({ clock: this.clock });
+    this.fabric = new MemoryFabric({
+      clock: this.clock,
+      ...(options.fabricScheduler === undefined ? {} : { scheduler: options.fabricScheduler }),
+    });
     this.coordinator = new EmbeddedCoordinator({ clock: this.clock });
     const regions = options.regions ?? options.nodes;
     this.regionSpecs = typeof regions === 'number' ? hexRegionSpecs(regions) : regions;

@@ -44,6 +44,22 @@ interface Waiter {
   reject: (err: unknown) => void;
 }
 
+/** Requests that get exactly one answer, and those answers (a Refused answers too: the link fails). */
+const ANSWERED = new Set<ReplicationMessage['type']>([
+  'SegmentSealed',
+  'IndexSegment',
+  'CompactionCommit',
+  'InstallLevels',
+  'Rebase',
+]);
+const ANSWERS = new Set<ReplicationMessage['type']>([
+  'SegmentPersisted',
+  'IndexSegmentPersisted',
+  'CompactionCommitted',
+  'LevelsInstalled',
+  'Rebased',
+]);
+
 export interface BackupLinkOptions {
   regionId: string;
   epoch: number;
@@ -75,6 +91,9 @@ export class BackupLink {
   private readonly levelsWaiters = new Map<number, Waiter>();
   private rebaseWaiter: Waiter | undefined;
   private partialWaiters: (Waiter & { seq: number; usedBytes: number })[] = [];
+  /** Requests sent and not yet answered (see `drained`). */
+  private unanswered = 0;
+  private readonly drainWaiters: (() => void)[] = [];
   private readyWaiter: { resolve: (m: BackupReady) => void; reject: (err: unknown) => void } | undefined;
   private nextIndexSlot = 0;
   private bytesWritten = 0;
@@ -328,6 +347,23 @@ export class BackupLink {
 
   private send(message: ReplicationMessage): void {
     this.connection.send(encodeMessage(message));
+    if (ANSWERED.has(message.type)) this.unanswered++;
+  }
+
+  /**
+   * Resolves once every request sent so far (seals, index segments, commits, level installs,
+   * rebases — each has exactly one answer) was answered, or the link failed: a barrier for "the
+   * backup has applied everything this primary sent" (LocalCluster.settle, the simulator).
+   */
+  drained(): Promise<void> {
+    if (this.unanswered === 0 || this.failure !== undefined) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  private answered(): void {
+    this.unanswered--;
+    assert(this.unanswered >= 0, 'more answers than requests');
+    if (this.unanswered === 0) for (const resolve of this.drainWaiters.splice(0)) resolve();
   }
 
   private sendAfter(after: Promise<void>, message: ReplicationMessage): Promise<void> {
@@ -352,6 +388,7 @@ export class BackupLink {
       this.fail(new BackupRefusedError(this.backupNodeId, 'WRONG_REGION', `message for ${message.regionId}`));
       return;
     }
+    if (ANSWERS.has(message.type)) this.answered();
     switch (message.type) {
       case 'BackupReady':
         this.readyWaiter?.resolve(message);
@@ -425,6 +462,7 @@ export class BackupLink {
     this.rebaseWaiter = undefined;
     for (const w of this.partialWaiters.splice(0)) w.reject(err);
     for (const listener of this.failureListeners.splice(0)) listener(err);
+    for (const resolve of this.drainWaiters.splice(0)) resolve();
     return err;
   }
 }

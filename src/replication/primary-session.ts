@@ -323,10 +323,14 @@ export class PrimarySession {
     return this.store.scan(options);
   }
 
-  /** Waits until every compaction commit sent so far was installed by every backup. */
+  /**
+   * Waits until every compaction commit sent so far was installed by every backup, and every
+   * request sent to a backup (seals, tail syncs, index segments) was applied there.
+   */
   async settle(): Promise<void> {
     await this.store.settleCommits();
     await this.replicator?.commitsInstalled();
+    await Promise.all(this.links.map((link) => link.drained()));
   }
 
   /** Stops serving, removes the gates, tells the backups and closes the links (not the store). */
