@@ -3,6 +3,7 @@
  * `--replay <seed>` runs one schedule again and prints its fault plan and history.
  */
 import { Presets, SingleBar } from 'cli-progress';
+import type { Mutant } from '../mutants.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { type HistoryEntry, runSchedule, type ScheduleResult } from '../sim/check.js';
 
@@ -13,6 +14,7 @@ export interface CheckOptions {
   seed?: number;
   replay?: number;
   mode?: ReplicationMode;
+  mutant?: Mutant;
   json?: boolean;
 }
 
@@ -40,7 +42,7 @@ export async function runCheck(options: CheckOptions): Promise<CheckSummary> {
     for (const v of result.violations) out(`  VIOLATION ${v}`);
     out('history (client op key value call-ret outcome):');
     for (const e of result.history) out(`  ${formatEntry(e)}`);
-    const summary = summarize([result], result.seed);
+    const summary = summarize([result], result.seed, options.mutant);
     if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
     return summary;
   }
@@ -63,7 +65,7 @@ export async function runCheck(options: CheckOptions): Promise<CheckSummary> {
     bar?.update(i + 1, { violations });
   }
   bar?.stop();
-  const summary = summarize(results, first);
+  const summary = summarize(results, first, options.mutant);
   for (const r of results.filter((x) => x.violations.length > 0)) {
     out(`seed ${r.seed} (${r.mode}): ${r.violations.join('; ')}  — replay: talos check --replay ${r.seed}`);
   }
@@ -84,10 +86,11 @@ function scheduleOptions(options: CheckOptions, seed: number) {
     ...(options.ops === undefined ? {} : { ops: options.ops }),
     ...(options.faults === undefined ? {} : { faults: options.faults }),
     ...(options.mode === undefined ? {} : { mode: options.mode }),
+    ...(options.mutant === undefined ? {} : { mutant: options.mutant }),
   };
 }
 
-function summarize(results: readonly ScheduleResult[], firstSeed: number): CheckSummary {
+function summarize(results: readonly ScheduleResult[], firstSeed: number, mutant?: Mutant): CheckSummary {
   const faultsByKind: Record<string, number> = {};
   for (const r of results) for (const f of r.faults) faultsByKind[f.kind] = (faultsByKind[f.kind] ?? 0) + 1;
   return {
@@ -98,7 +101,7 @@ function summarize(results: readonly ScheduleResult[], firstSeed: number): Check
     violations: results.reduce((n, r) => n + r.violations.length, 0),
     failedSeeds: results.filter((r) => r.violations.length > 0).map((r) => r.seed),
     firstSeed,
-    mutant: null,
+    mutant: mutant ?? null,
   };
 }
 

@@ -2,6 +2,7 @@
  * The `talos` command line. Subcommands are added as the layers beneath them land.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { MUTANTS } from '../mutants.js';
 import { type DemoOptions, runDemo } from './demo.js';
 
 const program = new Command();
@@ -201,6 +202,12 @@ program
   )
   .addOption(
     new Option('--mode <mode>', 'replication mode (default: by seed)').choices(['send-index', 'build-index']),
+  )
+  .addOption(
+    new Option(
+      '--mutant <name>',
+      'run with a deliberate protocol defect (the checkers must catch it)',
+    ).choices([...MUTANTS]),
   )
   .option('--json', 'print one JSON summary object as the last line')
   .action(async (o) => {

@@ -45,6 +45,7 @@ import {
   TalosError,
   ValueTooLargeError,
 } from '../errors.js';
+import { mutant } from '../mutants.js';
 import { crc32c } from './crc.js';
 import { cloneIoStats, type Device, type IoStats } from './device.js';
 import { FileDevice } from './file-device.js';
@@ -1583,12 +1584,16 @@ export class Store {
       const end = entry.usedBytes ?? this.segmentBytes;
       const bytes = this.device.read(entry.offset, end, 'log');
       const parsed = parseRecords(bytes, start, end, expectedLsn);
+      // Simulator-only defect: the active segment's records stay out of L0.
+      const skip = mutant('no-l0-replay') && entry.usedBytes === null;
       for (const record of parsed.records) {
-        this.l0.insert(record.key.toString('latin1'), {
-          pointer: entry.offset + record.offset,
-          lsn: record.lsn,
-          tombstone: record.value === null,
-        });
+        if (!skip) {
+          this.l0.insert(record.key.toString('latin1'), {
+            pointer: entry.offset + record.offset,
+            lsn: record.lsn,
+            tombstone: record.value === null,
+          });
+        }
         this.recovery.replayedRecordCount++;
         this.recovery.replayedBytes += record.length;
       }

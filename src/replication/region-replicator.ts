@@ -19,6 +19,7 @@
  * Any link failure fails every later gate: the engine refuses to acknowledge (§3.4) and the
  * owner is told through `onLinkFailure` so it can report the backup.
  */
+
 import { assert } from '../assert.js';
 import type {
   CompactionCommittedEvent,
@@ -26,6 +27,7 @@ import type {
   SegmentSealedEvent,
 } from '../engine/hooks.js';
 import type { CommitTail, Store } from '../engine/store.js';
+import { mutant } from '../mutants.js';
 import type { BackupLink } from './backup-link.js';
 import type { ReplicationMode } from './messages.js';
 
@@ -84,6 +86,7 @@ export class RegionReplicator {
   private commitGate(tail: CommitTail): Promise<void> {
     if (this.stopped) return Promise.reject(new Error('replication stopped'));
     this.replicate(tail.seq, tail.usedBytes, tail.bytes);
+    if (mutant('ack-before-replicate')) return Promise.resolve(); // simulator-only defect
     return this.lastWrite;
   }
 

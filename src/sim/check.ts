@@ -14,6 +14,7 @@
 import type { RegionConfig } from '../../coordination/types.js';
 import type { LocalCluster } from '../cluster/local-cluster.js';
 import { OutcomeUnknownError } from '../errors.js';
+import { type Mutant, setMutant } from '../mutants.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { checkRegister, type RegisterOp } from './linearizability.js';
 import { SimWorld } from './world.js';
@@ -54,6 +55,8 @@ export interface ScheduleOptions {
   mode?: ReplicationMode;
   /** Faults in the plan (default 2). */
   faults?: number;
+  /** A deliberate protocol defect for this schedule (the checkers must catch it). */
+  mutant?: Mutant;
   /** Called with the healed cluster before it closes (debugging a seed). */
   inspect?: (cluster: LocalCluster, world: SimWorld) => Promise<void>;
 }
@@ -73,6 +76,15 @@ export interface ScheduleResult {
 const KEYS = 8;
 
 export async function runSchedule(options: ScheduleOptions): Promise<ScheduleResult> {
+  setMutant(options.mutant);
+  try {
+    return await runScheduleWith(options);
+  } finally {
+    setMutant(undefined);
+  }
+}
+
+async function runScheduleWith(options: ScheduleOptions): Promise<ScheduleResult> {
   const seed = options.seed;
   const ops = options.ops ?? 60;
   const nodes = options.nodes ?? 4;

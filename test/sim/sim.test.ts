@@ -4,6 +4,7 @@
  * modes — passes every checker (durability, per-key linearizability, replica equivalence, epochs).
  * `TALOS_SIM_SEEDS` changes the batch size; a failing seed is printed and goes into REGRESSIONS.
  */
+import { MUTANTS } from '../../src/mutants.js';
 import { FAULT_KINDS, runSchedule } from '../../src/sim/check.js';
 
 jest.setTimeout(600_000);
@@ -39,4 +40,15 @@ test('seeded schedules across every fault kind and both modes pass every checker
   expect(failures).toEqual([]);
   expect([...modes].sort()).toEqual(['build-index', 'send-index']);
   for (const kind of FAULT_KINDS) expect(kinds.get(kind) ?? 0).toBeGreaterThan(0);
+});
+
+test.each(MUTANTS)('the checkers catch the mutant %s within 50 seeds', async (mutant) => {
+  let caught: string | undefined;
+  for (let seed = 1; seed <= 50 && caught === undefined; seed++) {
+    const result = await runSchedule({ seed, ops: 40, faults: 2, mutant });
+    if (result.violations.length > 0) caught = `seed ${seed}: ${result.violations[0]}`;
+  }
+  expect(caught).toBeDefined();
+  // The switch is off again after the schedule: the same seed passes without the mutant.
+  expect((await runSchedule({ seed: 1, ops: 40, faults: 2 })).violations).toEqual([]);
 });

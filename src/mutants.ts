@@ -1,0 +1,22 @@
+/**
+ * Deliberate protocol defects, for the simulator's proof that its checkers bite (`talos check
+ * --mutant NAME`). Only src/sim sets one, around a single schedule; production never does. Each
+ * names the one place in the protocol code that consults it.
+ * - `ack-before-replicate`: RegionReplicator acknowledges a write before the backups hold it.
+ * - `no-l0-replay`: a primary opens its store without replaying the log tail into L0 (as a
+ *   promotion that skipped the replay would).
+ */
+export const MUTANTS = ['ack-before-replicate', 'no-l0-replay'] as const;
+export type Mutant = (typeof MUTANTS)[number];
+
+let active: Mutant | undefined;
+
+/** Whether `name` is the active mutant. */
+export function mutant(name: Mutant): boolean {
+  return active === name;
+}
+
+/** Sets (or clears) the active mutant: the simulator's switch. */
+export function setMutant(name: Mutant | undefined): void {
+  active = name;
+}
