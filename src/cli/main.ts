@@ -210,6 +210,7 @@ program
     ).choices([...MUTANTS]),
   )
   .option('--json', 'print one JSON summary object as the last line')
+  .option('--report <path>', 'write a markdown report (docs/reliability.md)')
   .action(async (o) => {
     const { runCheck } = await import('./check.js');
     const summary = await runCheck(o);

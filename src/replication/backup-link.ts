@@ -126,6 +126,7 @@ export class BackupLink {
     const ready = new Promise<BackupReady>((resolve, reject) => {
       this.readyWaiter = { resolve, reject };
     });
+    ready.catch(() => {}); // the send below may throw first; the failure then surfaces from it
     this.send({
       type: 'OpenBackup',
       regionId: o.regionId,
@@ -196,8 +197,12 @@ export class BackupLink {
    * announcement is sent; `persisted` resolves when the backup translated and persisted it.
    */
   shipIndex(event: IndexSegmentWrittenEvent): { sent: Promise<void>; persisted: Promise<void> } {
-    if (this.failure !== undefined)
-      return { sent: Promise.reject(this.failure), persisted: Promise.reject(this.failure) };
+    if (this.failure !== undefined) {
+      // Either may go unobserved (a re-sync awaits only `persisted`): never an unhandled rejection.
+      const failed = Promise.reject(this.failure);
+      failed.catch(() => {});
+      return { sent: failed, persisted: failed };
+    }
     const slot = this.nextIndexSlot;
     this.nextIndexSlot = (slot + 1) % this.indexBuffers.length;
     const buffer = this.indexBuffers[slot]!;
