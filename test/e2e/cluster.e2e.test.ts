@@ -205,13 +205,29 @@ test(`kill -9 the primary of a region, ${KILLS} times over every region, under l
   }
 });
 
-test('a primary frozen past its lease (SIGSTOP) acknowledges nothing after the new epoch began', async () => {
+/**
+ * Runs `fault` under a write load on a whole cluster, then waits until it is whole again and
+ * checks that every acknowledged write reads back.
+ */
+async function underLoad(fault: (client: TalosClient) => Promise<void>): Promise<OutcomeLedger> {
   const client = await TalosClient.connect({ etcd: etcd.endpoints, cluster, operationTimeoutMs: 60_000 });
   const ledger = new OutcomeLedger();
   try {
     await waitWhole(client);
     const load = writeLoad(client, ledger);
     await sleep(500);
+    await fault(client);
+    await waitWhole(client);
+    await load.stop();
+    await expectNothingLost(client, ledger);
+    return ledger;
+  } finally {
+    await client.close();
+  }
+}
+
+test('a primary frozen past its lease (SIGSTOP) acknowledges nothing after the new epoch began', async () => {
+  await underLoad(async (client) => {
     const before = client.regions().find((r) => r.regionId === 'r1')!;
     const victim = nodes.find((n) => n.id === before.primary)!;
     victim.proc!.kill('SIGSTOP');
@@ -224,30 +240,15 @@ test('a primary frozen past its lease (SIGSTOP) acknowledges nothing after the n
     await sleep(500); // writes land on the new primary meanwhile
     victim.proc!.kill('SIGCONT'); // its held replies and writes go out now — and must not count
     await sleep(LEASE_MS);
-    await waitWhole(client);
-    await load.stop();
-    await expectNothingLost(client, ledger);
-  } finally {
-    await client.close();
-  }
+  });
 });
 
 test('etcd restarted while the cluster runs: nothing lost, the cluster serves again', async () => {
-  const client = await TalosClient.connect({ etcd: etcd.endpoints, cluster, operationTimeoutMs: 60_000 });
-  const ledger = new OutcomeLedger();
-  try {
-    await waitWhole(client);
-    const load = writeLoad(client, ledger);
-    await sleep(500);
+  const ledger = await underLoad(async () => {
     await etcd.restart();
     await sleep(LEASE_MS * 2);
-    await waitWhole(client);
-    await load.stop();
-    await expectNothingLost(client, ledger);
-    expect(ledger.ackedKeys.size).toBeGreaterThan(0);
-  } finally {
-    await client.close();
-  }
+  });
+  expect(ledger.ackedKeys.size).toBeGreaterThan(0);
 });
 
 test('a fabric connection without the cluster secret is refused', async () => {
