@@ -53,8 +53,10 @@ export interface ScheduleOptions {
   ops?: number;
   nodes?: number;
   mode?: ReplicationMode;
-  /** Faults in the plan (default 2). */
+  /** Faults in the plan drawn from the seed (default 2). */
   faults?: number;
+  /** An explicit fault plan instead (fast-check generates and shrinks these). */
+  plan?: readonly Fault[];
   /** A deliberate protocol defect for this schedule (the checkers must catch it). */
   mutant?: Mutant;
   /** Called with the healed cluster before it closes (debugging a seed). */
@@ -101,12 +103,14 @@ async function runScheduleWith(options: ScheduleOptions): Promise<ScheduleResult
   const c = world.localCluster;
   const prng = world.prng;
   const nodeIds = c.nodeIds();
-  const faults: Fault[] = Array.from({ length: options.faults ?? 2 }, () => ({
-    kind: FAULT_KINDS[prng.int(0, FAULT_KINDS.length - 1)]!,
-    node: nodeIds[prng.int(0, nodeIds.length - 1)]!,
-    atMs: prng.int(0, ops * 8),
-    forMs: prng.int(100, 700),
-  })).sort((a, b) => a.atMs - b.atMs);
+  const drawn = (): Fault[] =>
+    Array.from({ length: options.faults ?? 2 }, () => ({
+      kind: FAULT_KINDS[prng.int(0, FAULT_KINDS.length - 1)]!,
+      node: nodeIds[prng.int(0, nodeIds.length - 1)]!,
+      atMs: prng.int(0, ops * 8),
+      forMs: prng.int(100, 700),
+    }));
+  const faults: Fault[] = [...(options.plan ?? drawn())].sort((a, b) => a.atMs - b.atMs);
   const keyOf = (): string => {
     // Skewed: key 0 about half the time, then fewer and fewer; spread over the three regions.
     const k = Math.min(KEYS - 1, Math.floor(Math.abs(Math.log2(prng.int(1, 1 << KEYS) / (1 << KEYS)))));

@@ -4,8 +4,10 @@
  * modes — passes every checker (durability, per-key linearizability, replica equivalence, epochs).
  * `TALOS_SIM_SEEDS` changes the batch size; a failing seed is printed and goes into REGRESSIONS.
  */
+import * as fc from 'fast-check';
 import { MUTANTS } from '../../src/mutants.js';
 import { FAULT_KINDS, runSchedule } from '../../src/sim/check.js';
+import { propertyParams } from '../support/property.js';
 
 jest.setTimeout(600_000);
 
@@ -51,4 +53,26 @@ test.each(MUTANTS)('the checkers catch the mutant %s within 50 seeds', async (mu
   expect(caught).toBeDefined();
   // The switch is off again after the schedule: the same seed passes without the mutant.
   expect((await runSchedule({ seed: 1, ops: 40, faults: 2 })).violations).toEqual([]);
+});
+
+/** A fault plan as fast-check sees it: shrinks towards fewer, earlier, shorter faults on n1. */
+const faultArb = fc.record({
+  kind: fc.constantFrom(...FAULT_KINDS),
+  node: fc.constantFrom('n1', 'n2', 'n3', 'n4'),
+  atMs: fc.nat({ max: 320 }),
+  forMs: fc.integer({ min: 100, max: 700 }),
+});
+
+test('property: fast-check fault plans (shrinkable) over seeded workloads pass every checker', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.nat({ max: 0x7fffffff }),
+      fc.array(faultArb, { maxLength: 3, size: 'max' }),
+      async (seed, plan) => {
+        const result = await runSchedule({ seed, ops: 40, plan });
+        expect(result.violations).toEqual([]);
+      },
+    ),
+    propertyParams('simulated fault plans', 60),
+  );
 });
