@@ -39,6 +39,8 @@ export interface NodeContext extends NodeInput {
   /** Configurations waiting for an older primary actor of the region to end. */
   pendingPrimary: Record<string, RegionConfig>;
   configs: Record<string, RegionConfig>;
+  /** RegionBackup actors spawned so far (part of their ids). */
+  spawnedBackups: number;
   error: unknown;
 }
 
@@ -61,9 +63,12 @@ function isDone(ref: { getSnapshot(): { status: string } }): boolean {
   return ref.getSnapshot().status !== 'active';
 }
 
-function whenDone(ref: PrimaryRef | BackupRef): Promise<void> {
-  if (isDone(ref)) return Promise.resolve();
-  const actor = ref as PrimaryRef;
+/** Resolves once `actor` has stopped (done, stopped or failed); at once if it already has. */
+export function whenStopped(actor: {
+  getSnapshot(): { status: string };
+  subscribe(observer: { next(): void; error(): void; complete(): void }): { unsubscribe(): void };
+}): Promise<void> {
+  if (isDone(actor)) return Promise.resolve();
   return new Promise((resolve) => {
     const sub = actor.subscribe({
       next: () => {
@@ -109,7 +114,7 @@ export const nodeMachine = setup({
     stopNode: fromPromise<void, { runtime: NodeRuntime; children: (PrimaryRef | BackupRef)[] }>(
       async ({ input }) => {
         for (const ref of input.children) ref.send({ type: 'STOP' });
-        await Promise.all(input.children.map(whenDone));
+        await Promise.all(input.children.map(whenStopped));
         await input.runtime.stop();
       },
     ),
@@ -125,6 +130,7 @@ export const nodeMachine = setup({
     backups: {},
     pendingPrimary: {},
     configs: {},
+    spawnedBackups: 0,
     error: undefined,
   }),
   initial: 'starting',
@@ -253,11 +259,15 @@ export const nodeMachine = setup({
             if (previous !== undefined && !isDone(previous.ref))
               enqueue.sendTo(previous.ref, { type: 'STOP' });
             enqueue.assign({
+              spawnedBackups: ({ context: c }) => c.spawnedBackups + 1,
               backups: ({ context: c, spawn }) => ({
                 ...c.backups,
                 [opened.regionId]: {
                   epoch: opened.epoch,
+                  // The id names region and epoch (logs, inspection); the count keeps it unique when
+                  // one epoch's primary opens the region again.
                   ref: spawn('regionBackup', {
+                    id: `backup:${opened.regionId}:${opened.epoch}:${c.spawnedBackups}`,
                     input: {
                       nodeId: c.runtime.nodeId,
                       regionId: opened.regionId,

@@ -29,6 +29,7 @@ import {
   UnreachableError,
   WrongPrimaryError,
 } from '../errors.js';
+import { parseTcpAddress } from '../fabric/tcp.js';
 import { type ClientRequest, encodeRequest, FrameSplitter, OP, Reader } from '../server/client-protocol.js';
 
 export interface TalosClientOptions extends LocalClientOptions {
@@ -266,10 +267,14 @@ class NodeConnection {
   }
 
   static open(address: string, timeoutMs: number): Promise<NodeConnection> {
-    const match = /^tcp:\/\/([^:/]+):(\d+)$/.exec(address);
-    if (match === null) return Promise.reject(new UnreachableError(address));
+    let target: { host: string; port: number };
+    try {
+      target = parseTcpAddress(address);
+    } catch {
+      return Promise.reject(new UnreachableError(address));
+    }
     return new Promise((resolve, reject) => {
-      const socket = createConnection({ host: match[1]!, port: Number(match[2]) });
+      const socket = createConnection(target);
       socket.setNoDelay(true);
       const timer = setTimeout(() => {
         socket.destroy();

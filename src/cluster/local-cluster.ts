@@ -15,7 +15,7 @@ import { type Actor, createActor } from 'xstate';
 import { EmbeddedCoordinator, type EmbeddedCoordinatorClient } from '../../coordination/embedded.js';
 import type { Coordinator, RegionConfig } from '../../coordination/types.js';
 import type { RegionSpec } from '../actors/controller.js';
-import { LeaseLostError, nodeMachine } from '../actors/node.js';
+import { LeaseLostError, nodeMachine, whenStopped } from '../actors/node.js';
 import { NodeRuntime } from '../actors/node-runtime.js';
 import type { Role } from '../actors/work.js';
 import { type Clock, SystemClock } from '../clock/index.js';
@@ -442,7 +442,7 @@ export class LocalCluster {
       [...this.nodes.values()].map(async (node) => {
         if (this.dead.has(node.nodeId)) return;
         node.actor.send({ type: 'STOP' });
-        await waitFinal(node.actor);
+        await whenStopped(node.actor);
         node.actor.stop();
         await node.coordinator.close();
       }),
@@ -581,23 +581,6 @@ export class LocalCluster {
       .join(' ');
     return `map=${this.regionMap.length}/${this.regionSpecs.length} ${map} dead=[${this.deadNodes().join(',')}] ${parts.join(' ')}`;
   }
-}
-
-function waitFinal(actor: Actor<typeof nodeMachine>): Promise<void> {
-  return new Promise((resolve) => {
-    const check = (): boolean => actor.getSnapshot().status !== 'active';
-    if (check()) return resolve();
-    const sub = actor.subscribe({
-      next: () => {
-        if (check()) {
-          sub.unsubscribe();
-          resolve();
-        }
-      },
-      error: () => resolve(),
-      complete: () => resolve(),
-    });
-  });
 }
 
 export async function createLocalCluster(options: LocalClusterOptions = {}): Promise<LocalCluster> {

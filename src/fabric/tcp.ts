@@ -37,6 +37,7 @@ import {
   WriteOutOfBoundsError,
 } from '../errors.js';
 import { EndpointBase } from './endpoint.js';
+import { LengthPrefixedFrames } from './frames.js';
 import type { Connection, Fabric, Handshake, Listener, ListenOptions, RemoteRegion } from './types.js';
 
 const CHALLENGE = 1;
@@ -87,7 +88,7 @@ export class TcpFabric implements Fabric {
     onConnection: (connection: Connection) => void,
   ): Promise<Listener> {
     if (this.closed) throw new FabricError('FABRIC_CLOSED', 'fabric is closed');
-    const { host, port } = parseAddress(address);
+    const { host, port } = parseTcpAddress(address);
     const server = createServer((socket) => this.serve(socket, options, onConnection));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -110,7 +111,7 @@ export class TcpFabric implements Fabric {
 
   async connect(address: string, handshake: Handshake): Promise<Connection> {
     if (this.closed) throw new FabricError('FABRIC_CLOSED', 'fabric is closed');
-    const { host, port } = parseAddress(address);
+    const { host, port } = parseTcpAddress(address);
     const timeoutMs = this.options.connectTimeoutMs ?? 5000;
     const socket = createConnection({ host, port });
     socket.setNoDelay(true);
@@ -385,17 +386,15 @@ export class TcpConnection extends EndpointBase implements Connection {
 
 /** Splits a byte stream into frames. `next()` for the handshake, then `onFrame` for the rest. */
 class FrameReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly frames = new LengthPrefixedFrames(MAX_FRAME_BYTES);
   private handler: ((type: number, payload: Buffer) => void) | undefined;
   private waiter: ((f: { type: number; payload: Buffer } | undefined) => void) | undefined;
   private ended = false;
 
-  constructor(socket: Socket) {
+  constructor(private readonly socket: Socket) {
     socket.on('data', (chunk: Buffer) => {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-      this.drain(socket);
+      this.frames.push(chunk);
+      this.drain();
     });
     const end = (): void => {
       this.ended = true;
@@ -422,10 +421,9 @@ class FrameReader {
     for (let f = this.take(); f !== undefined; f = this.take()) handler(f.type, f.payload);
   }
 
-  private drain(socket: Socket): void {
-    for (;;) {
-      if (this.waiter === undefined && this.handler === undefined) return;
-      const f = this.take(socket);
+  private drain(): void {
+    while (this.waiter !== undefined || this.handler !== undefined) {
+      const f = this.take();
       if (f === undefined) return;
       if (this.waiter !== undefined) {
         const waiter = this.waiter;
@@ -435,22 +433,16 @@ class FrameReader {
     }
   }
 
-  private take(socket?: Socket): { type: number; payload: Buffer } | undefined {
-    if (this.buffered < 4) return undefined;
-    if (this.chunks[0]!.length < 4) this.chunks = [Buffer.concat(this.chunks)];
-    const length = this.chunks[0]!.readUInt32LE(0);
-    if (length < 1 || length > MAX_FRAME_BYTES) {
-      socket?.destroy(new Error(`frame of ${length} bytes`));
+  /** The next frame; a malformed one ends the connection (nothing past it can be parsed). */
+  private take(): { type: number; payload: Buffer } | undefined {
+    let body: Buffer | undefined;
+    try {
+      body = this.frames.take();
+    } catch (err) {
+      this.socket.destroy(err as Error);
       return undefined;
     }
-    if (this.buffered < 4 + length) return undefined;
-    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    const type = all.readUInt8(4);
-    const payload = all.subarray(5, 4 + length);
-    const rest = all.subarray(4 + length);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.buffered = rest.length;
-    return { type, payload };
+    return body === undefined ? undefined : { type: body.readUInt8(0), payload: body.subarray(1) };
   }
 }
 
@@ -467,7 +459,8 @@ function macEquals(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-function parseAddress(address: string): { host: string; port: number } {
+/** `tcp://host:port` → host and port, or FabricError BAD_ADDRESS. */
+export function parseTcpAddress(address: string): { host: string; port: number } {
   const match = /^tcp:\/\/([^:/]+):(\d+)$/.exec(address);
   if (match === null) throw new FabricError('BAD_ADDRESS', `not a tcp address (tcp://host:port): ${address}`);
   return { host: match[1]!, port: Number(match[2]) };

@@ -13,7 +13,8 @@
  * The client names the region (from its map); the node answers WRONG_PRIMARY when it does not
  * serve that region at the moment or the key lies outside it, so a stale map costs a retry.
  */
-import { InvalidArgumentError, TalosError } from '../errors.js';
+import { TalosError } from '../errors.js';
+import { LengthPrefixedFrames } from '../fabric/frames.js';
 
 export const OP = { PUT: 1, GET: 2, DELETE: 3, SCAN: 4, OK: 0x81, ERROR: 0x82 } as const;
 
@@ -147,32 +148,21 @@ export function encodeError(requestId: number, err: unknown, regionId: string): 
   return new Writer().str(code, 'utf8').str(message, 'utf8').str(regionId).frame(OP.ERROR, requestId);
 }
 
-/** Splits a byte stream into `{op, requestId, body}` frames. */
+/** Splits a byte stream into `{op, requestId, body}` frames (ProtocolError on a malformed one). */
 export class FrameSplitter {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly frames = new LengthPrefixedFrames(MAX_CLIENT_FRAME_BYTES, 5);
 
   push(chunk: Buffer, onFrame: (op: number, requestId: number, body: Buffer) => void): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
+    this.frames.push(chunk);
     for (;;) {
-      if (this.buffered < 4) return;
-      if (this.chunks[0]!.length < 4) this.chunks = [Buffer.concat(this.chunks)];
-      const length = this.chunks[0]!.readUInt32LE(0);
-      if (length < 5 || length > MAX_CLIENT_FRAME_BYTES) throw new ProtocolError(`frame of ${length} bytes`);
-      if (this.buffered < 4 + length) return;
-      const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-      const op = all.readUInt8(4);
-      const requestId = all.readUInt32LE(5);
-      const body = all.subarray(9, 4 + length);
-      const rest = all.subarray(4 + length);
-      this.chunks = rest.length > 0 ? [rest] : [];
-      this.buffered = rest.length;
-      onFrame(op, requestId, body);
+      let frame: Buffer | undefined;
+      try {
+        frame = this.frames.take();
+      } catch (err) {
+        throw new ProtocolError((err as Error).message);
+      }
+      if (frame === undefined) return;
+      onFrame(frame.readUInt8(0), frame.readUInt32LE(1), frame.subarray(5));
     }
   }
-}
-
-export function checkKey(key: unknown): asserts key is string {
-  if (typeof key !== 'string') throw new InvalidArgumentError('keys are strings (latin1)');
 }

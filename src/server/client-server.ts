@@ -8,6 +8,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { RegionSession } from '../cluster/client.js';
 import type { ScanOptions } from '../engine/store.js';
 import { TalosError, WrongPrimaryError } from '../errors.js';
+import { parseTcpAddress } from '../fabric/tcp.js';
 import {
   type ClientRequest,
   decodeRequest,
@@ -31,9 +32,7 @@ export interface ClientServer {
 }
 
 export async function startClientServer(options: ClientServerOptions): Promise<ClientServer> {
-  const match = /^tcp:\/\/([^:/]+):(\d+)$/.exec(options.address);
-  if (match === null) throw new Error(`not a tcp address (tcp://host:port): ${options.address}`);
-  const host = match[1]!;
+  const { host, port: requestedPort } = parseTcpAddress(options.address);
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {
     sockets.add(socket);
@@ -71,13 +70,13 @@ export async function startClientServer(options: ClientServerOptions): Promise<C
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(Number(match[2]), host, () => {
+    server.listen(requestedPort, host, () => {
       server.off('error', reject);
       resolve();
     });
   });
   const bound = server.address();
-  const port = typeof bound === 'object' && bound !== null ? bound.port : Number(match[2]);
+  const port = typeof bound === 'object' && bound !== null ? bound.port : requestedPort;
   return {
     address: `tcp://${host}:${port}`,
     close: () =>

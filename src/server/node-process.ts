@@ -18,7 +18,7 @@ import { type Logger, pino } from 'pino';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { type Actor, createActor, type InspectionEvent } from 'xstate';
 import { EtcdCoordinator } from '../../coordination/etcd.js';
-import { LeaseLostError, nodeMachine } from '../actors/node.js';
+import { LeaseLostError, nodeMachine, whenStopped } from '../actors/node.js';
 import { NodeRuntime } from '../actors/node-runtime.js';
 import type { Role } from '../actors/work.js';
 import { SystemClock } from '../clock/index.js';
@@ -26,8 +26,7 @@ import { IncarnationDevice } from '../cluster/incarnation-device.js';
 import { hexRegionSpecs } from '../cluster/regions.js';
 import { FileDevice } from '../engine/file-device.js';
 import { Store, type StoreOptions } from '../engine/store.js';
-import { InvalidArgumentError } from '../errors.js';
-import { TcpFabric } from '../fabric/tcp.js';
+import { parseTcpAddress, TcpFabric } from '../fabric/tcp.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { type ClientServer, startClientServer } from './client-server.js';
 
@@ -64,9 +63,7 @@ export interface RunningNode {
 }
 
 export async function startNodeProcess(options: NodeProcessOptions): Promise<RunningNode> {
-  if (!/^tcp:\/\/[^:/]+:\d+$/.test(options.listen)) {
-    throw new InvalidArgumentError(`--listen must be tcp://host:port, got ${options.listen}`);
-  }
+  parseTcpAddress(options.listen); // a bad --listen fails here, before anything starts
   const log =
     options.logger ??
     pino({ name: 'talos', level: process.env.TALOS_LOG_LEVEL ?? 'info' }).child({ node: options.nodeId });
@@ -231,7 +228,7 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
       const c = current;
       if (c !== undefined) {
         c.actor.send({ type: 'STOP' });
-        await waitFinal(c.actor);
+        await whenStopped(c.actor);
         await c.coordinator.close();
       }
       await client.close();
@@ -290,22 +287,6 @@ function actorLogger(
       last.delete(id);
     }
   };
-}
-
-function waitFinal(actor: Actor<typeof nodeMachine>): Promise<void> {
-  return new Promise((resolve) => {
-    if (actor.getSnapshot().status !== 'active') return resolve();
-    const sub = actor.subscribe({
-      next: () => {
-        if (actor.getSnapshot().status !== 'active') {
-          sub.unsubscribe();
-          resolve();
-        }
-      },
-      complete: () => resolve(),
-      error: () => resolve(),
-    });
-  });
 }
 
 function nodeMetrics(nodeId: string) {
