@@ -5,8 +5,19 @@
  * - `ack-before-replicate`: RegionReplicator acknowledges a write before the backups hold it.
  * - `no-l0-replay`: a primary opens its store without replaying the log tail into L0 (as a
  *   promotion that skipped the replay would).
+ * - `no-revoke`: a backup fencing an epoch does not revoke its buffers (BackupRegion.fence).
+ * - `stale-map`: a rebase keeps the segment map keyed by the old primary's offsets, so later
+ *   pointers are translated through a stale map (Store.rebaseMaps).
+ * - `early-buffer-reuse`: the primary writes segment `seq` into log buffer `seq mod K` without
+ *   waiting until the backup persisted `seq − K` (BackupLink.writeLog).
  */
-export const MUTANTS = ['ack-before-replicate', 'no-l0-replay'] as const;
+export const MUTANTS = [
+  'ack-before-replicate',
+  'no-l0-replay',
+  'no-revoke',
+  'stale-map',
+  'early-buffer-reuse',
+] as const;
 export type Mutant = (typeof MUTANTS)[number];
 
 let active: Mutant | undefined;

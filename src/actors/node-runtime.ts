@@ -242,6 +242,13 @@ export class NodeRuntime implements PrimaryPorts {
     await this.membership?.leave().catch(() => {});
   }
 
+  /** Failure injection (LocalCluster.slowDevice): virtual ms before each backup-side persist. */
+  private persistDelayMs = 0;
+
+  setPersistDelay(ms: number): void {
+    this.persistDelayMs = ms;
+  }
+
   /** Failure injection (LocalCluster.pauseNode): a paused node accepts no connection. */
   setPaused(paused: boolean): void {
     this.paused = paused;
@@ -305,6 +312,10 @@ export class NodeRuntime implements PrimaryPorts {
         queueMicrotask(() => this.backupOpenedListener?.({ regionId, epoch: region.epoch, region, store }));
         return store;
       },
+      persistDelay: () =>
+        this.persistDelayMs > 0
+          ? new Promise<void>((resolve) => this.options.clock.setTimeout(resolve, this.persistDelayMs))
+          : undefined,
       onPersisted: (regionId, epoch, seq, usedBytes) =>
         this.reportProgress({ regionId, nodeId: this.nodeId, epoch, seq, usedBytes }),
       cpuMicros: this.options.cpuMicros,

@@ -3,6 +3,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { MUTANTS } from '../mutants.js';
+import { FAULT_KINDS, type Fault } from '../sim/faults.js';
 import { type DemoOptions, runDemo } from './demo.js';
 
 const program = new Command();
@@ -195,11 +196,18 @@ program
   )
   .option('--seeds <n>', 'schedules to run', integer, 100)
   .option('--ops <n>', 'client operations per schedule', integer, 60)
-  .option('--faults <n>', 'faults per schedule', integer, 2)
+  .option('--faults <n>', 'faults per schedule (drawn from the seed)', integer, 3)
+  .option('--nodes <n>', 'nodes in the simulated cluster (≥ 4: RF 3 plus a spare)', integer, 4)
   .option('--seed <n>', 'first seed (default: random)', (v: string) => Number.parseInt(v, 10))
   .option('--replay <seed>', 'run one seed again and print its faults and history', (v: string) =>
     Number.parseInt(v, 10),
   )
+  .option(
+    '--plan <json>',
+    'with --replay: this fault plan instead of the drawn one (as printed)',
+    (v: string) => parsePlan(v),
+  )
+  .option('--no-shrink', 'report the first failing schedule without shrinking it')
   .addOption(
     new Option('--mode <mode>', 'replication mode (default: by seed)').choices(['send-index', 'build-index']),
   )
@@ -216,6 +224,30 @@ program
     const summary = await runCheck(o);
     if (summary.violations > 0) process.exitCode = 1;
   });
+
+/** A fault plan as `talos check` prints it: a JSON array of {kind, node, atMs, forMs}. */
+function parsePlan(text: string): Fault[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new InvalidArgumentError('--plan: not JSON');
+  }
+  const kinds: readonly string[] = FAULT_KINDS;
+  const valid =
+    Array.isArray(value) &&
+    value.every(
+      (f) =>
+        typeof f === 'object' &&
+        f !== null &&
+        kinds.includes(f.kind) &&
+        typeof f.node === 'string' &&
+        Number.isInteger(f.atMs) &&
+        Number.isInteger(f.forMs),
+    );
+  if (!valid) throw new InvalidArgumentError('--plan: expected [{"kind","node","atMs","forMs"}, …]');
+  return value as Fault[];
+}
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`talos: ${err instanceof Error ? err.message : String(err)}\n`);

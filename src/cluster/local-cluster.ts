@@ -18,6 +18,7 @@ import type { RegionSpec } from '../actors/controller.js';
 import { LeaseLostError, nodeMachine, whenStopped } from '../actors/node.js';
 import { NodeRuntime } from '../actors/node-runtime.js';
 import type { Role } from '../actors/work.js';
+import { assert } from '../assert.js';
 import { type Clock, SystemClock } from '../clock/index.js';
 import { type Device, emptyIoStats, type IoStats } from '../engine/device.js';
 import { FileDevice } from '../engine/file-device.js';
@@ -57,6 +58,11 @@ export interface LocalClusterOptions {
   store?: ClusterStoreOptions;
   /** Log buffers per backup per region (K, default 4). */
   logBufferCount?: number;
+  /**
+   * Each node's stores start `i` segments into their devices (node index i), so replicas' layouts
+   * differ and pointer translation and rebases are exercised (the simulator sets it). Default false.
+   */
+  skewLayouts?: boolean;
   leaseTtlMs?: number;
   clock?: Clock;
   /** How long createLocalCluster waits for every region to be served (default 30 s). */
@@ -387,6 +393,48 @@ export class LocalCluster {
   }
 
   /**
+   * A slow disk on a node (failure injection): for `forMs`, every persist its backup regions make
+   * (seal, index segment, commit, levels install) first waits `delayMs` of clock time, so the
+   * primaries' buffer-reuse waits and commits back up behind it. Resolves when the slowness ends.
+   */
+  async slowDevice(nodeId: string, delayMs: number, forMs: number): Promise<void> {
+    const node = this.liveNode(nodeId);
+    node.runtime.setPersistDelay(delayMs);
+    await new Promise<void>((resolve) => this.clock.setTimeout(resolve, forMs));
+    this.nodes.get(nodeId)?.runtime.setPersistDelay(0);
+  }
+
+  /**
+   * Breaks one of a node's open connections (failure injection: a queue pair that went to the
+   * error state): `pick(n)` chooses among its `n` connections. Returns false when it has none.
+   */
+  dropConnection(nodeId: string, pick: (count: number) => number): boolean {
+    const connections = this.liveNode(nodeId).runtime.connectionList();
+    if (connections.length === 0) return false;
+    const index = pick(connections.length);
+    assert(index >= 0 && index < connections.length, 'dropConnection: pick out of range');
+    this.fabric.breakConnection(connections[index]!, `connection dropped (fault injected on ${nodeId})`);
+    return true;
+  }
+
+  /**
+   * Delays a node's traffic (failure injection: a congested link): for `forMs`, every operation on
+   * its open connections, both directions, waits `delayMs` before delivery (order kept).
+   */
+  async delayTraffic(nodeId: string, delayMs: number, forMs: number): Promise<void> {
+    const connections = this.liveNode(nodeId).runtime.connectionList();
+    for (const connection of connections) this.fabric.delayTraffic(connection, delayMs);
+    await new Promise<void>((resolve) => this.clock.setTimeout(resolve, forMs));
+    for (const connection of connections) if (!connection.closed) this.fabric.delayTraffic(connection, 0);
+  }
+
+  private liveNode(nodeId: string) {
+    const node = this.nodes.get(nodeId);
+    if (node === undefined || this.dead.has(nodeId)) throw new InvalidArgumentError(`no live node ${nodeId}`);
+    return node;
+  }
+
+  /**
    * Cuts a node off (failure injection): from its peers (the fabric breaks its connections and
    * refuses new ones), from the coordinator (no calls, deliveries or keepalives — its lease runs
    * out if this outlasts it), or from both. `heal()` ends every partition.
@@ -506,6 +554,7 @@ export class LocalCluster {
       ...this.options.store,
       autoCompact: false,
       role,
+      ...(this.options.skewLayouts ? { reservedSegments: this.nodeIds().indexOf(nodeId) } : {}),
       // A Build-Index backup's L0 holds records no level covers yet: rebuild it on restart.
       rebuildL0: role === 'backup' && this.mode === 'build-index',
     };

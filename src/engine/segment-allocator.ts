@@ -9,18 +9,22 @@ export class SegmentAllocator {
   private readonly free: number[] = [];
   private readonly inUse = new Set<number>();
 
+  /** `reservedCount` segments at the device's start are never handed out (StoreOptions.reservedSegments). */
   constructor(
     readonly segmentBytes: number,
     private allocatedCount: number,
     inUseOffsets: Iterable<number>,
+    reservedCount = 0,
   ) {
+    this.allocatedCount = Math.max(this.allocatedCount, reservedCount);
     for (const offset of inUseOffsets) {
       assert(offset % segmentBytes === 0, `segment offset ${offset} is not aligned`);
       assert(!this.inUse.has(offset), `segment ${offset} is named twice in the manifest`);
+      assert(offset >= reservedCount * segmentBytes, `segment ${offset} lies in the reserved range`);
       this.inUse.add(offset);
       this.allocatedCount = Math.max(this.allocatedCount, offset / segmentBytes + 1);
     }
-    for (let i = this.allocatedCount - 1; i >= 0; i--) {
+    for (let i = this.allocatedCount - 1; i >= reservedCount; i--) {
       const offset = i * segmentBytes;
       if (!this.inUse.has(offset)) this.free.push(offset);
     }

@@ -116,6 +116,12 @@ export interface StoreOptions {
    * resumes at `replayFrom`. Default false.
    */
   rebuildL0?: boolean;
+  /**
+   * Segments at the start of the device this store never allocates (the device holds other data
+   * there). Give the same value at every open. The simulator gives each node a different count so
+   * that replicas' layouts differ and every pointer translation is exercised. Default 0.
+   */
+  reservedSegments?: number;
 }
 
 /** What a promotion took from the log buffers (Store.promoteToPrimary). */
@@ -346,7 +352,7 @@ export class Store {
       this.nextCompactionId = 1;
       this.segmentMap = new Map();
       this.indexMap = new Map();
-      this.allocator = new SegmentAllocator(this.segmentBytes, 0, []);
+      this.allocator = new SegmentAllocator(this.segmentBytes, 0, [], options.reservedSegments ?? 0);
     } else {
       this.log = manifest.log.map((e) => ({ ...e }));
       this.replayFrom = { ...manifest.replayFrom };
@@ -356,7 +362,12 @@ export class Store {
       this.owner = manifest.mapOwner;
       this.levels = manifest.levels.map((level) => level.map((d) => this.levelSegment(d)));
       const inUse = [...this.log.map((e) => e.offset), ...manifest.levels.flat().map((d) => d.offset)];
-      this.allocator = new SegmentAllocator(this.segmentBytes, manifest.allocatedSegmentCount, inUse);
+      this.allocator = new SegmentAllocator(
+        this.segmentBytes,
+        manifest.allocatedSegmentCount,
+        inUse,
+        options.reservedSegments ?? 0,
+      );
     }
     while (this.levels.length < this.maxLevels) this.levels.push([]);
     this.nextLsn = this.replayFrom.lsn;
@@ -800,9 +811,10 @@ export class Store {
     }
     const localToSeq = new Map(kept.map((e) => [e.offset, e.seq] as const));
     const nextSegmentMap: [number, number][] = [];
-    for (const [, local] of this.segmentMap) {
+    for (const [key, local] of this.segmentMap) {
       const seq = localToSeq.get(local);
-      if (seq !== undefined) nextSegmentMap.push([offsetOfSeq.get(seq)!, local]);
+      // Keeping the old primary's keys is a simulator-only defect (the `stale-map` mutant).
+      if (seq !== undefined) nextSegmentMap.push([mutant('stale-map') ? key : offsetOfSeq.get(seq)!, local]);
     }
     const newIndexKey = new Map(args.indexMap);
     const nextIndexMap: [number, number][] = [];

@@ -33,6 +33,7 @@
 import { assert } from '../assert.js';
 import type { Clock } from '../clock/index.js';
 import { ConnectionClosedError, FabricError, HandshakeRefusedError, UnreachableError } from '../errors.js';
+import { trace } from '../trace.js';
 import { EndpointBase } from './endpoint.js';
 import type { Connection, Fabric, Handshake, Listener, ListenOptions, RemoteRegion } from './types.js';
 
@@ -131,8 +132,10 @@ export class MemoryEndpoint extends EndpointBase implements Connection {
       return;
     }
     const refused = this.place(op.regionKey, op.offset, op.bytes);
-    if (refused === undefined) op.resolve();
-    else op.reject(refused);
+    if (refused === undefined) {
+      trace(() => ({ kind: 'placed', node: this.localNodeId, regionKey: op.regionKey }));
+      op.resolve();
+    } else op.reject(refused);
   }
 
   /** Marks this endpoint broken: pending outbound writes fail, close handlers run once. */

@@ -20,6 +20,8 @@ import { crc32c } from '../engine/crc.js';
 import type { CompactionCommittedEvent, IndexSegmentWrittenEvent } from '../engine/hooks.js';
 import { StaleEpochError, TalosError } from '../errors.js';
 import type { Connection, RemoteRegion } from '../fabric/types.js';
+import { mutant } from '../mutants.js';
+import { trace } from '../trace.js';
 import {
   type BackupReady,
   decodeMessage,
@@ -154,7 +156,18 @@ export class BackupLink {
     }
     this.logBuffers = message.logBuffers.map((h) => this.connection.remoteRegion(h));
     this.indexBuffers = message.indexBuffers.map((h) => this.connection.remoteRegion(h));
-    this.persistedThrough = message.persistedThrough;
+    // The backup's last persisted segment may hold only a partial seal (a tail sync); the re-sync
+    // sends it again, whole. Buffer reuse counts only the segments before it as persisted, so that
+    // segment P + K cannot overwrite P's buffer before the backup copied P's full seal out of it
+    // (found by the simulator's buffer-reuse checker, src/sim/events.ts).
+    this.persistedThrough = message.persistedThrough - 1;
+    trace(() => ({
+      kind: 'link-open',
+      primary: o.primaryNodeId,
+      backup: this.backupNodeId,
+      regionId: o.regionId,
+      epoch: o.epoch,
+    }));
     return message;
   }
 
@@ -165,10 +178,22 @@ export class BackupLink {
     const buffer = this.logBuffers[seq % this.options.logBufferCount];
     assert(buffer !== undefined, 'writeLog before the backup is open');
     const reuseOf = seq - this.options.logBufferCount;
-    const issued = this.issueChain.then(() => this.persisted(reuseOf));
+    // Buffer reuse waits for the persist of seq − K (skipped only by a simulator-only defect).
+    const issued = this.issueChain.then(() =>
+      mutant('early-buffer-reuse') ? undefined : this.persisted(reuseOf),
+    );
     this.issueChain = issued.catch(() => {});
     const done = issued.then(() => {
       this.bytesWritten += bytes.length;
+      trace(() => ({
+        kind: 'log-write',
+        primary: this.options.primaryNodeId,
+        backup: this.backupNodeId,
+        regionId: this.options.regionId,
+        epoch: this.options.epoch,
+        seq,
+        buffer: seq % this.options.logBufferCount,
+      }));
       return this.connection.write(buffer, offset, bytes);
     });
     done.catch((err: unknown) => this.fail(err));
@@ -305,10 +330,12 @@ export class BackupLink {
     return installed;
   }
 
-  /** After a rebase truncated the backup's log: the persist acks restart from `seq`. */
+  /**
+   * After a rebase truncated the backup's log at `seq` (its last persisted segment, perhaps only
+   * partially): buffer reuse counts the segments before it as persisted, as at open.
+   */
   resetPersistedThrough(seq: number): void {
-    assert(seq <= this.persistedThrough, 'a rebase only truncates');
-    this.persistedThrough = seq;
+    this.persistedThrough = Math.min(this.persistedThrough, seq - 1);
   }
 
   /** Rebase (§7) after this node's promotion; resolves when the backup re-keyed its maps. */
@@ -331,7 +358,7 @@ export class BackupLink {
 
   /** Resolves when the backup persisted the full seal of `seq` (immediately for seq < 0). */
   persisted(seq: number): Promise<void> {
-    if (seq <= this.persistedThrough) return Promise.resolve();
+    if (seq < 0 || seq <= this.persistedThrough) return Promise.resolve();
     if (this.failure !== undefined) return Promise.reject(this.failure);
     return new Promise<void>((resolve, reject) => {
       const list = this.persistWaiters.get(seq) ?? [];

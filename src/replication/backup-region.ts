@@ -21,9 +21,12 @@
  */
 import { assert } from '../assert.js';
 import { crc32c } from '../engine/crc.js';
+import { translateIndexSegment } from '../engine/index-segment.js';
 import type { Store } from '../engine/store.js';
 import { TalosError } from '../errors.js';
 import type { Connection, LocalRegion } from '../fabric/types.js';
+import { mutant } from '../mutants.js';
+import { trace, tracing } from '../trace.js';
 import {
   type CompactionCommit,
   decodeMessage,
@@ -43,6 +46,14 @@ export class ModeMismatchError extends TalosError {
   }
 }
 
+/** Handlers that write to the device (a slow-device fault delays these). */
+const PERSISTING: ReadonlySet<ReplicationMessage['type']> = new Set([
+  'SegmentSealed',
+  'IndexSegment',
+  'CompactionCommit',
+  'InstallLevels',
+]);
+
 export interface BackupRegionOptions {
   nodeId: string;
   /**
@@ -58,6 +69,12 @@ export interface BackupRegionOptions {
   ) => Promise<Store>;
   /** After each persisted seal (full or partial): the backup's position, for promotion ranking. */
   onPersisted?: (regionId: string, epoch: number, seq: number, usedBytes: number) => void;
+  /**
+   * Failure injection (a slow disk): awaited before each handler that persists (seal, index
+   * segment, commit, levels install). The Device port is synchronous, so a simulated slow device
+   * shows as virtual time before the persist. Production passes none.
+   */
+  persistDelay?: () => Promise<void> | undefined;
   /** CPU time source in µs (process.cpuUsage in production); with `onWork`, accounts each handler. */
   cpuMicros?: () => number;
   onWork?: (kind: ReplicationMessage['type'], cpuMicros: number) => void;
@@ -107,20 +124,49 @@ export class BackupRegion {
 
   /** Revokes every buffer (fencing, §1) and stops handling messages. */
   fence(reason: string): void {
-    for (const region of [...this.logBuffers, ...this.indexBuffers]) this.connection.revoke(region);
+    const buffers = [...this.logBuffers, ...this.indexBuffers];
+    // Skipping the revocation is a simulator-only defect (the `no-revoke` mutant).
+    if (!mutant('no-revoke')) for (const region of buffers) this.connection.revoke(region);
+    trace(() => ({
+      kind: 'fenced',
+      node: this.options.nodeId,
+      regionId: this.regionId ?? '',
+      epoch: this.epoch,
+      regionKeys: buffers.map((r) => r.handle.regionKey),
+    }));
     this.stopped ??= new TalosError('FENCED', reason);
+  }
+
+  /** The primary whose OpenBackup this region follows. */
+  private primaryNodeId = '';
+
+  /** Traces the segment map's keys (after an open, a rebase or a levels install). */
+  private traceSegmentMap(): void {
+    const store = this.store;
+    if (store === undefined || !tracing()) return;
+    trace(() => ({
+      kind: 'segment-map',
+      backup: this.options.nodeId,
+      regionId: this.regionId ?? '',
+      primarySegments: store.segmentMapEntries().map(([primary]) => primary),
+    }));
   }
 
   /**
    * Promotion (PROTOCOL §6): this region's log buffers as candidates for the tail after what the
-   * store persisted — for each seq from the last persisted one (or the first the primary streamed)
-   * on, the buffer `seq mod K` held it last. Call after `fence` and `idle`: the bytes no longer move.
+   * store persisted. With S the last persisted segment (or the first the primary streamed), the
+   * unpersisted segments are S (when its persist was partial) or S + 1 … S + K (when it was full:
+   * the buffer of S may already hold S + K), so each seq from S to S + K is offered with buffer
+   * `seq mod K`; the buffers of S and S + K are the same one, and the promotion's LSN continuity
+   * check keeps whichever segment it really holds. (Offering only S … S + K − 1 lost the tail of
+   * S + K — found by the simulator with K = 1 and a slow backup disk.) Call after `fence` and
+   * `idle`: the bytes no longer move.
    */
   tailCandidates(): { seq: number; bytes: Uint8Array }[] {
     const k = this.logBuffers.length;
     if (k === 0 || this.store === undefined) return [];
     const first = this.store.logSegments().at(-1)?.seq ?? this.fromSegmentSeq;
-    return Array.from({ length: k }, (_, i) => ({
+    return Array.from({ length: k + 1 }, (_, i) => ({
       seq: first + i,
       bytes: this.logBuffers[(first + i) % k]!.bytes,
     }));
@@ -162,6 +208,16 @@ export class BackupRegion {
       });
       return;
     }
+    if (PERSISTING.has(message.type)) {
+      const delay = this.options.persistDelay?.();
+      if (delay !== undefined) {
+        await delay;
+        if (this.stopped !== undefined) {
+          this.refuse(message.regionId, this.stopped); // fenced or failed meanwhile
+          return;
+        }
+      }
+    }
     const started = this.options.cpuMicros?.() ?? 0;
     try {
       switch (message.type) {
@@ -187,6 +243,7 @@ export class BackupRegion {
             segments: message.segments,
             indexMap: message.indexMap,
           });
+          this.traceSegmentMap();
           this.reply({
             type: 'Rebased',
             regionId: message.regionId,
@@ -220,6 +277,7 @@ export class BackupRegion {
     }
     this.regionId = message.regionId;
     this.epoch = message.epoch;
+    this.primaryNodeId = message.primaryNodeId;
     this.mode = message.mode;
     this.fromSegmentSeq = message.fromSegmentSeq;
     this.store ??= await this.options.openStore(message.regionId, message.segmentBytes, message.mode, [
@@ -242,6 +300,7 @@ export class BackupRegion {
     // The first primary to open a fresh store keys its maps; another one must rebase them (§7).
     if (this.store.mapOwner() === undefined) this.store.setMapOwner(message.primaryNodeId);
     const persisted = this.store.logSegments().filter((e) => e.usedBytes !== null);
+    this.traceSegmentMap();
     this.reply({
       type: 'BackupReady',
       regionId: message.regionId,
@@ -269,6 +328,16 @@ export class BackupRegion {
     // Build-Index: the persisted records go into this backup's own L0 (PROTOCOL §5, last paragraph).
     if (this.mode === 'build-index') store.indexShippedLogSegment({ seq: message.seq, bytes });
     this.stats.sealedSegments++;
+    trace(() => ({
+      kind: 'log-persisted',
+      backup: this.options.nodeId,
+      primary: this.primaryNodeId,
+      regionId: message.regionId,
+      epoch: this.epoch,
+      seq: message.seq,
+      primarySegment: message.primarySegment,
+      partial: message.partial,
+    }));
     // The first partial seal of an epoch is its primary's active-prefix handshake (sent at every
     // open, even empty, before it serves; tail syncs come only later): from here on this region's
     // buffers, not an older epoch's, hold the log's tail.
@@ -294,6 +363,20 @@ export class BackupRegion {
     const bytes = Buffer.from(buffer.bytes.subarray(0, message.usedBytes));
     if (crc32c(bytes) !== message.crc32c)
       throw new TalosError('CORRUPT_SEGMENT', 'shipped index segment crc mismatch');
+    if (tracing()) {
+      const pointedInto = new Set<number>();
+      translateIndexSegment(bytes, store.segmentBytes, (primary) => {
+        pointedInto.add(primary);
+        return primary;
+      });
+      trace(() => ({
+        kind: 'index-received',
+        backup: this.options.nodeId,
+        regionId: message.regionId,
+        epoch: this.epoch,
+        primarySegments: [...pointedInto],
+      }));
+    }
     store.writeShippedIndexSegment({ primarySegmentOffset: message.primarySegment, bytes });
     this.stats.shippedIndexSegments++;
     this.reply({
@@ -346,6 +429,7 @@ export class BackupRegion {
       replayFrom: message.replayFrom,
       compactionId: message.compactionId,
     });
+    this.traceSegmentMap();
     this.reply({
       type: 'LevelsInstalled',
       regionId: message.regionId,

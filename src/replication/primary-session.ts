@@ -33,6 +33,7 @@ import {
   WrongPrimaryError,
 } from '../errors.js';
 import type { Connection } from '../fabric/types.js';
+import { trace } from '../trace.js';
 import { BackupLink } from './backup-link.js';
 import type { ReplicationMode } from './messages.js';
 import { RegionReplicator } from './region-replicator.js';
@@ -361,6 +362,13 @@ export class PrimarySession {
         `region ${this.regionId}: the lease of ${this.options.nodeId} ran out before ${JSON.stringify(key)} was acknowledged`,
       );
     }
+    trace(() => ({
+      kind: 'ack',
+      node: this.options.nodeId,
+      regionId: this.regionId,
+      epoch: this.epoch,
+      key,
+    }));
   }
 
   private checkServing(key: string): void {

@@ -1,49 +1,52 @@
 /**
- * One simulated schedule (`talos check`): a SimWorld from a seed, concurrent clients issuing
- * put/get/delete on a small skewed key space, a fault plan drawn from the same seed (crash and
- * restart, pause past the lease, partition from peers / the coordinator / both — one at a time, so
- * a region never loses every replica), then healing and the checkers of PROTOCOL §8:
- * - durability: after healing, every key reads as its last acknowledged write (or a later write
- *   whose outcome was unknown);
- * - linearizability per key (register model, checkRegister), over the whole history including the
- *   final reads;
- * - replica equivalence: every backup's store reads exactly like its primary's;
- * - epoch safety: each region's epochs advance by exactly one, one configuration per epoch.
- * The history records every operation as invoke → ok | fail | info (unknown outcome).
+ * One simulated schedule (`talos check`): a SimWorld from a seed, four concurrent clients issuing
+ * put/get/delete/scan on a small skewed key space with mixed value sizes (10 B / 100 B / 1000 B,
+ * 60/20/20, so segments seal and buffers are reused), a fault plan (drawn from the same seed, or
+ * given: fast-check generates and shrinks plans) applied one fault at a time so a region never
+ * loses every replica, then healing and the checkers of PROTOCOL §8:
+ * - durability (§8.2): after healing, every key reads as its last acknowledged write (or a later
+ *   write whose outcome was unknown);
+ * - linearizability per key (§8.3, register model, checkRegister) over the whole history, the
+ *   final reads included; a scan counts as a read of every key in its range;
+ * - replica equivalence (§8.5): every backup's store reads exactly like its primary's;
+ * - epochs: each region's configurations advance by exactly one epoch, one configuration each;
+ * - the trace checkers (events.ts): §8.4 one acknowledging node per epoch, epochs never decrease,
+ *   nothing lands in a fenced buffer; §8.1 no buffer overwritten before its segment persisted;
+ *   §8.6 no index segment before the log segments it points into.
+ * Faults: crash + restart (the device loses unsynced writes and may tear the last one), kill for
+ * good (until healing; at most one node down for good: a later fault first brings it back),
+ * pause past the lease, partition from peers / the coordinator / both, drop one connection, delay
+ * a node's traffic, slow a node's disk.
+ * The history records every operation as invoke → ok | fail | info (unknown outcome), with logical
+ * and virtual times.
  */
 import type { RegionConfig } from '../../coordination/types.js';
 import type { LocalCluster } from '../cluster/local-cluster.js';
 import { OutcomeUnknownError } from '../errors.js';
 import { type Mutant, setMutant } from '../mutants.js';
 import type { ReplicationMode } from '../replication/messages.js';
+import { setTraceSink } from '../trace.js';
+import { TraceChecker } from './events.js';
+import { FAULT_KINDS, type Fault } from './faults.js';
 import { checkRegister, type RegisterOp } from './linearizability.js';
 import { SimWorld } from './world.js';
 
-export type FaultKind = 'crash' | 'pause' | 'partition-peers' | 'partition-coordinator' | 'partition-all';
-export const FAULT_KINDS: readonly FaultKind[] = [
-  'crash',
-  'pause',
-  'partition-peers',
-  'partition-coordinator',
-  'partition-all',
-];
-
-export interface Fault {
-  kind: FaultKind;
-  node: string;
-  /** Virtual ms after the workload starts. */
-  atMs: number;
-  /** How long a pause or partition lasts. */
-  forMs: number;
-}
+export { FAULT_KINDS, type Fault, type FaultKind } from './faults.js';
 
 export interface HistoryEntry {
   client: number;
-  op: 'put' | 'get' | 'delete';
+  op: 'put' | 'get' | 'delete' | 'scan';
+  /** The key (a scan's: its first key, `gte`). */
   key: string;
+  /** Written value, value read, or for a scan the JSON of [key, value] rows. */
   value: string | undefined;
+  /** A scan's end (`lt`, exclusive; undefined: to the end). */
+  end?: string | undefined;
   call: number;
   ret: number;
+  /** Virtual ms since the workload began, at invocation and completion. */
+  callMs: number;
+  retMs: number;
   outcome: 'ok' | 'fail' | 'info';
 }
 
@@ -53,6 +56,8 @@ export interface ScheduleOptions {
   ops?: number;
   nodes?: number;
   mode?: ReplicationMode;
+  /** Log buffers per backup, K (default from the seed: 1 or 2, so buffers are reused often). */
+  logBufferCount?: number;
   /** Faults in the plan drawn from the seed (default 2). */
   faults?: number;
   /** An explicit fault plan instead (fast-check generates and shrinks these). */
@@ -66,7 +71,12 @@ export interface ScheduleOptions {
 export interface ScheduleResult {
   seed: number;
   mode: ReplicationMode;
+  /** Client operations requested (ScheduleOptions.ops). */
+  ops: number;
+  /** Operations in the history (the workload plus the final reads). */
   operations: number;
+  /** Protocol trace events the event checkers read. */
+  traceEvents: number;
   faults: Fault[];
   violations: string[];
   history: HistoryEntry[];
@@ -76,17 +86,22 @@ export interface ScheduleResult {
 }
 
 const KEYS = 8;
+const keyName = (k: number): string => `${'05af'[k % 4]}${k}-key`;
+const ALL_KEYS = Array.from({ length: KEYS }, (_, k) => keyName(k));
 
 export async function runSchedule(options: ScheduleOptions): Promise<ScheduleResult> {
   setMutant(options.mutant);
+  const trace = new TraceChecker();
+  setTraceSink(trace.record);
   try {
-    return await runScheduleWith(options);
+    return await runScheduleWith(options, trace);
   } finally {
+    setTraceSink(undefined);
     setMutant(undefined);
   }
 }
 
-async function runScheduleWith(options: ScheduleOptions): Promise<ScheduleResult> {
+async function runScheduleWith(options: ScheduleOptions, trace: TraceChecker): Promise<ScheduleResult> {
   const seed = options.seed;
   const ops = options.ops ?? 60;
   const nodes = options.nodes ?? 4;
@@ -97,30 +112,42 @@ async function runScheduleWith(options: ScheduleOptions): Promise<ScheduleResult
     replicas: 3,
     mode: options.mode ?? (seed % 2 === 0 ? 'send-index' : 'build-index'),
     leaseTtlMs: 300,
+    logBufferCount: options.logBufferCount ?? ((seed >>> 1) % 2 === 0 ? 1 : 2),
+    skewLayouts: true,
     store: { segmentBytes: 4096, l0Bytes: 1024, growthFactor: 2, maxLevels: 4, maxKeyBytes: 64 },
   });
   const mode = world.localCluster.mode;
   const c = world.localCluster;
   const prng = world.prng;
   const nodeIds = c.nodeIds();
-  const drawn = (): Fault[] =>
-    Array.from({ length: options.faults ?? 2 }, () => ({
-      kind: FAULT_KINDS[prng.int(0, FAULT_KINDS.length - 1)]!,
-      node: nodeIds[prng.int(0, nodeIds.length - 1)]!,
-      atMs: prng.int(0, ops * 8),
-      forMs: prng.int(100, 700),
-    }));
-  const faults: Fault[] = [...(options.plan ?? drawn())].sort((a, b) => a.atMs - b.atMs);
+  // Drawn even when a plan is given, so that (seed, drawn plan) replays the seed exactly.
+  const drawn: Fault[] = Array.from({ length: options.faults ?? 3 }, () => ({
+    kind: FAULT_KINDS[prng.int(0, FAULT_KINDS.length - 1)]!,
+    node: nodeIds[prng.int(0, nodeIds.length - 1)]!,
+    atMs: prng.int(0, ops * 2),
+    forMs: prng.int(100, 700),
+  }));
+  const faults: Fault[] = [...(options.plan ?? drawn)].sort((a, b) => a.atMs - b.atMs);
   const keyOf = (): string => {
     // Skewed: key 0 about half the time, then fewer and fewer; spread over the three regions.
     const k = Math.min(KEYS - 1, Math.floor(Math.abs(Math.log2(prng.int(1, 1 << KEYS) / (1 << KEYS)))));
-    return `${'05af'[k % 4]}${k}-key`;
+    return keyName(k);
+  };
+  const valueFor = (n: number): string => {
+    // Value sizes as in the papers' SD mix: 60 % small, 20 % medium, 20 % large.
+    const roll = prng.int(0, 99);
+    const size = roll < 60 ? 10 : roll < 80 ? 100 : 1000;
+    const tag = `s${seed}-${n}`;
+    return tag.padEnd(Math.max(size, tag.length + 1), '.');
   };
   const history: HistoryEntry[] = [];
   let clock = 0; // logical time: one counter for every invocation and completion
   const epochs = recordEpochs(c);
   const violations: string[] = [];
   const client = c.client({ operationTimeoutMs: 20_000 });
+  const startMs = world.clock.now();
+  const nowMs = (): number => world.clock.now() - startMs;
+  trace.nowMs = nowMs;
   let issued = 0;
   let written = 0;
 
@@ -128,30 +155,47 @@ async function runScheduleWith(options: ScheduleOptions): Promise<ScheduleResult
     while (issued < ops) {
       issued++;
       const roll = prng.int(0, 99);
-      const op: HistoryEntry['op'] = roll < 55 ? 'put' : roll < 92 ? 'get' : 'delete';
-      const key = keyOf();
-      const value = op === 'put' ? `s${seed}-${written++}` : undefined;
+      const op: HistoryEntry['op'] = roll < 50 ? 'put' : roll < 80 ? 'get' : roll < 90 ? 'delete' : 'scan';
+      let key = keyOf();
+      let end: string | undefined;
+      if (op === 'scan') {
+        // A range of one to four of the key space's four prefixes.
+        const from = prng.int(0, 3);
+        const to = prng.int(from + 1, 4);
+        key = '05af'[from]!;
+        end = to === 4 ? undefined : '05af'[to]!;
+      }
+      const value = op === 'put' ? valueFor(written++) : undefined;
       const entry: HistoryEntry = {
         client: id,
         op,
         key,
         value,
+        ...(op === 'scan' ? { end } : {}),
         call: clock++,
         ret: Number.POSITIVE_INFINITY,
+        callMs: nowMs(),
+        retMs: Number.POSITIVE_INFINITY,
         outcome: 'info',
       };
       history.push(entry);
       try {
         if (op === 'put') await client.put(key, value!);
         else if (op === 'delete') await client.delete(key);
-        else entry.value = (await client.get(key))?.toString();
+        else if (op === 'get') entry.value = (await client.get(key))?.toString();
+        else {
+          const rows = await client.scan({ gte: key, ...(end === undefined ? {} : { lt: end }) });
+          entry.value = JSON.stringify(rows.map((kv) => [kv.key.toString(), kv.value.toString()]));
+        }
         entry.outcome = 'ok';
         entry.ret = clock++;
+        entry.retMs = nowMs();
       } catch (err) {
         if (err instanceof OutcomeUnknownError) entry.outcome = 'info';
         else {
           entry.outcome = 'fail';
           entry.ret = clock++;
+          entry.retMs = nowMs();
         }
       }
       await new Promise<void>((resolve) => world.clock.setTimeout(resolve, prng.int(0, 15)));
@@ -159,9 +203,8 @@ async function runScheduleWith(options: ScheduleOptions): Promise<ScheduleResult
   };
 
   const faultPlan = async (): Promise<void> => {
-    const start = world.clock.now();
     for (const fault of faults) {
-      const wait = start + fault.atMs - world.clock.now();
+      const wait = startMs + fault.atMs - world.clock.now();
       if (wait > 0) await new Promise<void>((resolve) => world.clock.setTimeout(resolve, wait));
       await inject(c, world, fault);
     }
@@ -177,8 +220,7 @@ async function runScheduleWith(options: ScheduleOptions): Promise<ScheduleResult
       180_000,
     );
     // Final reads, recorded like any other.
-    for (let k = 0; k < KEYS; k++) {
-      const key = `${'05af'[k % 4]}${k}-key`;
+    for (const key of ALL_KEYS) {
       const entry: HistoryEntry = {
         client: -1,
         op: 'get',
@@ -186,14 +228,18 @@ async function runScheduleWith(options: ScheduleOptions): Promise<ScheduleResult
         value: undefined,
         call: clock++,
         ret: 0,
+        callMs: nowMs(),
+        retMs: 0,
         outcome: 'ok',
       };
       entry.value = (await world.run(client.get(key)))?.toString();
       entry.ret = clock++;
+      entry.retMs = nowMs();
       history.push(entry);
+    }
+    for (const key of ALL_KEYS) {
       const verdict = checkRegister(registerOps(history, key), undefined);
-      if (verdict === 'violation')
-        violations.push(`linearizability: key ${key} has no valid order (${describeKey(history, key)})`);
+      if (verdict === 'violation') violations.push(`linearizability: key ${key} has no valid order`);
     }
     violations.push(...durability(history));
     violations.push(...(await world.run(replicaEquivalence(c))));
@@ -205,13 +251,16 @@ async function runScheduleWith(options: ScheduleOptions): Promise<ScheduleResult
     epochs.stop();
     await world.close();
   }
+  violations.push(...trace.violations());
   return {
     seed,
     mode,
+    ops,
     operations: history.length,
     faults,
     violations,
     history,
+    traceEvents: trace.events,
     steps: world.stepCount,
     virtualMs: world.nowMs(),
   };
@@ -219,13 +268,28 @@ async function runScheduleWith(options: ScheduleOptions): Promise<ScheduleResult
 
 async function inject(c: LocalCluster, world: SimWorld, fault: Fault): Promise<void> {
   const wait = (ms: number) => new Promise<void>((resolve) => world.clock.setTimeout(resolve, ms));
+  const perOpMs = Math.max(1, Math.round(fault.forMs / 4));
+  // At most one node down for good: a later fault first brings the dead one back.
+  for (const dead of c.deadNodes()) await c.restartNode(dead);
   switch (fault.kind) {
     case 'crash':
       await c.killNode(fault.node);
       await c.restartNode(fault.node);
       break;
+    case 'kill':
+      await c.killNode(fault.node);
+      break;
     case 'pause':
       await c.pauseNode(fault.node, fault.forMs);
+      break;
+    case 'drop-connection':
+      c.dropConnection(fault.node, (n) => fault.forMs % n);
+      break;
+    case 'delay-connection':
+      await c.delayTraffic(fault.node, perOpMs, fault.forMs);
+      break;
+    case 'slow-device':
+      await c.slowDevice(fault.node, perOpMs, fault.forMs);
       break;
     default: {
       const from =
@@ -257,16 +321,29 @@ function whole(c: LocalCluster, map: readonly RegionConfig[]): boolean {
   );
 }
 
-/** One key's operations as register operations: failed ones and reads of unknown outcome left out. */
+/**
+ * One key's operations as register operations: failed ones and reads of unknown outcome left out;
+ * a completed scan whose range covers the key is a read of it (the value its rows show, or absent).
+ */
 export function registerOps(history: readonly HistoryEntry[], key: string): RegisterOp[] {
-  return history
-    .filter((e) => e.key === key && e.outcome !== 'fail' && !(e.op === 'get' && e.outcome !== 'ok'))
-    .map((e) => ({
-      kind: e.op === 'get' ? ('read' as const) : ('write' as const),
+  const out: RegisterOp[] = [];
+  for (const e of history) {
+    if (e.outcome === 'fail') continue;
+    if (e.op === 'scan') {
+      if (e.outcome !== 'ok' || key < e.key || (e.end !== undefined && key >= e.end)) continue;
+      const rows = JSON.parse(e.value ?? '[]') as [string, string][];
+      out.push({ kind: 'read', value: rows.find(([k]) => k === key)?.[1], call: e.call, ret: e.ret });
+      continue;
+    }
+    if (e.key !== key || (e.op === 'get' && e.outcome !== 'ok')) continue;
+    out.push({
+      kind: e.op === 'get' ? 'read' : 'write',
       value: e.op === 'delete' ? undefined : e.value,
       call: e.call,
       ret: e.outcome === 'info' ? Number.POSITIVE_INFINITY : e.ret,
-    }));
+    });
+  }
+  return out;
 }
 
 /** Every key's final read is its last acknowledged write, or a write after it of unknown outcome. */
@@ -274,7 +351,9 @@ function durability(history: readonly HistoryEntry[]): string[] {
   const out: string[] = [];
   const finals = history.filter((e) => e.client === -1);
   for (const final of finals) {
-    const writes = history.filter((e) => e.key === final.key && e.op !== 'get' && e.client !== -1);
+    const writes = history.filter(
+      (e) => e.key === final.key && (e.op === 'put' || e.op === 'delete') && e.client !== -1,
+    );
     const acked = writes.filter((w) => w.outcome === 'ok');
     const lastAcked = acked.at(-1);
     const value = (w: HistoryEntry): string | undefined => (w.op === 'delete' ? undefined : w.value);
@@ -368,12 +447,49 @@ function recordEpochs(c: LocalCluster): { check(): string[]; stop(): void } {
   };
 }
 
-function describeKey(history: readonly HistoryEntry[], key: string): string {
-  return history
-    .filter((e) => e.key === key)
-    .map(
-      (e) =>
-        `${e.op}${e.value === undefined ? '' : `(${e.value})`}@${e.call}-${e.ret === Number.POSITIVE_INFINITY ? '?' : e.ret}:${e.outcome}`,
-    )
-    .join(' ');
+/** One history entry as a line: `c2 put 00-key "s7-3…" [12 ms → 19 ms] ok` (value cut to 24 chars). */
+export function formatEntry(e: HistoryEntry): string {
+  const cut = (v: string | undefined): string =>
+    v === undefined ? '(absent)' : JSON.stringify(v.length > 24 ? `${v.slice(0, 24)}…` : v);
+  const what =
+    e.op === 'scan'
+      ? `scan [${e.key}, ${e.end ?? '∞'}) → ${e.outcome === 'ok' ? `${(JSON.parse(e.value ?? '[]') as unknown[]).length} rows` : ''}`
+      : `${e.op} ${e.key}${e.op === 'delete' ? '' : ` ${cut(e.value)}`}`;
+  const ret = e.retMs === Number.POSITIVE_INFINITY ? '?' : `${e.retMs} ms`;
+  return `${e.client < 0 ? 'final' : `c${e.client}`} ${what} [${e.callMs} ms → ${ret}] ${e.outcome}`;
+}
+
+/**
+ * The history around each violation, readable: the fault plan, then for a violation naming a key
+ * every operation on that key (scans covering it included), for one naming a virtual time the
+ * operations in flight within 50 ms of it; other violations show the last operations.
+ */
+export function explainViolations(result: ScheduleResult): string[] {
+  const lines = [
+    `seed ${result.seed} (${result.mode}, ${result.ops} ops): ${result.violations.length} violation(s)`,
+    'faults:',
+    ...result.faults.map((f) => `  @${f.atMs} ms: ${f.kind} ${f.node} for ${f.forMs} ms`),
+  ];
+  for (const v of result.violations) {
+    lines.push(`VIOLATION ${v}`);
+    const key = /key (\S+)/.exec(v)?.[1];
+    const atMs = Number(/at (-?\d+) ms/.exec(v)?.[1] ?? Number.NaN);
+    let entries: HistoryEntry[];
+    if (key !== undefined && ALL_KEYS.includes(key)) {
+      entries = result.history.filter(
+        (e) =>
+          (e.op !== 'scan' && e.key === key) ||
+          (e.op === 'scan' && key >= e.key && (e.end === undefined || key < e.end)),
+      );
+      lines.push(`  operations on ${key}:`);
+    } else if (!Number.isNaN(atMs)) {
+      entries = result.history.filter((e) => e.callMs <= atMs + 50 && e.retMs >= atMs - 50);
+      lines.push(`  operations in flight within 50 ms of ${atMs} ms:`);
+    } else {
+      entries = result.history.slice(-12);
+      lines.push('  the last operations:');
+    }
+    for (const e of entries.slice(-40)) lines.push(`    ${formatEntry(e)}`);
+  }
+  return lines;
 }

@@ -1,0 +1,29 @@
+/**
+ * The simulator's fault kinds and fault plans (a plan is a list of faults, applied one at a time;
+ * see check.ts for what each does). Kept apart from check.ts so the CLI can parse `--plan` without
+ * loading the simulator.
+ */
+export const FAULT_KINDS = [
+  'crash',
+  'kill',
+  'pause',
+  'partition-peers',
+  'partition-coordinator',
+  'partition-all',
+  'drop-connection',
+  'delay-connection',
+  'slow-device',
+] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+
+export interface Fault {
+  kind: FaultKind;
+  node: string;
+  /** Virtual ms after the workload starts. */
+  atMs: number;
+  /**
+   * How long a pause, partition, delay or slow disk lasts. A delay or slow disk adds forMs / 4 ms
+   * to each operation; drop-connection breaks connection number forMs mod n of the node's n.
+   */
+  forMs: number;
+}

@@ -1,0 +1,61 @@
+/**
+ * Protocol trace: the events the simulator's checkers read to check PROTOCOL §8 from what the
+ * protocol *did*, not only from what clients saw (src/sim/events.ts). Production sets no sink, so
+ * each `trace(...)` is one branch; only src/sim sets one, around a single schedule (as it does the
+ * mutant switch). Producers pass a closure so that nothing is built while no sink listens.
+ *
+ * - `ack`: a primary acknowledged a write (§8.4: one acknowledging node per region per epoch,
+ *   epochs never decrease).
+ * - `link-open`: a primary opened a backup (new buffers: what the old ones held no longer counts).
+ * - `log-write`: a primary issued a one-sided write of segment `seq` into a backup's log buffer
+ *   (§4.3 / §8.1: a buffer is overwritten only after the backup persisted what it held).
+ * - `log-persisted`: a backup persisted (a prefix of) a log segment; `primarySegment` is the map key.
+ * - `segment-map`: the keys of a backup's segment map after an open, a rebase or a levels install.
+ * - `index-received`: a backup is about to translate an index segment pointing into these primary
+ *   segments (§8.6: every one of them must already be persisted there).
+ * - `fenced`: a backup fenced (revoked) the buffers of an epoch; `placed`: the fabric put bytes into
+ *   a registered region (§8.4: nothing lands in a fenced buffer — one writer per epoch).
+ */
+export type TraceEvent =
+  | { kind: 'ack'; node: string; regionId: string; epoch: number; key: string }
+  | { kind: 'link-open'; primary: string; backup: string; regionId: string; epoch: number }
+  | {
+      kind: 'log-write';
+      primary: string;
+      backup: string;
+      regionId: string;
+      epoch: number;
+      seq: number;
+      buffer: number;
+    }
+  | {
+      kind: 'log-persisted';
+      backup: string;
+      primary: string;
+      regionId: string;
+      epoch: number;
+      seq: number;
+      primarySegment: number;
+      partial: boolean;
+    }
+  | { kind: 'segment-map'; backup: string; regionId: string; primarySegments: number[] }
+  | { kind: 'index-received'; backup: string; regionId: string; epoch: number; primarySegments: number[] }
+  | { kind: 'fenced'; node: string; regionId: string; epoch: number; regionKeys: number[] }
+  | { kind: 'placed'; node: string; regionKey: number };
+
+let sink: ((event: TraceEvent) => void) | undefined;
+
+/** Records the event `make` builds, if a sink listens (the simulator's); otherwise does nothing. */
+export function trace(make: () => TraceEvent): void {
+  if (sink !== undefined) sink(make());
+}
+
+/** Whether a sink listens (to skip work only a trace needs). */
+export function tracing(): boolean {
+  return sink !== undefined;
+}
+
+/** Sets (or clears) the sink: the simulator's switch. */
+export function setTraceSink(next: ((event: TraceEvent) => void) | undefined): void {
+  sink = next;
+}
