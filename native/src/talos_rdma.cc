@@ -143,8 +143,12 @@ uint64_t U64(Napi::Env env, const Napi::Object &o, const char *key) {
 struct DeviceRes {
   ibv_context *ctx = nullptr;
   std::string name;
+  // Set when the context is librdmacm's (rdma_get_devices): PDs and CQs for QPs on rdma_cm ids must
+  // be on that context. The list holds librdmacm's reference to the device until freed.
+  ibv_context **cmList = nullptr;
   ~DeviceRes() {
-    if (ctx != nullptr) ibv_close_device(ctx);
+    if (cmList != nullptr) rdma_free_devices(cmList);
+    else if (ctx != nullptr) ibv_close_device(ctx);
   }
 };
 
@@ -218,6 +222,10 @@ class Device : public Napi::ObjectWrap<Device> {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "Device(name: string)");
     std::string name = info[0].As<Napi::String>();
+    if (info.Length() > 1 && info[1].ToBoolean()) {
+      OpenThroughRdmaCm(env, name);
+      return;
+    }
     int n = 0;
     ibv_device **list = ibv_get_device_list(&n);
     std::string available;
@@ -250,6 +258,29 @@ class Device : public Napi::ObjectWrap<Device> {
   }
 
  private:
+  // new Device(name, true): librdmacm's context for the device (for QPs created on rdma_cm ids).
+  void OpenThroughRdmaCm(Napi::Env env, const std::string &name) {
+    int n = 0;
+    ibv_context **list = rdma_get_devices(&n);
+    if (list == nullptr) ThrowVerbs(env, "rdma_get_devices", errno != 0 ? errno : ENODEV);
+    std::string available;
+    for (int i = 0; i < n; i++) {
+      const char *devName = ibv_get_device_name(list[i]->device);
+      if (name == devName) {
+        res_ = std::make_shared<DeviceRes>();
+        res_->ctx = list[i];
+        res_->name = name;
+        res_->cmList = list;
+        return;
+      }
+      if (!available.empty()) available += ", ";
+      available += devName;
+    }
+    rdma_free_devices(list);
+    ThrowVerbs(env, "ibv_open_device", ENODEV,
+               "no RDMA device named '" + name + "' (available: " + (available.empty() ? "none" : available) + ")");
+  }
+
   Napi::Value Name(const Napi::CallbackInfo &info) {
     return Napi::String::New(info.Env(), res_ ? res_->name : "");
   }

@@ -103,30 +103,34 @@ describe('rdma addon: what needs no device', () => {
 });
 
 function conformanceOn(devices: [string, string], gidIndex: number): void {
-  describeFabricConformance(`rdma ${devices[0]}→${devices[1]} (gid ${gidIndex})`, async () => {
-    const fabrics = new Map<string, RdmaFabric>();
-    const unused = await freePort();
-    return {
-      fabricFor: (nodeId) => {
-        let fabric = fabrics.get(nodeId);
-        if (fabric === undefined) {
-          fabric = new RdmaFabric({
-            device: nodeId === 'b' ? devices[1] : devices[0],
-            gidIndex,
-            secret: SECRET,
-            connectTimeoutMs: SLOW_MS,
-          });
-          fabrics.set(nodeId, fabric);
-        }
-        return fabric;
-      },
-      listenAddress: () => 'rdma://127.0.0.1:0',
-      unusedAddress: () => `rdma://127.0.0.1:${unused}`,
-      teardown: async () => {
-        for (const fabric of fabrics.values()) await fabric.close();
-      },
-    };
-  });
+  describeFabricConformance(
+    `rdma ${devices[0]}→${devices[1]} (gid ${gidIndex})`,
+    async () => {
+      const fabrics = new Map<string, RdmaFabric>();
+      const unused = await freePort();
+      return {
+        fabricFor: (nodeId) => {
+          let fabric = fabrics.get(nodeId);
+          if (fabric === undefined) {
+            fabric = new RdmaFabric({
+              device: nodeId === 'b' ? devices[1] : devices[0],
+              gidIndex,
+              secret: SECRET,
+              connectTimeoutMs: SLOW_MS,
+            });
+            fabrics.set(nodeId, fabric);
+          }
+          return fabric;
+        },
+        listenAddress: () => 'rdma://127.0.0.1:0',
+        unusedAddress: () => `rdma://127.0.0.1:${unused}`,
+        teardown: async () => {
+          for (const fabric of fabrics.values()) await fabric.close();
+        },
+      };
+    },
+    { laterWritesMayLandFirst: true },
+  );
 }
 
 if (onVerbs) {
@@ -350,7 +354,7 @@ describeOnVerbs('rdma addon on real verbs', () => {
     const host = process.env.TALOS_RDMA_CM_HOST ?? '169.254.77.1';
     const events: NativeCmEvent[] = [];
     const channel = new addon.CmChannel((e) => events.push(e));
-    const device = new addon.Device(DEVICE!);
+    const device = new addon.Device(DEVICE!, true); // librdmacm's context: QPs on cm ids need it
     const pd = new addon.ProtectionDomain(device);
     const cq = new addon.CompletionQueue(device, 16, () => {});
     const listener = new addon.CmId(channel);

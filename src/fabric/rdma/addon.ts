@@ -148,7 +148,8 @@ export interface NativeCmId {
 }
 
 export interface RdmaAddon {
-  Device: new (name: string) => NativeDevice;
+  /** `viaRdmaCm`: librdmacm's context for the device (PDs/CQs for QPs on rdma_cm ids). */
+  Device: new (name: string, viaRdmaCm?: boolean) => NativeDevice;
   ProtectionDomain: new (device: NativeDevice) => NativeProtectionDomain;
   MemoryRegion: new (pd: NativeProtectionDomain, bytes: number, remoteWrite?: boolean) => NativeMemoryRegion;
   CompletionQueue: new (
