@@ -149,7 +149,10 @@ export interface NativeCmId {
 
 export interface RdmaAddon {
   /** `viaRdmaCm`: librdmacm's context for the device (PDs/CQs for QPs on rdma_cm ids). */
-  Device: new (name: string, viaRdmaCm?: boolean) => NativeDevice;
+  Device: new (
+    name: string,
+    viaRdmaCm?: boolean,
+  ) => NativeDevice;
   ProtectionDomain: new (device: NativeDevice) => NativeProtectionDomain;
   MemoryRegion: new (pd: NativeProtectionDomain, bytes: number, remoteWrite?: boolean) => NativeMemoryRegion;
   CompletionQueue: new (

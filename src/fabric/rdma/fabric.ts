@@ -557,6 +557,8 @@ export class RdmaConnection extends EndpointBase implements Connection {
   // data QP
   private ops: WriteOp[] = [];
   private readonly stagingSlots: SlotPool;
+  /** Pieces whose bytes wait outside staging for a slot. */
+  private unstagedPieces = 0;
   private readonly inflight = new Map<number, { piece: Piece; gen: number }>();
   private nextWrId = WR_DATA;
   private dataGen = 0;
@@ -643,13 +645,18 @@ export class RdmaConnection extends EndpointBase implements Connection {
         resolve,
         reject,
       };
-      // Copied now (into staging when a slot is free, else aside): the caller may reuse `bytes`.
+      // Copied now: into staging when a slot is free and no earlier piece still waits for one
+      // (slots are taken in issue order, so the pieces holding them can always be posted and
+      // free them: no deadlock), else aside. The caller may reuse `bytes` at once.
       for (let delta = 0; delta < bytes.length || delta === 0; delta += DATA_PIECE_BYTES) {
         const length = Math.min(DATA_PIECE_BYTES, bytes.length - delta);
         const piece: Piece = { op, delta, length, source: undefined, slot: undefined, state: 'pending' };
-        const slot = this.stagingSlots.take();
+        const slot = this.unstagedPieces === 0 ? this.stagingSlots.take() : undefined;
         if (slot !== undefined) this.stage(piece, slot, bytes.subarray(delta, delta + length));
-        else piece.source = bytes.slice(delta, delta + length);
+        else {
+          piece.source = bytes.slice(delta, delta + length);
+          this.unstagedPieces += 1;
+        }
         op.pieces.push(piece);
         if (bytes.length === 0) break;
       }
@@ -806,8 +813,12 @@ export class RdmaConnection extends EndpointBase implements Connection {
       op.remaining -= 1;
       if (op.remaining === 0 && op.error === undefined) op.resolve();
     } else if (c.status === 'IBV_WC_WR_FLUSH_ERR') {
-      // Not executed: posted again, in order, once the data QP is rebuilt.
-      piece.state = 'pending';
+      // Not executed: posted again, in order, once the data QP is rebuilt (unless its write failed).
+      if (op.error === undefined) piece.state = 'pending';
+      else {
+        piece.state = 'done';
+        this.release(piece);
+      }
       this.dataBroken(gen);
     } else if (c.status === 'IBV_WC_REM_ACCESS_ERR' || c.status === 'IBV_WC_REM_INV_REQ_ERR') {
       piece.state = 'done';
@@ -844,12 +855,17 @@ export class RdmaConnection extends EndpointBase implements Connection {
   private stage(piece: Piece, slot: number, bytes: Uint8Array): void {
     new Uint8Array(this.res.stagingMr.buffer, slot * DATA_PIECE_BYTES, bytes.length).set(bytes);
     piece.slot = slot;
-    piece.source = undefined;
+    this.dropSource(piece);
   }
 
   private release(piece: Piece): void {
     if (piece.slot !== undefined) this.stagingSlots.give(piece.slot);
     piece.slot = undefined;
+    this.dropSource(piece);
+  }
+
+  private dropSource(piece: Piece): void {
+    if (piece.source !== undefined) this.unstagedPieces -= 1;
     piece.source = undefined;
   }
 
