@@ -257,8 +257,10 @@ class QpResources {
     this.connectQp(this.data, this.dataPsn, peer, peer.data);
   }
 
+  /** QPs first (their outstanding work is discarded), then the MRs they pointed into, then the CQ. */
   close(): void {
     this.data?.close();
+    this.ctrl?.close();
     for (const closer of this.closers.splice(0).reverse()) {
       try {
         closer();
