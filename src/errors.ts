@@ -157,6 +157,35 @@ export class HandshakeRefusedError extends FabricError {
   }
 }
 
+/**
+ * The rdma fabric cannot run here: the native addon was not built (libibverbs/librdmacm headers
+ * missing at `npm run build:native`) or does not load. Nothing else is affected.
+ */
+export class RdmaUnavailableError extends FabricError {
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super(
+      'RDMA_UNAVAILABLE',
+      `RDMA is unavailable: ${detail} (install libibverbs-dev librdmacm-dev ibverbs-providers, then npm run build:native)`,
+      options,
+    );
+  }
+}
+
+/** A verbs or rdma_cm call failed; `verbsCode` is the errno name (ENODEV, EINVAL...), `call` the function. */
+export class RdmaVerbsError extends FabricError {
+  constructor(
+    readonly call: string,
+    readonly verbsCode: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super('RDMA_VERBS', message, options);
+  }
+}
+
+/** No RDMA device of that name (or it cannot be opened). */
+export class RdmaDeviceError extends RdmaVerbsError {}
+
 /** The coordinator (etcd or embedded) cannot be reached or did not answer within its deadline. */
 export class CoordinatorUnavailableError extends TalosError {
   constructor(detail: string, options?: { cause?: unknown }) {

@@ -37,6 +37,7 @@ export { hexRegionSpecs, regionOf } from './cluster/regions.js';
 export * from './engine/index.js';
 export * from './errors.js';
 export * from './fabric/index.js';
+export { RdmaFabric, type RdmaFabricOptions, rdmaDevices } from './fabric/rdma/index.js';
 export { TcpFabric, type TcpFabricOptions } from './fabric/tcp.js';
 export { BackupRefusedError } from './replication/backup-link.js';
 export type { ReplicationMode } from './replication/messages.js';

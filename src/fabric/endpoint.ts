@@ -11,8 +11,12 @@ import type { ConnectionStats, LocalRegion, RegionHandle, RemoteRegion } from '.
 export class FabricRegion implements LocalRegion {
   revoked = false;
   readonly bytes: Uint8Array;
-  constructor(readonly handle: RegionHandle) {
-    this.bytes = new Uint8Array(handle.bytes);
+  /** `bytes`: the region's memory when the fabric allocates it itself (rdma: a registered MR). */
+  constructor(
+    readonly handle: RegionHandle,
+    bytes?: Uint8Array,
+  ) {
+    this.bytes = bytes ?? new Uint8Array(handle.bytes);
   }
 }
 

@@ -384,8 +384,8 @@ export class TcpConnection extends EndpointBase implements Connection {
   }
 }
 
-/** Splits a byte stream into frames. `next()` for the handshake, then `onFrame` for the rest. */
-class FrameReader {
+/** Splits a byte stream into frames (also the rdma fabric's connection-management channel). `next()` for the handshake, then `onFrame` for the rest. */
+export class FrameReader {
   private readonly frames = new LengthPrefixedFrames(MAX_FRAME_BYTES);
   private handler: ((type: number, payload: Buffer) => void) | undefined;
   private waiter: ((f: { type: number; payload: Buffer } | undefined) => void) | undefined;
@@ -446,14 +446,14 @@ class FrameReader {
   }
 }
 
-function frame(type: number, payload: Buffer): Buffer {
+export function frame(type: number, payload: Buffer): Buffer {
   const header = Buffer.alloc(5);
   header.writeUInt32LE(payload.length + 1, 0);
   header.writeUInt8(type, 4);
   return Buffer.concat([header, payload]);
 }
 
-function macEquals(a: string, b: string): boolean {
+export function macEquals(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);

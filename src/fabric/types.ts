@@ -13,7 +13,9 @@
  * - `send` carries ordered two-sided control messages (bytes; the codec is replication's). The
  *   ordering rule the protocol relies on (RC semantics): a message sent after a write's promise
  *   resolved is delivered after that write's bytes are in place. Messages are delivered in send
- *   order, each exactly once, or not at all once the connection breaks.
+ *   order, each exactly once, or not at all once the connection breaks. The rule is one-way: a
+ *   write issued after a message may already be placed when the receiver handles that message
+ *   (on RDMA no code runs when bytes land).
  * - `revoke(region)` fences: every later write into it fails with RegionRevokedError, whatever
  *   connection it comes from. `close()` fails pending writes and tells the peer.
  */
