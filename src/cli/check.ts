@@ -17,6 +17,7 @@ import {
   type ScheduleOptions,
   type ScheduleResult,
 } from '../sim/check.js';
+import { REGRESSIONS } from '../sim/regressions.js';
 import { shrinkFailure } from '../sim/shrink.js';
 
 export interface CheckOptions {
@@ -158,8 +159,12 @@ function writeReport(
     `| mutant | ${summary.mutant ?? 'none'} |`,
     '',
     failed.length === 0
-      ? 'No schedule failed a checker. Seeds that ever failed are kept in `test/sim/sim.test.ts` (REGRESSIONS).'
-      : `Failing seeds (add them to REGRESSIONS in test/sim/sim.test.ts; replay with \`talos check --replay SEED\`):\n\n${failed.map((r) => `- ${r.seed} (${r.mode}): ${r.violations.join('; ')}`).join('\n')}`,
+      ? 'No schedule failed a checker.'
+      : `Failing seeds (add them to REGRESSIONS in src/sim/regressions.ts; replay with \`talos check --replay SEED\`):\n\n${failed.map((r) => `- ${r.seed} (${r.mode}): ${r.violations.join('; ')}`).join('\n')}`,
+    '',
+    'Regression schedules (src/sim/regressions.ts; each once failed a checker and now runs in every `npm test`):',
+    '',
+    ...REGRESSIONS.map((r) => `- \`${JSON.stringify(r)}\``),
     '',
   ];
   writeFileSync(path, lines.join('\n'));

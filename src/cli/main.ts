@@ -52,14 +52,19 @@ const clusterOption = (): Option =>
 
 program
   .command('node')
-  .description('run one node of a cluster coordinated by etcd (TCP fabric, files under --data-dir)')
+  .description('run one node of a cluster coordinated by etcd (TCP or RDMA fabric, files under --data-dir)')
   .requiredOption('--id <nodeId>', 'this node id')
-  .requiredOption('--listen <tcp://host:port>', 'fabric address (replication traffic)')
+  .requiredOption(
+    '--listen <address>',
+    'fabric address: tcp://host:port, or rdma://host:port with --fabric rdma',
+  )
   .requiredOption('--client <tcp://host:port>', 'client endpoint address')
   .requiredOption('--data-dir <path>', 'where this node keeps its stores')
   .addOption(etcdOption())
   .addOption(clusterOption())
-  .addOption(new Option('--fabric <kind>', 'fabric').choices(['tcp']).default('tcp'))
+  .addOption(new Option('--fabric <kind>', 'fabric').choices(['tcp', 'rdma']).default('tcp'))
+  .option('--rdma-device <name>', 'with --fabric rdma: the RDMA device (e.g. mlx5_0, rxe0)')
+  .option('--rdma-gid-index <n>', 'with --fabric rdma: GID table index (RoCE)', integer)
   .addOption(
     new Option('--mode <mode>', 'replication mode')
       .choices(['send-index', 'build-index'])
@@ -73,7 +78,18 @@ program
   .option('--secret-file <path>', 'cluster secret for the fabric handshake (or TALOS_CLUSTER_SECRET)')
   .action(async (o) => {
     const { startNodeProcess } = await import('../server/node-process.js');
+    if (o.fabric === 'rdma' && o.rdmaDevice === undefined) {
+      throw new InvalidArgumentError('--fabric rdma needs --rdma-device NAME (see ibv_devices)');
+    }
     const node = await startNodeProcess({
+      ...(o.fabric === 'rdma'
+        ? {
+            rdma: {
+              device: o.rdmaDevice,
+              ...(o.rdmaGidIndex === undefined ? {} : { gidIndex: o.rdmaGidIndex }),
+            },
+          }
+        : {}),
       nodeId: o.id,
       listen: o.listen,
       clientListen: o.client,

@@ -26,14 +26,19 @@ import { IncarnationDevice } from '../cluster/incarnation-device.js';
 import { hexRegionSpecs } from '../cluster/regions.js';
 import { FileDevice } from '../engine/file-device.js';
 import { Store, type StoreOptions } from '../engine/store.js';
+import { verbsError } from '../fabric/rdma/addon.js';
+import { loadRdmaAddon, parseRdmaAddress, RdmaFabric } from '../fabric/rdma/index.js';
 import { parseTcpAddress, TcpFabric } from '../fabric/tcp.js';
+import type { Fabric } from '../fabric/types.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { type ClientServer, startClientServer } from './client-server.js';
 
 export interface NodeProcessOptions {
   nodeId: string;
-  /** Fabric listen address, `tcp://host:port`. */
+  /** Fabric listen address: `tcp://host:port`, or with `rdma`, `rdma://host:port` (its side channel). */
   listen: string;
+  /** Use the rdma fabric on this device (e.g. `mlx5_0`, `rxe0`) instead of tcp. */
+  rdma?: { device: string; gidIndex?: number };
   /** Client endpoint, `tcp://host:port`. */
   clientListen: string;
   /** Prometheus endpoint port (0: any; undefined: none). */
@@ -63,7 +68,29 @@ export interface RunningNode {
 }
 
 export async function startNodeProcess(options: NodeProcessOptions): Promise<RunningNode> {
-  parseTcpAddress(options.listen); // a bad --listen fails here, before anything starts
+  // A bad --listen, a missing addon or device fails here, before anything starts.
+  if (options.rdma === undefined) parseTcpAddress(options.listen);
+  else {
+    parseRdmaAddress(options.listen);
+    const addon = loadRdmaAddon();
+    try {
+      new addon.Device(options.rdma.device).close();
+    } catch (err) {
+      throw verbsError(err);
+    }
+  }
+  const secretOptions = {
+    ...(options.secret === undefined ? {} : { secret: options.secret }),
+    ...(options.secretFile === undefined ? {} : { secretFile: options.secretFile }),
+  };
+  const newFabric = (): Fabric =>
+    options.rdma === undefined
+      ? new TcpFabric(secretOptions)
+      : new RdmaFabric({
+          device: options.rdma.device,
+          ...(options.rdma.gidIndex === undefined ? {} : { gidIndex: options.rdma.gidIndex }),
+          ...secretOptions,
+        });
   const log =
     options.logger ??
     pino({ name: 'talos', level: process.env.TALOS_LOG_LEVEL ?? 'info' }).child({ node: options.nodeId });
@@ -124,10 +151,7 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
     });
     const runtime = new NodeRuntime({
       nodeId: options.nodeId,
-      fabric: new TcpFabric({
-        ...(options.secret === undefined ? {} : { secret: options.secret }),
-        ...(options.secretFile === undefined ? {} : { secretFile: options.secretFile }),
-      }),
+      fabric: newFabric(),
       fabricAddress: options.listen,
       clientAddress: client.address,
       coordinator,

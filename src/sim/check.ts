@@ -22,7 +22,7 @@
  */
 import type { RegionConfig } from '../../coordination/types.js';
 import type { LocalCluster } from '../cluster/local-cluster.js';
-import { OutcomeUnknownError } from '../errors.js';
+import { InvalidArgumentError, OutcomeUnknownError } from '../errors.js';
 import { type Mutant, setMutant } from '../mutants.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { setTraceSink } from '../trace.js';
@@ -105,6 +105,9 @@ async function runScheduleWith(options: ScheduleOptions, trace: TraceChecker): P
   const seed = options.seed;
   const ops = options.ops ?? 60;
   const nodes = options.nodes ?? 4;
+  // RF 3 plus a spare: a node killed for good is replaced, and one fault at a time never takes a
+  // region's last replica.
+  if (!Number.isInteger(nodes) || nodes < 4) throw new InvalidArgumentError(`nodes: at least 4, not ${nodes}`);
   const world = await SimWorld.create({
     seed,
     nodes,

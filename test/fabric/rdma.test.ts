@@ -30,6 +30,7 @@ import {
 } from '../../src/fabric/rdma/addon.js';
 import { type RdmaConnection, RdmaFabric } from '../../src/fabric/rdma/fabric.js';
 import type { Connection } from '../../src/fabric/types.js';
+import { startNodeProcess } from '../../src/server/node-process.js';
 import { describeFabricConformance, eventually } from './conformance.js';
 
 const SECRET = 'test-cluster-secret';
@@ -93,6 +94,24 @@ describe('rdma addon: what needs no device', () => {
     expect(err).toMatchObject({ verbsCode: 'ENODEV', call: 'ibv_open_device' });
     expect(String((err as Error).message)).toMatch(/nosuchdev9/);
     await fabric.close();
+  });
+
+  test('a node process on the rdma fabric checks its address, addon and device before it starts', async () => {
+    const start = (listen: string, device: string) =>
+      startNodeProcess({
+        nodeId: 'n1',
+        listen,
+        clientListen: 'tcp://127.0.0.1:0',
+        dataDir: '/nonexistent/talos-rdma-test',
+        etcd: ['http://127.0.0.1:1'],
+        rdma: { device },
+      }).catch((e: unknown) => e);
+    expect(await start('tcp://127.0.0.1:0', 'rxe0')).toMatchObject({ code: 'BAD_ADDRESS' });
+    const err = await start('rdma://127.0.0.1:0', 'nosuchdev9');
+    if (rdmaAddonAvailable()) {
+      expect(err).toBeInstanceOf(RdmaDeviceError);
+      expect(err).toMatchObject({ verbsCode: 'ENODEV' });
+    } else expect(err).toBeInstanceOf(RdmaUnavailableError);
   });
 
   test('bad addresses are refused before anything opens', async () => {

@@ -8,28 +8,12 @@
  */
 import * as fc from 'fast-check';
 import { MUTANTS } from '../../src/mutants.js';
-import { FAULT_KINDS, runSchedule, type ScheduleOptions } from '../../src/sim/check.js';
+import { FAULT_KINDS, runSchedule } from '../../src/sim/check.js';
+import { REGRESSIONS } from '../../src/sim/regressions.js';
 import { planArbitrary, shrinkFailure } from '../../src/sim/shrink.js';
 import { propertyParams } from '../support/property.js';
 
 jest.setTimeout(900_000);
-
-/**
- * Schedules that once failed a checker; each runs on every `npm test`.
- * - seeds 12 and 15, K = 1: promotion offered the buffers of segments S … S + K − 1 after the last
- *   persisted segment S, so the tail in S + K was lost (acknowledged writes gone).
- * - seed 185, K = 1: with the buffer-reuse baseline counting the backup's last, partially
- *   persisted segment as persisted, a re-sync could overwrite its buffer before the backup copied
- *   the segment's full seal (found by the buffer-reuse trace checker).
- * - seed 22, K = 1: a false alarm of that checker (a primary re-opening a backup within its epoch
- *   gets new buffers: link-open now resets what the checker believes they hold).
- */
-const REGRESSIONS: ScheduleOptions[] = [
-  { seed: 12, ops: 60, faults: 3, logBufferCount: 1 },
-  { seed: 15, ops: 60, faults: 3, logBufferCount: 1 },
-  { seed: 22, ops: 60, faults: 3, logBufferCount: 1 },
-  { seed: 185, ops: 60, faults: 3, logBufferCount: 1 },
-];
 
 test('the same seed gives the same run: history, faults, steps, trace and virtual time', async () => {
   const a = await runSchedule({ seed: 4242, ops: 40, faults: 3 });

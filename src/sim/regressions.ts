@@ -1,0 +1,19 @@
+import type { ScheduleOptions } from './check.js';
+
+/**
+ * Schedules that once failed a checker; each runs on every `npm test`
+ * (test/sim/sim.test.ts) and is listed in the soak's report.
+ * - seeds 12 and 15, K = 1: promotion offered the buffers of segments S … S + K − 1 after the last
+ *   persisted segment S, so the tail in S + K was lost (acknowledged writes gone).
+ * - seed 185, K = 1: with the buffer-reuse baseline counting the backup's last, partially
+ *   persisted segment as persisted, a re-sync could overwrite its buffer before the backup copied
+ *   the segment's full seal (found by the buffer-reuse trace checker).
+ * - seed 22, K = 1: a false alarm of that checker (a primary re-opening a backup within its epoch
+ *   gets new buffers: link-open now resets what the checker believes they hold).
+ */
+export const REGRESSIONS: readonly ScheduleOptions[] = [
+  { seed: 12, ops: 60, faults: 3, logBufferCount: 1 },
+  { seed: 15, ops: 60, faults: 3, logBufferCount: 1 },
+  { seed: 22, ops: 60, faults: 3, logBufferCount: 1 },
+  { seed: 185, ops: 60, faults: 3, logBufferCount: 1 },
+];
