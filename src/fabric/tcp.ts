@@ -5,10 +5,11 @@
  * write; one ordered byte stream per connection gives RC ordering (a message sent after a write
  * completed arrives after the bytes are in place).
  *
- * Frames: `u32 length | u8 type | payload`.
+ * Frames: `u32 length | u8 type | payload`; the handshake's (CHALLENGE … REFUSED) are shared
+ * with the rdma fabric's side channel (socket-frames.ts).
  *   CHALLENGE  server → client  nonce(32) | server node id
  *   HELLO      client → server  JSON {nodeId, epoch, nonce (the client's), mac}
- *   WELCOME    server → client  mac over the client's nonce (the server proves the secret too)
+ *   WELCOME    server → client  JSON {mac over the client's nonce} (the server proves the secret too)
  *   REFUSED    server → client  reason (then close)
  *   WRITE      regionKey u32 | offset u64 | writeId u32 | bytes
  *   WRITE_ACK  writeId u32 | status u8 (0 placed, 1 revoked/unknown, 2 out of bounds)
@@ -25,36 +26,29 @@
  * on 'drain'. A connection that breaks fails its pending writes (ConnectionClosedError) and tells
  * both sides' close handlers once.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import {
-  ConnectionClosedError,
-  FabricError,
-  HandshakeRefusedError,
-  RegionRevokedError,
-  UnreachableError,
-  WriteOutOfBoundsError,
-} from '../errors.js';
+import type { Server, Socket } from 'node:net';
+import { ConnectionClosedError, FabricError, RegionRevokedError, WriteOutOfBoundsError } from '../errors.js';
 import { EndpointBase } from './endpoint.js';
-import { LengthPrefixedFrames } from './frames.js';
+import {
+  answerHandshake,
+  clusterSecret,
+  dialHandshake,
+  FIRST_FABRIC_FRAME,
+  type FrameReader,
+  frame,
+  listenOnSocket,
+} from './socket-frames.js';
 import type { Connection, Fabric, Handshake, Listener, ListenOptions, RemoteRegion } from './types.js';
 
-const CHALLENGE = 1;
-const HELLO = 2;
-const WELCOME = 3;
-const REFUSED = 4;
-const WRITE = 5;
-const WRITE_ACK = 6;
-const MESSAGE = 7;
-const CLOSE = 8;
+// Frames 1–4 are the handshake's (socket-frames.ts).
+const WRITE = FIRST_FABRIC_FRAME;
+const WRITE_ACK = FIRST_FABRIC_FRAME + 1;
+const MESSAGE = FIRST_FABRIC_FRAME + 2;
+const CLOSE = FIRST_FABRIC_FRAME + 3;
 
 const ACK_OK = 0;
 const ACK_REVOKED = 1;
 const ACK_BOUNDS = 2;
-
-/** Largest frame accepted (a write of a whole segment plus headers fits easily). */
-const MAX_FRAME_BYTES = 256 * 1024 * 1024;
 
 export interface TcpFabricOptions {
   /** Cluster secret for the HMAC handshake. */
@@ -75,11 +69,7 @@ export class TcpFabric implements Fabric {
   private closed = false;
 
   constructor(readonly options: TcpFabricOptions = {}) {
-    const secret =
-      options.secret ??
-      (options.secretFile !== undefined ? readFileSync(options.secretFile, 'utf8').trim() : undefined) ??
-      process.env.TALOS_CLUSTER_SECRET;
-    this.secret = secret === undefined || secret.length === 0 ? undefined : Buffer.from(secret);
+    this.secret = clusterSecret(options);
   }
 
   async listen(
@@ -89,78 +79,25 @@ export class TcpFabric implements Fabric {
   ): Promise<Listener> {
     if (this.closed) throw new FabricError('FABRIC_CLOSED', 'fabric is closed');
     const { host, port } = parseTcpAddress(address);
-    const server = createServer((socket) => this.serve(socket, options, onConnection));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    this.servers.add(server);
-    const bound = server.address();
-    const actual = typeof bound === 'object' && bound !== null ? bound.port : port;
-    return {
-      address: `tcp://${host}:${actual}`,
-      close: () => {
-        this.servers.delete(server);
-        server.close();
-      },
-    };
+    return listenOnSocket('tcp', host, port, this.servers, (socket) =>
+      this.serve(socket, options, onConnection),
+    );
   }
 
   async connect(address: string, handshake: Handshake): Promise<Connection> {
     if (this.closed) throw new FabricError('FABRIC_CLOSED', 'fabric is closed');
     const { host, port } = parseTcpAddress(address);
-    const timeoutMs = this.options.connectTimeoutMs ?? 5000;
-    const socket = createConnection({ host, port });
-    socket.setNoDelay(true);
-    socket.on('error', () => {}); // surfaced as the connect's failure or the connection's close
-    const reader = new FrameReader(socket);
-    const fail = (err: Error): never => {
-      socket.destroy();
-      throw err;
-    };
-    const timer = setTimeout(() => socket.destroy(new UnreachableError(address)), timeoutMs);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('connect', resolve);
-        socket.once('error', () => reject(new UnreachableError(address)));
-      });
-      const challenge = await reader.next();
-      if (challenge === undefined || challenge.type !== CHALLENGE || challenge.payload.length < 32) {
-        return fail(new UnreachableError(address));
-      }
-      const serverNonce = challenge.payload.subarray(0, 32);
-      const peerNodeId = challenge.payload.subarray(32).toString('utf8');
-      const clientNonce = randomBytes(32);
-      const hello = {
-        nodeId: handshake.nodeId,
-        epoch: handshake.epoch,
-        nonce: clientNonce.toString('base64'),
-        mac: this.mac(serverNonce, handshake.nodeId, handshake.epoch),
-      };
-      socket.write(frame(HELLO, Buffer.from(JSON.stringify(hello))));
-      const answer = await reader.next();
-      if (answer === undefined) return fail(new HandshakeRefusedError(`${address} closed the connection`));
-      if (answer.type === REFUSED) return fail(new HandshakeRefusedError(answer.payload.toString('utf8')));
-      if (answer.type !== WELCOME) return fail(new HandshakeRefusedError('unexpected handshake reply'));
-      if (
-        this.secret !== undefined &&
-        !macEquals(answer.payload.toString('utf8'), this.mac(clientNonce, peerNodeId, 0))
-      ) {
-        return fail(new HandshakeRefusedError(`${address} did not prove the cluster secret`));
-      }
-      const connection = new TcpConnection(this, socket, reader, handshake.nodeId, peerNodeId);
-      this.connections.add(connection);
-      return connection;
-    } catch (err) {
-      socket.destroy();
-      if (err instanceof FabricError) throw err;
-      throw new UnreachableError(address);
-    } finally {
-      clearTimeout(timer);
-    }
+    const { socket, reader, peerNodeId } = await dialHandshake({
+      address,
+      host,
+      port,
+      timeoutMs: this.options.connectTimeoutMs ?? 5000,
+      secret: this.secret,
+      handshake,
+    });
+    const connection = new TcpConnection(this, socket, reader, handshake.nodeId, peerNodeId);
+    this.connections.add(connection);
+    return connection;
   }
 
   async close(): Promise<void> {
@@ -175,63 +112,25 @@ export class TcpFabric implements Fabric {
     this.connections.delete(connection);
   }
 
-  /** HMAC over (nonce, node id, epoch); '' without a secret. */
-  private mac(nonce: Buffer, nodeId: string, epoch: number): string {
-    if (this.secret === undefined) return '';
-    return createHmac('sha256', this.secret)
-      .update(nonce)
-      .update(`\u0000${nodeId}\u0000${epoch}`)
-      .digest('base64');
-  }
-
-  /** Server side of the handshake; nothing but HELLO is read before WELCOME. */
+  /** Listening side: the shared handshake (socket-frames.ts), then a connection. */
   private serve(
     socket: Socket,
     options: ListenOptions,
     onConnection: (connection: Connection) => void,
   ): void {
-    socket.setNoDelay(true);
-    const reader = new FrameReader(socket);
-    const nonce = randomBytes(32);
-    const timer = setTimeout(() => socket.destroy(), this.options.connectTimeoutMs ?? 5000);
-    const refuse = (reason: string): void => {
-      socket.end(frame(REFUSED, Buffer.from(reason)));
-      setTimeout(() => socket.destroy(), 100);
-    };
-    socket.on('error', () => {});
-    socket.write(frame(CHALLENGE, Buffer.concat([nonce, Buffer.from(options.nodeId)])));
-    void (async () => {
-      try {
-        const hello = await reader.next();
-        clearTimeout(timer);
-        if (hello === undefined || hello.type !== HELLO) return void socket.destroy();
-        let parsed: { nodeId?: unknown; epoch?: unknown; nonce?: unknown; mac?: unknown };
-        try {
-          parsed = JSON.parse(hello.payload.toString('utf8'));
-        } catch {
-          return refuse('malformed handshake');
-        }
-        const { nodeId, epoch, mac } = parsed;
-        if (typeof nodeId !== 'string' || typeof epoch !== 'number' || typeof parsed.nonce !== 'string') {
-          return refuse('malformed handshake');
-        }
-        if (this.closed) return refuse('fabric is closed');
-        if (this.secret !== undefined && !macEquals(String(mac), this.mac(nonce, nodeId, epoch))) {
-          return refuse('authentication failed: wrong or missing cluster secret');
-        }
-        const verdict = options.accept ? options.accept({ nodeId, epoch }) : true;
-        if (verdict !== true) return refuse(verdict);
-        socket.write(
-          frame(WELCOME, Buffer.from(this.mac(Buffer.from(parsed.nonce, 'base64'), options.nodeId, 0))),
-        );
-        const connection = new TcpConnection(this, socket, reader, options.nodeId, nodeId);
+    answerHandshake(socket, {
+      secret: this.secret,
+      options,
+      timeoutMs: this.options.connectTimeoutMs ?? 5000,
+      isClosed: () => this.closed,
+      welcome: () => ({}),
+      accepted: (reader, hello) => {
+        const connection = new TcpConnection(this, socket, reader, options.nodeId, hello.nodeId);
         this.connections.add(connection);
         onConnection(connection);
-      } catch {
-        clearTimeout(timer);
-        socket.destroy();
-      }
-    })();
+        return true;
+      },
+    });
   }
 }
 
@@ -382,81 +281,6 @@ export class TcpConnection extends EndpointBase implements Connection {
     for (const write of this.pending.values()) write.reject(reason);
     this.pending.clear();
   }
-}
-
-/** Splits a byte stream into frames (also the rdma fabric's connection-management channel). `next()` for the handshake, then `onFrame` for the rest. */
-export class FrameReader {
-  private readonly frames = new LengthPrefixedFrames(MAX_FRAME_BYTES);
-  private handler: ((type: number, payload: Buffer) => void) | undefined;
-  private waiter: ((f: { type: number; payload: Buffer } | undefined) => void) | undefined;
-  private ended = false;
-
-  constructor(private readonly socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.frames.push(chunk);
-      this.drain();
-    });
-    const end = (): void => {
-      this.ended = true;
-      const waiter = this.waiter;
-      this.waiter = undefined;
-      waiter?.(undefined);
-    };
-    socket.on('end', end);
-    socket.on('close', end);
-  }
-
-  /** The next frame (handshake phase), or undefined when the stream ended first. */
-  next(): Promise<{ type: number; payload: Buffer } | undefined> {
-    const frameNow = this.take();
-    if (frameNow !== undefined) return Promise.resolve(frameNow);
-    if (this.ended) return Promise.resolve(undefined);
-    return new Promise((resolve) => {
-      this.waiter = resolve;
-    });
-  }
-
-  onFrame(handler: (type: number, payload: Buffer) => void): void {
-    this.handler = handler;
-    for (let f = this.take(); f !== undefined; f = this.take()) handler(f.type, f.payload);
-  }
-
-  private drain(): void {
-    while (this.waiter !== undefined || this.handler !== undefined) {
-      const f = this.take();
-      if (f === undefined) return;
-      if (this.waiter !== undefined) {
-        const waiter = this.waiter;
-        this.waiter = undefined;
-        waiter(f);
-      } else this.handler!(f.type, f.payload);
-    }
-  }
-
-  /** The next frame; a malformed one ends the connection (nothing past it can be parsed). */
-  private take(): { type: number; payload: Buffer } | undefined {
-    let body: Buffer | undefined;
-    try {
-      body = this.frames.take();
-    } catch (err) {
-      this.socket.destroy(err as Error);
-      return undefined;
-    }
-    return body === undefined ? undefined : { type: body.readUInt8(0), payload: body.subarray(1) };
-  }
-}
-
-export function frame(type: number, payload: Buffer): Buffer {
-  const header = Buffer.alloc(5);
-  header.writeUInt32LE(payload.length + 1, 0);
-  header.writeUInt8(type, 4);
-  return Buffer.concat([header, payload]);
-}
-
-export function macEquals(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 /** `tcp://host:port` → host and port, or FabricError BAD_ADDRESS. */

@@ -35,19 +35,25 @@
  * Close: CLOSE on the side channel, pending writes reject with ConnectionClosedError, QPs, CQ and
  * MRs are released; region memory stays readable until the JS garbage collector frees it.
  */
-import { createHmac, randomBytes, randomInt } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { randomInt } from 'node:crypto';
+import type { Server, Socket } from 'node:net';
 import {
   ConnectionClosedError,
   FabricError,
-  HandshakeRefusedError,
   RegionRevokedError,
   UnreachableError,
   WriteOutOfBoundsError,
 } from '../../errors.js';
 import { EndpointBase, FabricRegion } from '../endpoint.js';
-import { FrameReader, frame, macEquals } from '../tcp.js';
+import {
+  answerHandshake,
+  clusterSecret,
+  dialHandshake,
+  FIRST_FABRIC_FRAME,
+  type FrameReader,
+  frame,
+  listenOnSocket,
+} from '../socket-frames.js';
 import type {
   Connection,
   Fabric,
@@ -71,13 +77,9 @@ import {
   type WriteRequest,
 } from './addon.js';
 
-// Side-channel frames.
-const CHALLENGE = 1;
-const HELLO = 2;
-const WELCOME = 3;
-const REFUSED = 4;
-const READY = 5;
-const CLOSE = 6;
+// Side-channel frames (1–4 are the shared handshake's, socket-frames.ts).
+const READY = FIRST_FABRIC_FRAME;
+const CLOSE = FIRST_FABRIC_FRAME + 1;
 const DATA_RESET_REQ = 7;
 const DATA_QP = 8;
 const DATA_QP_ACK = 9;
@@ -278,11 +280,7 @@ export class RdmaFabric implements Fabric {
   private closed = false;
 
   constructor(readonly options: RdmaFabricOptions) {
-    const secret =
-      options.secret ??
-      (options.secretFile !== undefined ? readFileSync(options.secretFile, 'utf8').trim() : undefined) ??
-      process.env.TALOS_CLUSTER_SECRET;
-    this.secret = secret === undefined || secret.length === 0 ? undefined : Buffer.from(secret);
+    this.secret = clusterSecret(options);
   }
 
   /**
@@ -315,76 +313,43 @@ export class RdmaFabric implements Fabric {
     if (this.closed) throw new FabricError('FABRIC_CLOSED', 'fabric is closed');
     const { host, port } = parseRdmaAddress(address);
     this.open();
-    const server = createServer((socket) => this.serve(socket, options, onConnection));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    this.servers.add(server);
-    const bound = server.address();
-    const actual = typeof bound === 'object' && bound !== null ? bound.port : port;
-    return {
-      address: `rdma://${host}:${actual}`,
-      close: () => {
-        this.servers.delete(server);
-        server.close();
-      },
-    };
+    return listenOnSocket('rdma', host, port, this.servers, (socket) =>
+      this.serve(socket, options, onConnection),
+    );
   }
 
   async connect(address: string, handshake: Handshake): Promise<Connection> {
     if (this.closed) throw new FabricError('FABRIC_CLOSED', 'fabric is closed');
     const { host, port } = parseRdmaAddress(address);
     const hold = this.open();
-    const timeoutMs = this.options.connectTimeoutMs ?? 10_000;
-    const socket = createConnection({ host, port });
-    socket.setNoDelay(true);
-    socket.on('error', () => {});
-    const reader = new FrameReader(socket);
     let resources: QpResources | undefined;
-    const fail = (err: Error): never => {
-      throw err;
-    };
-    const timer = setTimeout(() => socket.destroy(new UnreachableError(address)), timeoutMs);
     try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('connect', resolve);
-        socket.once('error', () => reject(new UnreachableError(address)));
+      // Our QPs are created once the listener answered, and announced in the HELLO.
+      const { socket, reader, peerNodeId, welcome } = await dialHandshake({
+        address,
+        host,
+        port,
+        timeoutMs: this.options.connectTimeoutMs ?? 10_000,
+        secret: this.secret,
+        handshake,
+        helloExtra: () => {
+          resources = new QpResources(hold, this.options, this.stagingSlots());
+          return { qps: resources.wire() };
+        },
       });
-      const challenge = await reader.next();
-      if (challenge === undefined || challenge.type !== CHALLENGE || challenge.payload.length < 32) {
-        return fail(new UnreachableError(address));
+      const qps = welcome.qps as WireQps;
+      try {
+        resources!.connect(qps);
+      } catch (err) {
+        socket.destroy();
+        throw err;
       }
-      const serverNonce = challenge.payload.subarray(0, 32);
-      const peerNodeId = challenge.payload.subarray(32).toString('utf8');
-      resources = new QpResources(hold, this.options, this.stagingSlots());
-      const clientNonce = randomBytes(32);
-      const hello = {
-        nodeId: handshake.nodeId,
-        epoch: handshake.epoch,
-        nonce: clientNonce.toString('base64'),
-        mac: this.mac(serverNonce, handshake.nodeId, handshake.epoch),
-        qps: resources.wire(),
-      };
-      socket.write(frame(HELLO, Buffer.from(JSON.stringify(hello))));
-      const answer = await reader.next();
-      if (answer === undefined) return fail(new HandshakeRefusedError(`${address} closed the connection`));
-      if (answer.type === REFUSED) return fail(new HandshakeRefusedError(answer.payload.toString('utf8')));
-      if (answer.type !== WELCOME) return fail(new HandshakeRefusedError('unexpected handshake reply'));
-      const welcome = JSON.parse(answer.payload.toString('utf8')) as { mac: string; qps: WireQps };
-      if (this.secret !== undefined && !macEquals(welcome.mac, this.mac(clientNonce, peerNodeId, 0))) {
-        return fail(new HandshakeRefusedError(`${address} did not prove the cluster secret`));
-      }
-      resources.connect(welcome.qps);
       const connection = new RdmaConnection(
         this,
         socket,
         reader,
-        resources,
-        welcome.qps,
+        resources!,
+        qps,
         'connector',
         handshake.nodeId,
         peerNodeId,
@@ -393,12 +358,9 @@ export class RdmaFabric implements Fabric {
       socket.write(frame(READY, Buffer.alloc(0)));
       return connection;
     } catch (err) {
-      socket.destroy();
       resources?.close();
       if (err instanceof FabricError) throw err;
       throw new UnreachableError(address);
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -422,97 +384,48 @@ export class RdmaFabric implements Fabric {
     return Math.max(4, Math.ceil((this.options.stagingBytes ?? 8 * 1024 * 1024) / DATA_PIECE_BYTES));
   }
 
-  private mac(nonce: Buffer, nodeId: string, epoch: number): string {
-    if (this.secret === undefined) return '';
-    return createHmac('sha256', this.secret)
-      .update(nonce)
-      .update(`\u0000${nodeId}\u0000${epoch}`)
-      .digest('base64');
-  }
-
-  /** Accepting side: challenge, HELLO (with QPs), WELCOME (with ours, already RTS), READY. */
+  /** Accepting side: the shared handshake (its HELLO carries their QPs, our WELCOME ours), then READY. */
   private serve(
     socket: Socket,
     options: ListenOptions,
     onConnection: (connection: Connection) => void,
   ): void {
-    socket.setNoDelay(true);
-    const reader = new FrameReader(socket);
-    const nonce = randomBytes(32);
     let resources: QpResources | undefined;
-    const timer = setTimeout(() => socket.destroy(), this.options.connectTimeoutMs ?? 10_000);
-    const refuse = (reason: string): void => {
-      resources?.close();
-      socket.end(frame(REFUSED, Buffer.from(reason)));
-      setTimeout(() => socket.destroy(), 100);
-    };
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      if (resources !== undefined && !accepted) resources.close();
-    });
-    let accepted = false;
-    socket.write(frame(CHALLENGE, Buffer.concat([nonce, Buffer.from(options.nodeId)])));
-    void (async () => {
-      try {
-        const hello = await reader.next();
-        if (hello === undefined || hello.type !== HELLO) return void socket.destroy();
-        let parsed: { nodeId?: unknown; epoch?: unknown; nonce?: unknown; mac?: unknown; qps?: WireQps };
-        try {
-          parsed = JSON.parse(hello.payload.toString('utf8'));
-        } catch {
-          return refuse('malformed handshake');
-        }
-        const { nodeId, epoch, mac, qps } = parsed;
-        if (
-          typeof nodeId !== 'string' ||
-          typeof epoch !== 'number' ||
-          typeof parsed.nonce !== 'string' ||
-          qps === undefined
-        ) {
-          return refuse('malformed handshake');
-        }
-        if (this.closed) return refuse('fabric is closed');
-        if (this.secret !== undefined && !macEquals(String(mac), this.mac(nonce, nodeId, epoch))) {
-          return refuse('authentication failed: wrong or missing cluster secret');
-        }
-        const verdict = options.accept ? options.accept({ nodeId, epoch }) : true;
-        if (verdict !== true) return refuse(verdict);
+    answerHandshake(socket, {
+      secret: this.secret,
+      options,
+      timeoutMs: this.options.connectTimeoutMs ?? 10_000,
+      isClosed: () => this.closed,
+      welcome: (hello) => {
+        if (hello.fields.qps === undefined) return 'malformed handshake';
         try {
           resources = new QpResources(this.open(), this.options, this.stagingSlots());
-          resources.connect(qps);
+          resources.connect(hello.fields.qps as WireQps);
         } catch (err) {
-          return refuse(`rdma setup failed: ${(err as Error).message}`);
+          return `rdma setup failed: ${(err as Error).message}`;
         }
-        const welcome = {
-          mac: this.mac(Buffer.from(parsed.nonce, 'base64'), options.nodeId, 0),
-          qps: resources.wire(),
-        };
-        socket.write(frame(WELCOME, Buffer.from(JSON.stringify(welcome))));
+        return { qps: resources.wire() };
+      },
+      accepted: async (reader, hello) => {
         const ready = await reader.next();
-        clearTimeout(timer);
-        if (ready === undefined || ready.type !== READY || this.closed) {
-          resources.close();
-          return void socket.destroy();
-        }
-        accepted = true;
+        if (ready === undefined || ready.type !== READY || this.closed || resources === undefined)
+          return false;
         const connection = new RdmaConnection(
           this,
           socket,
           reader,
           resources,
-          qps,
+          hello.fields.qps as WireQps,
           'acceptor',
           options.nodeId,
-          nodeId,
+          hello.nodeId,
         );
         this.connections.add(connection);
         onConnection(connection);
-      } catch {
-        clearTimeout(timer);
-        if (!accepted) resources?.close();
-        socket.destroy();
-      }
-    })();
+        return true;
+      },
+      abandoned: () => resources?.close(),
+    });
   }
 }
 
