@@ -142,7 +142,16 @@ export class NodeRuntime implements PrimaryPorts {
 
   async openStore(regionId: string): Promise<Store> {
     if (this.backupStores.has(regionId)) await this.promote(regionId);
-    const store = await this.options.openStore(regionId, 'primary');
+    let store = await this.options.openStore(regionId, 'primary');
+    if (store.role === 'backup') {
+      // Made primary by a configuration this incarnation never held the region's buffers for (the
+      // node restarted after the promotion was decided, before it acted on it): promote from what
+      // it persisted — the old incarnation's buffers died with it (found by the simulator: the
+      // region's open failed on every retry, and the region stayed unserved).
+      const report = await store.promoteToPrimary({ tail: [] });
+      this.promotions.push({ regionId, ...report });
+      store = await this.options.openStore(regionId, 'primary');
+    }
     this.primaryStores.add(store);
     return store;
   }

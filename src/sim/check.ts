@@ -14,7 +14,8 @@
  *   nothing lands in a fenced buffer; §8.1 no buffer overwritten before its segment persisted;
  *   §8.6 no index segment before the log segments it points into.
  * Faults: crash + restart (the device loses unsynced writes and may tear the last one), kill for
- * good (until healing; at most one node down for good: a later fault first brings it back),
+ * good (until healing; at most one node down for good: a later fault first brings it back; a node
+ * holding some region's last live replica is restarted at once, as it would be after a crash),
  * pause past the lease, partition from peers / the coordinator / both, drop one connection, delay
  * a node's traffic, slow a node's disk.
  * The history records every operation as invoke → ok | fail | info (unknown outcome), with logical
@@ -86,6 +87,7 @@ export interface ScheduleResult {
 }
 
 const KEYS = 8;
+const LEASE_TTL_MS = 300;
 const keyName = (k: number): string => `${'05af'[k % 4]}${k}-key`;
 const ALL_KEYS = Array.from({ length: KEYS }, (_, k) => keyName(k));
 
@@ -107,14 +109,15 @@ async function runScheduleWith(options: ScheduleOptions, trace: TraceChecker): P
   const nodes = options.nodes ?? 4;
   // RF 3 plus a spare: a node killed for good is replaced, and one fault at a time never takes a
   // region's last replica.
-  if (!Number.isInteger(nodes) || nodes < 4) throw new InvalidArgumentError(`nodes: at least 4, not ${nodes}`);
+  if (!Number.isInteger(nodes) || nodes < 4)
+    throw new InvalidArgumentError(`nodes: at least 4, not ${nodes}`);
   const world = await SimWorld.create({
     seed,
     nodes,
     regions: 3,
     replicas: 3,
     mode: options.mode ?? (seed % 2 === 0 ? 'send-index' : 'build-index'),
-    leaseTtlMs: 300,
+    leaseTtlMs: LEASE_TTL_MS,
     logBufferCount: options.logBufferCount ?? ((seed >>> 1) % 2 === 0 ? 1 : 2),
     skewLayouts: true,
     store: { segmentBytes: 4096, l0Bytes: 1024, growthFactor: 2, maxLevels: 4, maxKeyBytes: 64 },
@@ -281,6 +284,9 @@ async function inject(c: LocalCluster, world: SimWorld, fault: Fault): Promise<v
       break;
     case 'kill':
       await c.killNode(fault.node);
+      // Never every replica of a region down for good: a node that held some region's last
+      // acknowledging replica (a fault just before may still be settling) comes back at once.
+      if (soleReplica(c, fault.node)) await c.restartNode(fault.node);
       break;
     case 'pause':
       await c.pauseNode(fault.node, fault.forMs);
@@ -306,8 +312,22 @@ async function inject(c: LocalCluster, world: SimWorld, fault: Fault): Promise<v
       c.heal();
     }
   }
-  // One fault at a time: the next waits until every region is whole again.
+  // One fault at a time: the next waits until the cluster had a lease's time to react (a dropped
+  // connection's report, say, lands after the fault returned) and every region is whole again.
+  await wait(LEASE_TTL_MS);
   await c.waitForRegions((map) => whole(c, map), 120_000);
+}
+
+/** Whether `nodeId` is the only live member (primary or backup, joiners aside) of some region. */
+function soleReplica(c: LocalCluster, nodeId: string): boolean {
+  const dead = new Set(c.deadNodes());
+  return c
+    .regions()
+    .some(
+      (r) =>
+        [r.primary, ...r.backups].includes(nodeId) &&
+        [r.primary, ...r.backups].every((n) => n === nodeId || dead.has(n)),
+    );
 }
 
 /**

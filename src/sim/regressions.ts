@@ -8,6 +8,11 @@ import type { ScheduleOptions } from './check.js';
  * - seed 185, K = 1: with the buffer-reuse baseline counting the backup's last, partially
  *   persisted segment as persisted, a re-sync could overwrite its buffer before the backup copied
  *   the segment's full seal (found by the buffer-reuse trace checker).
+ * - seed 1250625380 (the 10 000-schedule soak; shrunk to one operation and three faults): a region
+ *   left with its primary alone (both backups reported, joiners not caught up) whose node restarted
+ *   before acting on its promotion; the new incarnation opened the on-disk backup store as a
+ *   primary, failed an assertion on every retry, and the region stayed unserved. A restarted node
+ *   now promotes such a store from what it persisted.
  * - seed 22, K = 1: a false alarm of that checker (a primary re-opening a backup within its epoch
  *   gets new buffers: link-open now resets what the checker believes they hold).
  */
@@ -16,4 +21,15 @@ export const REGRESSIONS: readonly ScheduleOptions[] = [
   { seed: 15, ops: 60, faults: 3, logBufferCount: 1 },
   { seed: 22, ops: 60, faults: 3, logBufferCount: 1 },
   { seed: 185, ops: 60, faults: 3, logBufferCount: 1 },
+  { seed: 1250625380, ops: 60, faults: 3 },
+  {
+    seed: 1250625380,
+    ops: 1,
+    faults: 3,
+    plan: [
+      { kind: 'partition-all', node: 'n2', atMs: 55, forMs: 140 },
+      { kind: 'drop-connection', node: 'n4', atMs: 55, forMs: 482 },
+      { kind: 'crash', node: 'n3', atMs: 78, forMs: 481 },
+    ],
+  },
 ];
