@@ -265,6 +265,12 @@ function parsePlan(text: string): Fault[] {
   return value as Fault[];
 }
 
+// Output piped into a reader that stopped (`talos check --replay … | head`): end quietly.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`talos: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
