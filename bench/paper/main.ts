@@ -44,7 +44,7 @@ import {
 } from './workload.js';
 
 const MODES: readonly ReplicationMode[] = ['send-index', 'build-index'];
-const REGIONS = 3;
+const DEFAULT_REGIONS = 3;
 const REPLICAS = 3;
 const HEADLINE = { mix: 'SD80' as MixName, gf: 8 };
 const ALL_GFS = [4, 8, 12, 16];
@@ -61,6 +61,8 @@ interface Options {
   doc?: string;
   segmentBytes: string;
   l0Bytes: string;
+  profile?: string;
+  regions: string;
 }
 
 interface Config {
@@ -93,6 +95,8 @@ export interface PhaseResult {
   backupCpuUsPerOp: number;
   primaryCpuUsPerOp: number;
   nodeCpuUsPerOp: number;
+  /** Process CPU of the nodes that hold no primary store (only with --regions 1), per op; null otherwise. */
+  pureBackupCpuUsPerOp: number | null;
   networkBytes: number;
   networkAmp: number | null;
   procWriteBytes: number;
@@ -112,6 +116,8 @@ interface Pair {
   backupIoAmpRatio: number;
   backupCpuRatio: number;
   nodeCpuRatio: number;
+  /** Process CPU of pure backup nodes, Build ÷ Send (only with --regions 1). */
+  pureBackupCpuRatio: number | null;
   networkRatio: number;
   networkIncrease: number;
   throughputRatio: number;
@@ -219,6 +225,9 @@ async function runPhase(
   const backupIndexReadBytes = d((s) => s.backupIndexReadBytes);
   const networkBytes = d((s) => s.fabricBytes);
   const levels = after.flatMap((s) => Object.values(s.levels));
+  const pureBackups = after
+    .filter((s) => !Object.keys(s.levels).some((k) => k.startsWith('primary:')))
+    .map((s) => s.nodeId);
   const perOp = (seconds: number): number => round((seconds * 1e6) / ops.length);
   const amp = (bytes: number): number | null => (appBytes === 0 ? null : round(bytes / appBytes, 3));
   return {
@@ -244,6 +253,16 @@ async function runPhase(
     backupCpuUsPerOp: perOp(d((s) => s.backupCpuSeconds)),
     primaryCpuUsPerOp: perOp(d((s) => s.primaryCpuSeconds)),
     nodeCpuUsPerOp: perOp(d((s) => s.processCpuSeconds)),
+    pureBackupCpuUsPerOp:
+      pureBackups.length === 0
+        ? null
+        : perOp(
+            pureBackups.reduce((sum, id) => {
+              const a = after.find((s) => s.nodeId === id)!;
+              const b = before.find((s) => s.nodeId === id)!;
+              return sum + a.processCpuSeconds - b.processCpuSeconds;
+            }, 0),
+          ),
     networkBytes,
     networkAmp: amp(networkBytes),
     procWriteBytes: d((s) => s.procWriteBytes),
@@ -272,6 +291,10 @@ function pairUp(results: PhaseResult[]): Pair[] {
       backupIoAmpRatio: ratio(build.backupIoBytes, send.backupIoBytes),
       backupCpuRatio: ratio(build.backupCpuUsPerOp, send.backupCpuUsPerOp),
       nodeCpuRatio: ratio(build.nodeCpuUsPerOp, send.nodeCpuUsPerOp),
+      pureBackupCpuRatio:
+        build.pureBackupCpuUsPerOp === null || send.pureBackupCpuUsPerOp === null
+          ? null
+          : ratio(build.pureBackupCpuUsPerOp, send.pureBackupCpuUsPerOp),
       networkRatio: ratio(build.networkBytes, send.networkBytes),
       networkIncrease: ratio(send.networkBytes, build.networkBytes),
       throughputRatio: ratio(build.opsPerSec, send.opsPerSec),
@@ -296,11 +319,11 @@ function resultTable(results: PhaseResult[]): string[] {
 
 function ratioTable(pairs: Pair[]): string[] {
   return [
-    '| workload | mix | GF | backup I/O | backup CPU | node CPU | network (Build ÷ Send) | network increase (Send ÷ Build) | throughput |',
-    '| --- | --- | --: | --: | --: | --: | --: | --: | --: |',
+    '| workload | mix | GF | backup I/O | backup CPU | node CPU | backup-only processes CPU | network (Build ÷ Send) | network increase (Send ÷ Build) | throughput |',
+    '| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: |',
     ...pairs.map(
       (p) =>
-        `| ${WORKLOAD_LABEL[p.workload]} | ${p.mix} | ${p.gf} | ${p.backupIoAmpRatio} | ${p.backupCpuRatio} | ${p.nodeCpuRatio} | ${p.networkRatio} | ${p.networkIncrease} | ${p.throughputRatio} |`,
+        `| ${WORKLOAD_LABEL[p.workload]} | ${p.mix} | ${p.gf} | ${p.backupIoAmpRatio} | ${p.backupCpuRatio} | ${p.nodeCpuRatio} | ${num(p.pureBackupCpuRatio)} | ${p.networkRatio} | ${p.networkIncrease} | ${p.throughputRatio} |`,
     ),
   ];
 }
@@ -391,6 +414,12 @@ async function main(): Promise<void> {
     .option('--segment-bytes <n>', 'log and index segment size', String(128 * 1024))
     .option('--l0-bytes <n>', 'L0 size (index bytes)', String(16 * 1024))
     .option(
+      '--regions <n>',
+      'regions (3: every node is a primary and a backup; 1: n1 is the only primary, n2 and n3 pure backups)',
+      String(DEFAULT_REGIONS),
+    )
+    .option('--profile <dir>', 'write a V8 CPU profile of every node process under this directory')
+    .option(
       '--doc <path>',
       'write the Markdown report and charts (default docs/bench/paper.md unless --quick)',
     );
@@ -400,8 +429,9 @@ async function main(): Promise<void> {
   const runOps = Number(o.runOps ?? 100_000);
   const concurrency = Number(o.concurrency);
   const segmentBytes = Number(o.segmentBytes);
+  const regions = Number(o.regions);
   const l0Bytes = Number(o.l0Bytes);
-  for (const [name, v] of Object.entries({ keyCount, runOps, concurrency, segmentBytes, l0Bytes }))
+  for (const [name, v] of Object.entries({ keyCount, runOps, concurrency, segmentBytes, l0Bytes, regions }))
     if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
   const mixes = (o.mixes?.split(',') ?? (o.quick ? [HEADLINE.mix] : MIX_NAMES)) as MixName[];
   for (const m of mixes) if (!MIX_NAMES.includes(m)) throw new Error(`unknown mix ${m}`);
@@ -421,7 +451,7 @@ async function main(): Promise<void> {
   const progress = process.stderr.isTTY === true && !o.json;
   const layoutOf = (gf: number): StoreLayout => ({ segmentBytes, l0Bytes, growthFactor: gf, maxLevels: 6 });
   say(
-    `paper benchmark: ${configs.length} configuration(s) × ${MODES.length} modes, ${keyCount} records, ${concurrency} in flight, 3 node processes, RF ${REPLICAS}, ${REGIONS} regions, L0 ${l0Bytes} B, segments ${segmentBytes} B`,
+    `paper benchmark: ${configs.length} configuration(s) × ${MODES.length} modes, ${keyCount} records, ${concurrency} in flight, 3 node processes, RF ${REPLICAS}, ${regions} regions, L0 ${l0Bytes} B, segments ${segmentBytes} B`,
   );
   const startedAt = new Date();
   const started = performance.now();
@@ -441,8 +471,11 @@ async function main(): Promise<void> {
           cluster: `paper-${process.pid}-${run}`,
           dir,
           mode,
-          regions: REGIONS,
+          regions,
           layout: layoutOf(config.gf),
+          ...(o.profile === undefined
+            ? {}
+            : { profileDir: join(o.profile, `${run}-${config.mix}-gf${config.gf}-${mode}`) }),
         });
         try {
           const load: Operation[] = Array.from({ length: keyCount }, (_, i) => ({
@@ -506,6 +539,7 @@ async function main(): Promise<void> {
         segmentBytes,
         l0Bytes,
         configs,
+        regions,
       }) + (analysis === '' ? '' : `\n${analysis}`),
     );
     say(`wrote ${docPath} and ${charts.length} charts under ${chartDir}`);
@@ -521,6 +555,8 @@ async function main(): Promise<void> {
         networkIncrease: h?.networkIncrease ?? null,
         throughputRatio: h?.throughputRatio ?? null,
         nodeCpuRatio: h?.nodeCpuRatio ?? null,
+        pureBackupCpuRatio: h?.pureBackupCpuRatio ?? null,
+        regions,
         sendBackupVsFloor: h?.send.backupVsFloor ?? null,
         levels: h === undefined ? null : { min: h.send.levelsMin, max: h.send.levelsMax },
         records: keyCount,
@@ -570,6 +606,7 @@ function renderDoc(d: {
   segmentBytes: number;
   l0Bytes: number;
   configs: Config[];
+  regions: number;
 }): string {
   const h = d.headline;
   const lines = [
@@ -582,7 +619,7 @@ function renderDoc(d: {
     '',
     `- Run ${d.startedAt.toISOString()}, ${d.durationS} s, on a **shared 2-core VM** (other work may have run at the same time: numbers are noisy).`,
     `- Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${process.platform}; loopback only.`,
-    `- Deployment: one etcd; three \`talos node\` OS processes (TCP fabric on 127.0.0.1, files), RF = ${REPLICAS}, ${REGIONS} regions: every node is the primary of one region and a backup of the other two. The load generator (TalosClient, ${d.concurrency} operations in flight) runs in the benchmark process on the same two cores.`,
+    `- Deployment: one etcd; three \`talos node\` OS processes (TCP fabric on 127.0.0.1, files), RF = ${REPLICAS}, ${d.regions} regions${d.regions === 3 ? ': every node is the primary of one region and a backup of the other two' : ''}. The load generator (TalosClient, ${d.concurrency} operations in flight) runs in the benchmark process on the same two cores.`,
     `- Stores: **small on purpose** so that ≥ 3 levels form with a dataset that loads in seconds: L0 = ${d.l0Bytes} B of index entries, log and index segments of ${d.segmentBytes} B, up to 6 levels, K = 4 log buffers per backup region. The papers use MiB-sized L0s and 10⁸ records.`,
     `- Workloads (YCSB-style, bench/paper/workload.ts): Load A = ${d.keyCount} inserts of 24-byte hashed keys; Run A (50 % read / 50 % update), B (95 / 5), C (100 % read) — scrambled zipfian θ = 0.99 — and D (95 % read-latest / 5 % insert), ${d.runOps} operations each, on the headline configuration after its load. Value sizes per record by \`record % 10\` as in YCSB-CXX: S / M / L = 10 / 100 / 1000 B; SD = 60/20/20 % S/M/L, MD = 60 % M, LD = 60 % L, SD80 = 80/10/10 %.`,
     `- Matrix: ${d.configs.map((c) => `${c.mix}/GF ${c.gf}${c.runs ? ' (+ Run A–D)' : ''}`).join(', ')}; each in Send-Index and Build-Index mode on a fresh cluster.`,
@@ -591,7 +628,7 @@ function renderDoc(d: {
     '',
     "- **Backup I/O amplification** = device bytes read + written by every backup store (the engine's own counters, `Store.stats().io`, exported per role by the node process as `talos_role_io_bytes`) ÷ application key + value bytes written in the phase. **Write-once floor** = 2 (backups per region) × the log + index bytes the primaries wrote, ÷ application bytes: a backup cannot do less than write the primary's log and index once.",
     '- Measured between two samples taken when the cluster is quiet (backup and fabric bytes stopped moving): nothing is flushed at the end of a phase, in either mode; what sits in L0s and unsealed log segments is not counted in either.',
-    "- **Backup CPU** = CPU charged to the backup role by the actors (`NodeRuntime.cpuMicrosByRole`): the replication message handlers (persisting log segments; Build-Index: indexing records into the backup's own L0; Send-Index: translating and writing shipped index segments) and, for Build-Index, the backups' own flushes and compactions. It is process CPU time measured around each job, across its awaits — work of other roles interleaved in an await is charged too, so it is an upper bound. **Primary CPU** counts only the primaries' flushes and compactions (not the put path). **Node CPU** = every node process's utime + stime from /proc/<pid>/stat, all roles and the client endpoint.",
+    "- **Backup CPU** = CPU charged to the backup role by the actors (`NodeRuntime.cpuMicrosByRole`): the replication message handlers (persisting log segments; Build-Index: indexing records into the backup's own L0; Send-Index: translating and writing shipped index segments) and, for Build-Index, the backups' own flushes and compactions. It is process CPU time measured around each job, across its awaits — work of other roles interleaved in an await is charged too, so it is an upper bound. **Primary CPU** counts only the primaries' flushes and compactions (not the put path). **Node CPU** = every node process's utime + stime from /proc/<pid>/stat, all roles and the client endpoint. **Backup processes' CPU** (only with `--regions 1`, where n1 is the only primary and n2, n3 hold nothing but backups) = those two processes' /proc CPU: backup CPU with nothing else mixed in.",
     '- **Network** = bytes the nodes put on the fabric (one-sided writes + messages, `talos_fabric_bytes`) ÷ application bytes.',
     '- **Throughput, p50 / p99** = client-side, HDR histogram (hdr-histogram-js), all operations of the phase.',
     "- **Backup write-path memory** = log buffers the backups registered (K × segment per backup region, both modes) + the peak of the backups' L0 bytes sampled every second (Build-Index only; Send-Index backups have no L0). Peak RSS per process is in the JSON.",

@@ -80,6 +80,8 @@ export async function deploy(options: {
   mode: ReplicationMode;
   regions: number;
   layout: StoreLayout;
+  /** Write a V8 CPU profile of each node process into this directory (node --cpu-prof). */
+  profileDir?: string;
 }): Promise<Deployment> {
   mkdirSync(options.dir, { recursive: true });
   const nodes: NodeProc[] = [];
@@ -90,6 +92,9 @@ export async function deploy(options: {
     const proc = spawn(
       process.execPath,
       [
+        ...(options.profileDir === undefined
+          ? []
+          : ['--cpu-prof', '--cpu-prof-dir', options.profileDir, '--cpu-prof-name', `${id}.cpuprofile`]),
         CLI,
         'node',
         '--id',

@@ -11,8 +11,8 @@ import {
   scramble,
   valueBytes,
   Zipfian,
-} from '../../bench/paper/workload';
-import { createPrng } from '../../src/engine/prng';
+} from '../../bench/paper/workload.js';
+import { createPrng } from '../../src/engine/prng.js';
 
 test('KV mixes give the papers proportions of 10 / 100 / 1000-byte values', () => {
   const share = (mix: keyof typeof MIXES, bytes: number): number =>
