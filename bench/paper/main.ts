@@ -91,8 +91,16 @@ export interface PhaseResult {
   backupLogWrittenBytes: number;
   backupIndexWrittenBytes: number;
   backupIndexReadBytes: number;
+  backupManifestBytes: number;
   backupOtherBytes: number;
   backupCpuUsPerOp: number;
+  /**
+   * Backup CPU per op by where it went: log segments persisted (SegmentSealed), shipped index
+   * segments verified + translated + written (IndexSegment), compactions installed
+   * (CompactionCommit / InstallLevels), other messages, and the rest: Build-Index backups' own
+   * flushes and compactions.
+   */
+  backupCpuBreakdown: Record<string, number>;
   primaryCpuUsPerOp: number;
   nodeCpuUsPerOp: number;
   /** Process CPU of the nodes that hold no primary store (only with --regions 1), per op; null otherwise. */
@@ -223,6 +231,7 @@ async function runPhase(
   const backupLogWrittenBytes = d((s) => s.backupLogWrittenBytes);
   const backupIndexWrittenBytes = d((s) => s.backupIndexWrittenBytes);
   const backupIndexReadBytes = d((s) => s.backupIndexReadBytes);
+  const backupManifestBytes = d((s) => s.backupManifestBytes);
   const networkBytes = d((s) => s.fabricBytes);
   const levels = after.flatMap((s) => Object.values(s.levels));
   const pureBackups = after
@@ -249,8 +258,15 @@ async function runPhase(
     backupLogWrittenBytes,
     backupIndexWrittenBytes,
     backupIndexReadBytes,
-    backupOtherBytes: backupIoBytes - backupLogWrittenBytes - backupIndexWrittenBytes - backupIndexReadBytes,
+    backupManifestBytes,
+    backupOtherBytes:
+      backupIoBytes -
+      backupLogWrittenBytes -
+      backupIndexWrittenBytes -
+      backupIndexReadBytes -
+      backupManifestBytes,
     backupCpuUsPerOp: perOp(d((s) => s.backupCpuSeconds)),
+    backupCpuBreakdown: cpuBreakdown(before, after, perOp),
     primaryCpuUsPerOp: perOp(d((s) => s.primaryCpuSeconds)),
     nodeCpuUsPerOp: perOp(d((s) => s.processCpuSeconds)),
     pureBackupCpuUsPerOp:
@@ -272,6 +288,49 @@ async function runPhase(
     levelsMin: levels.length === 0 ? 0 : Math.min(...levels),
     levelsMax: levels.length === 0 ? 0 : Math.max(...levels),
   };
+}
+
+const CPU_PARTS = ['SegmentSealed', 'IndexSegment', 'install', 'other messages', 'own flush + compaction'];
+
+function cpuBreakdown(
+  before: NodeSample[],
+  after: NodeSample[],
+  perOp: (seconds: number) => number,
+): Record<string, number> {
+  const seconds = (samples: NodeSample[]): Record<string, number> => {
+    const out: Record<string, number> = Object.fromEntries(CPU_PARTS.map((p) => [p, 0]));
+    for (const s of samples) {
+      let messages = 0;
+      for (const [message, sec] of Object.entries(s.backupCpuSecondsByMessage)) {
+        const part =
+          message === 'SegmentSealed' || message === 'IndexSegment'
+            ? message
+            : message === 'CompactionCommit' || message === 'InstallLevels'
+              ? 'install'
+              : 'other messages';
+        out[part] = (out[part] ?? 0) + sec;
+        messages += sec;
+      }
+      out['own flush + compaction'] = (out['own flush + compaction'] ?? 0) + s.backupCpuSeconds - messages;
+    }
+    return out;
+  };
+  const a = seconds(after);
+  const b = seconds(before);
+  return Object.fromEntries(CPU_PARTS.map((p) => [p, perOp((a[p] ?? 0) - (b[p] ?? 0))]));
+}
+
+function cpuTable(results: PhaseResult[]): string[] {
+  return [
+    `| workload | mix | GF | mode | ${CPU_PARTS.join(' | ')} | backup CPU µs/op | backup-only processes µs/op |`,
+    `| --- | --- | --: | --- | ${CPU_PARTS.map(() => '--:').join(' | ')} | --: | --: |`,
+    ...results
+      .filter((r) => r.appBytes > 0)
+      .map(
+        (r) =>
+          `| ${WORKLOAD_LABEL[r.workload]} | ${r.mix} | ${r.gf} | ${r.mode} | ${CPU_PARTS.map((p) => r.backupCpuBreakdown[p]).join(' | ')} | ${r.backupCpuUsPerOp} | ${num(r.pureBackupCpuUsPerOp)} |`,
+      ),
+  ];
 }
 
 function pairUp(results: PhaseResult[]): Pair[] {
@@ -330,13 +389,13 @@ function ratioTable(pairs: Pair[]): string[] {
 
 function breakdownTable(results: PhaseResult[]): string[] {
   return [
-    '| workload | mix | GF | mode | log written MiB | index written MiB | index read MiB | other MiB | total MiB |',
-    '| --- | --- | --: | --- | --: | --: | --: | --: | --: |',
+    '| workload | mix | GF | mode | log written MiB | index written MiB | index read MiB | manifest MiB | other (log read) MiB | total MiB |',
+    '| --- | --- | --: | --- | --: | --: | --: | --: | --: | --: |',
     ...results
       .filter((r) => r.appBytes > 0)
       .map(
         (r) =>
-          `| ${WORKLOAD_LABEL[r.workload]} | ${r.mix} | ${r.gf} | ${r.mode} | ${mib(r.backupLogWrittenBytes)} | ${mib(r.backupIndexWrittenBytes)} | ${mib(r.backupIndexReadBytes)} | ${mib(r.backupOtherBytes)} | ${mib(r.backupIoBytes)} |`,
+          `| ${WORKLOAD_LABEL[r.workload]} | ${r.mix} | ${r.gf} | ${r.mode} | ${mib(r.backupLogWrittenBytes)} | ${mib(r.backupIndexWrittenBytes)} | ${mib(r.backupIndexReadBytes)} | ${mib(r.backupManifestBytes)} | ${mib(r.backupOtherBytes)} | ${mib(r.backupIoBytes)} |`,
       ),
   ];
 }
@@ -390,6 +449,10 @@ async function writeCharts(results: PhaseResult[], chartDir: string): Promise<st
       if (r.gf === HEADLINE.gf) points.push({ axis: 'KV mix', x: r.mix, mode: r.mode, value });
     }
     if (points.length === 0) continue;
+    // Growth factors in numeric order, mixes in the papers' order.
+    const order = (p: ChartPoint): number =>
+      p.axis === 'growth factor' ? Number(p.x) : MIX_NAMES.indexOf(p.x as MixName);
+    points.sort((a, b) => order(a) - order(b));
     writeFileSync(join(chartDir, chart.file), await barChartSvg(chart.title, chart.unit, points));
     files.push(chart.file);
   }
@@ -647,6 +710,12 @@ function renderDoc(d: {
     "### Where the backups' device bytes go",
     '',
     ...breakdownTable(d.results),
+    '',
+    "### Where the backups' CPU goes (µs per operation, actor accounting)",
+    '',
+    "SegmentSealed = persisting shipped log segments (write, fdatasync, manifest; Build-Index: also indexing the records into the backup's L0); IndexSegment = verifying, translating and writing a shipped index segment; install = CompactionCommit / InstallLevels (manifest); own flush + compaction = Build-Index backups' own flushes and compactions (measured across their awaits: an upper bound). The fabric's receive path is in none of these (on RDMA it costs the backup no CPU); it is in the process CPU of backup-only processes (with `--regions 1`).",
+    '',
+    ...cpuTable(d.results),
     '',
   ];
   if (d.charts.length > 0) {

@@ -43,8 +43,12 @@ export interface NodeSample {
   backupIndexReadBytes: number;
   backupIndexWrittenBytes: number;
   backupLogWrittenBytes: number;
+  /** Manifest bytes read + written by the backup stores. */
+  backupManifestBytes: number;
   primaryCpuSeconds: number;
   backupCpuSeconds: number;
+  /** The backup role's CPU in replication message handlers, by message type. */
+  backupCpuSecondsByMessage: Record<string, number>;
   backupL0Bytes: number;
   backupBufferBytes: number;
   primaryUserBytes: number;
@@ -208,6 +212,9 @@ async function sampleNode(node: NodeProc): Promise<NodeSample> {
     }
     return total;
   };
+  const byMessage: Record<string, number> = {};
+  for (const g of gauges)
+    if (g.name === 'talos_backup_message_cpu_seconds') byMessage[g.labels.message ?? '?'] = g.value;
   const levels: Record<string, number> = {};
   for (const g of gauges)
     if (g.name === 'talos_store_levels') levels[`${g.labels.role}:${g.labels.region}`] = g.value;
@@ -243,8 +250,10 @@ async function sampleNode(node: NodeProc): Promise<NodeSample> {
       direction: 'written',
       category: 'log',
     }),
+    backupManifestBytes: sum('talos_role_io_bytes', { role: 'backup', category: 'manifest' }),
     primaryCpuSeconds: sum('talos_role_cpu_seconds', { role: 'primary' }),
     backupCpuSeconds: sum('talos_role_cpu_seconds', { role: 'backup' }),
+    backupCpuSecondsByMessage: byMessage,
     backupL0Bytes: sum('talos_role_l0_bytes', { role: 'backup' }),
     backupBufferBytes: sum('talos_backup_log_buffer_bytes'),
     primaryUserBytes: sum('talos_role_user_bytes', { role: 'primary' }),

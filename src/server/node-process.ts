@@ -367,6 +367,12 @@ function nodeMetrics(nodeId: string) {
       labelNames: ['role'],
       registers: [registry],
     }),
+    backupMessageCpuSeconds: new Gauge({
+      name: 'talos_backup_message_cpu_seconds',
+      help: "the backup role's CPU in replication message handlers, by message type",
+      labelNames: ['message'],
+      registers: [registry],
+    }),
     roleL0Bytes: new Gauge({
       name: 'talos_role_l0_bytes',
       help: "bytes in the active L0s of this node's stores by role",
@@ -457,4 +463,6 @@ async function refreshRoleMetrics(
     metrics.roleUserBytes.set({ role }, userBytes);
   }
   metrics.backupBufferBytes.set(bufferBytes);
+  for (const [message, micros] of Object.entries(runtime.backupCpuMicrosByMessage))
+    metrics.backupMessageCpuSeconds.set({ message }, (micros ?? 0) / 1e6);
 }

@@ -85,6 +85,9 @@ test('three node processes serve a TalosClient; a stopped primary is replaced an
     expect(metrics).toMatch(/talos_role_io_bytes\{[^}]*role="backup"[^}]*direction="written"[^}]*\} \d+/);
     expect(gauge(/talos_role_user_bytes\{[^}]*role="primary"[^}]*\} (\d+)/)).toBeGreaterThan(0);
     expect(gauge(/talos_role_cpu_seconds\{[^}]*role="backup"[^}]*\} ([\d.e-]+)/)).toBeGreaterThan(0);
+    expect(
+      gauge(/talos_backup_message_cpu_seconds\{[^}]*message="OpenBackup"[^}]*\} ([\d.e-]+)/),
+    ).toBeGreaterThan(0);
     expect(gauge(/talos_backup_log_buffer_bytes\{[^}]*\} (\d+)/)).toBe(2 * 4 * 64 * 1024);
     expect(metrics).toMatch(/talos_store_levels\{[^}]*role="backup"[^}]*region="r1"[^}]*\} \d+/);
 
