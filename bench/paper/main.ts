@@ -719,7 +719,12 @@ function renderDoc(d: {
     '',
   ];
   if (d.charts.length > 0) {
-    lines.push('## Charts', '', 'Load A; left: SD80 across growth factors, right: GF 8 across KV mixes.', '');
+    lines.push(
+      '## Charts',
+      '',
+      'Load A; one panel across KV mixes (GF 8), one across growth factors (SD80).',
+      '',
+    );
     for (const file of d.charts) lines.push(`![${file}](paper/${file})`, '');
   }
   if (h !== undefined) {
