@@ -60,6 +60,11 @@ export class NodeRuntime implements PrimaryPorts {
   readonly logBufferCount: number;
   readonly cpu: CpuAccount | undefined;
   readonly cpuMicrosByRole: Record<Role, number> = { primary: 0, backup: 0 };
+  /**
+   * The backup role's share spent in replication message handlers, by message type (the rest of
+   * the backup role's CPU is Build-Index backups' own flushes and compactions).
+   */
+  readonly backupCpuMicrosByMessage: Partial<Record<string, number>> = {};
   membership: Membership | undefined;
   private listener: Listener | undefined;
   private readonly serving = new Map<string, PrimarySession>();
@@ -328,8 +333,9 @@ export class NodeRuntime implements PrimaryPorts {
       onPersisted: (regionId, epoch, seq, usedBytes) =>
         this.reportProgress({ regionId, nodeId: this.nodeId, epoch, seq, usedBytes }),
       cpuMicros: this.options.cpuMicros,
-      onWork: (_kind, micros) => {
+      onWork: (kind, micros) => {
         this.cpuMicrosByRole.backup += micros;
+        this.backupCpuMicrosByMessage[kind] = (this.backupCpuMicrosByMessage[kind] ?? 0) + micros;
       },
     });
     this.backupRegions.add(region);

@@ -76,11 +76,21 @@ program
   .option('--lease-ttl-ms <n>', 'lease TTL (etcd grants whole seconds, at least 2)', integer, 3000)
   .option('--metrics-port <n>', 'serve Prometheus metrics on this port', integer)
   .option('--secret-file <path>', 'cluster secret for the fabric handshake (or TALOS_CLUSTER_SECRET)')
+  .option('--segment-bytes <n>', 'log and index segment size of new stores (default 2 MiB)', integer)
+  .option('--l0-bytes <n>', 'L0 size in index bytes before a flush (default 4 MiB)', integer)
+  .option('--growth-factor <n>', 'size ratio between consecutive levels (default 8)', integer)
+  .option('--max-levels <n>', 'on-device levels L1..Ln (default 5)', integer)
   .action(async (o) => {
     const { startNodeProcess } = await import('../server/node-process.js');
     if (o.fabric === 'rdma' && o.rdmaDevice === undefined) {
       throw new InvalidArgumentError('--fabric rdma needs --rdma-device NAME (see ibv_devices)');
     }
+    const store = {
+      ...(o.segmentBytes === undefined ? {} : { segmentBytes: o.segmentBytes }),
+      ...(o.l0Bytes === undefined ? {} : { l0Bytes: o.l0Bytes }),
+      ...(o.growthFactor === undefined ? {} : { growthFactor: o.growthFactor }),
+      ...(o.maxLevels === undefined ? {} : { maxLevels: o.maxLevels }),
+    };
     const node = await startNodeProcess({
       ...(o.fabric === 'rdma'
         ? {
@@ -101,6 +111,7 @@ program
       replicas: o.replicas,
       expectedNodes: o.nodes ?? o.replicas,
       leaseTtlMs: o.leaseTtlMs,
+      store,
       ...(o.metricsPort === undefined ? {} : { metricsPort: o.metricsPort }),
       ...(o.secretFile === undefined ? {} : { secretFile: o.secretFile }),
     });

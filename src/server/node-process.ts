@@ -104,7 +104,7 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
     | undefined;
   let incarnations = 0;
   let stopping = false;
-  let metricsRefresh = (): void => {};
+  let metricsRefresh = async (): Promise<void> => {};
 
   const client: ClientServer = await startClientServer({
     address: options.clientListen,
@@ -224,9 +224,10 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
 
   await startIncarnation();
   // Gauges read from the runtime when scraped.
-  const refresh = (): void => {
+  const refresh = async (): Promise<void> => {
     const runtime = current?.runtime;
     if (runtime === undefined) return;
+    await refreshRoleMetrics(metrics, runtime);
     const fabric = runtime.fabricBytes();
     metrics.fabricBytes.set(fabric.written + fabric.sent);
     metrics.resyncedBytes.set(runtime.resyncedBytes());
@@ -376,6 +377,49 @@ function nodeMetrics(nodeId: string) {
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
       registers: [registry],
     }),
+    // Per role (the stores this node holds as a primary / as a backup), read at scrape time: what
+    // the paper benchmark compares between Send-Index and Build-Index.
+    roleIoBytes: new Gauge({
+      name: 'talos_role_io_bytes',
+      help: "device bytes of this node's stores by role, direction (read/written) and category",
+      labelNames: ['role', 'direction', 'category'],
+      registers: [registry],
+    }),
+    roleCpuSeconds: new Gauge({
+      name: 'talos_role_cpu_seconds',
+      help: 'CPU charged to a role by the actors: primary = flushes and compactions; backup = replication message handlers, and flushes and compactions of Build-Index backups',
+      labelNames: ['role'],
+      registers: [registry],
+    }),
+    backupMessageCpuSeconds: new Gauge({
+      name: 'talos_backup_message_cpu_seconds',
+      help: "the backup role's CPU in replication message handlers, by message type",
+      labelNames: ['message'],
+      registers: [registry],
+    }),
+    roleL0Bytes: new Gauge({
+      name: 'talos_role_l0_bytes',
+      help: "bytes in the active L0s of this node's stores by role",
+      labelNames: ['role'],
+      registers: [registry],
+    }),
+    roleUserBytes: new Gauge({
+      name: 'talos_role_user_bytes',
+      help: "key + value bytes accepted from users by this node's stores (primaries)",
+      labelNames: ['role'],
+      registers: [registry],
+    }),
+    storeLevels: new Gauge({
+      name: 'talos_store_levels',
+      help: 'deepest populated level (L1 = 1) of each store, by role and region',
+      labelNames: ['role', 'region'],
+      registers: [registry],
+    }),
+    backupBufferBytes: new Gauge({
+      name: 'talos_backup_log_buffer_bytes',
+      help: 'log buffer bytes this node registered for its backup regions (K buffers of one segment each)',
+      registers: [registry],
+    }),
     epochs: new Gauge({
       name: 'talos_region_epoch',
       help: 'epoch of each region this node serves',
@@ -385,17 +429,64 @@ function nodeMetrics(nodeId: string) {
   };
 }
 
-async function serveMetrics(registry: Registry, port: number, refresh: () => void): Promise<Server> {
+async function serveMetrics(registry: Registry, port: number, refresh: () => Promise<void>): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url !== '/metrics') {
       res.writeHead(404).end();
       return;
     }
-    refresh();
-    void registry.metrics().then((body) => {
-      res.writeHead(200, { 'content-type': registry.contentType }).end(body);
-    });
+    void refresh()
+      .catch(() => {}) // a store closing under the scrape: serve what the registry holds
+      .then(() => registry.metrics())
+      .then((body) => {
+        res.writeHead(200, { 'content-type': registry.contentType }).end(body);
+      });
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', () => resolve()));
   return server;
+}
+
+/** Device bytes, CPU, L0 and levels per role, from the runtime's stores (Store.stats()). */
+async function refreshRoleMetrics(
+  metrics: ReturnType<typeof nodeMetrics>,
+  runtime: NodeRuntime,
+): Promise<void> {
+  const backupStores = [...(await runtime.backupStoresByRegion())].filter(([, s]) => !s.isClosed);
+  const primaryStores: [string, Store][] = [];
+  for (const regionId of runtime.servingRegions()) {
+    const store = runtime.session(regionId)?.store;
+    if (store !== undefined && !store.isClosed) primaryStores.push([regionId, store]);
+  }
+  metrics.roleIoBytes.reset();
+  metrics.storeLevels.reset();
+  let bufferBytes = 0;
+  for (const [role, stores] of [
+    ['primary', primaryStores],
+    ['backup', backupStores],
+  ] as const) {
+    let l0Bytes = 0;
+    let userBytes = 0;
+    const io = { read: new Map<string, number>(), written: new Map<string, number>() };
+    for (const [regionId, store] of stores) {
+      const stats = store.stats();
+      for (const [category, bytes] of Object.entries(stats.io.readBytes))
+        io.read.set(category, (io.read.get(category) ?? 0) + bytes);
+      for (const [category, bytes] of Object.entries(stats.io.writtenBytes))
+        io.written.set(category, (io.written.get(category) ?? 0) + bytes);
+      l0Bytes += stats.l0.bytes;
+      userBytes += stats.userBytes;
+      const deepest = stats.levels.reduce((d, l) => (l.entryCount > 0 ? Math.max(d, l.level) : d), 0);
+      metrics.storeLevels.set({ role, region: regionId }, deepest);
+      if (role === 'backup') bufferBytes += runtime.logBufferCount * store.segmentBytes;
+    }
+    for (const direction of ['read', 'written'] as const)
+      for (const [category, bytes] of io[direction])
+        metrics.roleIoBytes.set({ role, direction, category }, bytes);
+    metrics.roleCpuSeconds.set({ role }, runtime.cpuMicrosByRole[role] / 1e6);
+    metrics.roleL0Bytes.set({ role }, l0Bytes);
+    metrics.roleUserBytes.set({ role }, userBytes);
+  }
+  metrics.backupBufferBytes.set(bufferBytes);
+  for (const [message, micros] of Object.entries(runtime.backupCpuMicrosByMessage))
+    metrics.backupMessageCpuSeconds.set({ message }, (micros ?? 0) / 1e6);
 }

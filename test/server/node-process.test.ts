@@ -79,6 +79,17 @@ test('three node processes serve a TalosClient; a stopped primary is replaced an
     expect(metrics).toMatch(/talos_client_requests_total\{[^}]*op="put"[^}]*outcome="ok"[^}]*\} \d+/);
     expect(metrics).toContain('talos_client_request_seconds_bucket');
     expect(metrics).toMatch(/talos_region_epoch\{[^}]*region="r0"[^}]*\} 1/);
+    // Per-role numbers (the paper benchmark reads these): n1 is the primary of r0, a backup of r1, r2.
+    const gauge = (re: RegExp): number => Number(re.exec(metrics)?.[1] ?? Number.NaN);
+    // 600 small puts fill no log segment: the role's log bytes are reported, possibly 0 yet.
+    expect(metrics).toMatch(/talos_role_io_bytes\{[^}]*role="backup"[^}]*direction="written"[^}]*\} \d+/);
+    expect(gauge(/talos_role_user_bytes\{[^}]*role="primary"[^}]*\} (\d+)/)).toBeGreaterThan(0);
+    expect(gauge(/talos_role_cpu_seconds\{[^}]*role="backup"[^}]*\} ([\d.e-]+)/)).toBeGreaterThan(0);
+    expect(
+      gauge(/talos_backup_message_cpu_seconds\{[^}]*message="OpenBackup"[^}]*\} ([\d.e-]+)/),
+    ).toBeGreaterThan(0);
+    expect(gauge(/talos_backup_log_buffer_bytes\{[^}]*\} (\d+)/)).toBe(2 * 4 * 64 * 1024);
+    expect(metrics).toMatch(/talos_store_levels\{[^}]*role="backup"[^}]*region="r1"[^}]*\} \d+/);
 
     // Stop n2 (the primary of r1): its regions move on, the client retries through the failover.
     const r1Before = client.regions().find((r) => r.regionId === 'r1')!;
