@@ -22,7 +22,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { Presets, SingleBar } from 'cli-progress';
 import { Command } from 'commander';
 import * as hdr from 'hdr-histogram-js';
@@ -585,7 +585,7 @@ async function main(): Promise<void> {
     for (const t of targets) say(`target ${t.name}: ${t.value} (${t.goal}) ${t.met ? 'met' : 'missed'}`);
 
   if (docPath !== undefined) {
-    const chartDir = join(dirname(docPath), 'paper');
+    const chartDir = join(dirname(docPath), basename(docPath, '.md')); // paper.md → paper/
     const charts = await writeCharts(results, chartDir);
     const analysis = keptAnalysis(docPath);
     writeFileSync(
@@ -594,7 +594,7 @@ async function main(): Promise<void> {
         results,
         pairs,
         headline,
-        charts,
+        charts: charts.map((file) => `${basename(chartDir)}/${file}`),
         startedAt,
         durationS,
         keyCount,
@@ -732,7 +732,7 @@ function renderDoc(d: {
       'Load A; one panel across KV mixes (GF 8), one across growth factors (SD80).',
       '',
     );
-    for (const file of d.charts) lines.push(`![${file}](paper/${file})`, '');
+    for (const path of d.charts) lines.push(`![${basename(path)}](${path})`, '');
   }
   if (h !== undefined) {
     lines.push(

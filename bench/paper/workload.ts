@@ -16,8 +16,11 @@ import type { Prng } from '../../src/engine/prng.js';
 export const VALUE_BYTES = { S: 10, M: 100, L: 1000 } as const;
 export type SizeClass = keyof typeof VALUE_BYTES;
 
-/** Size class of records 0..9 (record % 10), as YCSB-CXX's workload_gen.h picks it. */
+/** Size class of records 0..9 (record % 10), as YCSB-CXX's workload_gen.h picks it; S, M, L are single-size. */
 export const MIXES = {
+  S: ['S', 'S', 'S', 'S', 'S', 'S', 'S', 'S', 'S', 'S'],
+  M: ['M', 'M', 'M', 'M', 'M', 'M', 'M', 'M', 'M', 'M'],
+  L: ['L', 'L', 'L', 'L', 'L', 'L', 'L', 'L', 'L', 'L'],
   SD: ['S', 'S', 'S', 'S', 'S', 'S', 'M', 'M', 'L', 'L'],
   MD: ['M', 'M', 'M', 'M', 'M', 'M', 'S', 'S', 'L', 'L'],
   LD: ['L', 'L', 'L', 'L', 'L', 'L', 'S', 'S', 'M', 'M'],

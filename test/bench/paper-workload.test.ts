@@ -18,6 +18,7 @@ test('KV mixes give the papers proportions of 10 / 100 / 1000-byte values', () =
   const share = (mix: keyof typeof MIXES, bytes: number): number =>
     Array.from({ length: 1000 }, (_, i) => valueBytes(mix, i)).filter((b) => b === bytes).length / 1000;
   expect([share('SD80', 10), share('SD80', 100), share('SD80', 1000)]).toEqual([0.8, 0.1, 0.1]);
+  expect([share('S', 10), share('M', 100), share('L', 1000)]).toEqual([1, 1, 1]);
   expect([share('SD', 10), share('SD', 100), share('SD', 1000)]).toEqual([0.6, 0.2, 0.2]);
   expect([share('MD', 10), share('MD', 100), share('MD', 1000)]).toEqual([0.2, 0.6, 0.2]);
   expect([share('LD', 10), share('LD', 100), share('LD', 1000)]).toEqual([0.2, 0.2, 0.6]);
