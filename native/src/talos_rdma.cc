@@ -441,6 +441,14 @@ class MemoryRegion : public Napi::ObjectWrap<MemoryRegion> {
   Napi::Reference<Napi::ArrayBuffer> buffer_;
 };
 
+// Stops watching an fd and frees its uv_poll_t once libuv closed it (idempotent: nulls `poll`).
+static void StopPoll(uv_poll_t *&poll) {
+  if (poll == nullptr) return;
+  uv_poll_stop(poll);
+  uv_close(reinterpret_cast<uv_handle_t *>(poll), [](uv_handle_t *h) { delete reinterpret_cast<uv_poll_t *>(h); });
+  poll = nullptr;
+}
+
 // ─────────────────────────────── CompletionQueue ───────────────────────────────
 
 class CompletionQueue : public Napi::ObjectWrap<CompletionQueue> {
@@ -528,13 +536,7 @@ class CompletionQueue : public Napi::ObjectWrap<CompletionQueue> {
     }
   }
 
-  void StopPolling() {
-    if (poll_ != nullptr) {
-      uv_poll_stop(poll_);
-      uv_close(reinterpret_cast<uv_handle_t *>(poll_), [](uv_handle_t *h) { delete reinterpret_cast<uv_poll_t *>(h); });
-      poll_ = nullptr;
-    }
-  }
+  void StopPolling() { StopPoll(poll_); }
 
   void Close(const Napi::CallbackInfo &) {
     if (!res_) return;
@@ -812,13 +814,7 @@ class CmChannel : public Napi::ObjectWrap<CmChannel> {
  private:
   static void OnReadable(uv_poll_t *handle, int, int) { static_cast<CmChannel *>(handle->data)->Drain(); }
   void Drain();
-  void StopPolling() {
-    if (poll_ != nullptr) {
-      uv_poll_stop(poll_);
-      uv_close(reinterpret_cast<uv_handle_t *>(poll_), [](uv_handle_t *h) { delete reinterpret_cast<uv_poll_t *>(h); });
-      poll_ = nullptr;
-    }
-  }
+  void StopPolling() { StopPoll(poll_); }
   void Close(const Napi::CallbackInfo &) {
     if (!res_) return;
     StopPolling();
