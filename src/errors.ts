@@ -1,6 +1,26 @@
 /**
  * Typed errors. Every failure a caller can act on is a `TalosError` subclass with a stable `code`,
  * so callers branch on `err.code` (or `instanceof`) instead of parsing messages.
+ *
+ * The contract for writes (put/delete): an error is a **definite failure** only when the write
+ * certainly had no effect — it was refused before its record reached the log. Anything that may
+ * have been appended ends acknowledged or with `OUTCOME_UNKNOWN`. What a client can see:
+ *
+ * | code                | class          | when                                                        |
+ * | ------------------- | -------------- | ----------------------------------------------------------- |
+ * | KEY_TOO_LARGE       | definite       | validation, before the append                               |
+ * | VALUE_TOO_LARGE     | definite       | validation, before the append                               |
+ * | INVALID_ARGUMENT    | definite       | validation, before the append                               |
+ * | WRONG_PRIMARY       | definite       | the node does not serve the region (or its lease ran out)   |
+ * | UNKNOWN_REGION      | definite       | no region covers the key                                     |
+ * | STORE_CLOSED        | definite       | the store was closed or closing before the append            |
+ * | STORE_FAILED        | definite       | the store had fail-stopped before the append                 |
+ * | STALE_EPOCH         | definite       | refused by epoch before anything was appended               |
+ * | UNREACHABLE         | definite       | the request never left (no connection to the node)          |
+ * | OUTCOME_UNKNOWN     | unknown        | appended, then replication, sync, the lease or the reply failed |
+ *
+ * The engine itself rejects a write whose record is in the log as OUTCOME_UNKNOWN (Store's
+ * `rejectAppended`), whatever the cause, so no later layer can mistake it for a definite failure.
  */
 export class TalosError extends Error {
   readonly code: string;

@@ -10,6 +10,9 @@
  *   pointers are translated through a stale map (Store.rebaseMaps).
  * - `early-buffer-reuse`: the primary writes segment `seq` into log buffer `seq mod K` without
  *   waiting until the backup persisted `seq − K` (BackupLink.writeLog).
+ * - `failed-after-append`: the primary reports every fourth write as a definite failure
+ *   (StoreClosedError) although its commit gate resolved — the record is on every backup — as a
+ *   store closed under in-flight groups once did (PrimarySession.replicated).
  */
 export const MUTANTS = [
   'ack-before-replicate',
@@ -17,6 +20,7 @@ export const MUTANTS = [
   'no-revoke',
   'stale-map',
   'early-buffer-reuse',
+  'failed-after-append',
 ] as const;
 export type Mutant = (typeof MUTANTS)[number];
 

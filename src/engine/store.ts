@@ -41,6 +41,7 @@ import {
   CorruptSegmentError,
   InvalidArgumentError,
   KeyTooLargeError,
+  OutcomeUnknownError,
   StoreClosedError,
   TalosError,
   ValueTooLargeError,
@@ -313,6 +314,7 @@ export class Store {
   private l0FullAnnounced = false;
   private commitScheduled = false;
   private closed = false;
+  private closing: Promise<void> | undefined;
 
   private flushCount = 0;
   private compactionCount = 0;
@@ -471,10 +473,19 @@ export class Store {
    * store just releases the device: recovery on the next open decides what survived.
    */
   async close(): Promise<void> {
+    // Idempotent and ordered: a second close waits for the first.
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     if (this.closed) return;
     await this.drainBackground();
     try {
       this.commitPending();
+      // Every group handed to the commit gate settles first: one whose gate resolved is on every
+      // backup and must reach L0 (and its caller an answer that says so), never a "closed" refusal.
+      await this.commitChain;
       if (this.fatalError === undefined && this.role === 'primary') {
         this.failStopOnError(() => {
           this.syncTail(false);
@@ -1021,6 +1032,7 @@ export class Store {
 
   private async write(key: Bytes, value: Bytes | null): Promise<void> {
     this.checkUsable();
+    if (this.closing !== undefined) throw new StoreClosedError(); // closing: nothing new is appended
     if (this.role !== 'primary') throw new NotWritableError(this.role);
     const k = toKey(key);
     const v = value === null ? null : toValue(value);
@@ -1034,6 +1046,7 @@ export class Store {
     while (this.l0.bytes >= this.l0Bytes && this.frozen !== undefined && this.background !== undefined) {
       await this.background;
       this.checkUsable();
+      if (this.closing !== undefined) throw new StoreClosedError();
     }
     const keyString = k.toString('latin1');
     const entry = this.failStopOnError(() => this.appendRecord(k, v));
@@ -1135,7 +1148,7 @@ export class Store {
     try {
       if (this.syncPolicy === 'always') this.failStopOnError(() => this.syncTail(false));
     } catch (err) {
-      for (const p of batch) p.reject(err);
+      rejectAppended(batch, err);
       return;
     }
     if (this.commitGate === undefined) {
@@ -1153,7 +1166,7 @@ export class Store {
     const settle = (err: unknown): void => {
       assert(this.inflight[0] === batch, 'gated commits settle in log order');
       this.inflight.shift();
-      if (err !== undefined) for (const p of batch) p.reject(err);
+      if (err !== undefined) rejectAppended(batch, err);
       else this.applyBatch(batch);
     };
     this.commitChain = this.commitChain.then(() =>
@@ -1165,8 +1178,10 @@ export class Store {
   }
 
   private applyBatch(batch: PendingWrite[]): void {
+    // close() drains the commit chain before it closes, so a group settles on a closed store only
+    // after an abandon (promotion, reset) — never a definite failure, its records are in the log.
     if (this.closed) {
-      for (const p of batch) p.reject(new StoreClosedError());
+      rejectAppended(batch, new StoreClosedError());
       return;
     }
     try {
@@ -1175,7 +1190,7 @@ export class Store {
         this.afterApply();
       });
     } catch (err) {
-      for (const p of batch) p.reject(err);
+      rejectAppended(batch, err);
       return;
     }
     for (const p of batch) p.resolve();
@@ -1791,4 +1806,24 @@ function sum(values: number[]): number {
   let total = 0;
   for (const v of values) total += v;
   return total;
+}
+
+/**
+ * Fails a group whose records are already in the log: they may survive (the log bytes are on this
+ * device or on every backup) and reappear at recovery or promotion, so the outcome is unknown —
+ * never a definite failure (the error contract, src/errors.ts).
+ */
+function rejectAppended(batch: readonly PendingWrite[], err: unknown): void {
+  for (const p of batch) {
+    p.reject(
+      err instanceof OutcomeUnknownError
+        ? err
+        : new OutcomeUnknownError(
+            `write of ${JSON.stringify(p.key)} was appended to the log but not applied`,
+            {
+              cause: err,
+            },
+          ),
+    );
+  }
 }

@@ -33,6 +33,7 @@ import {
   WrongPrimaryError,
 } from '../errors.js';
 import type { Connection } from '../fabric/types.js';
+import { mutant } from '../mutants.js';
 import { trace } from '../trace.js';
 import { BackupLink } from './backup-link.js';
 import type { ReplicationMode } from './messages.js';
@@ -81,6 +82,9 @@ export class PrimarySession {
   private replicator: RegionReplicator | undefined;
   private serving = false;
   private closed = false;
+  private closing: Promise<void> | undefined;
+  /** Writes acknowledged so far, for the `failed-after-append` mutant only. */
+  private mutantAcks = 0;
   private readonly failureListeners: ((backupNodeId: string, err: unknown) => void)[] = [];
 
   constructor(private readonly options: PrimarySessionOptions) {
@@ -103,6 +107,10 @@ export class PrimarySession {
       }),
     );
     if (this.closed) throw new TalosError('SESSION_CLOSED', `region ${o.regionId}: closed while opening`);
+    // With no backup, nothing re-synced the active prefix onto another node's disk: it may hold
+    // writes acknowledged in an earlier epoch whose copies were in backups that are gone now, and
+    // this node's memory is the only copy left. Its device holds them before this epoch serves.
+    if (links.length === 0) await o.store.sync();
     const replicator = new RegionReplicator({
       store: o.store,
       links,
@@ -334,9 +342,17 @@ export class PrimarySession {
     await Promise.all(this.links.map((link) => link.drained()));
   }
 
-  /** Stops serving, removes the gates, tells the backups and closes the links (not the store). */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Stops serving, removes the gates, tells the backups and closes the links (not the store).
+   * Idempotent and ordered: a second close (a STOP while the actor was already closing to re-open)
+   * waits for the first, so the owner closes the store only after the commit chain drained.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     this.serving = false;
     this.closed = true;
     await this.store.settleCommits().catch(() => {});
@@ -349,12 +365,15 @@ export class PrimarySession {
     try {
       await write;
     } catch (err) {
+      // The engine reports a write that reached its log as an unknown outcome itself; the classes
+      // below it raises only before the append.
       if (definiteFailure(err)) throw err;
       throw new OutcomeUnknownError(
         `region ${this.regionId}: write of ${JSON.stringify(key)} may or may not have been applied`,
         { cause: err },
       );
     }
+    if (mutant('failed-after-append') && ++this.mutantAcks % 4 === 0) throw new StoreClosedError();
     // Replicated, but the lease ran out meanwhile: a new epoch may have begun without this write
     // (or with it), so it is not acknowledged — its outcome is unknown (PROTOCOL §6).
     if (!this.leaseHolds()) {
@@ -382,10 +401,13 @@ export class PrimarySession {
   }
 }
 
-/** Errors raised before a record is appended: the write certainly did not happen. */
+/**
+ * Errors raised before a record is appended: the write certainly did not happen. (After the append
+ * the engine rejects with OutcomeUnknownError, whatever the cause: see Store's rejectAppended.)
+ */
 function definiteFailure(err: unknown): boolean {
   return (
-    err instanceof KeyTooLargeError ||
+    (!(err instanceof OutcomeUnknownError) && err instanceof KeyTooLargeError) ||
     err instanceof ValueTooLargeError ||
     err instanceof InvalidArgumentError ||
     err instanceof StoreClosedError ||

@@ -5,7 +5,10 @@
  * Put path (§3): the engine appends records and hands each group's tail to the commit gate. The
  * gate writes the bytes not yet replicated — `[replicatedOffset, usedBytes)` of the active segment —
  * to every backup's log buffer at the same offsets, and resolves when every write completed; only
- * then does the engine put the group in L0 and acknowledge it.
+ * then does the engine put the group in L0 and acknowledge it. A configuration with no backup (the
+ * others failed; joiners are still catching up) has no copy in another node's memory: the gate then
+ * syncs the log tail to the primary's own device instead, so an acknowledged write survives the
+ * primary's kill.
  *
  * Seal (§4): the engine's `segmentSealed` hook (full or partial) runs synchronously inside the
  * append that filled the segment (or the tail sync before a flush). The replicator writes the
@@ -85,6 +88,10 @@ export class RegionReplicator {
 
   private commitGate(tail: CommitTail): Promise<void> {
     if (this.stopped) return Promise.reject(new Error('replication stopped'));
+    // Alone (the configuration names no backup): this node's memory would be the only copy, and a
+    // kill would take acknowledged writes with it. Its device holds them before they are
+    // acknowledged instead (§3.3; found with two backups cut off, then the primary killed).
+    if (this.links.length === 0) return this.store.sync();
     this.replicate(tail.seq, tail.usedBytes, tail.bytes);
     if (mutant('ack-before-replicate')) return Promise.resolve(); // simulator-only defect
     return this.lastWrite;

@@ -389,8 +389,10 @@ function durability(history: readonly HistoryEntry[]): string[] {
       if (lastAcked === undefined || w.ret > lastAcked.call || w.outcome === 'info') acceptable.add(value(w));
     }
     if (!acceptable.has(final.value)) {
+      const cut = (v: string | undefined | null): string =>
+        JSON.stringify(typeof v === 'string' && v.length > 24 ? `${v.slice(0, 24)}…` : v);
       out.push(
-        `durability: key ${final.key} reads ${JSON.stringify(final.value)}, acknowledged last ${JSON.stringify(lastAcked === undefined ? null : value(lastAcked))}`,
+        `durability: key ${final.key} reads ${cut(final.value)}, acknowledged last ${cut(lastAcked === undefined ? null : value(lastAcked))}`,
       );
     }
   }

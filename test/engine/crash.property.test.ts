@@ -107,7 +107,12 @@ async function crashRun(seed: number, syncPolicy: 'seal' | 'always', lifetimes: 
       try {
         await apply(store, op, candidate);
       } catch (err) {
-        if (!(err instanceof TalosError) || !['DEVICE_CRASHED', 'STORE_FAILED'].includes(err.code)) throw err;
+        // A crash inside a group's sync fails the group after its append: an unknown outcome.
+        if (
+          !(err instanceof TalosError) ||
+          !['DEVICE_CRASHED', 'STORE_FAILED', 'OUTCOME_UNKNOWN'].includes(err.code)
+        )
+          throw err;
         // The interrupted operation was not acknowledged: its effect may or may not survive.
         await apply(new NullStore(), op, candidate);
         states.push(snapshot(candidate));
