@@ -33,6 +33,7 @@ import {
   WrongPrimaryError,
 } from '../errors.js';
 import type { Connection } from '../fabric/types.js';
+import { keyInRange } from '../keys.js';
 import { trace } from '../trace.js';
 import { BackupLink } from './backup-link.js';
 import type { ReplicationMode } from './messages.js';
@@ -376,7 +377,7 @@ export class PrimarySession {
       throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
     }
     const { minKey, maxKey } = this.options.range;
-    if (key < minKey || (maxKey !== undefined && key >= maxKey)) {
+    if (!keyInRange(key, minKey, maxKey)) {
       throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
     }
   }
