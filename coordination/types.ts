@@ -27,7 +27,10 @@ export interface NodeInfo {
 
 export type RegionState = 'active' | 'reconfiguring';
 
-/** One region's configuration: PROTOCOL §1. `maxKey` undefined = unbounded; keys are latin1 strings. */
+/**
+ * One region's configuration: PROTOCOL §1. `maxKey` undefined = unbounded; keys order by their
+ * UTF-8 bytes (compareKeys in src/keys.ts).
+ */
 export interface RegionConfig {
   regionId: string;
   minKey: string;

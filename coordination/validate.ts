@@ -4,6 +4,7 @@
  * same canonical shapes (only known fields, undefined optionals dropped — a JSON round trip).
  */
 import { InvalidArgumentError, InvalidConfigurationError } from '../src/errors.js';
+import { compareKeys } from '../src/keys.js';
 import type { BackupProgress, NodeInfo, RegionConfig, RegionEntry, SuspectReport } from './types.js';
 
 export const nonEmptyString = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
@@ -56,7 +57,8 @@ export function validateRegionConfig(next: RegionConfig): void {
   if (typeof next.minKey !== 'string') bad('minKey must be a string');
   if (next.maxKey !== undefined) {
     if (typeof next.maxKey !== 'string') bad('maxKey must be a string or undefined');
-    if (!(next.minKey < next.maxKey)) bad(`minKey must sort before maxKey (${next.minKey} ≥ ${next.maxKey})`);
+    if (!(compareKeys(next.minKey, next.maxKey) < 0))
+      bad(`minKey must sort before maxKey (${next.minKey} ≥ ${next.maxKey})`);
   }
   if (!nonEmptyString(next.primary)) bad('primary must be a non-empty node id');
   if (!Array.isArray(next.backups) || !next.backups.every(nonEmptyString)) {

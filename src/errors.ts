@@ -75,6 +75,25 @@ export class StoreClosedError extends TalosError {
   }
 }
 
+/**
+ * A device's directory is already held: by an open device of this process (`ownerPid` is our own
+ * pid) or by a live other process (its pid, read from the directory's `LOCK` file). Nothing was
+ * opened and nothing was locked by the refused call.
+ */
+export class DeviceLockedError extends TalosError {
+  constructor(
+    readonly path: string,
+    readonly ownerPid: number,
+  ) {
+    super(
+      'DEVICE_LOCKED',
+      ownerPid === process.pid
+        ? `${path} is already open in this process (pid ${ownerPid})`
+        : `${path} is locked by live process ${ownerPid}`,
+    );
+  }
+}
+
 /** An option or argument outside its domain. */
 export class InvalidArgumentError extends TalosError {
   constructor(message: string) {

@@ -25,7 +25,7 @@ import { MultiBar, Presets } from 'cli-progress';
 import type { RegionConfig } from '../../coordination/types.js';
 import { type ClusterStats, createLocalCluster, type LocalCluster } from '../cluster/local-cluster.js';
 import { OutcomeLedger } from '../cluster/outcome-ledger.js';
-import { regionOf } from '../cluster/regions.js';
+import { byMinKey, regionOf } from '../cluster/regions.js';
 import type { CompactionCommittedEvent } from '../engine/hooks.js';
 import { createPrng } from '../engine/prng.js';
 import { OutcomeUnknownError } from '../errors.js';
@@ -182,7 +182,7 @@ async function runMode(
     else say(line);
   };
   try {
-    const sorted = [...cluster.regions()].sort((a, b) => (a.minKey < b.minKey ? -1 : 1));
+    const sorted = [...cluster.regions()].sort(byMinKey);
     printRegions(sorted, say);
     const compactionLines = watchCompactions(cluster, sorted, log);
 

@@ -19,6 +19,7 @@ import {
   type LocalClientOptions,
   type RegionSession,
 } from '../cluster/client.js';
+import { byMinKey } from '../cluster/regions.js';
 import type { KeyValue, ScanOptions } from '../engine/store.js';
 import {
   InvalidArgumentError,
@@ -122,7 +123,7 @@ export class TalosClient {
           this.map = [
             ...this.map.filter((c) => c.regionId !== event.entry.config.regionId),
             event.entry.config,
-          ].sort((a, b) => (a.minKey < b.minKey ? -1 : a.minKey > b.minKey ? 1 : 0));
+          ].sort(byMinKey);
         } else this.map = this.map.filter((c) => c.regionId !== event.regionId);
       }),
       this.coordinator.watchMembers((event) => {

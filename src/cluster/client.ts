@@ -11,6 +11,7 @@ import type { RegionConfig } from '../../coordination/types.js';
 import type { Clock } from '../clock/index.js';
 import type { KeyValue, ScanOptions } from '../engine/store.js';
 import { KeyTooLargeError, StaleEpochError, UnreachableError, WrongPrimaryError } from '../errors.js';
+import { compareKeys, maxKeyOf, minKeyOf } from '../keys.js';
 import { regionOf } from './regions.js';
 
 export interface LocalClientOptions {
@@ -83,9 +84,10 @@ export class LocalClient {
     if (options.reverse) regions.reverse();
     for (const region of regions) {
       if (out.length >= limit) break;
-      const gte = maxKey(options.gte, region.minKey);
-      const lt = minKey(options.lt, region.maxKey);
-      if (lt !== undefined && gte >= lt) continue;
+      // Clipped to the region in key order, so the regions' rows concatenate in key order too.
+      const gte = options.gte === undefined ? region.minKey : maxKeyOf(options.gte, region.minKey);
+      const lt = clipUpper(options.lt, region.maxKey);
+      if (lt !== undefined && compareKeys(gte, lt) >= 0) continue;
       const scan: ScanOptions = { gte, limit: limit - out.length, reverse: options.reverse ?? false };
       if (lt !== undefined) scan.lt = lt;
       const rows = await this.withRetry(
@@ -136,12 +138,9 @@ export class LocalClient {
   }
 }
 
-function maxKey(a: string | undefined, b: string): string {
-  return a === undefined || a < b ? b : a;
-}
-
-function minKey(a: string | undefined, b: string | undefined): string | undefined {
+/** The lower of two exclusive upper bounds (undefined = unbounded). */
+function clipUpper(a: string | undefined, b: string | undefined): string | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;
-  return a < b ? a : b;
+  return minKeyOf(a, b);
 }

@@ -30,7 +30,7 @@ import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
 import { LocalClient, type LocalClientOptions } from './client.js';
 import { type DeviceOp, IncarnationDevice } from './incarnation-device.js';
-import { hexRegionSpecs, validateRegionSpecs } from './regions.js';
+import { byMinKey, hexRegionSpecs, validateRegionSpecs } from './regions.js';
 
 export type ClusterStoreOptions = Pick<
   StoreOptions,
@@ -180,7 +180,7 @@ export class LocalCluster {
         this.regionMap = [
           ...this.regionMap.filter((c) => c.regionId !== event.entry.config.regionId),
           event.entry.config,
-        ].sort((a, b) => (a.minKey < b.minKey ? -1 : a.minKey > b.minKey ? 1 : 0));
+        ].sort(byMinKey);
       } else {
         this.regionMap = this.regionMap.filter((c) => c.regionId !== event.regionId);
       }

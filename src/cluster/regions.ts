@@ -1,5 +1,6 @@
 /**
- * Region layout helpers: a region is a key range `[minKey, maxKey)` over latin1 key strings.
+ * Region layout helpers: a region is a key range `[minKey, maxKey)` in the stores' key order, the
+ * UTF-8 byte order of the keys (compareKeys, src/keys.ts) — not JS string order.
  * The default layout splits the space of lowercase-hex-prefixed keys evenly (keys such as hashed
  * YCSB keys spread over it); the first region starts at '' and the last is unbounded, so every key
  * falls in exactly one region whatever its shape.
@@ -7,6 +8,7 @@
 import type { RegionConfig } from '../../coordination/types.js';
 import type { RegionSpec } from '../actors/controller.js';
 import { InvalidArgumentError, UnknownRegionError } from '../errors.js';
+import { compareKeys, keyInRange } from '../keys.js';
 
 /** `count` regions splitting two-hex-digit prefixes evenly: r0 = ['', '55'), r1 = ['55', 'aa'), … */
 export function hexRegionSpecs(count: number): RegionSpec[] {
@@ -35,7 +37,7 @@ export function validateRegionSpecs(specs: readonly RegionSpec[]): void {
     const next = specs[i + 1];
     if (next === undefined) {
       if (spec.maxKey !== undefined) throw new InvalidArgumentError('the last region must be unbounded');
-    } else if (spec.maxKey !== next.minKey || !(spec.minKey < spec.maxKey)) {
+    } else if (spec.maxKey !== next.minKey || !(compareKeys(spec.minKey, spec.maxKey) < 0)) {
       throw new InvalidArgumentError(
         `regions ${spec.regionId} and ${next.regionId} must be adjacent and non-empty`,
       );
@@ -43,7 +45,12 @@ export function validateRegionSpecs(specs: readonly RegionSpec[]): void {
   }
 }
 
-/** The region of `key` among configurations sorted by minKey. */
+/** Orders region configurations by minKey in key order: the order regionOf and scans rely on. */
+export function byMinKey(a: { minKey: string }, b: { minKey: string }): number {
+  return compareKeys(a.minKey, b.minKey);
+}
+
+/** The region of `key` among configurations sorted by minKey (byMinKey). */
 export function regionOf<T extends Pick<RegionConfig, 'minKey' | 'maxKey' | 'regionId'>>(
   sorted: readonly T[],
   key: string,
@@ -52,11 +59,11 @@ export function regionOf<T extends Pick<RegionConfig, 'minKey' | 'maxKey' | 'reg
   let hi = sorted.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (sorted[mid]!.minKey <= key) lo = mid + 1;
+    if (compareKeys(sorted[mid]!.minKey, key) <= 0) lo = mid + 1;
     else hi = mid;
   }
   const region = sorted[lo - 1];
-  if (region === undefined || (region.maxKey !== undefined && key >= region.maxKey)) {
+  if (region === undefined || !keyInRange(key, region.minKey, region.maxKey)) {
     throw new UnknownRegionError(`key ${JSON.stringify(key)}`);
   }
   return region;

@@ -2,22 +2,45 @@
  * FileDevice: the byte space is one file (`data`) in a directory; metadata files sit beside it.
  * Durability uses fdatasync on the data file; metadata replacement is write temp + fsync + rename
  * + fsync of the directory, so a crash leaves either the old or the new file, never a mix.
- * A `LOCK` file holding the owner's pid keeps two live processes from opening one directory.
+ *
+ * One directory, one open device. Two handles on one directory would each keep their own log
+ * head and manifest, and the last to close would silently overwrite the other's writes. Two
+ * guards, both taken at open only (never on a read/write path), both released by close():
+ *
+ *  1. In this process: a registry of the directories held by open FileDevices, keyed by the
+ *     resolved real path (so `a/../a`, a symlink and a relative path name one directory). The
+ *     registry is the authority within the process; the LOCK file cannot be, since every handle of
+ *     one process writes the same pid.
+ *  2. Across processes: a `LOCK` file holding the owner's pid, created exclusively. It is written
+ *     complete under a private temporary name and then hard-linked to `LOCK` — link(2) fails with
+ *     EEXIST exactly as an O_EXCL create does, but a reader never sees a LOCK that exists and is
+ *     still empty (with a bare O_EXCL create then write, a second process could read "" in between
+ *     and mistake a live lock for a stale one). A LOCK whose pid is dead (`process.kill(pid, 0)`
+ *     fails with ESRCH) was left by a crash and is taken over; one holding our own pid while the
+ *     registry has no entry was left by a device of ours whose close never finished, and is taken
+ *     over too.
+ *
+ * Limits: a stale lock whose pid has been reused by an unrelated live process is refused (remove
+ * LOCK by hand); two processes taking over one stale lock at the same instant can race between
+ * reading the dead pid and removing the file (the re-read just before removal narrows it).
+ * Advisory locking (flock) would close both, but Node has no flock.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { TalosError } from '../errors.js';
+import { assert } from '../assert.js';
+import { DeviceLockedError } from '../errors.js';
 import { cloneIoStats, type Device, emptyIoStats, type IoCategory, type IoStats } from './device.js';
 
-export class DeviceLockedError extends TalosError {
-  constructor(dir: string, pid: number) {
-    super('DEVICE_LOCKED', `${dir} is in use by process ${pid}`);
-  }
-}
+const LOCK_NAME = 'LOCK';
+
+/** Real paths of the directories held by open FileDevices of this process. */
+const heldDirs = new Set<string>();
 
 export class FileDevice implements Device {
   readonly name: string;
   private readonly dir: string;
+  /** The registry key: the directory's real path. */
+  private readonly realDir: string;
   private fd: number;
   private sizeBytes: number;
   private readonly stats = emptyIoStats();
@@ -27,9 +50,26 @@ export class FileDevice implements Device {
     this.dir = dir;
     this.name = dir;
     fs.mkdirSync(dir, { recursive: true });
-    takeLock(dir);
-    this.fd = fs.openSync(path.join(dir, 'data'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
-    this.sizeBytes = fs.fstatSync(this.fd).size;
+    this.realDir = fs.realpathSync(dir);
+    if (heldDirs.has(this.realDir)) throw new DeviceLockedError(dir, process.pid);
+    heldDirs.add(this.realDir);
+    let lockTaken = false;
+    try {
+      takeLockFile(dir);
+      lockTaken = true;
+      this.fd = fs.openSync(path.join(dir, 'data'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+      try {
+        this.sizeBytes = fs.fstatSync(this.fd).size;
+      } catch (err) {
+        fs.closeSync(this.fd);
+        throw err;
+      }
+    } catch (err) {
+      // A failed open holds nothing: a later open of this directory must not find it locked.
+      if (lockTaken) releaseLockFile(dir);
+      heldDirs.delete(this.realDir);
+      throw err;
+    }
   }
 
   static open(dir: string): FileDevice {
@@ -113,32 +153,62 @@ export class FileDevice implements Device {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    fs.closeSync(this.fd);
-    this.fd = -1;
-    fs.rmSync(path.join(this.dir, 'LOCK'), { force: true });
-  }
-}
-
-function takeLock(dir: string): void {
-  const lockPath = path.join(dir, 'LOCK');
-  for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      fs.writeFileSync(lockPath, String(process.pid), { flag: 'wx' });
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const owner = Number(fs.readFileSync(lockPath, 'utf8'));
-      if (owner === process.pid || !isAlive(owner)) {
-        // A lock left by a crashed process (or by an unclosed device of ours): take it over.
-        fs.rmSync(lockPath, { force: true });
-        continue;
+      fs.closeSync(this.fd);
+    } finally {
+      this.fd = -1;
+      // Released even when closing the fd failed: the handle is unusable either way.
+      try {
+        releaseLockFile(this.dir);
+      } finally {
+        assert(heldDirs.delete(this.realDir), `FileDevice ${this.dir}: closed without holding its directory`);
       }
-      throw new DeviceLockedError(dir, owner);
     }
   }
-  throw new DeviceLockedError(dir, -1);
 }
 
+/** Creates `dir/LOCK` holding our pid, taking over a stale one; throws DeviceLockedError if it is live. */
+function takeLockFile(dir: string): void {
+  const lockPath = path.join(dir, LOCK_NAME);
+  const tempPath = path.join(dir, `${LOCK_NAME}.${process.pid}.tmp`);
+  fs.writeFileSync(tempPath, String(process.pid), { mode: 0o644 });
+  try {
+    // Two rounds: take a stale lock over once; a lock that reappears at once has a live taker.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        fs.linkSync(tempPath, lockPath);
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const text = readLockText(lockPath);
+      if (text === undefined) continue; // removed meanwhile by its owner's close
+      const owner = Number.parseInt(text, 10);
+      // Our pid here without a registry entry: a device of ours whose close never finished.
+      if (owner !== process.pid && isAlive(owner)) throw new DeviceLockedError(dir, owner);
+      if (readLockText(lockPath) === text) fs.rmSync(lockPath, { force: true });
+    }
+    throw new DeviceLockedError(dir, Number.parseInt(readLockText(lockPath) ?? '-1', 10));
+  } finally {
+    fs.rmSync(tempPath, { force: true });
+  }
+}
+
+function releaseLockFile(dir: string): void {
+  fs.rmSync(path.join(dir, LOCK_NAME), { force: true });
+}
+
+/** A LOCK file's text (the owner's pid), undefined when the file is gone. */
+function readLockText(lockPath: string): string | undefined {
+  try {
+    return fs.readFileSync(lockPath, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** Whether a process with this pid exists (EPERM: it exists, owned by another user). */
 function isAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {

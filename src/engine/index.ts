@@ -5,7 +5,7 @@
 
 export { crc32c } from './crc.js';
 export * from './device.js';
-export { DeviceLockedError, FileDevice } from './file-device.js';
+export { FileDevice } from './file-device.js';
 export * from './hooks.js';
 export {
   IndexSegmentBuilder,

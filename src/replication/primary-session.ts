@@ -33,6 +33,7 @@ import {
   WrongPrimaryError,
 } from '../errors.js';
 import type { Connection } from '../fabric/types.js';
+import { keyInRange } from '../keys.js';
 import { mutant } from '../mutants.js';
 import { trace } from '../trace.js';
 import { BackupLink } from './backup-link.js';
@@ -395,7 +396,7 @@ export class PrimarySession {
       throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
     }
     const { minKey, maxKey } = this.options.range;
-    if (key < minKey || (maxKey !== undefined && key >= maxKey)) {
+    if (!keyInRange(key, minKey, maxKey)) {
       throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
     }
   }

@@ -2,13 +2,15 @@
  * Device conformance: FileDevice and SimDevice pass one suite, then each its own specifics
  * (SimDevice's crash model; FileDevice's files, lock and persistence).
  */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Device } from '../../src/engine/device.js';
-import { DeviceLockedError, FileDevice } from '../../src/engine/file-device.js';
+import { FileDevice } from '../../src/engine/file-device.js';
 import { DeviceCrashedError, SimDevice } from '../../src/engine/sim-device.js';
 import { Store } from '../../src/engine/store.js';
+import { CorruptManifestError, DeviceLockedError } from '../../src/errors.js';
 
 const tempDirs: string[] = [];
 function tempDir(): string {
@@ -163,3 +165,147 @@ describe('FileDevice specifics', () => {
     await store.close();
   });
 });
+
+/**
+ * One directory, one open device (issue #17): a second open in this process or by a live other
+ * process is refused with DeviceLockedError; close, a failed open and a dead owner release it.
+ */
+describe('FileDevice lock', () => {
+  const small = { segmentBytes: 64 * 1024, l0Bytes: 16 * 1024, syncPolicy: 'always' as const };
+
+  it('refuses a second open in this process, by any path to the directory, and keeps the first handle intact', async () => {
+    const dir = tempDir();
+    const first = await Store.open({ dir, ...small });
+    await first.put('k', 'first');
+    const link = `${dir}-link`;
+    fs.symlinkSync(dir, link);
+    tempDirs.push(link);
+    for (const other of [dir, `${dir}/.`, link, path.relative(process.cwd(), dir)]) {
+      const refused = await Store.open({ dir: other, ...small }).catch((err: unknown) => err);
+      expect(refused).toBeInstanceOf(DeviceLockedError);
+      expect((refused as DeviceLockedError).code).toBe('DEVICE_LOCKED');
+      expect((refused as DeviceLockedError).ownerPid).toBe(process.pid);
+      expect((refused as DeviceLockedError).message).toContain(other);
+    }
+    // The refusals released nothing of the first handle's: its lock and its writes stand.
+    expect(fs.readFileSync(path.join(dir, 'LOCK'), 'utf8')).toBe(String(process.pid));
+    await first.put('k2', 'after');
+    expect((await first.get('k'))?.toString()).toBe('first');
+    await first.close();
+    const reopened = await Store.open({ dir, ...small });
+    expect((await reopened.get('k'))?.toString()).toBe('first');
+    expect((await reopened.get('k2'))?.toString()).toBe('after');
+    await reopened.close();
+  });
+
+  it('reopens after close, for FileDevice and Store alike', async () => {
+    const dir = tempDir();
+    for (let round = 0; round < 3; round++) {
+      const d = FileDevice.open(dir);
+      expect(() => FileDevice.open(dir)).toThrow(DeviceLockedError);
+      d.close();
+      d.close(); // idempotent: the second close releases nothing a later open holds
+      expect(fs.existsSync(path.join(dir, 'LOCK'))).toBe(false);
+    }
+    for (let round = 0; round < 3; round++) {
+      const store = await Store.open({ dir, ...small });
+      await store.put(`k${round}`, `v${round}`);
+      await store.close();
+    }
+    const store = await Store.open({ dir, ...small });
+    expect((await store.scan()).map((kv) => kv.key.toString())).toEqual(['k0', 'k1', 'k2']);
+    await store.close();
+  });
+
+  it('a failed open leaves no lock behind', async () => {
+    // The device fails after taking the lock: its data file cannot be opened.
+    const dir = tempDir();
+    fs.mkdirSync(path.join(dir, 'data'));
+    expect(() => FileDevice.open(dir)).toThrow(expect.objectContaining({ code: 'EISDIR' }));
+    expect(fs.existsSync(path.join(dir, 'LOCK'))).toBe(false);
+    fs.rmdirSync(path.join(dir, 'data'));
+    FileDevice.open(dir).close();
+
+    // The store fails after its device opened: an unreadable manifest.
+    const storeDir = tempDir();
+    const store = await Store.open({ dir: storeDir, ...small });
+    await store.put('k', 'v');
+    await store.close();
+    const manifest = fs.readdirSync(storeDir).find((name) => name.startsWith('MANIFEST'));
+    expect(manifest).toBeDefined();
+    const good = fs.readFileSync(path.join(storeDir, manifest!));
+    fs.writeFileSync(path.join(storeDir, manifest!), Buffer.from('not a manifest'));
+    await expect(Store.open({ dir: storeDir, ...small })).rejects.toBeInstanceOf(CorruptManifestError);
+    expect(fs.existsSync(path.join(storeDir, 'LOCK'))).toBe(false);
+    fs.writeFileSync(path.join(storeDir, manifest!), good);
+    const again = await Store.open({ dir: storeDir, ...small });
+    expect((await again.get('k'))?.toString()).toBe('v');
+    await again.close();
+  });
+
+  it('takes over a stale LOCK whose pid is dead (or unreadable)', async () => {
+    const dir = tempDir();
+    const exited = spawnSync(process.execPath, ['-e', '']);
+    expect(exited.status).toBe(0);
+    for (const stale of [String(exited.pid), '', 'garbage']) {
+      fs.writeFileSync(path.join(dir, 'LOCK'), stale);
+      const store = await Store.open({ dir, ...small });
+      expect(fs.readFileSync(path.join(dir, 'LOCK'), 'utf8')).toBe(String(process.pid));
+      await store.close();
+      expect(fs.existsSync(path.join(dir, 'LOCK'))).toBe(false);
+    }
+  });
+
+  it('refuses a directory a live other process holds, and takes it over once that process dies', async () => {
+    const dir = tempDir();
+    const child = spawnStoreHolder(dir, small);
+    try {
+      await waitForLine(child, 'ready');
+      const refused = await Store.open({ dir, ...small }).catch((err: unknown) => err);
+      expect(refused).toBeInstanceOf(DeviceLockedError);
+      expect((refused as DeviceLockedError).ownerPid).toBe(child.pid);
+      expect((refused as DeviceLockedError).message).toContain(dir);
+    } finally {
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.once('exit', resolve));
+    }
+    // SIGKILL ran no close: the LOCK names a dead process now, and its write survives the takeover.
+    expect(fs.readFileSync(path.join(dir, 'LOCK'), 'utf8')).toBe(String(child.pid));
+    const store = await Store.open({ dir, ...small });
+    expect((await store.get('held'))?.toString()).toBe('by-child');
+    await store.close();
+  });
+});
+
+const REPO_ROOT = path.resolve(__dirname, '../..');
+
+/** A `node -e` child (TypeScript sources through test/support/ts-register.mjs) that opens a store on `dir` and waits. */
+function spawnStoreHolder(dir: string, options: object): ChildProcess {
+  const script = `
+    const { Store } = await import(${JSON.stringify(path.join(REPO_ROOT, 'src/engine/store.ts'))});
+    const store = await Store.open({ dir: ${JSON.stringify(dir)}, ...${JSON.stringify(options)} });
+    await store.put('held', 'by-child');
+    process.stdout.write('ready\\n');
+    setInterval(() => {}, 1000);
+  `;
+  return spawn(
+    process.execPath,
+    ['--import', path.join(REPO_ROOT, 'test/support/ts-register.mjs'), '--input-type=module', '-e', script],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+}
+
+function waitForLine(child: ChildProcess, line: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.split('\n').includes(line)) resolve();
+    });
+    child.stderr!.on('data', (chunk: Buffer) => {
+      err += chunk.toString();
+    });
+    child.once('exit', (code) => reject(new Error(`child exited (${code}) before "${line}": ${err}`)));
+  });
+}
