@@ -252,3 +252,39 @@ export class OutcomeUnknownError extends TalosError {
     super('OUTCOME_UNKNOWN', `outcome unknown: ${detail}`, options);
   }
 }
+
+// ───────────────────────────── clients: budgets and credentials ─────────────────────────────
+
+/**
+ * A client operation ran out of its budget (`operationTimeoutMs`) while every attempt was refused
+ * (WRONG_PRIMARY, STALE_EPOCH) or never left (the node could not be reached). **Definite failure**:
+ * no attempt was applied. (A write that left and got no answer is an OutcomeUnknownError instead.)
+ * `cause` is the last attempt's error.
+ */
+export class OperationTimeoutError extends TalosError {
+  constructor(
+    readonly operation: string,
+    readonly operationTimeoutMs: number,
+    readonly attemptCount: number,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      'OPERATION_TIMEOUT',
+      `${operation}: no serving primary within operationTimeoutMs=${operationTimeoutMs} (${attemptCount} attempts${
+        options?.cause instanceof Error ? `; last: ${options.cause.message}` : ''
+      })`,
+      options,
+    );
+  }
+}
+
+/**
+ * The connection could not be authenticated: the node requires a bearer token or a client
+ * certificate and got none or a wrong one, or a TLS peer's certificate is not trusted (another CA,
+ * expired, wrong name). **Definite failure**: the node served no request on that connection.
+ */
+export class UnauthenticatedError extends TalosError {
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super('UNAUTHENTICATED', `unauthenticated: ${detail}`, options);
+  }
+}

@@ -22,6 +22,11 @@ export { nodeMachine } from './actors/node.js';
 export { NodeRuntime, type NodeRuntimeOptions } from './actors/node-runtime.js';
 export { regionBackupMachine } from './actors/region-backup.js';
 export { regionPrimaryMachine } from './actors/region-primary.js';
+export {
+  TalosClient,
+  type TalosClientOptions,
+  type TalosClientTlsOptions,
+} from './client/talos-client.js';
 export { type Clock, ManualClock, SystemClock } from './clock/index.js';
 export { type ClientScanOptions, LocalClient, type LocalClientOptions } from './cluster/client.js';
 export {
@@ -39,6 +44,7 @@ export * from './errors.js';
 export * from './fabric/index.js';
 export { RdmaFabric, type RdmaFabricOptions, rdmaDevices } from './fabric/rdma/index.js';
 export { TcpFabric, type TcpFabricOptions } from './fabric/tcp.js';
+export type { TlsCredentials } from './fabric/tls.js';
 export { BackupRefusedError } from './replication/backup-link.js';
 export type { ReplicationMode } from './replication/messages.js';
 export { PrimarySession, ResyncRequiredError } from './replication/primary-session.js';

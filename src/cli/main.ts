@@ -50,6 +50,43 @@ const etcdOption = (): Option =>
 const clusterOption = (): Option =>
   new Option('--cluster <name>', 'cluster name (etcd key prefix)').default('talos');
 
+/** A client command's credentials: TLS to the nodes (and to etcd over https), a bearer token. */
+const withCredentials = (command: Command): Command =>
+  command
+    .option('--tls-ca <file>', "TLS: the CA that signed the nodes' (and etcd's) certificates")
+    .option('--tls-cert <file>', 'TLS: this client certificate (mutual TLS), with --tls-key')
+    .option('--tls-key <file>', "TLS: the client certificate's key")
+    .option('--token-file <file>', 'a bearer token (the first line of the file) for the nodes');
+
+interface CredentialOptions {
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tokenFile?: string;
+}
+
+async function credentialsFrom(o: CredentialOptions): Promise<{
+  tls?: import('../fabric/tls.js').TlsCredentials;
+  token?: string;
+}> {
+  const { readTlsFiles, readClientToken } = await import('../fabric/tls.js');
+  if (o.tlsCa === undefined && (o.tlsCert !== undefined || o.tlsKey !== undefined)) {
+    throw new InvalidArgumentError('--tls-cert/--tls-key need --tls-ca');
+  }
+  return {
+    ...(o.tlsCa === undefined
+      ? {}
+      : {
+          tls: readTlsFiles({
+            caFile: o.tlsCa,
+            ...(o.tlsCert === undefined ? {} : { certFile: o.tlsCert }),
+            ...(o.tlsKey === undefined ? {} : { keyFile: o.tlsKey }),
+          }),
+        }),
+    ...(o.tokenFile === undefined ? {} : { token: readClientToken(o.tokenFile) }),
+  };
+}
+
 program
   .command('node')
   .description('run one node of a cluster coordinated by etcd (TCP or RDMA fabric, files under --data-dir)')
@@ -76,6 +113,17 @@ program
   .option('--lease-ttl-ms <n>', 'lease TTL (etcd grants whole seconds, at least 2)', integer, 3000)
   .option('--metrics-port <n>', 'serve Prometheus metrics on this port', integer)
   .option('--secret-file <path>', 'cluster secret for the fabric handshake (or TALOS_CLUSTER_SECRET)')
+  .option('--tls-cert <file>', "TLS: this node's certificate (fabric: mutual TLS; client endpoint)")
+  .option('--tls-key <file>', "TLS: the certificate's key")
+  .option('--tls-ca <file>', "TLS: the CA that signs the nodes' and clients' certificates")
+  .option('--client-token-file <file>', 'clients must present one of these bearer tokens (one per line)')
+  .option(
+    '--client-cert-auth',
+    'with TLS: clients must authenticate (a client certificate from --tls-ca, or a token)',
+  )
+  .option('--etcd-ca <file>', 'TLS to etcd: its CA (default: --tls-ca for https:// endpoints)')
+  .option('--etcd-cert <file>', 'TLS to etcd: client certificate (default: --tls-cert)')
+  .option('--etcd-key <file>', 'TLS to etcd: its key (default: --tls-key)')
   .option('--segment-bytes <n>', 'log and index segment size of new stores (default 2 MiB)', integer)
   .option('--l0-bytes <n>', 'L0 size in index bytes before a flush (default 4 MiB)', integer)
   .option('--growth-factor <n>', 'size ratio between consecutive levels (default 8)', integer)
@@ -84,6 +132,10 @@ program
     const { startNodeProcess } = await import('../server/node-process.js');
     if (o.fabric === 'rdma' && o.rdmaDevice === undefined) {
       throw new InvalidArgumentError('--fabric rdma needs --rdma-device NAME (see ibv_devices)');
+    }
+    const tlsFlags = [o.tlsCa, o.tlsCert, o.tlsKey].filter((f) => f !== undefined).length;
+    if (tlsFlags !== 0 && tlsFlags !== 3) {
+      throw new InvalidArgumentError('TLS needs all of --tls-ca, --tls-cert and --tls-key');
     }
     const store = {
       ...(o.segmentBytes === undefined ? {} : { segmentBytes: o.segmentBytes }),
@@ -114,6 +166,18 @@ program
       store,
       ...(o.metricsPort === undefined ? {} : { metricsPort: o.metricsPort }),
       ...(o.secretFile === undefined ? {} : { secretFile: o.secretFile }),
+      ...(o.tlsCa === undefined ? {} : { tls: { caFile: o.tlsCa, certFile: o.tlsCert, keyFile: o.tlsKey } }),
+      ...(o.clientTokenFile === undefined ? {} : { clientTokenFile: o.clientTokenFile }),
+      ...(o.clientCertAuth === true ? { clientCertAuth: true } : {}),
+      ...(o.etcdCa === undefined
+        ? {}
+        : {
+            etcdTls: {
+              caFile: o.etcdCa,
+              ...((o.etcdCert ?? o.tlsCert) === undefined ? {} : { certFile: o.etcdCert ?? o.tlsCert }),
+              ...((o.etcdKey ?? o.tlsKey) === undefined ? {} : { keyFile: o.etcdKey ?? o.tlsKey }),
+            },
+          }),
     });
     const shutdown = (): void => {
       void node.stop().then(() => process.exit(0));
@@ -122,43 +186,61 @@ program
     process.once('SIGINT', shutdown);
   });
 
-program
-  .command('status')
-  .description('print members, regions, primaries, backups and epochs')
-  .addOption(etcdOption())
-  .addOption(clusterOption())
-  .option('--json', 'print JSON')
-  .action(async (o) => {
-    const { EtcdCoordinator } = await import('../../coordination/etcd.js');
-    const c = new EtcdCoordinator({ endpoints: o.etcd, cluster: o.cluster });
-    try {
-      const [members, regions] = await Promise.all([c.members(), c.getRegions()]);
-      if (o.json) {
-        process.stdout.write(`${JSON.stringify({ members, regions: regions.map((r) => r.config) })}\n`);
-        return;
-      }
-      process.stdout.write(`members (${members.length}):\n`);
-      for (const m of members)
-        process.stdout.write(`  ${m.nodeId}  fabric ${m.fabricAddress}  client ${m.clientAddress ?? '-'}\n`);
-      process.stdout.write(`regions (${regions.length}):\n`);
-      for (const { config: r } of regions) {
-        const range = `[${JSON.stringify(r.minKey)}, ${r.maxKey === undefined ? '∞' : JSON.stringify(r.maxKey)})`;
-        const joining = r.joining?.length ? `  joining ${r.joining.join(',')}` : '';
-        process.stdout.write(
-          `  ${r.regionId}  ${range}  epoch ${r.epoch}  primary ${r.primary}  backups ${r.backups.join(',') || '-'}${joining}\n`,
-        );
-      }
-    } finally {
-      await c.close();
-    }
+withCredentials(
+  program
+    .command('status')
+    .description('print members, regions, primaries, backups and epochs')
+    .addOption(etcdOption())
+    .addOption(clusterOption())
+    .option('--json', 'print JSON'),
+).action(async (o) => {
+  const { EtcdCoordinator } = await import('../../coordination/etcd.js');
+  const { tls } = await credentialsFrom(o);
+  const c = new EtcdCoordinator({
+    endpoints: o.etcd,
+    cluster: o.cluster,
+    ...(tls === undefined || !o.etcd.some((e: string) => e.startsWith('https:'))
+      ? {}
+      : {
+          credentials: {
+            rootCertificate: Buffer.from(tls.ca),
+            ...(tls.key === undefined ? {} : { privateKey: Buffer.from(tls.key) }),
+            ...(tls.cert === undefined ? {} : { certChain: Buffer.from(tls.cert) }),
+          },
+        }),
   });
+  try {
+    const [members, regions] = await Promise.all([c.members(), c.getRegions()]);
+    if (o.json) {
+      process.stdout.write(`${JSON.stringify({ members, regions: regions.map((r) => r.config) })}\n`);
+      return;
+    }
+    process.stdout.write(`members (${members.length}):\n`);
+    for (const m of members)
+      process.stdout.write(`  ${m.nodeId}  fabric ${m.fabricAddress}  client ${m.clientAddress ?? '-'}\n`);
+    process.stdout.write(`regions (${regions.length}):\n`);
+    for (const { config: r } of regions) {
+      const range = `[${JSON.stringify(r.minKey)}, ${r.maxKey === undefined ? '∞' : JSON.stringify(r.maxKey)})`;
+      const joining = r.joining?.length ? `  joining ${r.joining.join(',')}` : '';
+      process.stdout.write(
+        `  ${r.regionId}  ${range}  epoch ${r.epoch}  primary ${r.primary}  backups ${r.backups.join(',') || '-'}${joining}\n`,
+      );
+    }
+  } finally {
+    await c.close();
+  }
+});
 
 const withClient = async <T>(
-  o: { etcd: string[]; cluster: string },
+  o: { etcd: string[]; cluster: string } & CredentialOptions,
   job: (client: import('../client/talos-client.js').TalosClient) => Promise<T>,
 ): Promise<T> => {
   const { TalosClient } = await import('../client/talos-client.js');
-  const client = await TalosClient.connect({ etcd: o.etcd, cluster: o.cluster });
+  const client = await TalosClient.connect({
+    etcd: o.etcd,
+    cluster: o.cluster,
+    ...(await credentialsFrom(o)),
+  });
   try {
     return await job(client);
   } finally {
@@ -166,8 +248,7 @@ const withClient = async <T>(
   }
 };
 
-program
-  .command('put <key> <value>')
+withCredentials(program.command('put <key> <value>'))
   .description('write a value')
   .addOption(etcdOption())
   .addOption(clusterOption())
@@ -175,8 +256,7 @@ program
     await withClient(o, (client) => client.put(key, value));
   });
 
-program
-  .command('get <key>')
+withCredentials(program.command('get <key>'))
   .description('read a value (exit 2 when absent)')
   .addOption(etcdOption())
   .addOption(clusterOption())
@@ -186,8 +266,7 @@ program
     else process.stdout.write(`${value.toString()}\n`);
   });
 
-program
-  .command('delete <key>')
+withCredentials(program.command('delete <key>'))
   .description('delete a key')
   .addOption(etcdOption())
   .addOption(clusterOption())
@@ -195,8 +274,7 @@ program
     await withClient(o, (client) => client.delete(key));
   });
 
-program
-  .command('scan')
+withCredentials(program.command('scan'))
   .description('list keys and values in key order')
   .addOption(etcdOption())
   .addOption(clusterOption())

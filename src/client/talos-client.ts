@@ -6,10 +6,20 @@
  *
  * Retries (the LocalClient's loop, bounded by `operationTimeoutMs` with exponential backoff):
  * WRONG_PRIMARY / STALE_EPOCH from a node, or a node that cannot be reached before the request was
- * sent. A write whose connection broke or timed out after it was sent may have been applied: it is
- * reported as OutcomeUnknownError, never retried blindly and never reported as failed.
+ * sent; when the budget is spent, OperationTimeoutError (definite: no attempt was applied). A
+ * request's wait for its reply is bounded by `requestTimeoutMs` and by what is left of the
+ * operation's budget. A write whose connection broke or timed out after it was sent may have been
+ * applied: it is reported as OutcomeUnknownError, never retried blindly and never reported as failed.
+ *
+ * Security: with `tls` every connection to a node is TLS (the node's certificate verified against
+ * `tls.ca` and the address dialed; `tls.cert`/`tls.key` for mutual TLS), and with `token` the
+ * client authenticates with a bearer token. Every connection sends AUTH and waits for its answer
+ * before any request (client-protocol.ts): a node that refuses the credentials, or a node whose
+ * certificate does not verify, is UnauthenticatedError at once — not retried, and no key or value
+ * was sent. `etcd` over https uses `tls` too unless `etcdOptions.credentials` says otherwise.
  */
 import { createConnection, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { EtcdCoordinator, type EtcdCoordinatorOptions } from '../../coordination/etcd.js';
 import type { NodeInfo, RegionConfig, Unsubscribe } from '../../coordination/types.js';
 import { SystemClock } from '../clock/index.js';
@@ -26,12 +36,24 @@ import {
   OutcomeUnknownError,
   StaleEpochError,
   TalosError,
+  UnauthenticatedError,
   UnknownRegionError,
   UnreachableError,
   WrongPrimaryError,
 } from '../errors.js';
 import { parseTcpAddress } from '../fabric/tcp.js';
-import { type ClientRequest, encodeRequest, FrameSplitter, OP, Reader } from '../server/client-protocol.js';
+import { type TlsCredentials, tlsClientOptions, tlsRefusal } from '../fabric/tls.js';
+import {
+  type ClientRequest,
+  encodeAuth,
+  encodeRequest,
+  FrameSplitter,
+  OP,
+  Reader,
+} from '../server/client-protocol.js';
+
+/** TLS for the client: the CA that signed the nodes' certificates; `cert`/`key` for mutual TLS. */
+export type TalosClientTlsOptions = TlsCredentials;
 
 export interface TalosClientOptions extends LocalClientOptions {
   /** etcd endpoints of the cluster's coordinator. */
@@ -39,8 +61,12 @@ export interface TalosClientOptions extends LocalClientOptions {
   cluster?: string;
   /** Passed to the etcd client (auth, TLS, call deadline). */
   etcdOptions?: Omit<EtcdCoordinatorOptions, 'endpoints' | 'cluster'>;
-  /** One request's deadline on the wire (default 5000 ms). */
+  /** One request's deadline on the wire (default 5000 ms; never more than the operation has left). */
   requestTimeoutMs?: number;
+  /** Talk TLS to the nodes (and to etcd over https, unless `etcdOptions.credentials` is given). */
+  tls?: TalosClientTlsOptions;
+  /** Bearer token for nodes started with `--client-token-file`. */
+  token?: string;
 }
 
 export class TalosClient {
@@ -48,13 +74,30 @@ export class TalosClient {
   private map: RegionConfig[] = [];
   private readonly members = new Map<string, NodeInfo>();
   private readonly connections = new Map<string, NodeConnection>();
+  /** Connections being opened, so concurrent operations share one per node. */
+  private readonly opening = new Map<string, Promise<NodeConnection>>();
+  private readonly clock = new SystemClock();
   private readonly unwatch: Unsubscribe[] = [];
   private readonly client: LocalClient;
   private closed = false;
 
   private constructor(private readonly options: TalosClientOptions) {
+    const tls = options.tls;
+    const etcdTls =
+      tls !== undefined &&
+      options.etcdOptions?.credentials === undefined &&
+      options.etcd.some((e) => e.startsWith('https:'))
+        ? {
+            credentials: {
+              rootCertificate: Buffer.from(tls.ca),
+              ...(tls.key === undefined ? {} : { privateKey: Buffer.from(tls.key) }),
+              ...(tls.cert === undefined ? {} : { certChain: Buffer.from(tls.cert) }),
+            },
+          }
+        : {};
     this.coordinator = new EtcdCoordinator({
       ...options.etcdOptions,
+      ...etcdTls,
       endpoints: options.etcd,
       ...(options.cluster === undefined ? {} : { cluster: options.cluster }),
     });
@@ -62,7 +105,7 @@ export class TalosClient {
       {
         regions: () => this.map,
         session: (nodeId, regionId) => new RemoteSession(this, nodeId, regionId),
-        clock: new SystemClock(),
+        clock: this.clock,
       },
       options,
     );
@@ -104,16 +147,39 @@ export class TalosClient {
     await this.coordinator.close();
   }
 
-  /** @internal A pooled connection to `nodeId`'s client endpoint. */
-  async connectionTo(nodeId: string): Promise<NodeConnection> {
+  /** @internal Milliseconds one request may wait: `requestTimeoutMs`, at most what is left until `deadlineMs`. */
+  requestBudgetMs(deadlineMs: number | undefined): number {
+    const requestMs = this.options.requestTimeoutMs ?? 5000;
+    if (deadlineMs === undefined) return requestMs;
+    return Math.max(1, Math.min(requestMs, deadlineMs - this.clock.now()));
+  }
+
+  /** @internal A pooled, authenticated connection to `nodeId`'s client endpoint. */
+  async connectionTo(nodeId: string, deadlineMs?: number): Promise<NodeConnection> {
     if (this.closed) throw new TalosError('CLIENT_CLOSED', 'the client is closed');
     const existing = this.connections.get(nodeId);
     if (existing !== undefined && !existing.broken) return existing;
+    const pending = this.opening.get(nodeId);
+    if (pending !== undefined) return pending;
     const address = this.members.get(nodeId)?.clientAddress;
     if (address === undefined) throw new UnreachableError(`${nodeId} (no client address listed)`);
-    const connection = await NodeConnection.open(address, this.options.requestTimeoutMs ?? 5000);
-    this.connections.set(nodeId, connection);
-    return connection;
+    const opened = NodeConnection.open(address, {
+      connectTimeoutMs: this.requestBudgetMs(deadlineMs),
+      ...(this.options.tls === undefined ? {} : { tls: this.options.tls }),
+      token: this.options.token ?? '',
+    });
+    this.opening.set(nodeId, opened);
+    try {
+      const connection = await opened;
+      if (this.closed) {
+        connection.close();
+        throw new TalosError('CLIENT_CLOSED', 'the client is closed');
+      }
+      this.connections.set(nodeId, connection);
+      return connection;
+    } finally {
+      this.opening.delete(nodeId);
+    }
   }
 
   private async start(): Promise<void> {
@@ -151,21 +217,21 @@ class RemoteSession implements RegionSession {
     private readonly regionId: string,
   ) {}
 
-  async put(key: string, value: Uint8Array | string): Promise<void> {
+  async put(key: string, value: Uint8Array | string, deadlineMs?: number): Promise<void> {
     const bytes = typeof value === 'string' ? Buffer.from(value) : Buffer.from(value);
-    await this.call({ op: 'put', regionId: this.regionId, key, value: bytes }, true);
+    await this.call({ op: 'put', regionId: this.regionId, key, value: bytes }, true, deadlineMs);
   }
 
-  async delete(key: string): Promise<void> {
-    await this.call({ op: 'delete', regionId: this.regionId, key }, true);
+  async delete(key: string, deadlineMs?: number): Promise<void> {
+    await this.call({ op: 'delete', regionId: this.regionId, key }, true, deadlineMs);
   }
 
-  async get(key: string): Promise<Buffer | undefined> {
-    const r = await this.call({ op: 'get', regionId: this.regionId, key }, false);
+  async get(key: string, deadlineMs?: number): Promise<Buffer | undefined> {
+    const r = await this.call({ op: 'get', regionId: this.regionId, key }, false, deadlineMs);
     return r.u8() === 1 ? r.bytes() : undefined;
   }
 
-  async scan(options: ScanOptions): Promise<KeyValue[]> {
+  async scan(options: ScanOptions, deadlineMs?: number): Promise<KeyValue[]> {
     const request: ClientRequest = {
       op: 'scan',
       regionId: this.regionId,
@@ -174,14 +240,16 @@ class RemoteSession implements RegionSession {
       reverse: options.reverse ?? false,
       ...(options.lt === undefined ? {} : { lt: latin1(options.lt) }),
     };
-    const r = await this.call(request, false);
+    const r = await this.call(request, false, deadlineMs);
     const count = r.u32();
     return Array.from({ length: count }, () => ({ key: r.bytes(), value: r.bytes() }));
   }
 
-  private async call(request: ClientRequest, isWrite: boolean): Promise<Reader> {
-    const connection = await this.client.connectionTo(this.nodeId); // UnreachableError: retried
-    const reply = await connection.request(request).catch((err: unknown) => {
+  private async call(request: ClientRequest, isWrite: boolean, deadlineMs?: number): Promise<Reader> {
+    // UnreachableError: retried; UnauthenticatedError: not.
+    const connection = await this.client.connectionTo(this.nodeId, deadlineMs);
+    const timeoutMs = this.client.requestBudgetMs(deadlineMs);
+    const reply = await connection.request(request, timeoutMs).catch((err: unknown) => {
       if (err instanceof NotSentError) throw new UnreachableError(`${this.nodeId} (connection closed)`);
       // Sent, then the connection broke or the deadline passed: a write may have been applied.
       if (isWrite) {
@@ -222,6 +290,8 @@ function rebuildError(body: Reader, nodeId: string): Error {
       return new InvalidArgumentError(message);
     case 'UNKNOWN_REGION':
       return new UnknownRegionError(regionId);
+    case 'UNAUTHENTICATED':
+      return new UnauthenticatedError(message.replace(/^unauthenticated: /, ''));
     default:
       return new TalosError(code, message);
   }
@@ -230,7 +300,7 @@ function rebuildError(body: Reader, nodeId: string): Error {
 /** The request never left: the connection was already gone (safe to retry elsewhere). */
 class NotSentError extends Error {}
 
-/** One TCP connection to a node's client endpoint; requests matched to replies by id. */
+/** One TCP (or TLS) connection to a node's client endpoint; requests matched to replies by id. */
 class NodeConnection {
   broken = false;
   private nextId = 1;
@@ -245,10 +315,7 @@ class NodeConnection {
     }
   >();
 
-  private constructor(
-    private readonly socket: Socket,
-    private readonly timeoutMs: number,
-  ) {
+  private constructor(private readonly socket: Socket) {
     const splitter = new FrameSplitter();
     socket.on('data', (chunk: Buffer) => {
       try {
@@ -267,42 +334,80 @@ class NodeConnection {
     socket.on('close', () => this.fail(new Error('connection closed')));
   }
 
-  static open(address: string, timeoutMs: number): Promise<NodeConnection> {
+  /**
+   * Connects (TLS when `tls`), then authenticates: AUTH with the token, and its answer awaited.
+   * UnreachableError (retried) when the node cannot be reached or closes before answering;
+   * UnauthenticatedError (final) when TLS refuses either side or the node refuses the token.
+   */
+  static async open(
+    address: string,
+    options: { connectTimeoutMs: number; tls?: TlsCredentials; token: string },
+  ): Promise<NodeConnection> {
     let target: { host: string; port: number };
     try {
       target = parseTcpAddress(address);
     } catch {
-      return Promise.reject(new UnreachableError(address));
+      throw new UnreachableError(address);
     }
-    return new Promise((resolve, reject) => {
-      const socket = createConnection(target);
-      socket.setNoDelay(true);
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new UnreachableError(address));
-      }, timeoutMs);
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        resolve(new NodeConnection(socket, timeoutMs));
-      });
-      socket.once('error', () => {
-        clearTimeout(timer);
-        reject(new UnreachableError(address));
-      });
+    const tls = options.tls;
+    const socket =
+      tls === undefined
+        ? createConnection(target)
+        : tlsConnect(tlsClientOptions(tls, target.host, target.port));
+    socket.setNoDelay(true);
+    let failure: Error | undefined;
+    socket.on('error', (err) => {
+      failure ??= err;
     });
+    const refused = (): UnauthenticatedError | undefined => {
+      const reason = failure === undefined ? undefined : tlsRefusal(failure);
+      return reason === undefined
+        ? undefined
+        : new UnauthenticatedError(`TLS with ${address} failed: ${reason}`, { cause: failure });
+    };
+    const timer = setTimeout(() => socket.destroy(), options.connectTimeoutMs);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once(tls === undefined ? 'connect' : 'secureConnect', () => resolve());
+        socket.once('close', () => reject(refused() ?? new UnreachableError(address)));
+      });
+      const connection = new NodeConnection(socket);
+      // The AUTH reply's wait is the connect budget: a node that neither answers nor closes is unreachable.
+      const reply = await connection.request({ auth: options.token }, options.connectTimeoutMs).catch(() => {
+        throw (
+          refused() ??
+          new UnreachableError(`${address} (closed the connection before authenticating: a TLS endpoint?)`)
+        );
+      });
+      if (reply.op !== OP.OK) {
+        const err = rebuildError(reply.body, address);
+        connection.close();
+        throw err instanceof TalosError ? err : new UnauthenticatedError(String(err));
+      }
+      return connection;
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
-  request(request: ClientRequest): Promise<{ op: number; body: Reader }> {
+  request(
+    request: ClientRequest | { auth: string },
+    timeoutMs: number,
+  ): Promise<{ op: number; body: Reader }> {
     if (this.broken || this.socket.destroyed) return Promise.reject(new NotSentError());
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(id);
-        reject(new Error(`no reply within ${this.timeoutMs} ms`));
-      }, this.timeoutMs);
+        reject(new Error(`no reply within ${timeoutMs} ms`));
+      }, timeoutMs);
       const waiter = { resolve, reject, timer, flushed: false };
       this.waiting.set(id, waiter);
-      this.socket.write(encodeRequest(id, request), (err) => {
+      const bytes = 'auth' in request ? encodeAuth(id, request.auth) : encodeRequest(id, request);
+      this.socket.write(bytes, (err) => {
         if (err === undefined || err === null) waiter.flushed = true;
       });
     });

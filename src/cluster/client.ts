@@ -3,32 +3,47 @@
  * the key's region in the region map, asks the region's primary node for its serving session and
  * calls it directly. When the primary is not serving (opening, failed over, the map moved on) the
  * operation retries with bounded exponential backoff on the injected clock and a fresh map, until
- * `operationTimeoutMs` — then it fails with the last WrongPrimaryError.
+ * `operationTimeoutMs` — then it fails with OperationTimeoutError (the last attempt's error as its
+ * `cause`). Only errors that mean "not applied" are retried (WRONG_PRIMARY and STALE_EPOCH are
+ * raised before a record is appended; UNREACHABLE only when the request never left), so the
+ * timeout is a definite failure; a write that left and got no answer is an OutcomeUnknownError,
+ * which is never retried. Each attempt is given the operation's deadline (`RegionSession`'s
+ * `deadlineMs`, on the client's clock): a remote session bounds its wait for the reply by it.
  *
  * Scans cross regions in key order (reverse order for `reverse`), each clipped to its region.
  */
 import type { RegionConfig } from '../../coordination/types.js';
 import type { Clock } from '../clock/index.js';
 import type { KeyValue, ScanOptions } from '../engine/store.js';
-import { KeyTooLargeError, StaleEpochError, UnreachableError, WrongPrimaryError } from '../errors.js';
+import {
+  KeyTooLargeError,
+  OperationTimeoutError,
+  StaleEpochError,
+  UnreachableError,
+  WrongPrimaryError,
+} from '../errors.js';
 import { compareKeys, maxKeyOf, minKeyOf } from '../keys.js';
 import { regionOf } from './regions.js';
 
 export interface LocalClientOptions {
-  /** Give up retrying an operation after this long (default 10 s). */
+  /** Give up retrying an operation after this long (default 10 s): OperationTimeoutError. */
   operationTimeoutMs?: number;
   /** First retry delay, doubled up to `maxBackoffMs` (defaults 2 ms and 200 ms). */
   initialBackoffMs?: number;
   maxBackoffMs?: number;
 }
 
-/** What the client needs of a region's serving session: a PrimarySession, or a remote proxy of one. */
+/**
+ * What the client needs of a region's serving session: a PrimarySession, or a remote proxy of one.
+ * `deadlineMs` (the operation's deadline on the client's clock) is a hint a session may use to
+ * bound its wait; an in-process PrimarySession ignores it.
+ */
 export interface RegionSession {
   readonly isServing: boolean;
-  put(key: string, value: Uint8Array | string): Promise<void>;
-  delete(key: string): Promise<void>;
-  get(key: string): Promise<Buffer | undefined>;
-  scan(options: ScanOptions): Promise<KeyValue[]>;
+  put(key: string, value: Uint8Array | string, deadlineMs?: number): Promise<void>;
+  delete(key: string, deadlineMs?: number): Promise<void>;
+  get(key: string, deadlineMs?: number): Promise<Buffer | undefined>;
+  scan(options: ScanOptions, deadlineMs?: number): Promise<KeyValue[]>;
 }
 
 export interface ClientPorts {
@@ -66,15 +81,15 @@ export class LocalClient {
   }
 
   put(key: string, value: Uint8Array | string): Promise<void> {
-    return this.onPrimary(key, (session) => session.put(key, value));
+    return this.onPrimary('put', key, (session, deadlineMs) => session.put(key, value, deadlineMs));
   }
 
   delete(key: string): Promise<void> {
-    return this.onPrimary(key, (session) => session.delete(key));
+    return this.onPrimary('delete', key, (session, deadlineMs) => session.delete(key, deadlineMs));
   }
 
   get(key: string): Promise<Buffer | undefined> {
-    return this.onPrimary(key, (session) => session.get(key));
+    return this.onPrimary('get', key, (session, deadlineMs) => session.get(key, deadlineMs));
   }
 
   async scan(options: ClientScanOptions = {}): Promise<KeyValue[]> {
@@ -91,20 +106,24 @@ export class LocalClient {
       const scan: ScanOptions = { gte, limit: limit - out.length, reverse: options.reverse ?? false };
       if (lt !== undefined) scan.lt = lt;
       const rows = await this.withRetry(
-        region.regionId,
+        `scan of region ${region.regionId}`,
         () => this.serving(region.regionId),
-        (s) => s.scan(scan),
+        (s, deadlineMs) => s.scan(scan, deadlineMs),
       );
       out.push(...rows);
     }
     return out;
   }
 
-  private onPrimary<T>(key: string, op: (session: RegionSession) => Promise<T>): Promise<T> {
+  private onPrimary<T>(
+    op: 'put' | 'delete' | 'get',
+    key: string,
+    attempt: (session: RegionSession, deadlineMs: number) => Promise<T>,
+  ): Promise<T> {
     if (typeof key !== 'string') throw new TypeError('keys are strings (latin1)');
     if (key.length > 65535) return Promise.reject(new KeyTooLargeError(key.length, 65535));
     const find = (): RegionSession => this.serving(regionOf(this.ports.regions(), key).regionId);
-    return this.withRetry(key, find, op);
+    return this.withRetry(`${op} of ${JSON.stringify(key)}`, find, attempt);
   }
 
   /** The session serving `regionId` on its current primary, or WrongPrimaryError. */
@@ -117,23 +136,29 @@ export class LocalClient {
     return session;
   }
 
+  /**
+   * Runs `attempt` on the serving session until it succeeds, fails for good, or the budget is
+   * spent: then OperationTimeoutError, never the last attempt's retryable error.
+   */
   private async withRetry<T>(
     what: string,
     find: () => RegionSession,
-    op: (session: RegionSession) => Promise<T>,
+    attempt: (session: RegionSession, deadlineMs: number) => Promise<T>,
   ): Promise<T> {
     const clock = this.ports.clock;
-    const deadline = clock.now() + this.timeoutMs;
+    const deadlineMs = clock.now() + this.timeoutMs;
     let backoff = this.initialBackoffMs;
-    for (;;) {
+    for (let attemptCount = 1; ; attemptCount++) {
       try {
-        return await op(find());
+        return await attempt(find(), deadlineMs);
       } catch (err) {
-        if (!retryable(err) || clock.now() + backoff > deadline) throw err;
+        if (!retryable(err)) throw err;
+        if (clock.now() + backoff > deadlineMs) {
+          throw new OperationTimeoutError(what, this.timeoutMs, attemptCount, { cause: err });
+        }
       }
       await new Promise<void>((resolve) => clock.setTimeout(resolve, backoff));
       backoff = Math.min(backoff * 2, this.maxBackoffMs);
-      void what;
     }
   }
 }

@@ -3,26 +3,41 @@
  * listener, typed length-prefixed frames (type byte + payload), and the cluster-secret handshake
  * pieces — the secret from options, a file or TALOS_CLUSTER_SECRET, and the HMAC over (nonce, node
  * id, epoch) each side proves it holds the secret with, compared in constant time.
+ *
+ * With `tls` (tls.ts) the socket is mutual TLS: the listener refuses in the TLS handshake a peer
+ * without a certificate from the CA (another CA, expired), the dialer verifies the listener's
+ * certificate against the CA and the address dialed; then the cluster-secret handshake runs inside
+ * the TLS session as a second factor, and every later byte is encrypted. A TLS refusal is
+ * HandshakeRefusedError (final), not UnreachableError.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { FabricError, HandshakeRefusedError, UnreachableError } from '../errors.js';
 import { LengthPrefixedFrames } from './frames.js';
+import { type TlsCredentials, tlsClientOptions, tlsRefusal, tlsServerOptions } from './tls.js';
 import type { Handshake, Listener, ListenOptions } from './types.js';
 
 /** Largest frame accepted (a write of a whole segment plus headers fits easily). */
 const MAX_FRAME_BYTES = 256 * 1024 * 1024;
 
-/** Listens on host:port; the Listener reports `scheme://host:actualPort` and closes the server. */
+/**
+ * Listens on host:port (mutual TLS with `tls`: `onSocket` sees only peers the CA verified); the
+ * Listener reports `scheme://host:actualPort` and closes the server.
+ */
 export async function listenOnSocket(
   scheme: string,
   host: string,
   port: number,
   servers: Set<Server>,
   onSocket: (socket: Socket) => void,
+  tls?: TlsCredentials,
 ): Promise<Listener> {
-  const server = createServer(onSocket);
+  const server =
+    tls === undefined
+      ? createServer(onSocket)
+      : createTlsServer(tlsServerOptions(tls, true), onSocket).on('tlsClientError', () => {});
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -177,21 +192,41 @@ export async function dialHandshake(args: {
   secret: Buffer | undefined;
   handshake: Handshake;
   helloExtra?: () => Record<string, unknown>;
+  /** Mutual TLS (the dialer's certificate and key are required). */
+  tls?: TlsCredentials;
 }): Promise<{ socket: Socket; reader: FrameReader; peerNodeId: string; welcome: Record<string, unknown> }> {
-  const { address, handshake, secret } = args;
-  const socket = createConnection({ host: args.host, port: args.port });
+  const { address, handshake, secret, tls } = args;
+  const socket =
+    tls === undefined
+      ? createConnection({ host: args.host, port: args.port })
+      : tlsConnect(tlsClientOptions(tls, args.host, args.port));
   socket.setNoDelay(true);
-  socket.on('error', () => {}); // surfaced as the connect's failure or the connection's close
+  // Surfaced as the connect's failure or the connection's close; a TLS refusal is remembered.
+  let tlsRefused: string | undefined;
+  socket.on('error', (err) => {
+    tlsRefused ??= tlsRefusal(err);
+  });
+  const unreachable = (): FabricError =>
+    tlsRefused === undefined
+      ? new UnreachableError(address)
+      : new HandshakeRefusedError(`TLS with ${address}: ${tlsRefused}`);
   const reader = new FrameReader(socket);
   const timer = setTimeout(() => socket.destroy(new UnreachableError(address)), args.timeoutMs);
   try {
     await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', () => reject(new UnreachableError(address)));
+      socket.once(tls === undefined ? 'connect' : 'secureConnect', resolve);
+      socket.once('error', () => reject(unreachable()));
     });
     const challenge = await reader.next();
+    if (challenge === undefined && tls !== undefined && tlsRefused === undefined) {
+      // Under TLS 1.3 the listener verifies our certificate after our side finished the handshake;
+      // a refusal shows here only as a close, before the CHALLENGE a TLS listener sends at once.
+      throw new HandshakeRefusedError(
+        `TLS with ${address}: closed right after the TLS handshake (our certificate refused: another CA, expired?)`,
+      );
+    }
     if (challenge === undefined || challenge.type !== CHALLENGE || challenge.payload.length < 32) {
-      throw new UnreachableError(address);
+      throw unreachable();
     }
     const serverNonce = challenge.payload.subarray(0, 32);
     const peerNodeId = challenge.payload.subarray(32).toString('utf8');
@@ -205,7 +240,11 @@ export async function dialHandshake(args: {
     };
     socket.write(frame(HELLO, Buffer.from(JSON.stringify(hello))));
     const answer = await reader.next();
-    if (answer === undefined) throw new HandshakeRefusedError(`${address} closed the connection`);
+    if (answer === undefined) {
+      throw new HandshakeRefusedError(
+        tlsRefused === undefined ? `${address} closed the connection` : `TLS with ${address}: ${tlsRefused}`,
+      );
+    }
     if (answer.type === REFUSED) throw new HandshakeRefusedError(answer.payload.toString('utf8'));
     if (answer.type !== WELCOME) throw new HandshakeRefusedError('unexpected handshake reply');
     let welcome: Record<string, unknown>;

@@ -22,6 +22,11 @@
  * read, so a peer without the secret never reaches a region. Without a secret, connections are
  * not authenticated (single-host development).
  *
+ * Encryption: with `tls` (CA, this node's certificate and key) every connection is mutual TLS —
+ * a peer whose certificate another CA signed, or that expired, is refused in the TLS handshake,
+ * before the cluster-secret handshake, which then runs inside TLS as a second factor. Without
+ * `tls` the bytes after the handshake (log records: keys and values) travel in clear text.
+ *
  * Back-pressure: frames queue while the socket's buffer is above `highWaterBytes` and flow again
  * on 'drain'. A connection that breaks fails its pending writes (ConnectionClosedError) and tells
  * both sides' close handlers once.
@@ -38,6 +43,7 @@ import {
   frame,
   listenOnSocket,
 } from './socket-frames.js';
+import type { TlsCredentials } from './tls.js';
 import type { Connection, Fabric, Handshake, Listener, ListenOptions, RemoteRegion } from './types.js';
 
 // Frames 1–4 are the handshake's (socket-frames.ts).
@@ -59,6 +65,8 @@ export interface TcpFabricOptions {
   connectTimeoutMs?: number;
   /** Socket buffer level above which frames wait for 'drain' (default 8 MiB). */
   highWaterBytes?: number;
+  /** Mutual TLS: the CA, this node's certificate and its key (PEM). */
+  tls?: TlsCredentials;
 }
 
 export class TcpFabric implements Fabric {
@@ -79,8 +87,13 @@ export class TcpFabric implements Fabric {
   ): Promise<Listener> {
     if (this.closed) throw new FabricError('FABRIC_CLOSED', 'fabric is closed');
     const { host, port } = parseTcpAddress(address);
-    return listenOnSocket('tcp', host, port, this.servers, (socket) =>
-      this.serve(socket, options, onConnection),
+    return listenOnSocket(
+      'tcp',
+      host,
+      port,
+      this.servers,
+      (socket) => this.serve(socket, options, onConnection),
+      this.options.tls,
     );
   }
 
@@ -94,6 +107,7 @@ export class TcpFabric implements Fabric {
       timeoutMs: this.options.connectTimeoutMs ?? 5000,
       secret: this.secret,
       handshake,
+      ...(this.options.tls === undefined ? {} : { tls: this.options.tls }),
     });
     const connection = new TcpConnection(this, socket, reader, handshake.nodeId, peerNodeId);
     this.connections.add(connection);

@@ -8,15 +8,23 @@
  *   GET     regionId, key                   → OK u8 found | value
  *   DELETE  regionId, key                   → OK (empty)
  *   SCAN    regionId, gte, u8 hasLt, lt, u32 limit, u8 reverse → OK u32 count | (key, value)*
+ *   AUTH    token (utf8; empty for none)     → OK (empty) | ERROR UNAUTHENTICATED (then close)
  *   OK      body as above
  *   ERROR   code, message, regionId
  * The client names the region (from its map); the node answers WRONG_PRIMARY when it does not
  * serve that region at the moment or the key lies outside it, so a stale map costs a retry.
+ *
+ * Authentication (client-server.ts): a TalosClient sends AUTH first on every connection and waits
+ * for its answer before any request. A node that requires credentials serves nothing on a
+ * connection until it is authenticated — by a client certificate from its CA (under TLS), or by an
+ * AUTH whose token is in its token file; anything else is answered UNAUTHENTICATED and the
+ * connection closed. A node that requires none answers AUTH with OK whatever the token.
+ * Under TLS (`tls.ts`) the whole stream — AUTH, keys, values — is inside the TLS session.
  */
 import { TalosError } from '../errors.js';
 import { LengthPrefixedFrames } from '../fabric/frames.js';
 
-export const OP = { PUT: 1, GET: 2, DELETE: 3, SCAN: 4, OK: 0x81, ERROR: 0x82 } as const;
+export const OP = { PUT: 1, GET: 2, DELETE: 3, SCAN: 4, AUTH: 5, OK: 0x81, ERROR: 0x82 } as const;
 
 /** Largest frame either side accepts. */
 export const MAX_CLIENT_FRAME_BYTES = 64 * 1024 * 1024;
@@ -111,6 +119,15 @@ export function encodeRequest(requestId: number, request: ClientRequest): Buffer
         .u8(request.reverse ? 1 : 0)
         .frame(OP.SCAN, requestId);
   }
+}
+
+/** AUTH: the connection's credentials (an empty token when the client has none). */
+export function encodeAuth(requestId: number, token: string): Buffer {
+  return new Writer().str(token, 'utf8').frame(OP.AUTH, requestId);
+}
+
+export function decodeAuth(body: Buffer): string {
+  return new Reader(body).str('utf8');
 }
 
 export function decodeRequest(op: number, body: Buffer): ClientRequest {

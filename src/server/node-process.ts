@@ -11,6 +11,13 @@
  *
  * Shutdown (SIGTERM/SIGINT, or `stop()`): STOP to the Node actor (primaries stop acknowledging,
  * stores close cleanly), leave the cluster (lease revoked), close the endpoints.
+ *
+ * Security (`tls`, `clientTokenFile`, `clientCertAuth`): with `tls` (CA, certificate, key files)
+ * the fabric is mutual TLS between nodes (the cluster secret stays a second factor inside it) and
+ * the client endpoint serves TLS; etcd at https:// endpoints is dialed with the same files unless
+ * `etcdTls` names others. Clients must authenticate when a token file is given (one token per line)
+ * or `clientCertAuth` is set: by a token, or by a client certificate from the CA. The files are
+ * read once, at start: a missing one fails the start.
  */
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
@@ -26,9 +33,11 @@ import { IncarnationDevice } from '../cluster/incarnation-device.js';
 import { hexRegionSpecs } from '../cluster/regions.js';
 import { FileDevice } from '../engine/file-device.js';
 import { Store, type StoreOptions } from '../engine/store.js';
+import { InvalidArgumentError } from '../errors.js';
 import { verbsError } from '../fabric/rdma/addon.js';
 import { loadRdmaAddon, parseRdmaAddress, RdmaFabric } from '../fabric/rdma/index.js';
 import { parseTcpAddress, TcpFabric } from '../fabric/tcp.js';
+import { readTlsFiles, readTokenFile, type TlsCredentials, type TlsFiles, TokenSet } from '../fabric/tls.js';
 import type { Fabric } from '../fabric/types.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { type ClientServer, startClientServer } from './client-server.js';
@@ -54,6 +63,14 @@ export interface NodeProcessOptions {
   expectedNodes?: number;
   secret?: string;
   secretFile?: string;
+  /** TLS for the fabric (mutual) and the client endpoint: CA, this node's certificate and key. */
+  tls?: Required<TlsFiles>;
+  /** Clients must present one of these bearer tokens (one per line), or a client certificate. */
+  clientTokenFile?: string;
+  /** With `tls`: clients must authenticate (a client certificate from the CA, or a token). */
+  clientCertAuth?: boolean;
+  /** TLS files for etcd (default: `tls`, when an endpoint is https://). */
+  etcdTls?: TlsFiles;
   store?: Omit<StoreOptions, 'dir' | 'device' | 'role'>;
   logger?: Logger;
 }
@@ -79,9 +96,11 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
       throw verbsError(err);
     }
   }
+  const security = readSecurity(options);
   const secretOptions = {
     ...(options.secret === undefined ? {} : { secret: options.secret }),
     ...(options.secretFile === undefined ? {} : { secretFile: options.secretFile }),
+    ...(security.tls === undefined ? {} : { tls: security.tls }),
   };
   const newFabric = (): Fabric =>
     options.rdma === undefined
@@ -114,6 +133,9 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
       metrics.requests.inc({ op, outcome });
       metrics.requestSeconds.observe({ op }, seconds);
     },
+    ...(security.tls === undefined ? {} : { tls: security.tls }),
+    ...(security.authentication === undefined ? {} : { authentication: security.authentication }),
+    onAuthFailure: (reason) => metrics.authFailures.inc({ reason }),
   });
   const metricsServer =
     options.metricsPort === undefined
@@ -148,6 +170,7 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
     const coordinator = new EtcdCoordinator({
       endpoints: options.etcd,
       ...(options.cluster === undefined ? {} : { cluster: options.cluster }),
+      ...(security.etcdCredentials === undefined ? {} : { credentials: security.etcdCredentials }),
     });
     const runtime = new NodeRuntime({
       nodeId: options.nodeId,
@@ -264,6 +287,42 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
   };
 }
 
+/** The node's TLS material, client authentication and etcd credentials, read from their files. */
+function readSecurity(options: NodeProcessOptions): {
+  tls?: TlsCredentials;
+  authentication?: { tokens?: TokenSet; clientCertificates: boolean };
+  etcdCredentials?: { rootCertificate: Buffer; privateKey?: Buffer; certChain?: Buffer };
+} {
+  const tls = options.tls === undefined ? undefined : readTlsFiles(options.tls);
+  if (options.clientCertAuth === true && tls === undefined) {
+    throw new InvalidArgumentError(
+      'client certificate authentication needs TLS (--tls-ca --tls-cert --tls-key)',
+    );
+  }
+  const tokens =
+    options.clientTokenFile === undefined ? undefined : new TokenSet(readTokenFile(options.clientTokenFile));
+  const authentication =
+    tokens === undefined && options.clientCertAuth !== true
+      ? undefined
+      : { ...(tokens === undefined ? {} : { tokens }), clientCertificates: tls !== undefined };
+  const etcdFiles =
+    options.etcdTls ?? (options.etcd.some((e) => e.startsWith('https:')) ? options.tls : undefined);
+  const etcd = etcdFiles === undefined ? undefined : readTlsFiles(etcdFiles);
+  const etcdCredentials =
+    etcd === undefined
+      ? undefined
+      : {
+          rootCertificate: Buffer.from(etcd.ca),
+          ...(etcd.key === undefined ? {} : { privateKey: Buffer.from(etcd.key) }),
+          ...(etcd.cert === undefined ? {} : { certChain: Buffer.from(etcd.cert) }),
+        };
+  return {
+    ...(tls === undefined ? {} : { tls }),
+    ...(authentication === undefined ? {} : { authentication }),
+    ...(etcdCredentials === undefined ? {} : { etcdCredentials }),
+  };
+}
+
 /**
  * Logs every actor's state changes through a child logger per actor, named by the actor's id
  * (`primary:<region>:<epoch>` carries the region and epoch). Protocol code stays free of logging.
@@ -314,12 +373,25 @@ function actorLogger(
   };
 }
 
-function nodeMetrics(nodeId: string) {
+/**
+ * The node's Prometheus registry and metrics (exported for the dashboard test, which checks every
+ * metric docs/ops/grafana-dashboard.json queries against this registry). Besides Talos' own, the
+ * registry holds prom-client's default process and Node.js metrics — among them the event-loop
+ * delay from `monitorEventLoopDelay` (nodejs_eventloop_lag_p50/p90/p99_seconds, …): a stalled loop
+ * is a lost lease.
+ */
+export function nodeMetrics(nodeId: string) {
   const registry = new Registry();
   registry.setDefaultLabels({ node: nodeId });
-  collectDefaultMetrics({ register: registry });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 10 });
   return {
     registry,
+    authFailures: new Counter({
+      name: 'talos_client_auth_failures_total',
+      help: 'client connections refused: missing credentials, a wrong token, an unverified certificate',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
     incarnations: new Counter({
       name: 'talos_incarnations_total',
       help: 'node incarnations started',

@@ -54,6 +54,7 @@ import {
   frame,
   listenOnSocket,
 } from '../socket-frames.js';
+import type { TlsCredentials } from '../tls.js';
 import type {
   Connection,
   Fabric,
@@ -114,6 +115,11 @@ export interface RdmaFabricOptions {
   /** Cluster secret for the HMAC handshake (or `secretFile`, or TALOS_CLUSTER_SECRET), as in tcp. */
   secret?: string | Buffer;
   secretFile?: string;
+  /**
+   * Mutual TLS on the side channel (handshake, control messages), as in tcp. The RDMA data path
+   * (one-sided writes) is not encrypted: it never passes through a socket.
+   */
+  tls?: TlsCredentials;
   /** Connect and handshake deadline (default 10 000 ms). */
   connectTimeoutMs?: number;
   /** Registered staging memory per connection for outgoing writes (default 8 MiB). */
@@ -313,8 +319,13 @@ export class RdmaFabric implements Fabric {
     if (this.closed) throw new FabricError('FABRIC_CLOSED', 'fabric is closed');
     const { host, port } = parseRdmaAddress(address);
     this.open();
-    return listenOnSocket('rdma', host, port, this.servers, (socket) =>
-      this.serve(socket, options, onConnection),
+    return listenOnSocket(
+      'rdma',
+      host,
+      port,
+      this.servers,
+      (socket) => this.serve(socket, options, onConnection),
+      this.options.tls,
     );
   }
 
@@ -332,6 +343,7 @@ export class RdmaFabric implements Fabric {
         timeoutMs: this.options.connectTimeoutMs ?? 10_000,
         secret: this.secret,
         handshake,
+        ...(this.options.tls === undefined ? {} : { tls: this.options.tls }),
         helloExtra: () => {
           resources = new QpResources(hold, this.options, this.stagingSlots());
           return { qps: resources.wire() };
