@@ -17,6 +17,9 @@
  * | STORE_FAILED        | definite       | the store had fail-stopped before the append                 |
  * | STALE_EPOCH         | definite       | refused by epoch before anything was appended               |
  * | UNREACHABLE         | definite       | the request never left (no connection to the node)          |
+ * | OPERATION_TIMEOUT   | definite       | the budget ran out and no attempt may have been applied     |
+ * | UNAUTHENTICATED     | definite       | credentials refused; nothing was served                     |
+ * | DEVICE_LOCKED       | definite       | (opening a store) the directory is open elsewhere           |
  * | OUTCOME_UNKNOWN     | unknown        | appended, then replication, sync, the lease or the reply failed |
  *
  * The engine itself rejects a write whose record is in the log as OUTCOME_UNKNOWN (Store's
