@@ -24,6 +24,7 @@ export interface CheckOptions {
   seeds?: number;
   ops?: number;
   faults?: number;
+  concurrentFaults?: number;
   nodes?: number;
   seed?: number;
   replay?: number;
@@ -50,6 +51,10 @@ export interface CheckSummary {
   operations: number;
   faults: number;
   faultsByKind: Record<string, number>;
+  /** The most faults in effect at once in any schedule. */
+  maxConcurrentFaults: number;
+  /** Faults of overlapping plans that never started (node busy, or a region's last replicas). */
+  skippedFaults: number;
   violations: number;
   failedSeeds: number[];
   firstSeed: number;
@@ -176,6 +181,7 @@ function scheduleOptions(options: CheckOptions, seed: number): ScheduleOptions {
     ...(options.ops === undefined ? {} : { ops: options.ops }),
     ...(options.faults === undefined ? {} : { faults: options.faults }),
     ...(options.nodes === undefined ? {} : { nodes: options.nodes }),
+    ...(options.concurrentFaults === undefined ? {} : { concurrentFaults: options.concurrentFaults }),
     ...(options.plan === undefined ? {} : { plan: options.plan }),
     ...(options.mode === undefined ? {} : { mode: options.mode }),
     ...(options.mutant === undefined ? {} : { mutant: options.mutant }),
@@ -195,6 +201,8 @@ function summarize(
     operations: results.reduce((n, r) => n + r.operations, 0),
     faults: results.reduce((n, r) => n + r.faults.length, 0),
     faultsByKind,
+    maxConcurrentFaults: results.reduce((n, r) => Math.max(n, r.maxConcurrentFaults), 0),
+    skippedFaults: results.reduce((n, r) => n + r.skippedFaults, 0),
     violations: results.reduce((n, r) => n + r.violations.length, 0),
     failedSeeds: results.filter((r) => r.violations.length > 0).map((r) => r.seed),
     firstSeed,

@@ -303,6 +303,11 @@ program
   .option('--ops <n>', 'client operations per schedule', integer, 60)
   .option('--faults <n>', 'faults per schedule (drawn from the seed)', integer, 3)
   .option('--nodes <n>', 'nodes in the simulated cluster (≥ 4: RF 3 plus a spare)', integer, 4)
+  .option(
+    '--concurrent-faults <n>',
+    'faults that may overlap, on distinct nodes (1: one at a time, each healed before the next)',
+    integer,
+  )
   .option('--seed <n>', 'first seed (default: random)', (v: string) => Number.parseInt(v, 10))
   .option('--replay <seed>', 'run one seed again and print its faults and history', (v: string) =>
     Number.parseInt(v, 10),

@@ -437,7 +437,7 @@ export class LocalCluster {
   /**
    * Cuts a node off (failure injection): from its peers (the fabric breaks its connections and
    * refuses new ones), from the coordinator (no calls, deliveries or keepalives — its lease runs
-   * out if this outlasts it), or from both. `heal()` ends every partition.
+   * out if this outlasts it), or from both. `heal()` ends every partition, `heal(nodeId)` that node's.
    */
   partition(nodeId: string, from: 'peers' | 'coordinator' | 'all' = 'all'): void {
     const node = this.nodes.get(nodeId);
@@ -447,9 +447,9 @@ export class LocalCluster {
   }
 
   /** Ends every partition made with `partition` (dead nodes stay dead). */
-  heal(): void {
+  heal(nodeId?: string): void {
     for (const node of this.nodes.values()) {
-      if (this.dead.has(node.nodeId)) continue;
+      if (this.dead.has(node.nodeId) || (nodeId !== undefined && node.nodeId !== nodeId)) continue;
       this.fabric.partition(node.nodeId, false);
       node.coordinator.faults.partition(false);
     }

@@ -63,6 +63,13 @@ export interface ScheduleOptions {
   faults?: number;
   /** An explicit fault plan instead (fast-check generates and shrinks these). */
   plan?: readonly Fault[];
+  /**
+   * Faults that may be in effect at once, on distinct nodes (default 1: one at a time, each
+   * followed by a lease TTL and a wait until every region is whole). With more, every fault starts
+   * at its own time, no wait for healing between them, but never one that would fault every
+   * replica of a region at once.
+   */
+  concurrentFaults?: number;
   /** A deliberate protocol defect for this schedule (the checkers must catch it). */
   mutant?: Mutant;
   /** Called with the healed cluster before it closes (debugging a seed). */
@@ -84,6 +91,10 @@ export interface ScheduleResult {
   /** Fabric steps and clock jumps the world took. */
   steps: number;
   virtualMs: number;
+  /** The most faults in effect at once. */
+  maxConcurrentFaults: number;
+  /** Faults of the plan never started (their node busy or a region's last replicas, for 2 s). */
+  skippedFaults: number;
 }
 
 const KEYS = 8;
@@ -208,10 +219,45 @@ async function runScheduleWith(options: ScheduleOptions, trace: TraceChecker): P
     }
   };
 
+  const concurrent = options.concurrentFaults ?? 1;
+  if (!Number.isInteger(concurrent) || concurrent < 1)
+    throw new InvalidArgumentError(`concurrentFaults: a positive integer, not ${concurrent}`);
+  const sleep = (ms: number) => new Promise<void>((resolve) => world.clock.setTimeout(resolve, ms));
+  const faulted = new Set<string>();
+  let maxConcurrentFaults = 0;
+  let skippedFaults = 0;
+  const overlapping = async (fault: Fault): Promise<void> => {
+    const wait = startMs + fault.atMs - world.clock.now();
+    if (wait > 0) await sleep(wait);
+    const deadline = world.clock.now() + 2000;
+    while (
+      faulted.size >= concurrent ||
+      faulted.has(fault.node) ||
+      allReplicasFaulted(c, faulted, fault.node)
+    ) {
+      if (world.clock.now() > deadline) {
+        skippedFaults++;
+        return;
+      }
+      await sleep(10);
+    }
+    faulted.add(fault.node);
+    maxConcurrentFaults = Math.max(maxConcurrentFaults, faulted.size);
+    try {
+      await applyOverlapping(c, world, fault);
+    } finally {
+      faulted.delete(fault.node);
+    }
+  };
   const faultPlan = async (): Promise<void> => {
+    if (concurrent > 1) {
+      await Promise.all(faults.map(overlapping));
+      return;
+    }
     for (const fault of faults) {
       const wait = startMs + fault.atMs - world.clock.now();
-      if (wait > 0) await new Promise<void>((resolve) => world.clock.setTimeout(resolve, wait));
+      if (wait > 0) await sleep(wait);
+      maxConcurrentFaults = 1;
       await inject(c, world, fault);
     }
   };
@@ -269,14 +315,46 @@ async function runScheduleWith(options: ScheduleOptions, trace: TraceChecker): P
     traceEvents: trace.events,
     steps: world.stepCount,
     virtualMs: world.nowMs(),
+    maxConcurrentFaults,
+    skippedFaults,
   };
+}
+
+/** Whether faulting `nodeId` too would leave some region with every replica faulted or dead. */
+function allReplicasFaulted(c: LocalCluster, faulted: ReadonlySet<string>, nodeId: string): boolean {
+  const down = new Set([...faulted, ...c.deadNodes(), nodeId]);
+  return c.regions().some((r) => [r.primary, ...r.backups].every((n) => down.has(n)));
+}
+
+/**
+ * One fault of an overlapping plan: as in `inject`, except that a kill lasts `forMs` (then the
+ * node restarts; a node holding some region's last live replica restarts at once) and nothing
+ * waits for the cluster to heal afterwards.
+ */
+async function applyOverlapping(c: LocalCluster, world: SimWorld, fault: Fault): Promise<void> {
+  if (fault.kind !== 'kill') {
+    await applyFault(c, world, fault);
+    return;
+  }
+  await c.killNode(fault.node);
+  if (!soleReplica(c, fault.node)) await new Promise<void>((r) => world.clock.setTimeout(r, fault.forMs));
+  if (c.deadNodes().includes(fault.node)) await c.restartNode(fault.node);
 }
 
 async function inject(c: LocalCluster, world: SimWorld, fault: Fault): Promise<void> {
   const wait = (ms: number) => new Promise<void>((resolve) => world.clock.setTimeout(resolve, ms));
-  const perOpMs = Math.max(1, Math.round(fault.forMs / 4));
   // At most one node down for good: a later fault first brings the dead one back.
   for (const dead of c.deadNodes()) await c.restartNode(dead);
+  await applyFault(c, world, fault);
+  // One fault at a time: the next waits until the cluster had a lease's time to react (a dropped
+  // connection's report, say, lands after the fault returned) and every region is whole again.
+  await wait(LEASE_TTL_MS);
+  await c.waitForRegions((map) => whole(c, map), 120_000);
+}
+
+async function applyFault(c: LocalCluster, world: SimWorld, fault: Fault): Promise<void> {
+  const wait = (ms: number) => new Promise<void>((resolve) => world.clock.setTimeout(resolve, ms));
+  const perOpMs = Math.max(1, Math.round(fault.forMs / 4));
   switch (fault.kind) {
     case 'crash':
       await c.killNode(fault.node);
@@ -309,13 +387,9 @@ async function inject(c: LocalCluster, world: SimWorld, fault: Fault): Promise<v
             : 'all';
       c.partition(fault.node, from);
       await wait(fault.forMs);
-      c.heal();
+      c.heal(fault.node); // only this fault's partition: others may overlap it
     }
   }
-  // One fault at a time: the next waits until the cluster had a lease's time to react (a dropped
-  // connection's report, say, lands after the fault returned) and every region is whole again.
-  await wait(LEASE_TTL_MS);
-  await c.waitForRegions((map) => whole(c, map), 120_000);
 }
 
 /** Whether `nodeId` is the only live member (primary or backup, joiners aside) of some region. */

@@ -114,3 +114,14 @@ test('a failing schedule shrinks to fewer operations and faults that still fail'
   });
   expect(again.violations).toEqual(small.result.violations);
 });
+
+test('overlapping fault plans: faults on distinct nodes run at once, never every replica of a region', async () => {
+  const result = await runSchedule({ seed: 1, faults: 4, concurrentFaults: 2 });
+  expect(result.maxConcurrentFaults).toBe(2);
+  expect(result.skippedFaults).toBe(0);
+  expect(result.violations).toEqual([]);
+  // One at a time (the default) never overlaps.
+  const sequential = await runSchedule({ seed: 1, faults: 4 });
+  expect(sequential.maxConcurrentFaults).toBe(1);
+  await expect(runSchedule({ seed: 1, concurrentFaults: 0 })).rejects.toThrow('concurrentFaults');
+}, 60_000);
