@@ -66,8 +66,9 @@ export interface ScheduleOptions {
   /**
    * Faults that may be in effect at once, on distinct nodes (default 1: one at a time, each
    * followed by a lease TTL and a wait until every region is whole). With more, every fault starts
-   * at its own time, no wait for healing between them, but never one that would fault every
-   * replica of a region at once.
+   * at its own time while others are in effect, but never one that would fault every replica of a
+   * region at once; a node counts as faulted from its fault's start until the cluster is whole
+   * again after it (a restarted incarnation has lost its buffers).
    */
   concurrentFaults?: number;
   /** A deliberate protocol defect for this schedule (the checkers must catch it). */
@@ -245,6 +246,10 @@ async function runScheduleWith(options: ScheduleOptions, trace: TraceChecker): P
     maxConcurrentFaults = Math.max(maxConcurrentFaults, faulted.size);
     try {
       await applyOverlapping(c, world, fault);
+      // The node counts as faulted until the cluster is whole again: a pause or partition past the
+      // lease restarts it as a new incarnation, so its buffers are gone although the fault ended.
+      // Without this, "never every replica at once" would not hold for memory (PROTOCOL §8.2).
+      await c.waitForRegions((map) => whole(c, map), 120_000).catch(() => {});
     } finally {
       faulted.delete(fault.node);
     }
