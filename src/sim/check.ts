@@ -468,10 +468,9 @@ function durability(history: readonly HistoryEntry[]): string[] {
       if (lastAcked === undefined || w.ret > lastAcked.call || w.outcome === 'info') acceptable.add(value(w));
     }
     if (!acceptable.has(final.value)) {
-      const cut = (v: string | undefined | null): string =>
-        JSON.stringify(typeof v === 'string' && v.length > 24 ? `${v.slice(0, 24)}…` : v);
+      const show = (v: string | undefined | null): string => JSON.stringify(cutValue(v));
       out.push(
-        `durability: key ${final.key} reads ${cut(final.value)}, acknowledged last ${cut(lastAcked === undefined ? null : value(lastAcked))}`,
+        `durability: key ${final.key} reads ${show(final.value)}, acknowledged last ${show(lastAcked === undefined ? null : value(lastAcked))}`,
       );
     }
   }
@@ -551,10 +550,14 @@ function recordEpochs(c: LocalCluster): { check(): string[]; stop(): void } {
   };
 }
 
+/** A value as violations and history lines show it: cut to 24 characters. */
+function cutValue<T extends string | undefined | null>(v: T): T | string {
+  return typeof v === 'string' && v.length > 24 ? `${v.slice(0, 24)}…` : v;
+}
+
 /** One history entry as a line: `c2 put 00-key "s7-3…" [12 ms → 19 ms] ok` (value cut to 24 chars). */
 export function formatEntry(e: HistoryEntry): string {
-  const cut = (v: string | undefined): string =>
-    v === undefined ? '(absent)' : JSON.stringify(v.length > 24 ? `${v.slice(0, 24)}…` : v);
+  const cut = (v: string | undefined): string => (v === undefined ? '(absent)' : JSON.stringify(cutValue(v)));
   const what =
     e.op === 'scan'
       ? `scan [${e.key}, ${e.end ?? '∞'}) → ${e.outcome === 'ok' ? `${(JSON.parse(e.value ?? '[]') as unknown[]).length} rows` : ''}`
