@@ -17,6 +17,7 @@ import {
   type ScheduleOptions,
   type ScheduleResult,
 } from '../sim/check.js';
+import type { FaultKind } from '../sim/faults.js';
 import { REGRESSIONS } from '../sim/regressions.js';
 import { shrinkFailure } from '../sim/shrink.js';
 
@@ -24,11 +25,14 @@ export interface CheckOptions {
   seeds?: number;
   ops?: number;
   faults?: number;
+  faultKinds?: FaultKind[];
   concurrentFaults?: number;
   nodes?: number;
   seed?: number;
   replay?: number;
   plan?: Fault[];
+  /** With replay: print the schedule's timeline (ScheduleOptions.timeline) as it happens. */
+  timeline?: boolean;
   mode?: ReplicationMode;
   mutant?: Mutant;
   /** Shrink the first failing schedule (default true). */
@@ -68,7 +72,10 @@ export async function runCheck(options: CheckOptions): Promise<CheckSummary> {
     if (!options.json) process.stdout.write(`${line}\n`);
   };
   if (options.replay !== undefined) {
-    const result = await runSchedule(scheduleOptions(options, options.replay));
+    const result = await runSchedule({
+      ...scheduleOptions(options, options.replay),
+      ...(options.timeline ? { timeline: (line: string) => out(`  ${line}`) } : {}),
+    });
     out(
       `seed ${result.seed} (${result.mode}): ${result.operations} operations, ${result.steps} steps, ${result.virtualMs} virtual ms`,
     );
@@ -100,7 +107,9 @@ export async function runCheck(options: CheckOptions): Promise<CheckSummary> {
   bar?.stop();
   const failed = results.filter((x) => x.violations.length > 0);
   for (const r of failed) {
-    out(`seed ${r.seed} (${r.mode}): ${r.violations.join('; ')}  — replay: talos check --replay ${r.seed}`);
+    out(
+      `seed ${r.seed} (${r.mode}): ${r.violations.join('; ')}  — replay: talos check --replay ${r.seed}${replayFlags(options)}`,
+    );
   }
   let shrunk: ShrunkReport | null = null;
   const firstFailure = failed[0];
@@ -109,7 +118,7 @@ export async function runCheck(options: CheckOptions): Promise<CheckSummary> {
       `shrinking seed ${firstFailure.seed} (${firstFailure.faults.length} faults, ${firstFailure.ops} operations)…`,
     );
     const small = await shrinkFailure(scheduleOptions(options, firstFailure.seed), firstFailure);
-    const replay = `talos check --replay ${firstFailure.seed} --ops ${small.ops}${options.faults === undefined ? '' : ` --faults ${options.faults}`}${options.mutant === undefined ? '' : ` --mutant ${options.mutant}`} --plan '${JSON.stringify(small.plan)}'`;
+    const replay = `talos check --replay ${firstFailure.seed} --ops ${small.ops}${replayFlags(options)} --plan '${JSON.stringify(small.plan)}'`;
     shrunk = {
       seed: firstFailure.seed,
       ops: small.ops,
@@ -175,6 +184,17 @@ function writeReport(
   writeFileSync(path, lines.join('\n'));
 }
 
+/** The options that shape a schedule, as flags for its replay command. */
+function replayFlags(options: CheckOptions): string {
+  return [
+    options.faults === undefined ? '' : ` --faults ${options.faults}`,
+    options.concurrentFaults === undefined ? '' : ` --concurrent-faults ${options.concurrentFaults}`,
+    options.faultKinds === undefined ? '' : ` --fault-kinds ${options.faultKinds.join(',')}`,
+    options.mode === undefined ? '' : ` --mode ${options.mode}`,
+    options.mutant === undefined ? '' : ` --mutant ${options.mutant}`,
+  ].join('');
+}
+
 function scheduleOptions(options: CheckOptions, seed: number): ScheduleOptions {
   return {
     seed,
@@ -182,6 +202,7 @@ function scheduleOptions(options: CheckOptions, seed: number): ScheduleOptions {
     ...(options.faults === undefined ? {} : { faults: options.faults }),
     ...(options.nodes === undefined ? {} : { nodes: options.nodes }),
     ...(options.concurrentFaults === undefined ? {} : { concurrentFaults: options.concurrentFaults }),
+    ...(options.faultKinds === undefined ? {} : { faultKinds: options.faultKinds }),
     ...(options.plan === undefined ? {} : { plan: options.plan }),
     ...(options.mode === undefined ? {} : { mode: options.mode }),
     ...(options.mutant === undefined ? {} : { mutant: options.mutant }),

@@ -3,7 +3,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { MUTANTS } from '../mutants.js';
-import { FAULT_KINDS, type Fault } from '../sim/faults.js';
+import { FAULT_KINDS, type Fault, type FaultKind, FIRST_FAULT_KINDS } from '../sim/faults.js';
 import { type DemoOptions, runDemo } from './demo.js';
 
 const program = new Command();
@@ -302,6 +302,11 @@ program
   .option('--seeds <n>', 'schedules to run', integer, 100)
   .option('--ops <n>', 'client operations per schedule', integer, 60)
   .option('--faults <n>', 'faults per schedule (drawn from the seed)', integer, 3)
+  .option(
+    '--fault-kinds <list>',
+    `comma-separated kinds a drawn plan picks from (default all: ${FAULT_KINDS.join(', ')}; "first": the first simulator's nine, which older seeds were drawn from)`,
+    (v: string) => parseFaultKinds(v),
+  )
   .option('--nodes <n>', 'nodes in the simulated cluster (≥ 4: RF 3 plus a spare)', integer, 4)
   .option(
     '--concurrent-faults <n>',
@@ -317,6 +322,7 @@ program
     'with --replay: this fault plan instead of the drawn one (as printed)',
     (v: string) => parsePlan(v),
   )
+  .option('--timeline', 'with --replay: print faults, region configurations and restarts as they happen')
   .option('--no-shrink', 'report the first failing schedule without shrinking it')
   .addOption(
     new Option('--mode <mode>', 'replication mode (default: by seed)').choices(['send-index', 'build-index']),
@@ -334,6 +340,19 @@ program
     const summary = await runCheck(o);
     if (summary.violations > 0) process.exitCode = 1;
   });
+
+/** `--fault-kinds`: kinds by name, or "first" for FIRST_FAULT_KINDS. */
+function parseFaultKinds(text: string): FaultKind[] {
+  if (text === 'first') return [...FIRST_FAULT_KINDS];
+  const kinds: readonly string[] = FAULT_KINDS;
+  const list = text.split(',').map((k) => k.trim());
+  const unknown = list.filter((k) => !kinds.includes(k));
+  if (unknown.length > 0 || list.length === 0)
+    throw new InvalidArgumentError(
+      `--fault-kinds: unknown kind(s) ${unknown.join(', ')}; known: ${FAULT_KINDS.join(', ')}`,
+    );
+  return list as FaultKind[];
+}
 
 /** A fault plan as `talos check` prints it: a JSON array of {kind, node, atMs, forMs}. */
 function parsePlan(text: string): Fault[] {

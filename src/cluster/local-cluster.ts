@@ -154,6 +154,7 @@ export class LocalCluster {
   >();
   /** Nodes the supervisor started again after they lost their lease (in order). */
   readonly restarts: string[] = [];
+  private readonly restartListeners = new Set<(nodeId: string) => void>();
 
   constructor(
     private readonly options: Required<Pick<LocalClusterOptions, 'nodes' | 'replicas' | 'mode'>> &
@@ -297,6 +298,12 @@ export class LocalCluster {
    * serving, and its lease is left to run out on the clock. The rest of the cluster notices through
    * failed writes (a primary reports the backup as suspect) or the lease, and reconfigures.
    */
+  /** Calls `listener` whenever the supervisor restarts a node on a lost lease; returns the unsubscribe. */
+  onRestart(listener: (nodeId: string) => void): () => void {
+    this.restartListeners.add(listener);
+    return () => this.restartListeners.delete(listener);
+  }
+
   async killNode(nodeId: string): Promise<void> {
     const node = this.nodes.get(nodeId);
     if (node === undefined) throw new InvalidArgumentError(`no node ${nodeId}`);
@@ -538,6 +545,7 @@ export class LocalCluster {
         if (!(error instanceof LeaseLostError) || this.closed || this.dead.has(nodeId)) return;
         if (this.nodes.get(nodeId)?.actor !== actor) return;
         this.restarts.push(nodeId);
+        for (const listener of this.restartListeners) listener(nodeId);
         void node.coordinator.close().then(() => {
           if (!this.closed && !this.dead.has(nodeId)) this.startNode(nodeId);
         });

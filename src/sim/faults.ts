@@ -16,6 +16,23 @@ export const FAULT_KINDS = [
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
+/**
+ * The nine kinds of the first simulator (sessions 1–7). A plan drawn from a seed picks its kinds
+ * by index into the kinds it draws from, so a seed recorded then (REGRESSIONS, docs) replays
+ * exactly only when it draws from these: such entries pin `faultKinds: FIRST_FAULT_KINDS`.
+ */
+export const FIRST_FAULT_KINDS: readonly FaultKind[] = [
+  'crash',
+  'kill',
+  'pause',
+  'partition-peers',
+  'partition-coordinator',
+  'partition-all',
+  'drop-connection',
+  'delay-connection',
+  'slow-device',
+];
+
 export interface Fault {
   kind: FaultKind;
   node: string;

@@ -125,3 +125,29 @@ test('overlapping fault plans: faults on distinct nodes run at once, never every
   expect(sequential.maxConcurrentFaults).toBe(1);
   await expect(runSchedule({ seed: 1, concurrentFaults: 0 })).rejects.toThrow('concurrentFaults');
 }, 60_000);
+
+test('a schedule narrates its timeline: faults, configurations, restarts, first acknowledgements', async () => {
+  const lines: string[] = [];
+  const result = await runSchedule({
+    seed: 101697,
+    faults: 4,
+    concurrentFaults: 2,
+    timeline: (l) => lines.push(l),
+  });
+  expect(result.violations).toEqual([]);
+  expect(lines[0]).toMatch(/^0 ms: r0 epoch 1: primary n\d, backups \[n\d, n\d\]$/);
+  expect(lines.some((l) => /ms: fault \S+ n\d for \d+ ms starts$/.test(l))).toBe(true);
+  expect(lines.some((l) => /ms: n\d acknowledges r\d epoch \d+ \(first: /.test(l))).toBe(true);
+  // Times never run backwards.
+  const times = lines.map((l) => Number.parseInt(l, 10));
+  expect(times).toEqual([...times].sort((a, b) => a - b));
+  // The timeline only watches: the same seed without it runs the same.
+  const quiet = await runSchedule({ seed: 101697, faults: 4, concurrentFaults: 2 });
+  expect(quiet.history).toEqual(result.history);
+});
+
+test('a drawn plan picks only from the fault kinds it is given', async () => {
+  const result = await runSchedule({ seed: 7, faults: 6, faultKinds: ['pause', 'crash'] });
+  expect(result.faults.every((f) => f.kind === 'pause' || f.kind === 'crash')).toBe(true);
+  await expect(runSchedule({ seed: 7, faultKinds: [] })).rejects.toThrow('faultKinds');
+});
