@@ -15,7 +15,14 @@
  *   segments (§8.6: every one of them must already be persisted there).
  * - `fenced`: a backup fenced (revoked) the buffers of an epoch; `placed`: the fabric put bytes into
  *   a registered region (§8.4: nothing lands in a fenced buffer — one writer per epoch).
+ * - `phase`: a recovery step begins on `node` (with `peer`, the other node it involves): a
+ *   backup's promotion, a primary's rebase or re-sync of a backup, a backup's install of shipped
+ *   levels, a new epoch starting to serve. The simulator strikes faults on these (`Fault.during`),
+ *   so that faults land inside recovery, not only between recoveries.
  */
+export const PHASES = ['promotion', 'rebase', 'resync', 'level-install', 'serve'] as const;
+export type Phase = (typeof PHASES)[number];
+
 export type TraceEvent =
   | { kind: 'ack'; node: string; regionId: string; epoch: number; key: string }
   | { kind: 'link-open'; primary: string; backup: string; regionId: string; epoch: number }
@@ -41,7 +48,8 @@ export type TraceEvent =
   | { kind: 'segment-map'; backup: string; regionId: string; primarySegments: number[] }
   | { kind: 'index-received'; backup: string; regionId: string; epoch: number; primarySegments: number[] }
   | { kind: 'fenced'; node: string; regionId: string; epoch: number; regionKeys: number[] }
-  | { kind: 'placed'; node: string; regionKey: number };
+  | { kind: 'placed'; node: string; regionKey: number }
+  | { kind: 'phase'; phase: Phase; node: string; peer?: string; regionId: string };
 
 let sink: ((event: TraceEvent) => void) | undefined;
 

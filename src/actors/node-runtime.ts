@@ -25,6 +25,7 @@ import type { Connection, Fabric, Listener } from '../fabric/types.js';
 import { BackupRegion, ModeMismatchError } from '../replication/backup-region.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
+import { trace } from '../trace.js';
 import type { PrimaryPorts } from './region-primary.js';
 import type { CpuAccount, Role } from './work.js';
 
@@ -294,6 +295,7 @@ export class NodeRuntime implements PrimaryPorts {
    * valid prefix and becomes a primary store (Store.promoteToPrimary); the caller reopens it.
    */
   private async promote(regionId: string): Promise<void> {
+    trace(() => ({ kind: 'phase', phase: 'promotion', node: this.nodeId, regionId }));
     const store = await this.backupStores.get(regionId)!;
     const history = this.regionHistory.get(regionId) ?? [];
     for (const region of history) {

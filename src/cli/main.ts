@@ -3,7 +3,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { MUTANTS } from '../mutants.js';
-import { FAULT_KINDS, type Fault, type FaultKind, FIRST_FAULT_KINDS } from '../sim/faults.js';
+import { FAULT_KINDS, type Fault, type FaultKind, FIRST_FAULT_KINDS, PHASES } from '../sim/faults.js';
 import { type DemoOptions, runDemo } from './demo.js';
 
 const program = new Command();
@@ -335,6 +335,7 @@ program
   )
   .option('--json', 'print one JSON summary object as the last line')
   .option('--report <path>', 'write a markdown report (docs/reliability.md)')
+  .option('--append-report', "with --report: add this run's section to the existing report")
   .action(async (o) => {
     const { runCheck } = await import('./check.js');
     const summary = await runCheck(o);
@@ -363,6 +364,7 @@ function parsePlan(text: string): Fault[] {
     throw new InvalidArgumentError('--plan: not JSON');
   }
   const kinds: readonly string[] = FAULT_KINDS;
+  const phases: readonly string[] = PHASES;
   const valid =
     Array.isArray(value) &&
     value.every(
@@ -372,9 +374,14 @@ function parsePlan(text: string): Fault[] {
         kinds.includes(f.kind) &&
         typeof f.node === 'string' &&
         Number.isInteger(f.atMs) &&
-        Number.isInteger(f.forMs),
+        Number.isInteger(f.forMs) &&
+        (f.during === undefined || phases.includes(f.during)) &&
+        (f.strike === undefined || f.strike === 'actor' || f.strike === 'peer'),
     );
-  if (!valid) throw new InvalidArgumentError('--plan: expected [{"kind","node","atMs","forMs"}, …]');
+  if (!valid)
+    throw new InvalidArgumentError(
+      `--plan: expected [{"kind","node","atMs","forMs"[,"during","strike"]}, …] (during: ${PHASES.join(', ')}; strike: actor, peer)`,
+    );
   return value as Fault[];
 }
 

@@ -390,6 +390,12 @@ export class BackupRegion {
   }
 
   private commit(message: CompactionCommit): void {
+    trace(() => ({
+      kind: 'phase',
+      phase: 'level-install',
+      node: this.options.nodeId,
+      regionId: this.regionId ?? '',
+    }));
     const store = this.requireStore();
     this.requireSendIndex(message.type);
     store.installShippedCompaction({
@@ -422,6 +428,12 @@ export class BackupRegion {
 
   /** Re-sync (§7): every level replaced at once by segments shipped before (or already here). */
   private installLevels(message: InstallLevels): void {
+    trace(() => ({
+      kind: 'phase',
+      phase: 'level-install',
+      node: this.options.nodeId,
+      regionId: this.regionId ?? '',
+    }));
     const store = this.requireStore();
     this.requireSendIndex(message.type);
     store.installShippedLevels({

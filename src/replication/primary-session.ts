@@ -187,6 +187,13 @@ export class PrimarySession {
           `its maps are keyed by ${ready.mapOwner}, this primary's lineage by ${o.store.mapOwner() ?? 'nobody'}`,
         );
       }
+      trace(() => ({
+        kind: 'phase',
+        phase: 'rebase',
+        node: o.nodeId,
+        peer: backupNodeId,
+        regionId: o.regionId,
+      }));
       await link.rebase(
         ready.mapOwner,
         o.store.logSegments().map((e) => [e.seq, e.offset]),
@@ -225,6 +232,13 @@ export class PrimarySession {
     lastCompactionId: number,
   ): Promise<{ activeSeq: number; compactionId: number }> {
     const store = this.store;
+    trace(() => ({
+      kind: 'phase',
+      phase: 'resync',
+      node: this.options.nodeId,
+      peer: link.backupNodeId,
+      regionId: this.regionId,
+    }));
     // The levels are taken first, in one synchronous step with the replay position and the index
     // bytes (a compaction may free those segments while this session serves); the log sent after
     // it only grows, so every entry points into bytes the backup receives first (§8.6).
@@ -288,6 +302,7 @@ export class PrimarySession {
   startServing(): void {
     assert(this.replicator !== undefined && !this.closed, 'serve only an open session');
     this.serving = true;
+    trace(() => ({ kind: 'phase', phase: 'serve', node: this.options.nodeId, regionId: this.regionId }));
   }
 
   stopServing(): void {

@@ -3,6 +3,10 @@
  * see check.ts for what each does). Kept apart from check.ts so the CLI can parse `--plan` without
  * loading the simulator.
  */
+import type { Phase } from '../trace.js';
+
+export { PHASES, type Phase } from '../trace.js';
+
 export const FAULT_KINDS = [
   'crash',
   'kill',
@@ -35,6 +39,7 @@ export const FIRST_FAULT_KINDS: readonly FaultKind[] = [
 
 export interface Fault {
   kind: FaultKind;
+  /** The node it strikes (unless `during` picks one). */
   node: string;
   /** Virtual ms after the workload starts. */
   atMs: number;
@@ -43,4 +48,12 @@ export interface Fault {
    * to each operation; drop-connection breaks connection number forMs mod n of the node's n.
    */
   forMs: number;
+  /**
+   * Overlapping plans only: strike inside a recovery step — at the first `phase` trace event of
+   * this kind at or after `atMs` (within 2 s; otherwise at that time on `node`), on the node that
+   * runs the step (`strike: 'actor'`, the default) or the other node it involves (`'peer'`: the
+   * backup a primary re-syncs or rebases).
+   */
+  during?: Phase;
+  strike?: 'actor' | 'peer';
 }

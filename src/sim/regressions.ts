@@ -2,6 +2,12 @@ import type { ScheduleOptions } from './check.js';
 import { FIRST_FAULT_KINDS } from './faults.js';
 
 /**
+ * How schedules were drawn and sized before phase faults, compactions under load and the new
+ * fault kinds (sessions 1–7): an entry recorded then spreads this, so its seed replays exactly.
+ */
+const FIRST_SIMULATOR = { faultKinds: FIRST_FAULT_KINDS, phaseFaults: false, l0Bytes: 1024 } as const;
+
+/**
  * Schedules that once failed a checker; each runs on every `npm test`
  * (test/sim/sim.test.ts) and is listed in the soak's report.
  * - seeds 12 and 15, K = 1: promotion offered the buffers of segments S … S + K − 1 after the last
@@ -23,17 +29,17 @@ import { FIRST_FAULT_KINDS } from './faults.js';
  *   gets new buffers: link-open now resets what the checker believes they hold).
  */
 export const REGRESSIONS: readonly ScheduleOptions[] = [
-  { seed: 12, ops: 60, faults: 3, logBufferCount: 1, faultKinds: FIRST_FAULT_KINDS },
-  { seed: 15, ops: 60, faults: 3, logBufferCount: 1, faultKinds: FIRST_FAULT_KINDS },
-  { seed: 22, ops: 60, faults: 3, logBufferCount: 1, faultKinds: FIRST_FAULT_KINDS },
-  { seed: 185, ops: 60, faults: 3, logBufferCount: 1, faultKinds: FIRST_FAULT_KINDS },
-  { seed: 1250625380, ops: 60, faults: 3, faultKinds: FIRST_FAULT_KINDS },
-  { seed: 101697, ops: 60, faults: 4, concurrentFaults: 2, faultKinds: FIRST_FAULT_KINDS },
+  { seed: 12, ops: 60, faults: 3, logBufferCount: 1, ...FIRST_SIMULATOR },
+  { seed: 15, ops: 60, faults: 3, logBufferCount: 1, ...FIRST_SIMULATOR },
+  { seed: 22, ops: 60, faults: 3, logBufferCount: 1, ...FIRST_SIMULATOR },
+  { seed: 185, ops: 60, faults: 3, logBufferCount: 1, ...FIRST_SIMULATOR },
+  { seed: 1250625380, ops: 60, faults: 3, ...FIRST_SIMULATOR },
+  { seed: 101697, ops: 60, faults: 4, concurrentFaults: 2, ...FIRST_SIMULATOR },
   {
     seed: 1250625380,
     ops: 1,
     faults: 3,
-    faultKinds: FIRST_FAULT_KINDS,
+    ...FIRST_SIMULATOR,
     plan: [
       { kind: 'partition-all', node: 'n2', atMs: 55, forMs: 140 },
       { kind: 'drop-connection', node: 'n4', atMs: 55, forMs: 482 },

@@ -1,3 +1,4 @@
+import { type HistoryEntry, registerOps } from '../../src/sim/check.js';
 import { checkRegister, type RegisterOp } from '../../src/sim/linearizability.js';
 
 const w = (value: string | undefined, call: number, ret: number): RegisterOp => ({
@@ -44,5 +45,55 @@ describe('checkRegister (per-key linearizability)', () => {
     const ops: RegisterOp[] = Array.from({ length: 14 }, (_, i) => w(`v${i}`, 0, 100));
     ops.push(r('nothing-wrote-this', 101, 102));
     expect(checkRegister(ops, undefined, 50)).toBe('unknown');
+  });
+});
+
+describe('registerOps (history → register operations, strict about definite failures)', () => {
+  const entry = (
+    op: HistoryEntry['op'],
+    value: string | undefined,
+    call: number,
+    ret: number,
+    outcome: HistoryEntry['outcome'],
+  ): HistoryEntry => ({ client: 0, op, key: 'k', value, call, ret, callMs: call, retMs: ret, outcome });
+
+  test('a write reported as failed that is ever observed is a violation (it certainly did not happen)', () => {
+    const history = [
+      entry('put', 'a', 0, 1, 'ok'),
+      entry('put', 'b', 2, 3, 'fail'),
+      entry('get', 'b', 4, 5, 'ok'),
+    ];
+    expect(checkRegister(registerOps(history, 'k'), undefined)).toBe('violation');
+    // The same write with an unknown outcome may have happened: no violation.
+    const unknown = [
+      entry('put', 'a', 0, 1, 'ok'),
+      entry('put', 'b', 2, UNKNOWN, 'info'),
+      entry('get', 'b', 4, 5, 'ok'),
+    ];
+    expect(checkRegister(registerOps(unknown, 'k'), undefined)).toBe('ok');
+  });
+
+  test('a failed delete that is observed (the key absent) is a violation too', () => {
+    const history = [
+      entry('put', 'a', 0, 1, 'ok'),
+      entry('delete', undefined, 2, 3, 'fail'),
+      entry('get', undefined, 4, 5, 'ok'),
+    ];
+    expect(checkRegister(registerOps(history, 'k'), undefined)).toBe('violation');
+  });
+
+  test('a scan is a read of every key in its range, and only of those', () => {
+    const scan = (rows: [string, string][], ret: number): HistoryEntry => ({
+      ...entry('scan', JSON.stringify(rows), ret - 1, ret, 'ok'),
+      key: 'a',
+      end: 'm',
+    });
+    const history = [entry('put', 'v', 0, 1, 'ok'), scan([], 3)];
+    expect(checkRegister(registerOps(history, 'k'), undefined)).toBe('violation');
+    expect(
+      checkRegister(registerOps([entry('put', 'v', 0, 1, 'ok'), scan([['k', 'v']], 3)], 'k'), undefined),
+    ).toBe('ok');
+    // A key outside the range is not read by the scan.
+    expect(registerOps([scan([], 3)], 'z')).toEqual([]);
   });
 });
