@@ -17,6 +17,8 @@ export interface NodeInfo {
   fabricAddress: string;
   /** Where clients reach the node, when it serves a client protocol. */
   clientAddress?: string;
+  /** Where the node's Prometheus /metrics answer, when it serves them (`talos status` reads its loop health there). */
+  metricsAddress?: string;
   /**
    * Set by the coordinator (ignored on join): the revision at which this incarnation joined. A
    * region entry of a lower revision that names the node was written for an earlier incarnation,

@@ -12,6 +12,7 @@ export const nonEmptyString = (v: unknown): v is string => typeof v === 'string'
 export function copyNodeInfo(info: NodeInfo): NodeInfo {
   const out: NodeInfo = { nodeId: info.nodeId, fabricAddress: info.fabricAddress };
   if (info.clientAddress !== undefined) out.clientAddress = info.clientAddress;
+  if (info.metricsAddress !== undefined) out.metricsAddress = info.metricsAddress;
   if (info.joinedRevision !== undefined) out.joinedRevision = info.joinedRevision;
   return out;
 }
@@ -88,6 +89,9 @@ export function validateNodeInfo(member: NodeInfo): void {
   }
   if (member.clientAddress !== undefined && typeof member.clientAddress !== 'string') {
     throw new InvalidArgumentError('member.clientAddress must be a string or undefined');
+  }
+  if (member.metricsAddress !== undefined && typeof member.metricsAddress !== 'string') {
+    throw new InvalidArgumentError('member.metricsAddress must be a string or undefined');
   }
 }
 

@@ -35,6 +35,8 @@ export interface NodeRuntimeOptions {
   fabricAddress: string;
   /** Where clients reach this node (its client endpoint), published with its membership. */
   clientAddress?: string;
+  /** Where this node's /metrics answer, published with its membership. */
+  metricsAddress?: string;
   coordinator: Coordinator;
   clock: Clock;
   leaseTtlMs: number;
@@ -135,6 +137,7 @@ export class NodeRuntime implements PrimaryPorts {
         nodeId: o.nodeId,
         fabricAddress: this.listener.address,
         ...(o.clientAddress === undefined ? {} : { clientAddress: o.clientAddress }),
+        ...(o.metricsAddress === undefined ? {} : { metricsAddress: o.metricsAddress }),
       },
       o.leaseTtlMs,
     );

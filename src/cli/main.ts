@@ -211,13 +211,19 @@ withCredentials(
   });
   try {
     const [members, regions] = await Promise.all([c.members(), c.getRegions()]);
+    const { memberLoopHealth, formatLoopHealth } = await import('../server/loop-health.js');
+    const health = await Promise.all(members.map((m) => memberLoopHealth(m.metricsAddress)));
     if (o.json) {
-      process.stdout.write(`${JSON.stringify({ members, regions: regions.map((r) => r.config) })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ members: members.map((m, i) => ({ ...m, loop: health[i] ?? null })), regions: regions.map((r) => r.config) })}\n`,
+      );
       return;
     }
     process.stdout.write(`members (${members.length}):\n`);
-    for (const m of members)
-      process.stdout.write(`  ${m.nodeId}  fabric ${m.fabricAddress}  client ${m.clientAddress ?? '-'}\n`);
+    for (const [i, m] of members.entries())
+      process.stdout.write(
+        `  ${m.nodeId}  fabric ${m.fabricAddress}  client ${m.clientAddress ?? '-'}  ${formatLoopHealth(health[i])}\n`,
+      );
     process.stdout.write(`regions (${regions.length}):\n`);
     for (const { config: r } of regions) {
       const range = `[${JSON.stringify(r.minKey)}, ${r.maxKey === undefined ? '∞' : JSON.stringify(r.maxKey)})`;

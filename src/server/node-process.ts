@@ -41,6 +41,7 @@ import { readTlsFiles, readTokenFile, type TlsCredentials, type TlsFiles, TokenS
 import type { Fabric } from '../fabric/types.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { type ClientServer, startClientServer } from './client-server.js';
+import { LoopHealth } from './loop-health.js';
 
 export interface NodeProcessOptions {
   nodeId: string;
@@ -141,6 +142,24 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
     options.metricsPort === undefined
       ? undefined
       : await serveMetrics(metrics.registry, options.metricsPort, () => metricsRefresh());
+  const metricsAddress =
+    metricsServer === undefined
+      ? undefined
+      : `http://127.0.0.1:${(metricsServer.address() as { port: number }).port}/metrics`;
+  // Event-loop health (loop-health.ts): a stall over half the lease margin (the default margin is a
+  // fifth of the TTL) is logged — keepalives waited that long behind whatever blocked the thread.
+  const leaseMarginMs = Math.max(1, Math.floor(leaseTtlMs / 5));
+  const loopHealth = new LoopHealth({
+    stallMs: Math.max(1, Math.floor(leaseMarginMs / 2)),
+    onStall: (stallMs) => {
+      metrics.loopStalls.inc();
+      metrics.longestLoopStall.set(loopHealth.snapshot().longestStallMs / 1000);
+      log.warn(
+        { stallMs, leaseTtlMs, leaseMarginMs },
+        `event-loop stall of ${stallMs} ms, over half the lease margin (${leaseMarginMs} ms of a ${leaseTtlMs} ms lease): keepalives waited behind it; stalls this long can cost the lease`,
+      );
+    },
+  });
 
   // One device per region for the life of the process (it holds the directory's lock); stores of
   // every incarnation open it through a view whose close() leaves it open.
@@ -177,6 +196,7 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
       fabric: newFabric(),
       fabricAddress: options.listen,
       clientAddress: client.address,
+      ...(metricsAddress === undefined ? {} : { metricsAddress }),
       coordinator,
       clock,
       leaseTtlMs,
@@ -265,10 +285,7 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
 
   return {
     clientAddress: client.address,
-    metricsAddress:
-      metricsServer === undefined
-        ? undefined
-        : `http://127.0.0.1:${(metricsServer.address() as { port: number }).port}/metrics`,
+    metricsAddress,
     runtime: () => current!.runtime,
     incarnations: () => incarnations,
     stop: async () => {
@@ -281,6 +298,7 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
       }
       await client.close();
       metricsServer?.close();
+      loopHealth.close();
       for (const device of devices.values()) device.close();
       log.info('node stopped');
     },
@@ -395,6 +413,16 @@ export function nodeMetrics(nodeId: string) {
     incarnations: new Counter({
       name: 'talos_incarnations_total',
       help: 'node incarnations started',
+      registers: [registry],
+    }),
+    loopStalls: new Counter({
+      name: 'talos_event_loop_stalls_total',
+      help: 'event-loop stalls longer than half the lease margin (each also logged as a warning)',
+      registers: [registry],
+    }),
+    longestLoopStall: new Gauge({
+      name: 'talos_event_loop_longest_stall_seconds',
+      help: 'the longest event-loop stall seen by this process',
       registers: [registry],
     }),
     servingRegions: new Gauge({

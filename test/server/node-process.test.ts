@@ -8,10 +8,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { EtcdCoordinator } from '../../coordination/etcd.js';
 import { type LocalEtcd, startLocalEtcd } from '../../coordination/etcd-server.js';
 import { TalosClient } from '../../src/client/talos-client.js';
 import { OutcomeLedger } from '../../src/cluster/outcome-ledger.js';
 import { OutcomeUnknownError } from '../../src/errors.js';
+import { memberLoopHealth, readMetricsHealth } from '../../src/server/loop-health.js';
 import { type RunningNode, startNodeProcess } from '../../src/server/node-process.js';
 
 jest.setTimeout(90_000);
@@ -90,6 +92,15 @@ test('three node processes serve a TalosClient; a stopped primary is replaced an
     ).toBeGreaterThan(0);
     expect(gauge(/talos_backup_log_buffer_bytes\{[^}]*\} (\d+)/)).toBe(2 * 4 * 64 * 1024);
     expect(metrics).toMatch(/talos_store_levels\{[^}]*role="backup"[^}]*region="r1"[^}]*\} \d+/);
+    // Event-loop health, as `talos status` reads it from the address the node published.
+    const health = readMetricsHealth(metrics);
+    expect(Number.isFinite(health.p99Ms)).toBe(true);
+    expect(Number.isFinite(health.stalls)).toBe(true);
+    const reader = new EtcdCoordinator({ endpoints: etcd.endpoints, cluster });
+    const published = await reader.members().finally(() => reader.close());
+    expect(published.find((m) => m.nodeId === 'n1')?.metricsAddress).toBe(nodes[0]!.metricsAddress);
+    expect(published.find((m) => m.nodeId === 'n2')?.metricsAddress).toBeUndefined();
+    expect(await memberLoopHealth(nodes[0]!.metricsAddress)).toMatchObject({ stalls: health.stalls });
 
     // Stop n2 (the primary of r1): its regions move on, the client retries through the failover.
     const r1Before = client.regions().find((r) => r.regionId === 'r1')!;
