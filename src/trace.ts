@@ -15,6 +15,9 @@
  *   segments (§8.6: every one of them must already be persisted there).
  * - `fenced`: a backup fenced (revoked) the buffers of an epoch; `placed`: the fabric put bytes into
  *   a registered region (§8.4: nothing lands in a fenced buffer — one writer per epoch).
+ * - `lease`: the coordinator granted (`live`) or ended a node's lease, on its own (true) clock;
+ *   `read`: a primary answered a read (get or scan) of a region at an epoch (§6: a primary
+ *   acknowledges and serves reads only while the coordinator still holds its lease).
  */
 export type TraceEvent =
   | { kind: 'ack'; node: string; regionId: string; epoch: number; key: string }
@@ -41,7 +44,9 @@ export type TraceEvent =
   | { kind: 'segment-map'; backup: string; regionId: string; primarySegments: number[] }
   | { kind: 'index-received'; backup: string; regionId: string; epoch: number; primarySegments: number[] }
   | { kind: 'fenced'; node: string; regionId: string; epoch: number; regionKeys: number[] }
-  | { kind: 'placed'; node: string; regionKey: number };
+  | { kind: 'placed'; node: string; regionKey: number }
+  | { kind: 'lease'; node: string; leaseId: number; live: boolean }
+  | { kind: 'read'; node: string; regionId: string; epoch: number };
 
 let sink: ((event: TraceEvent) => void) | undefined;
 

@@ -16,10 +16,11 @@ import { EmbeddedCoordinator, type EmbeddedCoordinatorClient } from '../../coord
 import type { Coordinator, RegionConfig } from '../../coordination/types.js';
 import type { RegionSpec } from '../actors/controller.js';
 import { LeaseLostError, nodeMachine, whenStopped } from '../actors/node.js';
-import { NodeRuntime } from '../actors/node-runtime.js';
+import { NodeRuntime, validateLeaseBounds } from '../actors/node-runtime.js';
 import type { Role } from '../actors/work.js';
 import { assert } from '../assert.js';
 import { type Clock, SystemClock } from '../clock/index.js';
+import { NodeClock } from '../clock/node-clock.js';
 import { type Device, emptyIoStats, type IoStats } from '../engine/device.js';
 import { FileDevice } from '../engine/file-device.js';
 import { SimDevice } from '../engine/sim-device.js';
@@ -28,7 +29,7 @@ import { InvalidArgumentError, TalosError } from '../errors.js';
 import { MemoryFabric } from '../fabric/memory.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
-import { LocalClient, type LocalClientOptions } from './client.js';
+import { LocalClient, type LocalClientOptions, type RegionSession } from './client.js';
 import { type DeviceOp, IncarnationDevice } from './incarnation-device.js';
 import { byMinKey, hexRegionSpecs, validateRegionSpecs } from './regions.js';
 
@@ -64,7 +65,18 @@ export interface LocalClusterOptions {
    */
   skewLayouts?: boolean;
   leaseTtlMs?: number;
+  /** Each node's lease margin and the clock bounds it must cover (NodeRuntimeOptions; validated). */
+  leaseMarginMs?: number;
+  maxClockDrift?: number;
+  maxClockJumpMs?: number;
+  /** The cluster's (and coordinator's) clock: true time. */
   clock?: Clock;
+  /**
+   * Each node's own clock (default: `clock`): its runtime, actors and coordinator client (keepalives,
+   * lease validity) run on it. The simulator gives every node a NodeClock over the world clock, so
+   * clock drift, jumps and stalls can be injected (`setClockRate`, `jumpClock`, `stallNode`).
+   */
+  nodeClock?: (nodeId: string) => Clock;
   /** How long createLocalCluster waits for every region to be served (default 30 s). */
   readyTimeoutMs?: number;
   /** Process CPU clock in µs for per-role accounting (default process.cpuUsage). */
@@ -155,6 +167,8 @@ export class LocalCluster {
   /** Nodes the supervisor started again after they lost their lease (in order). */
   readonly restarts: string[] = [];
   private readonly restartListeners = new Set<(nodeId: string) => void>();
+  /** Stalled nodes → resolves when the stall ends (client requests to them wait for it). */
+  private readonly stallGates = new Map<string, Promise<void>>();
 
   constructor(
     private readonly options: Required<Pick<LocalClusterOptions, 'nodes' | 'replicas' | 'mode'>> &
@@ -162,6 +176,7 @@ export class LocalCluster {
   ) {
     this.mode = options.mode;
     this.leaseTtlMs = options.leaseTtlMs ?? 10_000;
+    validateLeaseBounds({ ...options, leaseTtlMs: this.leaseTtlMs });
     this.clock = options.clock ?? new SystemClock();
     this.fabric = new MemoryFabric({
       clock: this.clock,
@@ -222,7 +237,7 @@ export class LocalCluster {
     return new LocalClient(
       {
         regions: () => this.regionMap,
-        session: (nodeId, regionId) => this.session(nodeId, regionId),
+        session: (nodeId, regionId) => this.clientSession(nodeId, regionId),
         clock: this.clock,
       },
       options,
@@ -400,6 +415,82 @@ export class LocalCluster {
   }
 
   /**
+   * A thread stall of a node for `ms` (failure injection: a loaded disk blocking the event loop, a
+   * long GC). Nothing of the node runs meanwhile — its timers (keepalives included) are held on its
+   * clock, coordinator deliveries and calls wait, fabric messages to it, completions of its writes
+   * and new connections to it wait (one-sided writes into its memory still land: the NIC works),
+   * client requests to it wait — while true time and the other nodes run on. When the stall ends
+   * everything held runs late, in order, in a burst: its lease may have run out on the coordinator
+   * meanwhile, and only its checks at the moment of acting (PROTOCOL §6) stop it acting on it.
+   * Unlike `pauseNode` nothing is dropped or refused. Needs per-node clocks (`nodeClock`, a
+   * NodeClock); resolves when the stall ends.
+   */
+  async stallNode(nodeId: string, ms: number): Promise<void> {
+    const node = this.liveNode(nodeId);
+    const clock = this.nodeClockOf(nodeId);
+    if (this.stallGates.has(nodeId)) throw new InvalidArgumentError(`node ${nodeId} is already stalled`);
+    let endGate!: () => void;
+    this.stallGates.set(
+      nodeId,
+      new Promise<void>((resolve) => {
+        endGate = resolve;
+      }),
+    );
+    const coordinator = node.coordinator;
+    clock.hold(true);
+    this.fabric.hold(nodeId, true);
+    coordinator.faults.stall(true);
+    await new Promise<void>((resolve) => this.clock.setTimeout(resolve, ms));
+    clock.hold(false);
+    this.fabric.hold(nodeId, false);
+    coordinator.faults.stall(false);
+    this.stallGates.delete(nodeId);
+    endGate();
+  }
+
+  /** Clock drift on a node (failure injection): its clock runs at `rate` × true time from now on. */
+  setClockRate(nodeId: string, rate: number): void {
+    this.nodeClockOf(nodeId).setRate(rate);
+  }
+
+  /** A node's clock rate (1 without drift). */
+  clockRate(nodeId: string): number {
+    return this.nodeClockOf(nodeId).clockRate;
+  }
+
+  /**
+   * A clock jump on a node (failure injection): `ms > 0` moves its clock ahead at once, `ms < 0`
+   * makes it lose that much (it stands still for −ms; the Clock port never runs backwards).
+   */
+  jumpClock(nodeId: string, ms: number): void {
+    this.nodeClockOf(nodeId).jump(ms);
+  }
+
+  private nodeClockOf(nodeId: string): NodeClock {
+    if (!this.nodes.has(nodeId)) throw new InvalidArgumentError(`no node ${nodeId}`);
+    const clock = this.options.nodeClock?.(nodeId);
+    if (!(clock instanceof NodeClock))
+      throw new InvalidArgumentError('clock faults need per-node clocks (LocalClusterOptions.nodeClock: a NodeClock)');
+    return clock;
+  }
+
+  /** What a client calls on `nodeId`: the session, behind the node's stall while one lasts. */
+  private clientSession(nodeId: string, regionId: string): RegionSession | undefined {
+    const session = this.session(nodeId, regionId);
+    const gate = this.stallGates.get(nodeId);
+    if (session === undefined || gate === undefined) return session;
+    return {
+      get isServing() {
+        return session.isServing;
+      },
+      put: (key, value) => gate.then(() => session.put(key, value)),
+      delete: (key) => gate.then(() => session.delete(key)),
+      get: (key) => gate.then(() => session.get(key)),
+      scan: (options) => gate.then(() => session.scan(options)),
+    };
+  }
+
+  /**
    * A slow disk on a node (failure injection): for `forMs`, every persist its backup regions make
    * (seal, index segment, commit, levels install) first waits `delayMs` of clock time, so the
    * primaries' buffer-reuse waits and commits back up behind it. Resolves when the slowness ends.
@@ -511,14 +602,19 @@ export class LocalCluster {
   }
 
   private startNode(nodeId: string): void {
-    const coordinator = this.coordinator.client({ name: nodeId });
+    // The node's host clock (the same across its incarnations); the cluster's without nodeClock.
+    const clock = this.options.nodeClock?.(nodeId) ?? this.clock;
+    const coordinator = this.coordinator.client({ name: nodeId, clock });
     const runtime = new NodeRuntime({
       nodeId,
       fabric: this.fabric,
       fabricAddress: `mem://${nodeId}`,
       coordinator,
-      clock: this.clock,
+      clock,
       leaseTtlMs: this.leaseTtlMs,
+      ...(this.options.leaseMarginMs === undefined ? {} : { leaseMarginMs: this.options.leaseMarginMs }),
+      ...(this.options.maxClockDrift === undefined ? {} : { maxClockDrift: this.options.maxClockDrift }),
+      ...(this.options.maxClockJumpMs === undefined ? {} : { maxClockJumpMs: this.options.maxClockJumpMs }),
       mode: this.mode,
       logBufferCount: this.options.logBufferCount ?? 4,
       openStore: (regionId, role) => this.openStore(nodeId, regionId, role),
@@ -526,7 +622,7 @@ export class LocalCluster {
     });
     const actor = createActor(nodeMachine, {
       id: nodeId,
-      clock: this.clock,
+      clock,
       input: {
         runtime,
         layout: {
