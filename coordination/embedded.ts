@@ -112,9 +112,11 @@ export interface EmbeddedClientFaults {
    * A thread stall of the client's process (on) or its end (off): deliveries are held back as in
    * a partition, and calls wait until the stall ends before they reach the server (nothing is
    * refused: everything happens late). Keepalives stop only if the client's clock holds its timers
-   * too (NodeClock.hold).
+   * too (NodeClock.hold). With `sink`, every held delivery and every call made during the stall is
+   * handed to it instead (to run when the sink runs it: the node's stall queue, in arrival order
+   * with its other inputs), and the end of the stall has nothing left to release.
    */
-  stall(on: boolean): void;
+  stall(on: boolean, sink?: (run: () => void) => void): void;
   readonly stalled: boolean;
 }
 
@@ -270,6 +272,16 @@ class Server {
       this.outboxHead += 1;
       assert(ticket !== undefined, 'a delivery is taken from the outbox once');
       if (ticket.client.closed) continue;
+      const sink = ticket.client.stallSink;
+      if (sink !== undefined && !ticket.client.partitioned) {
+        // Runs when the stalled process gets to it; parked if it is cut off by then.
+        sink(() => {
+          if (ticket.client.closed) return;
+          if (ticket.client.partitioned) ticket.client.parked.push(ticket);
+          else ticket.run();
+        });
+        continue;
+      }
       if (ticket.client.partitioned || ticket.client.stalled) {
         ticket.client.parked.push(ticket);
         continue;
@@ -743,6 +755,8 @@ class Client implements EmbeddedCoordinatorClient {
   partitioned = false;
   keepalivesPaused = false;
   stalled = false;
+  /** Where held deliveries and calls go during a stall with a sink. */
+  stallSink: ((run: () => void) => void) | undefined;
   /** Resolves when the current stall ends (calls made during it wait for it). */
   private stallEnded: Promise<void> | undefined;
   private endStall: (() => void) | undefined;
@@ -776,9 +790,11 @@ class Client implements EmbeddedCoordinatorClient {
       loseNextReply(): void {
         client.loseReplyArmed = true;
       },
-      stall(on: boolean): void {
+      stall(on: boolean, sink?: (run: () => void) => void): void {
         if (on === client.stalled) return;
         client.stalled = on;
+        client.stallSink = on ? sink : undefined;
+        if (on && sink !== undefined) return;
         if (on) {
           client.stallEnded = new Promise<void>((resolve) => {
             client.endStall = resolve;
@@ -803,7 +819,10 @@ class Client implements EmbeddedCoordinatorClient {
   async call<T, R>(operation: string, apply: () => T, reply: (result: T) => R): Promise<Awaited<R>> {
     // A stalled process sends its request only when the stall ends (no await otherwise: a call
     // reaches the server synchronously, as before).
-    while (this.stallEnded !== undefined) await this.stallEnded;
+    // (With a sink, the request goes when the stalled process gets to it in its queue.)
+    const sink = this.stallSink;
+    if (sink !== undefined) await new Promise<void>((resolve) => sink(resolve));
+    else while (this.stallEnded !== undefined) await this.stallEnded;
     this.checkReachable(operation);
     const result = apply();
     if (this.loseReplyArmed) {

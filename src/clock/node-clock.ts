@@ -42,6 +42,8 @@ export class NodeClock implements Clock {
   private readonly timers = new Map<number, NodeTimer>();
   private holding = false;
   private readonly heldQueue: NodeTimer[] = [];
+  /** Where held timers go instead of heldQueue (a stall queue shared with the node's other inputs). */
+  private heldSink: ((run: () => void) => void) | undefined;
 
   constructor(
     private readonly world: ManualClock,
@@ -114,11 +116,15 @@ export class NodeClock implements Clock {
 
   /**
    * A thread stall: while held, timers that come due are kept (in the order they came due); on
-   * release they fire at once, in that order, after which timers run normally again.
+   * release they fire at once, in that order, after which timers run normally again. With `sink`,
+   * each timer that comes due while held is handed to it instead (to run whenever the sink runs
+   * it — a stall queue in arrival order with the node's other inputs), and the release has nothing
+   * left to fire.
    */
-  hold(on: boolean): void {
+  hold(on: boolean, sink?: (run: () => void) => void): void {
     if (on === this.holding) return;
     this.holding = on;
+    this.heldSink = on ? sink : undefined;
     if (on) return;
     const released = this.heldQueue.splice(0);
     for (const timer of released) {
@@ -159,7 +165,16 @@ export class NodeClock implements Clock {
     if (this.timers.get(timer.id) !== timer) return;
     if (this.holding) {
       timer.held = true;
-      this.heldQueue.push(timer);
+      const sink = this.heldSink;
+      if (sink === undefined) this.heldQueue.push(timer);
+      else {
+        sink(() => {
+          timer.held = false;
+          if (this.timers.get(timer.id) !== timer) return; // cleared while held
+          this.timers.delete(timer.id);
+          timer.callback();
+        });
+      }
       return;
     }
     this.timers.delete(timer.id);

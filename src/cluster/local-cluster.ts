@@ -167,8 +167,12 @@ export class LocalCluster {
   /** Nodes the supervisor started again after they lost their lease (in order). */
   readonly restarts: string[] = [];
   private readonly restartListeners = new Set<(nodeId: string) => void>();
-  /** Stalled nodes → resolves when the stall ends (client requests to them wait for it). */
-  private readonly stallGates = new Map<string, Promise<void>>();
+  /**
+   * Stalled nodes → their stall queue: everything that needed the node's thread meanwhile (timers
+   * come due, fabric messages and completions, coordinator deliveries and calls, client requests),
+   * in arrival order.
+   */
+  private readonly stalls = new Map<string, (() => void)[]>();
 
   constructor(
     private readonly options: Required<Pick<LocalClusterOptions, 'nodes' | 'replicas' | 'mode'>> &
@@ -419,33 +423,54 @@ export class LocalCluster {
    * long GC). Nothing of the node runs meanwhile — its timers (keepalives included) are held on its
    * clock, coordinator deliveries and calls wait, fabric messages to it, completions of its writes
    * and new connections to it wait (one-sided writes into its memory still land: the NIC works),
-   * client requests to it wait — while true time and the other nodes run on. When the stall ends
-   * everything held runs late, in order, in a burst: its lease may have run out on the coordinator
-   * meanwhile, and only its checks at the moment of acting (PROTOCOL §6) stop it acting on it.
-   * Unlike `pauseNode` nothing is dropped or refused. Needs per-node clocks (`nodeClock`, a
-   * NodeClock); resolves when the stall ends.
+   * client requests to it wait — while true time and the other nodes run on. All of it goes into
+   * one queue in arrival order, and when the stall ends the node works through it late, in a
+   * burst: one item per scheduler step (the simulator's fabric steps, so what each item sets off
+   * runs before the next, as an event loop would), arrivals during the burst joining the queue's
+   * end, until it is empty. A client request that arrived before the coordinator ended the lease
+   * is therefore handled before the node hears of that end: only its checks at the moment of
+   * acting (PROTOCOL §6), on its own clock, stop it acting on a lease that is gone. Unlike
+   * `pauseNode` nothing is dropped or refused. Needs per-node clocks (`nodeClock`, a NodeClock);
+   * resolves when the queue is worked off.
    */
   async stallNode(nodeId: string, ms: number): Promise<void> {
     const node = this.liveNode(nodeId);
     const clock = this.nodeClockOf(nodeId);
-    if (this.stallGates.has(nodeId)) throw new InvalidArgumentError(`node ${nodeId} is already stalled`);
-    let endGate!: () => void;
-    this.stallGates.set(
-      nodeId,
-      new Promise<void>((resolve) => {
-        endGate = resolve;
-      }),
-    );
+    if (this.stalls.has(nodeId)) throw new InvalidArgumentError(`node ${nodeId} is already stalled`);
+    const queue: (() => void)[] = [];
+    const sink = (run: () => void): void => {
+      queue.push(run);
+    };
+    this.stalls.set(nodeId, queue);
     const coordinator = node.coordinator;
-    clock.hold(true);
-    this.fabric.hold(nodeId, true);
-    coordinator.faults.stall(true);
+    clock.hold(true, sink);
+    this.fabric.hold(nodeId, true, sink);
+    coordinator.faults.stall(true, sink);
     await new Promise<void>((resolve) => this.clock.setTimeout(resolve, ms));
-    clock.hold(false);
-    this.fabric.hold(nodeId, false);
-    coordinator.faults.stall(false);
-    this.stallGates.delete(nodeId);
-    endGate();
+    const schedule = this.options.fabricScheduler ?? ((step: () => void) => setImmediate(step));
+    await new Promise<void>((done) => {
+      const next = (): void => {
+        const run = queue.shift();
+        if (run === undefined) {
+          clock.hold(false);
+          this.fabric.hold(nodeId, false);
+          coordinator.faults.stall(false);
+          this.stalls.delete(nodeId);
+          done();
+          return;
+        }
+        try {
+          run();
+        } catch (err) {
+          // A throwing handler is the handler's bug: surface it without stopping the burst.
+          queueMicrotask(() => {
+            throw err;
+          });
+        }
+        schedule(next);
+      };
+      schedule(next);
+    });
   }
 
   /** Clock drift on a node (failure injection): its clock runs at `rate` × true time from now on. */
@@ -477,16 +502,18 @@ export class LocalCluster {
   /** What a client calls on `nodeId`: the session, behind the node's stall while one lasts. */
   private clientSession(nodeId: string, regionId: string): RegionSession | undefined {
     const session = this.session(nodeId, regionId);
-    const gate = this.stallGates.get(nodeId);
-    if (session === undefined || gate === undefined) return session;
+    const queue = this.stalls.get(nodeId);
+    if (session === undefined || queue === undefined) return session;
+    // Handled when the node gets to it in its stall queue.
+    const turn = (): Promise<void> => new Promise<void>((resolve) => queue.push(resolve));
     return {
       get isServing() {
         return session.isServing;
       },
-      put: (key, value) => gate.then(() => session.put(key, value)),
-      delete: (key) => gate.then(() => session.delete(key)),
-      get: (key) => gate.then(() => session.get(key)),
-      scan: (options) => gate.then(() => session.scan(options)),
+      put: (key, value) => turn().then(() => session.put(key, value)),
+      delete: (key) => turn().then(() => session.delete(key)),
+      get: (key) => turn().then(() => session.get(key)),
+      scan: (options) => turn().then(() => session.scan(options)),
     };
   }
 

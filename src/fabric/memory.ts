@@ -174,8 +174,8 @@ export class MemoryFabric implements Fabric {
   private readonly endpoints = new Set<MemoryEndpoint>();
   private readonly connectionWatchers = new Set<(connection: Connection) => void>();
   private readonly partitioned = new Set<string>();
-  /** Held (stalled) nodes → what waits for their CPU, in arrival order. */
-  private readonly heldNodes = new Map<string, (() => void)[]>();
+  /** Held (stalled) nodes → where what waits for their CPU goes, in arrival order. */
+  private readonly heldNodes = new Map<string, { queue: (() => void)[]; sink: (run: () => void) => void }>();
   private readonly scheduler: (step: () => void) => void;
   private readonly clock: Clock | undefined;
   private regionKeySeq = 0;
@@ -293,22 +293,29 @@ export class MemoryFabric implements Fabric {
     }
   }
 
-  /** A stalled node (see the header): on holds what needs its CPU, off hands it over in order. */
-  hold(nodeId: string, on = true): void {
+  /**
+   * A stalled node (see the header): on holds what needs its CPU, off hands it over in order. With
+   * `sink`, each held delivery goes to it instead (the node's stall queue, shared with its other
+   * inputs, run by the caller in arrival order) and off has nothing left to hand over.
+   */
+  hold(nodeId: string, on = true, sink?: (run: () => void) => void): void {
     if (on) {
-      if (!this.heldNodes.has(nodeId)) this.heldNodes.set(nodeId, []);
+      if (!this.heldNodes.has(nodeId)) {
+        const queue: (() => void)[] = [];
+        this.heldNodes.set(nodeId, { queue, sink: sink ?? ((run) => queue.push(run)) });
+      }
       return;
     }
-    const queued = this.heldNodes.get(nodeId);
+    const held = this.heldNodes.get(nodeId);
     this.heldNodes.delete(nodeId);
-    for (const run of queued ?? []) run();
+    for (const run of held?.queue ?? []) run();
   }
 
-  /** Queues `run` for `nodeId`'s release if it is held; false (run it now) otherwise. */
+  /** Hands `run` to `nodeId`'s hold if it is held; false (run it now) otherwise. */
   deferFor(nodeId: string, run: () => void): boolean {
-    const queued = this.heldNodes.get(nodeId);
-    if (queued === undefined) return false;
-    queued.push(run);
+    const held = this.heldNodes.get(nodeId);
+    if (held === undefined) return false;
+    held.sink(run);
     return true;
   }
 
