@@ -43,13 +43,13 @@
  */
 import { assert } from '../src/assert.js';
 import type { Clock, TimerHandle } from '../src/clock/index.js';
-import { trace } from '../src/trace.js';
 import {
   CoordinatorUnavailableError,
   InvalidArgumentError,
   InvalidConfigurationError,
   LeaseExpiredError,
 } from '../src/errors.js';
+import { trace } from '../src/trace.js';
 import type {
   BackupProgress,
   CasResult,

@@ -19,7 +19,6 @@ import type {
   SuspectReport,
 } from '../../coordination/types.js';
 import type { Clock } from '../clock/index.js';
-import { mutant } from '../mutants.js';
 import type { PromotionReport, Store } from '../engine/store.js';
 import {
   InvalidArgumentError,
@@ -29,6 +28,7 @@ import {
   UnreachableError,
 } from '../errors.js';
 import type { Connection, Fabric, Listener } from '../fabric/types.js';
+import { mutant } from '../mutants.js';
 import { BackupRegion, ModeMismatchError } from '../replication/backup-region.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';

@@ -495,7 +495,9 @@ export class LocalCluster {
     if (!this.nodes.has(nodeId)) throw new InvalidArgumentError(`no node ${nodeId}`);
     const clock = this.options.nodeClock?.(nodeId);
     if (!(clock instanceof NodeClock))
-      throw new InvalidArgumentError('clock faults need per-node clocks (LocalClusterOptions.nodeClock: a NodeClock)');
+      throw new InvalidArgumentError(
+        'clock faults need per-node clocks (LocalClusterOptions.nodeClock: a NodeClock)',
+      );
     return clock;
   }
 

@@ -30,12 +30,12 @@
  */
 import type { RegionConfig } from '../../coordination/types.js';
 import type { LocalCluster } from '../cluster/local-cluster.js';
+import { createPrng } from '../engine/prng.js';
 import { InvalidArgumentError, OutcomeUnknownError } from '../errors.js';
 import { type Mutant, setMutant } from '../mutants.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { setTraceSink } from '../trace.js';
 import { TraceChecker } from './events.js';
-import { createPrng } from '../engine/prng.js';
 import {
   CLOCK_DRIFT_BOUND,
   CLOCK_JUMP_BOUND_MS,
@@ -200,7 +200,8 @@ async function runScheduleWith(options: ScheduleOptions, trace: TraceChecker): P
     // faults move a clock anywhere within it for a while). From a PRNG of its own, so the
     // workload and the plan a seed draws stay what they were.
     const rates = createPrng((seed ^ 0x0c10c4) >>> 0);
-    for (const nodeId of nodeIds) c.setClockRate(nodeId, 1 + (rates.int(0, 1) === 0 ? -1 : 1) * CLOCK_DRIFT_BOUND);
+    for (const nodeId of nodeIds)
+      c.setClockRate(nodeId, 1 + (rates.int(0, 1) === 0 ? -1 : 1) * CLOCK_DRIFT_BOUND);
   }
   const keyOf = (): string => {
     // Skewed: key 0 about half the time, then fewer and fewer; spread over the three regions.

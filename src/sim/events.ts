@@ -131,7 +131,12 @@ export class TraceChecker {
     return this.count;
   }
 
-  private leaseHeld(node: string, what: string, event: { regionId: string; epoch: number }, at: string): void {
+  private leaseHeld(
+    node: string,
+    what: string,
+    event: { regionId: string; epoch: number },
+    at: string,
+  ): void {
     const live = this.leases.get(node);
     if (live === undefined || live.size > 0) return;
     this.add(

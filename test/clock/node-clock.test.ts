@@ -6,7 +6,12 @@
 import { ManualClock } from '../../src/clock/index.js';
 import { NodeClock } from '../../src/clock/node-clock.js';
 
-function setup(): { world: ManualClock; clock: NodeClock; fired: string[]; at: (name: string) => () => void } {
+function setup(): {
+  world: ManualClock;
+  clock: NodeClock;
+  fired: string[];
+  at: (name: string) => () => void;
+} {
   const world = new ManualClock(1000);
   const clock = new NodeClock(world, 'n1');
   const fired: string[] = [];

@@ -10,11 +10,11 @@
  */
 import * as fc from 'fast-check';
 import { InvalidArgumentError } from '../../src/errors.js';
-import { type Mutant, MUTANTS } from '../../src/mutants.js';
+import { MUTANTS, type Mutant } from '../../src/mutants.js';
 import { FAULT_KINDS, runSchedule, type ScheduleOptions } from '../../src/sim/check.js';
-import { SimWorld } from '../../src/sim/world.js';
 import { REGRESSIONS } from '../../src/sim/regressions.js';
 import { planArbitrary, shrinkFailure } from '../../src/sim/shrink.js';
+import { SimWorld } from '../../src/sim/world.js';
 import { propertyParams } from '../support/property.js';
 
 jest.setTimeout(900_000);
@@ -131,7 +131,9 @@ test('a stall just past the lease on a slow clock: fenced with the margin, actin
     expect(lines.some((l) => /supervisor restarts n1 \(lease lost\)/.test(l))).toBe(true);
     const mutated = await runSchedule({ seed, clockDrift: true, plan, mutant: 'no-lease-margin' });
     expect(mutated.violations[0]).toContain(`leases: event`);
-    expect(mutated.violations[0]).toContain(`n1 ${what} (epoch 1) after its lease ended on the coordinator (at 295 ms)`);
+    expect(mutated.violations[0]).toContain(
+      `n1 ${what} (epoch 1) after its lease ended on the coordinator (at 295 ms)`,
+    );
   }
 });
 
