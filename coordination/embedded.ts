@@ -11,13 +11,16 @@
  *
  * Leases. `join` grants a lease of `leaseTtlMs` on the injected clock and puts the member's key under
  * it (a second join of the same nodeId re-attaches the key to the newer lease, like an etcd put).
- * The joining client sends a keepalive every ⌊leaseTtlMs/3⌋ ms; the server acknowledges it
- * synchronously and the membership records the clock time it was sent. The server drops the lease
- * when the clock reaches last keepalive + TTL: the member key goes (watchers see `leave`), its
+ * The joining client sends a keepalive every ⌊leaseTtlMs/3⌋ ms of its own clock (the client's
+ * `clock` option; the server's by default); the server acknowledges it synchronously and the
+ * membership records the client clock's reading when it was sent. The server drops the lease when
+ * the server's clock reaches last keepalive + TTL: the member key goes (watchers see `leave`), its
  * election key goes (the next candidate leads), and the holder's `onLost` handlers run once — a
  * voluntary `leave()` is not a loss. The holder must not wait for that event (DESIGN §8): it fences
- * itself at `validUntilMs(margin) = lastKeepaliveSentAtMs + leaseTtlMs − margin`, which is never later
- * than the server's expiry because a keepalive is sent no later than the server sees it.
+ * itself at `validUntilMs(margin) = lastKeepaliveSentAtMs + leaseTtlMs − margin` on its own clock.
+ * With one clock that is never later than the server's expiry, because a keepalive is sent no later
+ * than the server sees it; with a client clock that runs slow or loses time, the margin must cover
+ * what it can lose over a TTL (NodeRuntime's lease bounds, docs/failure-model.md).
  *
  * Election. etcd's election recipe: each campaign puts a key under the candidate's lease; the
  * candidate whose key is oldest leads, so candidates are served first come, first served.
@@ -33,7 +36,8 @@
  * Faults (`client.faults`): `partition(on)` makes every call reject with CoordinatorUnavailableError,
  * holds back deliveries and fails keepalives (so the lease runs out server-side if the partition
  * outlasts the TTL, and the node learns it only from `validUntilMs` until it heals);
- * `pauseKeepalives(on)` models a stopped process; `loseNextReply()` applies the next call but rejects
+ * `pauseKeepalives(on)` models a stopped process; `stall(on)` a stalled one (deliveries held, calls
+ * delayed until it ends — late, never refused); `loseNextReply()` applies the next call but rejects
  * it with CoordinatorUnavailableError, so callers' read-back logic can be exercised (DESIGN §8). On the
  * server, `expireLease` ends a lease at once (an operator revoke, or a shortcut for the simulator).
  */
@@ -45,6 +49,7 @@ import {
   InvalidConfigurationError,
   LeaseExpiredError,
 } from '../src/errors.js';
+import { trace } from '../src/trace.js';
 import type {
   BackupProgress,
   CasResult,
@@ -80,6 +85,13 @@ export interface EmbeddedCoordinatorOptions {
 export interface EmbeddedClientOptions {
   /** Shown in error messages; default `client-<n>`. */
   name?: string;
+  /**
+   * The client process's own clock (default: the server's). Its keepalives are timed on it and
+   * their send times, hence `lastKeepaliveSentAtMs` and `validUntilMs`, are its readings: a node
+   * fences itself on its own clock while the server expires leases on the server's (the simulator's
+   * per-node clocks, docs/failure-model.md).
+   */
+  clock?: Clock;
 }
 
 /** Fault injection for one client (tests, simulator). */
@@ -96,6 +108,16 @@ export interface EmbeddedClientFaults {
   readonly keepalivesPaused: boolean;
   /** The next call is applied on the server but rejects with CoordinatorUnavailableError. */
   loseNextReply(): void;
+  /**
+   * A thread stall of the client's process (on) or its end (off): deliveries are held back as in
+   * a partition, and calls wait until the stall ends before they reach the server (nothing is
+   * refused: everything happens late). Keepalives stop only if the client's clock holds its timers
+   * too (NodeClock.hold). With `sink`, every held delivery and every call made during the stall is
+   * handed to it instead (to run when the sink runs it: the node's stall queue, in arrival order
+   * with its other inputs), and the end of the stall has nothing left to release.
+   */
+  stall(on: boolean, sink?: (run: () => void) => void): void;
+  readonly stalled: boolean;
 }
 
 /** One node's or process's connection to an EmbeddedCoordinator. */
@@ -250,7 +272,17 @@ class Server {
       this.outboxHead += 1;
       assert(ticket !== undefined, 'a delivery is taken from the outbox once');
       if (ticket.client.closed) continue;
-      if (ticket.client.partitioned) {
+      const sink = ticket.client.stallSink;
+      if (sink !== undefined && !ticket.client.partitioned) {
+        // Runs when the stalled process gets to it; parked if it is cut off by then.
+        sink(() => {
+          if (ticket.client.closed) return;
+          if (ticket.client.partitioned) ticket.client.parked.push(ticket);
+          else ticket.run();
+        });
+        continue;
+      }
+      if (ticket.client.partitioned || ticket.client.stalled) {
         ticket.client.parked.push(ticket);
         continue;
       }
@@ -339,6 +371,7 @@ class Server {
       notifyLost: () => {},
     };
     this.leases.set(lease.leaseId, lease);
+    trace(() => ({ kind: 'lease', node: member.nodeId, leaseId: lease.leaseId, live: true }));
     this.armLeaseTimer(lease);
     const { joinedRevision: _ignored, ...given } = member;
     lease.joinedRevision = this.bump();
@@ -381,6 +414,7 @@ class Server {
   endLease(lease: LeaseRecord, reason: LeaseEndReason): void {
     assert(this.leases.get(lease.leaseId) === lease, () => `lease ${lease.leaseId} ends once`);
     this.leases.delete(lease.leaseId);
+    trace(() => ({ kind: 'lease', node: lease.nodeId, leaseId: lease.leaseId, live: false }));
     if (lease.timer !== undefined) this.clock.clearTimeout(lease.timer);
     lease.timer = undefined;
     // Every key attached to the lease goes in one revision (none when nothing was attached).
@@ -633,7 +667,7 @@ class EmbeddedMembership implements Membership {
     this.stopKeepalives();
     if (this.revokeConfirmed || this.lost) return;
     this.left = true;
-    this.endedAtMs ??= this.server.clock.now();
+    this.endedAtMs ??= this.client.clock.now();
     await this.client.call(
       'leave',
       () => this.server.revokeLease(this.leaseId),
@@ -647,7 +681,7 @@ class EmbeddedMembership implements Membership {
   markLost(): void {
     if (this.lost || this.left) return;
     this.lost = true;
-    this.endedAtMs = this.server.clock.now();
+    this.endedAtMs = this.client.clock.now();
     this.stopKeepalives();
     const handlers = this.lostHandlers;
     this.lostHandlers = [];
@@ -661,19 +695,19 @@ class EmbeddedMembership implements Membership {
 
   stopKeepalives(): void {
     this.keepalivesStopped = true;
-    if (this.keepaliveTimer !== undefined) this.server.clock.clearTimeout(this.keepaliveTimer);
+    if (this.keepaliveTimer !== undefined) this.client.clock.clearTimeout(this.keepaliveTimer);
     this.keepaliveTimer = undefined;
   }
 
   private scheduleKeepalive(): void {
-    this.keepaliveTimer = this.server.clock.setTimeout(() => this.keepaliveTick(), this.keepaliveIntervalMs);
+    this.keepaliveTimer = this.client.clock.setTimeout(() => this.keepaliveTick(), this.keepaliveIntervalMs);
   }
 
   private keepaliveTick(): void {
     this.keepaliveTimer = undefined;
     if (this.keepalivesStopped) return;
     if (!this.client.partitioned && !this.client.keepalivesPaused) {
-      const sentAtMs = this.server.clock.now();
+      const sentAtMs = this.client.clock.now();
       if (!this.server.keepAlive(this.leaseId)) {
         // The lease is gone; the server's lost notification is already on its way.
         this.stopKeepalives();
@@ -720,6 +754,12 @@ class Client implements EmbeddedCoordinatorClient {
   closed = false;
   partitioned = false;
   keepalivesPaused = false;
+  stalled = false;
+  /** Where held deliveries and calls go during a stall with a sink. */
+  stallSink: ((run: () => void) => void) | undefined;
+  /** Resolves when the current stall ends (calls made during it wait for it). */
+  private stallEnded: Promise<void> | undefined;
+  private endStall: (() => void) | undefined;
   /** Deliveries held back while partitioned, in order. */
   parked: Ticket[] = [];
   private loseReplyArmed = false;
@@ -730,12 +770,13 @@ class Client implements EmbeddedCoordinatorClient {
   constructor(
     readonly server: Server,
     readonly name: string,
+    readonly clock: Clock,
   ) {
     const client = this;
     this.faults = {
       partition(on: boolean): void {
         client.partitioned = on;
-        if (!on) client.server.release(client);
+        if (!on && !client.stalled) client.server.release(client);
       },
       get partitioned(): boolean {
         return client.partitioned;
@@ -749,6 +790,25 @@ class Client implements EmbeddedCoordinatorClient {
       loseNextReply(): void {
         client.loseReplyArmed = true;
       },
+      stall(on: boolean, sink?: (run: () => void) => void): void {
+        if (on === client.stalled) return;
+        client.stalled = on;
+        client.stallSink = on ? sink : undefined;
+        if (on && sink !== undefined) return;
+        if (on) {
+          client.stallEnded = new Promise<void>((resolve) => {
+            client.endStall = resolve;
+          });
+          return;
+        }
+        client.endStall?.();
+        client.endStall = undefined;
+        client.stallEnded = undefined;
+        if (!client.partitioned) client.server.release(client);
+      },
+      get stalled(): boolean {
+        return client.stalled;
+      },
     };
   }
 
@@ -757,6 +817,12 @@ class Client implements EmbeddedCoordinatorClient {
    * with its result unless the reply is lost. Rejects when closed or partitioned without applying.
    */
   async call<T, R>(operation: string, apply: () => T, reply: (result: T) => R): Promise<Awaited<R>> {
+    // A stalled process sends its request only when the stall ends (no await otherwise: a call
+    // reaches the server synchronously, as before).
+    // (With a sink, the request goes when the stalled process gets to it in its queue.)
+    const sink = this.stallSink;
+    if (sink !== undefined) await new Promise<void>((resolve) => sink(resolve));
+    else while (this.stallEnded !== undefined) await this.stallEnded;
     this.checkReachable(operation);
     const result = apply();
     if (this.loseReplyArmed) {
@@ -804,7 +870,7 @@ class Client implements EmbeddedCoordinatorClient {
         if (!Number.isSafeInteger(leaseTtlMs) || leaseTtlMs <= 0) {
           throw new InvalidArgumentError(`leaseTtlMs must be a positive integer, got ${leaseTtlMs}`);
         }
-        const grantedAtMs = this.server.clock.now();
+        const grantedAtMs = this.clock.now();
         const lease = this.server.grantLease(this, member, leaseTtlMs);
         const membership = new EmbeddedMembership(this, this.server, lease, grantedAtMs);
         lease.notifyLost = () => membership.markLost();
@@ -987,7 +1053,7 @@ export class EmbeddedCoordinator {
     if (options.name !== undefined && !nonEmptyString(options.name)) {
       throw new InvalidArgumentError('client name must be a non-empty string');
     }
-    return new Client(this.server, this.server.clientName(options.name));
+    return new Client(this.server, this.server.clientName(options.name), options.clock ?? this.clock);
   }
 
   /** The store revision: the number of writes so far. */

@@ -13,6 +13,9 @@
  * - `failed-after-append`: the primary reports every fourth write as a definite failure
  *   (StoreClosedError) although its commit gate resolved — the record is on every backup — as a
  *   store closed under in-flight groups once did (PrimarySession.replicated).
+ * - `no-lease-margin`: a node's self-fencing deadline is computed without the clock safety margin
+ *   (NodeRuntime.leaseValid), so a node whose clock runs slow or lost time still believes in a
+ *   lease the coordinator already ended.
  */
 export const MUTANTS = [
   'ack-before-replicate',
@@ -21,6 +24,7 @@ export const MUTANTS = [
   'stale-map',
   'early-buffer-reuse',
   'failed-after-append',
+  'no-lease-margin',
 ] as const;
 export type Mutant = (typeof MUTANTS)[number];
 

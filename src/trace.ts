@@ -19,6 +19,9 @@
  *   backup's promotion, a primary's rebase or re-sync of a backup, a backup's install of shipped
  *   levels, a new epoch starting to serve. The simulator strikes faults on these (`Fault.during`),
  *   so that faults land inside recovery, not only between recoveries.
+ * - `lease`: the coordinator granted (`live`) or ended a node's lease, on its own (true) clock;
+ *   `read`: a primary answered a read (get or scan) of a region at an epoch (§6: a primary
+ *   acknowledges and serves reads only while the coordinator still holds its lease).
  */
 export const PHASES = ['promotion', 'rebase', 'resync', 'level-install', 'serve'] as const;
 export type Phase = (typeof PHASES)[number];
@@ -49,7 +52,9 @@ export type TraceEvent =
   | { kind: 'index-received'; backup: string; regionId: string; epoch: number; primarySegments: number[] }
   | { kind: 'fenced'; node: string; regionId: string; epoch: number; regionKeys: number[] }
   | { kind: 'placed'; node: string; regionKey: number }
-  | { kind: 'phase'; phase: Phase; node: string; peer?: string; regionId: string };
+  | { kind: 'phase'; phase: Phase; node: string; peer?: string; regionId: string }
+  | { kind: 'lease'; node: string; leaseId: number; live: boolean }
+  | { kind: 'read'; node: string; regionId: string; epoch: number };
 
 let sink: ((event: TraceEvent) => void) | undefined;
 

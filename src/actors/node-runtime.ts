@@ -20,8 +20,15 @@ import type {
 } from '../../coordination/types.js';
 import type { Clock } from '../clock/index.js';
 import type { PromotionReport, Store } from '../engine/store.js';
-import { StaleEpochError, TalosError, UnknownRegionError, UnreachableError } from '../errors.js';
+import {
+  InvalidArgumentError,
+  StaleEpochError,
+  TalosError,
+  UnknownRegionError,
+  UnreachableError,
+} from '../errors.js';
 import type { Connection, Fabric, Listener } from '../fabric/types.js';
+import { mutant } from '../mutants.js';
 import { BackupRegion, ModeMismatchError } from '../replication/backup-region.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
@@ -40,8 +47,19 @@ export interface NodeRuntimeOptions {
   coordinator: Coordinator;
   clock: Clock;
   leaseTtlMs: number;
-  /** Safety margin for clock drift subtracted from the lease (default: a fifth of the TTL). */
+  /**
+   * Safety margin subtracted from the lease on this node's clock (default: a fifth of the TTL). It
+   * must cover what the clock can lose against the coordinator's over one TTL: at least
+   * `maxClockDrift · leaseTtlMs + maxClockJumpMs` (validateLeaseBounds), or InvalidArgumentError.
+   */
   leaseMarginMs?: number;
+  /**
+   * The assumed bound on this node's clock rate against the coordinator's, as a fraction: it runs
+   * between 1 − ρ and 1 + ρ times as fast (default 0.1).
+   */
+  maxClockDrift?: number;
+  /** The assumed bound on time the clock loses (stands still, steps back) within one TTL (default 0). */
+  maxClockJumpMs?: number;
   mode: ReplicationMode;
   logBufferCount: number;
   /** Opens (or recovers) this node's store of a region in a role. */
@@ -104,7 +122,7 @@ export class NodeRuntime implements PrimaryPorts {
 
   constructor(readonly options: NodeRuntimeOptions) {
     this.nodeId = options.nodeId;
-    this.leaseMarginMs = options.leaseMarginMs ?? Math.max(1, Math.floor(options.leaseTtlMs / 5));
+    this.leaseMarginMs = validateLeaseBounds(options);
     this.mode = options.mode;
     this.logBufferCount = options.logBufferCount;
     const cpuMicros = options.cpuMicros;
@@ -199,13 +217,16 @@ export class NodeRuntime implements PrimaryPorts {
 
   /**
    * Self-fencing (PROTOCOL §6): the lease is valid until the last acknowledged keepalive's send
-   * time + TTL − margin — never later than the coordinator's own expiry — whatever the client
-   * library has or has not noticed yet (DESIGN §8).
+   * time + TTL − margin, all on this node's clock — whatever the client library has or has not
+   * noticed yet (DESIGN §8). With the clock within its bounds (validateLeaseBounds) that is never
+   * later than the coordinator's own expiry. Called at the moment of acting (each acknowledgement,
+   * each read's answer), never cached: a node stalled between a check and its act checks again.
    */
   readonly leaseValid = (): boolean => {
     const membership = this.membership;
     if (membership === undefined || this.stopped) return false;
-    return this.options.clock.now() < membership.validUntilMs(this.leaseMarginMs);
+    const margin = mutant('no-lease-margin') ? 0 : this.leaseMarginMs;
+    return this.options.clock.now() < membership.validUntilMs(margin);
   };
 
   // ---- router ----
@@ -455,4 +476,41 @@ export class NodeRuntime implements PrimaryPorts {
       this.retiredFabricBytes.sent += s.bytesSent;
     });
   }
+}
+
+/**
+ * The lease margin a node needs, checked against the clock bounds it is configured with; returns
+ * the margin (default: a fifth of the TTL).
+ *
+ * Why `margin ≥ ρ · TTL + J` (docs/failure-model.md, "Clocks"): the node reads c_s on its clock,
+ * then sends a keepalive, which the coordinator receives at true time t_r ≥ t_s and extends the
+ * lease to t_r + TTL ≥ t_s + TTL. The node acts at true time t only while c(t) < c_s + TTL − m.
+ * Its clock runs at least (1 − ρ) as fast as true time and loses at most J ms within a TTL, so
+ * c(t) − c_s ≥ (1 − ρ)(t − t_s) − J, and acting implies t − t_s < (TTL − m + J) / (1 − ρ). That is
+ * at most TTL — the coordinator still holds the lease — exactly when m ≥ ρ · TTL + J. A clock that
+ * runs fast or jumps ahead only makes the node fence itself early (a liveness cost, never unsafe).
+ */
+export function validateLeaseBounds(options: {
+  leaseTtlMs: number;
+  leaseMarginMs?: number | undefined;
+  maxClockDrift?: number | undefined;
+  maxClockJumpMs?: number | undefined;
+}): number {
+  const ttl = options.leaseTtlMs;
+  const margin = options.leaseMarginMs ?? Math.max(1, Math.floor(ttl / 5));
+  const drift = options.maxClockDrift ?? 0.1;
+  const jump = options.maxClockJumpMs ?? 0;
+  if (!Number.isFinite(drift) || drift < 0 || drift >= 1)
+    throw new InvalidArgumentError(`maxClockDrift: a fraction in [0, 1), not ${drift}`);
+  if (!Number.isFinite(jump) || jump < 0)
+    throw new InvalidArgumentError(`maxClockJumpMs: a finite number ≥ 0, not ${jump}`);
+  if (!Number.isFinite(margin) || margin < 0 || margin >= ttl)
+    throw new InvalidArgumentError(`leaseMarginMs: in [0, leaseTtlMs = ${ttl}), not ${margin}`);
+  const needed = drift * ttl + jump;
+  if (margin < needed) {
+    throw new InvalidArgumentError(
+      `leaseMarginMs ${margin} does not cover the clock bounds: a clock ${drift * 100} % slow loses ${drift * ttl} ms over the ${ttl} ms lease, plus ${jump} ms of jumps, so the margin must be at least ${needed} ms`,
+    );
+  }
+  return margin;
 }

@@ -16,10 +16,11 @@ import { EmbeddedCoordinator, type EmbeddedCoordinatorClient } from '../../coord
 import type { Coordinator, RegionConfig } from '../../coordination/types.js';
 import type { RegionSpec } from '../actors/controller.js';
 import { LeaseLostError, nodeMachine, whenStopped } from '../actors/node.js';
-import { NodeRuntime } from '../actors/node-runtime.js';
+import { NodeRuntime, validateLeaseBounds } from '../actors/node-runtime.js';
 import type { Role } from '../actors/work.js';
 import { assert } from '../assert.js';
 import { type Clock, SystemClock } from '../clock/index.js';
+import { NodeClock } from '../clock/node-clock.js';
 import { type Device, emptyIoStats, type IoStats } from '../engine/device.js';
 import { FileDevice } from '../engine/file-device.js';
 import { SimDevice } from '../engine/sim-device.js';
@@ -28,7 +29,7 @@ import { InvalidArgumentError, TalosError } from '../errors.js';
 import { MemoryFabric } from '../fabric/memory.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
-import { LocalClient, type LocalClientOptions } from './client.js';
+import { LocalClient, type LocalClientOptions, type RegionSession } from './client.js';
 import { type DeviceOp, IncarnationDevice } from './incarnation-device.js';
 import { byMinKey, hexRegionSpecs, validateRegionSpecs } from './regions.js';
 
@@ -64,7 +65,18 @@ export interface LocalClusterOptions {
    */
   skewLayouts?: boolean;
   leaseTtlMs?: number;
+  /** Each node's lease margin and the clock bounds it must cover (NodeRuntimeOptions; validated). */
+  leaseMarginMs?: number;
+  maxClockDrift?: number;
+  maxClockJumpMs?: number;
+  /** The cluster's (and coordinator's) clock: true time. */
   clock?: Clock;
+  /**
+   * Each node's own clock (default: `clock`): its runtime, actors and coordinator client (keepalives,
+   * lease validity) run on it. The simulator gives every node a NodeClock over the world clock, so
+   * clock drift, jumps and stalls can be injected (`setClockRate`, `jumpClock`, `stallNode`).
+   */
+  nodeClock?: (nodeId: string) => Clock;
   /** How long createLocalCluster waits for every region to be served (default 30 s). */
   readyTimeoutMs?: number;
   /** Process CPU clock in µs for per-role accounting (default process.cpuUsage). */
@@ -155,6 +167,12 @@ export class LocalCluster {
   /** Nodes the supervisor started again after they lost their lease (in order). */
   readonly restarts: string[] = [];
   private readonly restartListeners = new Set<(nodeId: string) => void>();
+  /**
+   * Stalled nodes → their stall queue: everything that needed the node's thread meanwhile (timers
+   * come due, fabric messages and completions, coordinator deliveries and calls, client requests),
+   * in arrival order.
+   */
+  private readonly stalls = new Map<string, (() => void)[]>();
 
   constructor(
     private readonly options: Required<Pick<LocalClusterOptions, 'nodes' | 'replicas' | 'mode'>> &
@@ -162,6 +180,7 @@ export class LocalCluster {
   ) {
     this.mode = options.mode;
     this.leaseTtlMs = options.leaseTtlMs ?? 10_000;
+    validateLeaseBounds({ ...options, leaseTtlMs: this.leaseTtlMs });
     this.clock = options.clock ?? new SystemClock();
     this.fabric = new MemoryFabric({
       clock: this.clock,
@@ -222,7 +241,7 @@ export class LocalCluster {
     return new LocalClient(
       {
         regions: () => this.regionMap,
-        session: (nodeId, regionId) => this.session(nodeId, regionId),
+        session: (nodeId, regionId) => this.clientSession(nodeId, regionId),
         clock: this.clock,
       },
       options,
@@ -400,6 +419,107 @@ export class LocalCluster {
   }
 
   /**
+   * A thread stall of a node for `ms` (failure injection: a loaded disk blocking the event loop, a
+   * long GC). Nothing of the node runs meanwhile — its timers (keepalives included) are held on its
+   * clock, coordinator deliveries and calls wait, fabric messages to it, completions of its writes
+   * and new connections to it wait (one-sided writes into its memory still land: the NIC works),
+   * client requests to it wait — while true time and the other nodes run on. All of it goes into
+   * one queue in arrival order, and when the stall ends the node works through it late, in a
+   * burst: one item per scheduler step (the simulator's fabric steps, so what each item sets off
+   * runs before the next, as an event loop would), arrivals during the burst joining the queue's
+   * end, until it is empty. A client request that arrived before the coordinator ended the lease
+   * is therefore handled before the node hears of that end: only its checks at the moment of
+   * acting (PROTOCOL §6), on its own clock, stop it acting on a lease that is gone. Unlike
+   * `pauseNode` nothing is dropped or refused. Needs per-node clocks (`nodeClock`, a NodeClock);
+   * resolves when the queue is worked off.
+   */
+  async stallNode(nodeId: string, ms: number): Promise<void> {
+    const node = this.liveNode(nodeId);
+    const clock = this.nodeClockOf(nodeId);
+    if (this.stalls.has(nodeId)) throw new InvalidArgumentError(`node ${nodeId} is already stalled`);
+    const queue: (() => void)[] = [];
+    const sink = (run: () => void): void => {
+      queue.push(run);
+    };
+    this.stalls.set(nodeId, queue);
+    const coordinator = node.coordinator;
+    clock.hold(true, sink);
+    this.fabric.hold(nodeId, true, sink);
+    coordinator.faults.stall(true, sink);
+    await new Promise<void>((resolve) => this.clock.setTimeout(resolve, ms));
+    const schedule = this.options.fabricScheduler ?? ((step: () => void) => setImmediate(step));
+    await new Promise<void>((done) => {
+      const next = (): void => {
+        const run = queue.shift();
+        if (run === undefined) {
+          clock.hold(false);
+          this.fabric.hold(nodeId, false);
+          coordinator.faults.stall(false);
+          this.stalls.delete(nodeId);
+          done();
+          return;
+        }
+        try {
+          run();
+        } catch (err) {
+          // A throwing handler is the handler's bug: surface it without stopping the burst.
+          queueMicrotask(() => {
+            throw err;
+          });
+        }
+        schedule(next);
+      };
+      schedule(next);
+    });
+  }
+
+  /** Clock drift on a node (failure injection): its clock runs at `rate` × true time from now on. */
+  setClockRate(nodeId: string, rate: number): void {
+    this.nodeClockOf(nodeId).setRate(rate);
+  }
+
+  /** A node's clock rate (1 without drift). */
+  clockRate(nodeId: string): number {
+    return this.nodeClockOf(nodeId).clockRate;
+  }
+
+  /**
+   * A clock jump on a node (failure injection): `ms > 0` moves its clock ahead at once, `ms < 0`
+   * makes it lose that much (it stands still for −ms; the Clock port never runs backwards).
+   */
+  jumpClock(nodeId: string, ms: number): void {
+    this.nodeClockOf(nodeId).jump(ms);
+  }
+
+  private nodeClockOf(nodeId: string): NodeClock {
+    if (!this.nodes.has(nodeId)) throw new InvalidArgumentError(`no node ${nodeId}`);
+    const clock = this.options.nodeClock?.(nodeId);
+    if (!(clock instanceof NodeClock))
+      throw new InvalidArgumentError(
+        'clock faults need per-node clocks (LocalClusterOptions.nodeClock: a NodeClock)',
+      );
+    return clock;
+  }
+
+  /** What a client calls on `nodeId`: the session, behind the node's stall while one lasts. */
+  private clientSession(nodeId: string, regionId: string): RegionSession | undefined {
+    const session = this.session(nodeId, regionId);
+    const queue = this.stalls.get(nodeId);
+    if (session === undefined || queue === undefined) return session;
+    // Handled when the node gets to it in its stall queue.
+    const turn = (): Promise<void> => new Promise<void>((resolve) => queue.push(resolve));
+    return {
+      get isServing() {
+        return session.isServing;
+      },
+      put: (key, value) => turn().then(() => session.put(key, value)),
+      delete: (key) => turn().then(() => session.delete(key)),
+      get: (key) => turn().then(() => session.get(key)),
+      scan: (options) => turn().then(() => session.scan(options)),
+    };
+  }
+
+  /**
    * A slow disk on a node (failure injection): for `forMs`, every persist its backup regions make
    * (seal, index segment, commit, levels install) first waits `delayMs` of clock time, so the
    * primaries' buffer-reuse waits and commits back up behind it. Resolves when the slowness ends.
@@ -511,14 +631,19 @@ export class LocalCluster {
   }
 
   private startNode(nodeId: string): void {
-    const coordinator = this.coordinator.client({ name: nodeId });
+    // The node's host clock (the same across its incarnations); the cluster's without nodeClock.
+    const clock = this.options.nodeClock?.(nodeId) ?? this.clock;
+    const coordinator = this.coordinator.client({ name: nodeId, clock });
     const runtime = new NodeRuntime({
       nodeId,
       fabric: this.fabric,
       fabricAddress: `mem://${nodeId}`,
       coordinator,
-      clock: this.clock,
+      clock,
       leaseTtlMs: this.leaseTtlMs,
+      ...(this.options.leaseMarginMs === undefined ? {} : { leaseMarginMs: this.options.leaseMarginMs }),
+      ...(this.options.maxClockDrift === undefined ? {} : { maxClockDrift: this.options.maxClockDrift }),
+      ...(this.options.maxClockJumpMs === undefined ? {} : { maxClockJumpMs: this.options.maxClockJumpMs }),
       mode: this.mode,
       logBufferCount: this.options.logBufferCount ?? 4,
       openStore: (regionId, role) => this.openStore(nodeId, regionId, role),
@@ -526,7 +651,7 @@ export class LocalCluster {
     });
     const actor = createActor(nodeMachine, {
       id: nodeId,
-      clock: this.clock,
+      clock,
       input: {
         runtime,
         layout: {

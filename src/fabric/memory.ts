@@ -25,6 +25,11 @@
  * - `failWrites(connection, on)`: the next write on the connection fails and breaks it, as a remote
  *   access or transport error moves a queue pair to the error state.
  * - `breakConnection(connection, reason?)`: both sides see the connection break.
+ * - `hold(nodeId, on)`: the node's thread is stalled (the simulator's stall fault). Its NIC still
+ *   works — one-sided writes into its regions land, its own posted operations go out — but what
+ *   needs its CPU waits: messages to it, completions of its writes and new connections to it are
+ *   queued in arrival order and handed over when the hold ends, late, never dropped (a message to
+ *   an endpoint closed meanwhile is dropped, as a broken queue pair flushes its receive queue).
  * - `watchConnections(watcher)`: sees every new connection first, so any of the above can apply
  *   from its first byte.
  * Revocation is not a fault: `Connection.revoke` fences a region; later writes into it reject with
@@ -125,17 +130,22 @@ export class MemoryEndpoint extends EndpointBase implements Connection {
 
   // ---- internals (used by MemoryFabric and the lanes) ----
 
-  /** Delivers one operation that arrived from the peer. */
+  /** Delivers one operation that arrived from the peer (what needs a held node's CPU waits). */
   deliver(op: Operation): void {
     if (op.kind === 'message') {
-      this.deliverMessage(op.bytes);
+      const bytes = op.bytes;
+      const handOver = (): void => {
+        if (!this.closed) this.deliverMessage(bytes);
+      };
+      if (!this.fabric.deferFor(this.localNodeId, handOver)) this.deliverMessage(bytes);
       return;
     }
     const refused = this.place(op.regionKey, op.offset, op.bytes);
-    if (refused === undefined) {
+    if (refused === undefined)
       trace(() => ({ kind: 'placed', node: this.localNodeId, regionKey: op.regionKey }));
-      op.resolve();
-    } else op.reject(refused);
+    const complete = refused === undefined ? () => op.resolve() : () => op.reject(refused);
+    // The completion is the writer's (the peer's) to see.
+    if (!this.fabric.deferFor(this.peerNodeId, complete)) complete();
   }
 
   /** Marks this endpoint broken: pending outbound writes fail, close handlers run once. */
@@ -164,6 +174,8 @@ export class MemoryFabric implements Fabric {
   private readonly endpoints = new Set<MemoryEndpoint>();
   private readonly connectionWatchers = new Set<(connection: Connection) => void>();
   private readonly partitioned = new Set<string>();
+  /** Held (stalled) nodes → where what waits for their CPU goes, in arrival order. */
+  private readonly heldNodes = new Map<string, { queue: (() => void)[]; sink: (run: () => void) => void }>();
   private readonly scheduler: (step: () => void) => void;
   private readonly clock: Clock | undefined;
   private regionKeySeq = 0;
@@ -216,7 +228,7 @@ export class MemoryFabric implements Fabric {
     this.endpoints.add(client);
     this.endpoints.add(server);
     for (const watcher of this.connectionWatchers) watcher(client);
-    entry.onConnection(server);
+    if (!this.deferFor(entry.options.nodeId, () => entry.onConnection(server))) entry.onConnection(server);
     return client;
   }
 
@@ -279,6 +291,32 @@ export class MemoryFabric implements Fabric {
       endpoint.pair.failWrites = false;
       this.kick(endpoint.outbound);
     }
+  }
+
+  /**
+   * A stalled node (see the header): on holds what needs its CPU, off hands it over in order. With
+   * `sink`, each held delivery goes to it instead (the node's stall queue, shared with its other
+   * inputs, run by the caller in arrival order) and off has nothing left to hand over.
+   */
+  hold(nodeId: string, on = true, sink?: (run: () => void) => void): void {
+    if (on) {
+      if (!this.heldNodes.has(nodeId)) {
+        const queue: (() => void)[] = [];
+        this.heldNodes.set(nodeId, { queue, sink: sink ?? ((run) => queue.push(run)) });
+      }
+      return;
+    }
+    const held = this.heldNodes.get(nodeId);
+    this.heldNodes.delete(nodeId);
+    for (const run of held?.queue ?? []) run();
+  }
+
+  /** Hands `run` to `nodeId`'s hold if it is held; false (run it now) otherwise. */
+  deferFor(nodeId: string, run: () => void): boolean {
+    const held = this.heldNodes.get(nodeId);
+    if (held === undefined) return false;
+    held.sink(run);
+    return true;
   }
 
   dropTraffic(connection: Connection, on = true): void {

@@ -335,17 +335,36 @@ export class PrimarySession {
     return this.options.leaseValid?.() ?? true;
   }
 
+  /**
+   * Reads are lease-checked when they start and again when they are answered (PROTOCOL §6): the
+   * answer must not leave after the lease ran out — a node stalled between the two (its store read
+   * waiting on a device, say) may by then have been replaced, and a new primary may have
+   * acknowledged a newer value. A read refused there changed nothing, so it is WRONG_PRIMARY (the
+   * client retries on the new primary).
+   */
   async get(key: string): Promise<Buffer | undefined> {
     this.checkServing(key);
-    return this.store.get(key);
+    const value = await this.store.get(key);
+    this.answerRead();
+    return value;
   }
 
-  /** Scans within the region's range (the caller clips to it). */
+  /** Scans within the region's range (the caller clips to it); lease-checked as `get`. */
   async scan(options: ScanOptions): Promise<KeyValue[]> {
     if (!this.serving || !this.leaseHolds()) {
       throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
     }
-    return this.store.scan(options);
+    const rows = await this.store.scan(options);
+    this.answerRead();
+    return rows;
+  }
+
+  /** The check at a read's answer: still serving, lease still held. */
+  private answerRead(): void {
+    if (!this.serving || !this.leaseHolds()) {
+      throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
+    }
+    trace(() => ({ kind: 'read', node: this.options.nodeId, regionId: this.regionId, epoch: this.epoch }));
   }
 
   /**

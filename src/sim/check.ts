@@ -26,18 +26,36 @@
  * good (until healing; at most one node down for good: a later fault first brings it back; a node
  * holding some region's last live replica is restarted at once, as it would be after a crash),
  * pause past the lease, partition from peers / the coordinator / both, drop one connection, delay
- * a node's traffic, slow a node's disk.
+ * a node's traffic, slow a node's disk; a thread stall (nothing of the node runs for forMs —
+ * possibly past its lease — then everything held runs late, LocalCluster.stallNode), clock drift
+ * (a node's clock runs up to ±15 % off for forMs) and clock jumps (ahead by up to 700 ms, or losing
+ * up to 10 ms). Clock faults stay within the stated bounds (faults.ts, docs/failure-model.md) that
+ * the lease margin covers. When a plan draws from `clock-drift` (the default kinds do), every
+ * node's clock also runs fast or slow at the bound's edge for the whole schedule, drawn from the
+ * seed — real clocks are never exact, and the edge is the worst case — so every other fault that
+ * costs a node its lease happens on a drifting clock (what makes the lease margin necessary).
  * The history records every operation as invoke → ok | fail | info (unknown outcome), with logical
  * and virtual times.
  */
 import type { RegionConfig } from '../../coordination/types.js';
 import type { LocalCluster } from '../cluster/local-cluster.js';
+import { createPrng } from '../engine/prng.js';
 import { InvalidArgumentError, OutcomeUnknownError } from '../errors.js';
 import { type Mutant, setMutant } from '../mutants.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { type Phase, setTraceSink, type TraceEvent } from '../trace.js';
 import { TraceChecker } from './events.js';
-import { FAULT_KINDS, type Fault, type FaultKind, PHASES } from './faults.js';
+import {
+  CLOCK_DRIFT_BOUND,
+  CLOCK_JUMP_BOUND_MS,
+  driftOf,
+  FAULT_KINDS,
+  type Fault,
+  type FaultKind,
+  jumpOf,
+  PHASES,
+  stallMsOf,
+} from './faults.js';
 import { checkRegister, type RegisterOp } from './linearizability.js';
 import { SimWorld } from './world.js';
 
@@ -83,6 +101,11 @@ export interface ScheduleOptions {
   phaseFaults?: boolean;
   /** The kinds a drawn plan picks from (default every kind, FAULT_KINDS). */
   faultKinds?: readonly FaultKind[];
+  /**
+   * Every node's clock at a rate of its own for the whole schedule, drawn from the seed within
+   * ±CLOCK_DRIFT_BOUND (default: when the kinds a plan draws from include `clock-drift`).
+   */
+  clockDrift?: boolean;
   /** An explicit fault plan instead (fast-check generates and shrinks these). */
   plan?: readonly Fault[];
   /**
@@ -199,6 +222,8 @@ async function runScheduleWith(
     leaseTtlMs: LEASE_TTL_MS,
     logBufferCount: options.logBufferCount ?? ((seed >>> 1) % 2 === 0 ? 1 : 2),
     skewLayouts: true,
+    maxClockDrift: CLOCK_DRIFT_BOUND,
+    maxClockJumpMs: CLOCK_JUMP_BOUND_MS,
     store: {
       segmentBytes: 4096,
       l0Bytes: options.l0Bytes ?? 64,
@@ -219,12 +244,11 @@ async function runScheduleWith(
     throw new InvalidArgumentError(`concurrentFaults: a positive integer, not ${concurrent}`);
   const drawPhases = concurrent > 1 && options.phaseFaults !== false;
   const drawn: Fault[] = Array.from({ length: options.faults ?? 3 }, () => {
-    const fault: Fault = {
-      kind: kinds[prng.int(0, kinds.length - 1)]!,
-      node: nodeIds[prng.int(0, nodeIds.length - 1)]!,
-      atMs: prng.int(0, ops * 2),
-      forMs: prng.int(100, 700),
-    };
+    const kind = kinds[prng.int(0, kinds.length - 1)]!;
+    const node = nodeIds[prng.int(0, nodeIds.length - 1)]!;
+    const atMs = prng.int(0, ops * 2);
+    const forMs = prng.int(100, 700);
+    const fault: Fault = { kind, node, atMs, forMs: kind === 'stall' ? stallMsOf(forMs) : forMs };
     if (!drawPhases) return fault;
     // A third of an overlapping plan's faults strike inside a recovery step.
     const roll = prng.int(0, 3 * PHASES.length - 1);
@@ -232,6 +256,14 @@ async function runScheduleWith(
     return roll < PHASES.length ? { ...fault, during: PHASES[roll]!, strike } : fault;
   });
   const faults: Fault[] = [...(options.plan ?? drawn)].sort((a, b) => a.atMs - b.atMs);
+  if (options.clockDrift ?? kinds.includes('clock-drift')) {
+    // At the edge of the bound, fast or slow (the worst case the margin must cover; clock-drift
+    // faults move a clock anywhere within it for a while). From a PRNG of its own, so the
+    // workload and the plan a seed draws stay what they were.
+    const rates = createPrng((seed ^ 0x0c10c4) >>> 0);
+    for (const nodeId of nodeIds)
+      c.setClockRate(nodeId, 1 + (rates.int(0, 1) === 0 ? -1 : 1) * CLOCK_DRIFT_BOUND);
+  }
   const keyOf = (): string => {
     // Skewed: key 0 about half the time, then fewer and fewer; spread over the three regions.
     const k = Math.min(KEYS - 1, Math.floor(Math.abs(Math.log2(prng.int(1, 1 << KEYS) / (1 << KEYS)))));
@@ -592,6 +624,19 @@ async function applyFault(c: LocalCluster, world: SimWorld, fault: Fault): Promi
       break;
     case 'slow-device':
       await c.slowDevice(fault.node, perOpMs, fault.forMs);
+      break;
+    case 'stall':
+      await c.stallNode(fault.node, fault.forMs);
+      break;
+    case 'clock-drift': {
+      const rate = c.clockRate(fault.node);
+      c.setClockRate(fault.node, 1 + driftOf(fault));
+      await wait(fault.forMs);
+      c.setClockRate(fault.node, rate); // back to its own rate
+      break;
+    }
+    case 'clock-jump':
+      c.jumpClock(fault.node, jumpOf(fault));
       break;
     default: {
       const from =

@@ -11,6 +11,11 @@
  *   bytes of that segment exist in no log of that replica.
  * - §8.6: an index segment reaches a backup only after every log segment it points into is
  *   persisted there (the backup's segment-map keys, tracked through opens, seals and rebases).
+ * - §6 leases: a node acknowledges writes and answers reads only while the coordinator holds a
+ *   lease of it (on the coordinator's clock, which is true time in the simulator). This is what
+ *   the lease margin buys when a node's clock drifts or loses time: without it a node whose clock
+ *   runs slow still believes in a lease the coordinator already ended (the `no-lease-margin`
+ *   mutant). Checked for nodes whose leases the trace shows.
  *
  * `record` is the trace sink; `violations()` lists what broke (each distinct violation once, at
  * most MAX_PER_KIND per kind) with the index of the event that broke it.
@@ -39,6 +44,11 @@ export class TraceChecker {
   /** `${backup}|${region}` → primary segment offsets persisted there (segment-map keys). */
   private readonly mapped = new Map<string, Set<number>>();
 
+  /** node → its leases the coordinator holds now (ids). Absent: no lease event seen. */
+  private readonly leases = new Map<string, Set<number>>();
+  /** node → when its last lease ended, for the message. */
+  private readonly leaseEnded = new Map<string, string>();
+
   /** Virtual ms for the messages (the simulator sets its clock; events are numbered anyway). */
   nowMs: () => number = () => Number.NaN;
 
@@ -47,8 +57,25 @@ export class TraceChecker {
     const at = `event ${this.count++} at ${this.nowMs()} ms`;
     switch (event.kind) {
       case 'ack':
+        this.leaseHeld(event.node, `acknowledged ${JSON.stringify(event.key)} of`, event, at);
         this.ack(event, at);
         break;
+      case 'read':
+        this.leaseHeld(event.node, 'answered a read of', event, at);
+        break;
+      case 'lease': {
+        let live = this.leases.get(event.node);
+        if (live === undefined) {
+          live = new Set();
+          this.leases.set(event.node, live);
+        }
+        if (event.live) live.add(event.leaseId);
+        else {
+          live.delete(event.leaseId);
+          this.leaseEnded.set(event.node, `${this.nowMs()} ms`);
+        }
+        break;
+      }
       case 'fenced':
         for (const key of event.regionKeys) {
           this.fenced.set(
@@ -102,6 +129,20 @@ export class TraceChecker {
   /** Events recorded so far. */
   get events(): number {
     return this.count;
+  }
+
+  private leaseHeld(
+    node: string,
+    what: string,
+    event: { regionId: string; epoch: number },
+    at: string,
+  ): void {
+    const live = this.leases.get(node);
+    if (live === undefined || live.size > 0) return;
+    this.add(
+      'leases',
+      `${at}: ${node} ${what} region ${event.regionId} (epoch ${event.epoch}) after its lease ended on the coordinator (at ${this.leaseEnded.get(node) ?? '?'})`,
+    );
   }
 
   private ack(event: Extract<TraceEvent, { kind: 'ack' }>, at: string): void {

@@ -17,6 +17,9 @@ export const FAULT_KINDS = [
   'drop-connection',
   'delay-connection',
   'slow-device',
+  'stall',
+  'clock-drift',
+  'clock-jump',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
@@ -44,8 +47,12 @@ export interface Fault {
   /** Virtual ms after the workload starts. */
   atMs: number;
   /**
-   * How long a pause, partition, delay or slow disk lasts. A delay or slow disk adds forMs / 4 ms
-   * to each operation; drop-connection breaks connection number forMs mod n of the node's n.
+   * How long a pause, partition, delay, slow disk, stall or clock drift lasts. A delay or slow disk
+   * adds forMs / 4 ms to each operation; drop-connection breaks connection number forMs mod n of
+   * the node's n; clock-drift sets the node's clock rate to 1 + driftOf(fault) (within ±15 %);
+   * clock-jump moves the node's clock by jumpOf(fault) ms (ahead by forMs when forMs is even, back
+   * — it loses time — by up to 10 ms when odd). A drawn plan's stalls last 200–400 ms (about a
+   * lease TTL: see stallMsOf), other kinds' faults 100–700 ms.
    */
   forMs: number;
   /**
@@ -56,4 +63,34 @@ export interface Fault {
    */
   during?: Phase;
   strike?: 'actor' | 'peer';
+}
+
+/**
+ * The simulator's clock bounds (docs/failure-model.md, "Clocks"): every node's clock runs within
+ * ±CLOCK_DRIFT_BOUND of true time and loses at most CLOCK_JUMP_BOUND_MS within a lease TTL. With
+ * the simulator's 300 ms TTL they need a lease margin of 0.15 · 300 + 10 = 55 ms; the default
+ * margin (a fifth of the TTL, 60 ms) covers them. (Far beyond real clocks — quartz drifts by
+ * 10⁻⁴ — so that the margin is what stands between a drifting node and a stale lease.)
+ */
+export const CLOCK_DRIFT_BOUND = 0.15;
+export const CLOCK_JUMP_BOUND_MS = 10;
+
+/** A clock-drift fault's rate offset: −0.15 … +0.15 in steps of 0.01, from forMs. */
+export function driftOf(fault: Fault): number {
+  return ((fault.forMs % 31) - 15) / 100;
+}
+
+/**
+ * How long a drawn plan's stall lasts, from the drawn 100–700 ms: 200–400 ms, about the 300 ms
+ * lease. Those are the stalls that matter for leases — a node that wakes up just after its lease
+ * ran out, with requests queued while it stalled, is exactly where a margin too small shows
+ * (shorter stalls are harmless, much longer ones are failovers pauses already cover).
+ */
+export function stallMsOf(drawnMs: number): number {
+  return 200 + Math.floor((drawnMs - 100) / 3);
+}
+
+/** A clock-jump fault's jump in ms: +forMs (ahead) when forMs is even, else −(forMs mod 11) (lost). */
+export function jumpOf(fault: Fault): number {
+  return fault.forMs % 2 === 0 ? fault.forMs : -(fault.forMs % (CLOCK_JUMP_BOUND_MS + 1));
 }

@@ -6,11 +6,17 @@
  * order holds: a step only ever delivers the head of its own lane). Devices are SimDevices, the
  * coordinator is embedded. The same seed therefore gives the same run.
  *
+ * Clocks: the world clock is true time, the coordinator's. Each node reads and waits on its own
+ * NodeClock over it (`nodeClock(id)`, the same across the node's incarnations, as a host's clock
+ * is), which the clock and stall faults drift, jump and hold; untouched, a NodeClock passes every
+ * timer straight through, so a run without clock faults is the run a single shared clock gives.
+ *
  * Driving: `run(promise)` alternates (1) letting every ready microtask and immediate run, (2) one
  * queued fabric step, chosen by the PRNG, and — when nothing is ready — (3) moving the clock to the
  * next timer. A run with no step, no timer and an unsettled promise is a deadlock (an error).
  */
 import { ManualClock } from '../clock/index.js';
+import { NodeClock } from '../clock/node-clock.js';
 import { createLocalCluster, type LocalCluster, type LocalClusterOptions } from '../cluster/local-cluster.js';
 import { createPrng, type Prng } from '../engine/prng.js';
 import { TalosError } from '../errors.js';
@@ -21,7 +27,8 @@ export class SimDeadlockError extends TalosError {
   }
 }
 
-export interface SimWorldOptions extends Omit<LocalClusterOptions, 'clock' | 'fabricScheduler' | 'dataDir'> {
+export interface SimWorldOptions
+  extends Omit<LocalClusterOptions, 'clock' | 'nodeClock' | 'fabricScheduler' | 'dataDir'> {
   seed: number;
 }
 
@@ -31,6 +38,7 @@ export class SimWorld {
   readonly prng: Prng;
   readonly clock: ManualClock;
   private readonly steps: (() => void)[] = [];
+  private readonly nodeClocks = new Map<string, NodeClock>();
   private cluster: LocalCluster | undefined;
   /** Fabric steps run and clock jumps made (a measure of the schedule's length). */
   stepCount = 0;
@@ -48,6 +56,7 @@ export class SimWorld {
       createLocalCluster({
         ...clusterOptions,
         clock: world.clock,
+        nodeClock: (nodeId) => world.nodeClock(nodeId),
         fabricScheduler: (step) => world.steps.push(step),
         cpuMicros: () => 0,
       }),
@@ -58,6 +67,16 @@ export class SimWorld {
   get localCluster(): LocalCluster {
     if (this.cluster === undefined) throw new TalosError('SIM_NOT_STARTED', 'the world has no cluster yet');
     return this.cluster;
+  }
+
+  /** `nodeId`'s own clock (created on first use, kept across its incarnations). */
+  nodeClock(nodeId: string): NodeClock {
+    let clock = this.nodeClocks.get(nodeId);
+    if (clock === undefined) {
+      clock = new NodeClock(this.clock, nodeId);
+      this.nodeClocks.set(nodeId, clock);
+    }
+    return clock;
   }
 
   /** Virtual milliseconds since the world began. */
