@@ -13,6 +13,9 @@ export const FAULT_KINDS = [
   'drop-connection',
   'delay-connection',
   'slow-device',
+  'disk-full',
+  'disk-error',
+  'bit-flip',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
@@ -41,6 +44,11 @@ export interface Fault {
   /**
    * How long a pause, partition, delay or slow disk lasts. A delay or slow disk adds forMs / 4 ms
    * to each operation; drop-connection breaks connection number forMs mod n of the node's n.
+   * disk-full (ENOSPC) and disk-error (EIO) fail the node's disk for forMs: disk-full fails writes
+   * and manifest replaces, and syncs too when forMs is odd; disk-error fails writes (forMs mod 3
+   * = 0), syncs (1) or both (2), manifest replaces always. bit-flip flips one bit of one persisted
+   * segment of the node's backup stores (chosen from atMs and forMs) and the node's scrubber
+   * passes over its backup stores forMs later.
    */
   forMs: number;
 }
