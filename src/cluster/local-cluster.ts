@@ -159,6 +159,8 @@ export class LocalCluster {
   private readonly diskFaults = new Map<string, { errno: string; ops: ReadonlySet<DeviceOp['kind']> }>();
   /** Nodes that fail-stopped on a store failure (a device error, corruption), with the error, in order. */
   readonly failStops: { nodeId: string; error: unknown }[] = [];
+  /** Bits flipped by flipBit, described, in order. */
+  readonly bitFlips: string[] = [];
   /** Restarts under way (restartNode), so two callers share one. */
   private readonly restarting = new Map<string, Promise<void>>();
 
@@ -507,7 +509,9 @@ export class LocalCluster {
       device.write(offset, flipped, 'log');
       device.sync();
     }
-    return `${at.kind} segment @${at.offset} of ${nodeId}/${at.regionId}, bit ${bit}`;
+    const what = `${at.kind} segment @${at.offset} of ${nodeId}/${at.regionId}, bit ${bit}`;
+    this.bitFlips.push(what);
+    return what;
   }
 
   /** One scrub pass over a live node's backup stores (NodeRuntime.scrub); the regions found corrupt. */
