@@ -18,8 +18,8 @@ import type { KeyValue, ScanOptions } from '../engine/store.js';
 import {
   KeyTooLargeError,
   OperationTimeoutError,
-  TalosError,
   StaleEpochError,
+  TalosError,
   UnreachableError,
   WrongPrimaryError,
 } from '../errors.js';

@@ -372,7 +372,9 @@ export class LocalCluster {
     const under = this.restarting.get(nodeId);
     if (under !== undefined) return under;
     if (!this.dead.has(nodeId)) throw new InvalidArgumentError(`node ${nodeId} is not dead`);
-    const restart = this.restartDead(nodeId, timeoutMs, options).finally(() => this.restarting.delete(nodeId));
+    const restart = this.restartDead(nodeId, timeoutMs, options).finally(() =>
+      this.restarting.delete(nodeId),
+    );
     this.restarting.set(nodeId, restart);
     return restart;
   }
@@ -489,13 +491,19 @@ export class LocalCluster {
    * here: a scrub (`scrub`), a promotion, a read or the next open of the store from disk must.
    * Returns what was flipped, or undefined when the node holds no persisted backup segment.
    */
-  async flipBit(nodeId: string, pick: (count: number) => number): Promise<string | undefined> {
+  async flipBit(
+    nodeId: string,
+    pick: (count: number) => number,
+    where: (segment: { regionId: string; kind: 'log' | 'index' }) => boolean = () => true,
+  ): Promise<string | undefined> {
     const runtime = this.liveNode(nodeId).runtime;
-    const candidates: { regionId: string; offset: number; usedBytes: number; kind: string }[] = [];
+    const candidates: { regionId: string; offset: number; usedBytes: number; kind: 'log' | 'index' }[] = [];
     const stores = [...(await runtime.backupStoresByRegion())].sort(([a], [b]) => (a < b ? -1 : 1));
     for (const [regionId, store] of stores) {
       if (store.isClosed || store.failure !== undefined) continue;
-      for (const segment of store.persistedSegments()) candidates.push({ regionId, ...segment });
+      for (const segment of store.persistedSegments()) {
+        if (where({ regionId, kind: segment.kind })) candidates.push({ regionId, ...segment });
+      }
     }
     if (candidates.length === 0) return undefined;
     const at = candidates[pick(candidates.length)]!;
@@ -503,7 +511,7 @@ export class LocalCluster {
     const device = this.devices.get(`${nodeId}/${at.regionId}`);
     if (device === undefined) return undefined;
     const offset = at.offset + Math.floor(bit / 8);
-    const flipped = Buffer.from([device.read(offset, 1, at.kind === 'log' ? 'log' : 'index')[0]! ^ (1 << bit % 8)]);
+    const flipped = Buffer.from([device.read(offset, 1, at.kind)[0]! ^ (1 << (bit % 8))]);
     if (device instanceof SimDevice) device.corrupt(offset, flipped);
     else {
       device.write(offset, flipped, 'log');

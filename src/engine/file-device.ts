@@ -32,7 +32,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { assert } from '../assert.js';
-import { classifyDeviceError, type DeviceOperation, DeviceLockedError } from '../errors.js';
+import { classifyDeviceError, DeviceLockedError, type DeviceOperation } from '../errors.js';
 import { cloneIoStats, type Device, emptyIoStats, type IoCategory, type IoStats } from './device.js';
 
 const LOCK_NAME = 'LOCK';

@@ -502,7 +502,8 @@ export class Store {
   persistedSegments(): { kind: 'log' | 'index'; offset: number; usedBytes: number }[] {
     const out: { kind: 'log' | 'index'; offset: number; usedBytes: number }[] = [];
     for (const e of this.log) {
-      if (e.usedBytes !== null && e.usedBytes > 0) out.push({ kind: 'log', offset: e.offset, usedBytes: e.usedBytes });
+      if (e.usedBytes !== null && e.usedBytes > 0)
+        out.push({ kind: 'log', offset: e.offset, usedBytes: e.usedBytes });
     }
     for (const s of this.levels.flat()) {
       out.push({ kind: 'index', offset: s.descriptor.offset, usedBytes: s.descriptor.usedBytes });
@@ -1149,9 +1150,12 @@ export class Store {
       });
     } catch (err) {
       // The record is in the log (and in L0): whatever failed after it, the outcome is unknown.
-      throw new OutcomeUnknownError(`write of ${JSON.stringify(keyString)} was appended, then the store failed`, {
-        cause: err,
-      });
+      throw new OutcomeUnknownError(
+        `write of ${JSON.stringify(keyString)} was appended, then the store failed`,
+        {
+          cause: err,
+        },
+      );
     }
   }
 

@@ -426,10 +426,19 @@ async function applyFault(c: LocalCluster, world: SimWorld, fault: Fault): Promi
       await c.slowDevice(fault.node, perOpMs, fault.forMs);
       break;
     case 'disk-full':
-      await c.failDisk(fault.node, 'ENOSPC', fault.forMs % 2 === 0 ? ['write', 'meta'] : ['write', 'sync', 'meta'], fault.forMs);
+      await c.failDisk(
+        fault.node,
+        'ENOSPC',
+        fault.forMs % 2 === 0 ? ['write', 'meta'] : ['write', 'sync', 'meta'],
+        fault.forMs,
+      );
       break;
     case 'disk-error': {
-      const ops = [['write', 'meta'], ['sync', 'meta'], ['write', 'sync', 'meta']] as const;
+      const ops = [
+        ['write', 'meta'],
+        ['sync', 'meta'],
+        ['write', 'sync', 'meta'],
+      ] as const;
       await c.failDisk(fault.node, 'EIO', ops[fault.forMs % 3]!, fault.forMs);
       break;
     }

@@ -153,42 +153,46 @@ describe('a store fail-stops on ENOSPC and EIO', () => {
     ['ENOSPC', DiskFullError],
     ['EIO', DeviceIoError],
   ] as const)('%s', (code, type) => {
-    it.each(['write', 'sync'] as const)('on %s: appended → unknown, later → definite, acknowledged kept', async (op) => {
-      const sim = new SimDevice({ name: 'disk' });
-      const device = new FailingDevice(sim);
-      const store = await Store.open({ ...TINY, device, syncPolicy: 'always' });
-      const failed: unknown[] = [];
-      store.hooks.on('failed', ({ error }) => failed.push(error));
-      for (let i = 0; i < 20; i++) await store.put(`k${i}`, `v${i}`.padEnd(40, '.'));
-      device.failing = { code, op };
-      // One group commit: both records are in the log when its sync (or tail write) fails.
-      const group = await Promise.all([settle(store.put('x', 'X')), settle(store.delete('k0'))]);
-      for (const r of group) {
-        expect(r.ok).toBe(false);
-        const error = (r as { error: unknown }).error;
-        expect(error).toBeInstanceOf(OutcomeUnknownError);
-        expect((error as OutcomeUnknownError).cause).toBeInstanceOf(type);
-      }
-      expect(store.failure).toBeInstanceOf(type);
-      expect((store.failure as DiskFullError).operation).toBe(op);
-      expect(failed).toHaveLength(1);
-      // Nothing more is accepted, even with the disk working again: definite, with the cause.
-      device.failing = undefined;
-      const later = await settle(store.put('y', 'Y'));
-      expect((later as { error: unknown }).error).toBeInstanceOf(StoreFailedError);
-      expect(((later as { error: StoreFailedError }).error.cause as Error).constructor).toBe(type);
-      await expect(store.get('k1')).rejects.toBeInstanceOf(StoreFailedError);
-      await store.close();
-      expect(store.isClosed).toBe(true);
-      // Power loss, then a reopen: every acknowledged write is there (k0's delete is unknown:
-      // written before the failed sync, it may have reached the disk); y never was.
-      sim.crash();
-      const reopened = await Store.open({ ...TINY, device: sim });
-      for (let i = 1; i < 20; i++) expect((await reopened.get(`k${i}`))?.toString()).toBe(`v${i}`.padEnd(40, '.'));
-      expect([undefined, 'v0'.padEnd(40, '.')]).toContain((await reopened.get('k0'))?.toString());
-      expect(await reopened.get('y')).toBeUndefined();
-      await reopened.close();
-    });
+    it.each(['write', 'sync'] as const)(
+      'on %s: appended → unknown, later → definite, acknowledged kept',
+      async (op) => {
+        const sim = new SimDevice({ name: 'disk' });
+        const device = new FailingDevice(sim);
+        const store = await Store.open({ ...TINY, device, syncPolicy: 'always' });
+        const failed: unknown[] = [];
+        store.hooks.on('failed', ({ error }) => failed.push(error));
+        for (let i = 0; i < 20; i++) await store.put(`k${i}`, `v${i}`.padEnd(40, '.'));
+        device.failing = { code, op };
+        // One group commit: both records are in the log when its sync (or tail write) fails.
+        const group = await Promise.all([settle(store.put('x', 'X')), settle(store.delete('k0'))]);
+        for (const r of group) {
+          expect(r.ok).toBe(false);
+          const error = (r as { error: unknown }).error;
+          expect(error).toBeInstanceOf(OutcomeUnknownError);
+          expect((error as OutcomeUnknownError).cause).toBeInstanceOf(type);
+        }
+        expect(store.failure).toBeInstanceOf(type);
+        expect((store.failure as DiskFullError).operation).toBe(op);
+        expect(failed).toHaveLength(1);
+        // Nothing more is accepted, even with the disk working again: definite, with the cause.
+        device.failing = undefined;
+        const later = await settle(store.put('y', 'Y'));
+        expect((later as { error: unknown }).error).toBeInstanceOf(StoreFailedError);
+        expect(((later as { error: StoreFailedError }).error.cause as Error).constructor).toBe(type);
+        await expect(store.get('k1')).rejects.toBeInstanceOf(StoreFailedError);
+        await store.close();
+        expect(store.isClosed).toBe(true);
+        // Power loss, then a reopen: every acknowledged write is there (k0's delete is unknown:
+        // written before the failed sync, it may have reached the disk); y never was.
+        sim.crash();
+        const reopened = await Store.open({ ...TINY, device: sim });
+        for (let i = 1; i < 20; i++)
+          expect((await reopened.get(`k${i}`))?.toString()).toBe(`v${i}`.padEnd(40, '.'));
+        expect([undefined, 'v0'.padEnd(40, '.')]).toContain((await reopened.get('k0'))?.toString());
+        expect(await reopened.get('y')).toBeUndefined();
+        await reopened.close();
+      },
+    );
 
     it('while sealing: the write that needed the room fails definitely (typed), nothing is acknowledged after', async () => {
       const sim = new SimDevice({ name: 'disk' });
@@ -250,21 +254,24 @@ describe('bit flips in persisted segments', () => {
     device.corrupt(offset, Buffer.from([byte ^ 0x10]));
   }
 
-  it.each(['log', 'index'] as const)('in a %s segment: verifyPersisted finds it, scrub fail-stops', async (kind) => {
-    const { store, device } = await filled();
-    expect(store.verifyPersisted()).toBeUndefined();
-    const segment = store.persistedSegments().find((s) => s.kind === kind)!;
-    expect(segment).toBeDefined();
-    flip(device, segment.offset + Math.floor(segment.usedBytes / 2));
-    const found = store.verifyPersisted();
-    expect(found).toBeInstanceOf(CorruptSegmentError);
-    expect(found!.message).toContain(`@${segment.offset}`);
-    expect(store.failure).toBeUndefined(); // verifying alone changes nothing
-    expect(() => store.scrub()).toThrow(CorruptSegmentError);
-    expect(store.failure).toBeInstanceOf(CorruptSegmentError);
-    await expect(store.put('n', 'N')).rejects.toBeInstanceOf(StoreFailedError);
-    await store.close();
-  });
+  it.each(['log', 'index'] as const)(
+    'in a %s segment: verifyPersisted finds it, scrub fail-stops',
+    async (kind) => {
+      const { store, device } = await filled();
+      expect(store.verifyPersisted()).toBeUndefined();
+      const segment = store.persistedSegments().find((s) => s.kind === kind)!;
+      expect(segment).toBeDefined();
+      flip(device, segment.offset + Math.floor(segment.usedBytes / 2));
+      const found = store.verifyPersisted();
+      expect(found).toBeInstanceOf(CorruptSegmentError);
+      expect(found!.message).toContain(`@${segment.offset}`);
+      expect(store.failure).toBeUndefined(); // verifying alone changes nothing
+      expect(() => store.scrub()).toThrow(CorruptSegmentError);
+      expect(store.failure).toBeInstanceOf(CorruptSegmentError);
+      await expect(store.put('n', 'N')).rejects.toBeInstanceOf(StoreFailedError);
+      await store.close();
+    },
+  );
 
   it('a read that needs a flipped record gets CorruptSegmentError, never the bytes', async () => {
     const { store, device } = await filled();
