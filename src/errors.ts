@@ -20,10 +20,15 @@
  * | OPERATION_TIMEOUT   | definite       | the budget ran out and no attempt may have been applied     |
  * | UNAUTHENTICATED     | definite       | credentials refused; nothing was served                     |
  * | DEVICE_LOCKED       | definite       | (opening a store) the directory is open elsewhere           |
+ * | DISK_FULL           | definite       | the device refused the write that had to precede the append |
+ * | DEVICE_IO           | definite       | the device failed (EIO...) the write that had to precede it |
  * | OUTCOME_UNKNOWN     | unknown        | appended, then replication, sync, the lease or the reply failed |
  *
  * The engine itself rejects a write whose record is in the log as OUTCOME_UNKNOWN (Store's
  * `rejectAppended`), whatever the cause, so no later layer can mistake it for a definite failure.
+ * DISK_FULL and DEVICE_IO reach a writer only when the device failed while the store made room for
+ * its record (sealing the full segment first); the store has fail-stopped then, and every later
+ * write gets STORE_FAILED (its `cause` is the device error) until the node reopens it.
  */
 export class TalosError extends Error {
   readonly code: string;
@@ -95,6 +100,67 @@ export class DeviceLockedError extends TalosError {
         : `${path} is locked by live process ${ownerPid}`,
     );
   }
+}
+
+/** A device operation as device errors name it. */
+export type DeviceOperation = 'read' | 'write' | 'sync' | 'meta';
+
+/**
+ * The device is out of space (ENOSPC, or EDQUOT: the quota is): `operation` on device `device`
+ * was refused. A store that sees it fail-stops (nothing after it is acknowledged); the node
+ * reopens the store from what it synced once space is back.
+ */
+export class DiskFullError extends TalosError {
+  constructor(
+    readonly device: string,
+    readonly operation: DeviceOperation,
+    readonly errno: string,
+    options?: { cause?: unknown },
+  ) {
+    super('DISK_FULL', `device ${device}: ${operation} failed, no space left (${errno})`, options);
+  }
+}
+
+/**
+ * The device failed an operation (EIO, EROFS, ENXIO...): `operation` on `device` may or may not
+ * have reached the medium, and after a failed sync the kernel may have dropped the dirty pages —
+ * nothing written since the last good sync can be trusted. A store that sees it fail-stops; the
+ * node reopens it from what it synced before.
+ */
+export class DeviceIoError extends TalosError {
+  constructor(
+    readonly device: string,
+    readonly operation: DeviceOperation,
+    readonly errno: string,
+    options?: { cause?: unknown },
+  ) {
+    super('DEVICE_IO', `device ${device}: ${operation} failed with ${errno}`, options);
+  }
+}
+
+/** errno codes that mean "no space": a DiskFullError. */
+const DISK_FULL_CODES = new Set(['ENOSPC', 'EDQUOT']);
+/** errno codes that mean the device (or its filesystem) failed: a DeviceIoError. */
+const DEVICE_IO_CODES = new Set(['EIO', 'EROFS', 'ENXIO', 'ENODEV', 'EREMOTEIO', 'EUCLEAN']);
+
+/**
+ * A Node fs error raised by `operation` on `device`, as a typed device error (DiskFullError,
+ * DeviceIoError); any other error is returned unchanged. FileDevice passes every fs failure
+ * through this, and the simulator's injected faults are made by it, so the store sees the same
+ * classes from real and simulated disks.
+ */
+export function classifyDeviceError(err: unknown, device: string, operation: DeviceOperation): unknown {
+  if (err instanceof DiskFullError || err instanceof DeviceIoError) return err;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code !== 'string') return err;
+  if (DISK_FULL_CODES.has(code)) return new DiskFullError(device, operation, code, { cause: err });
+  if (DEVICE_IO_CODES.has(code)) return new DeviceIoError(device, operation, code, { cause: err });
+  return err;
+}
+
+/** Whether `err` is a device failure (DISK_FULL or DEVICE_IO). */
+export function isDeviceError(err: unknown): err is DiskFullError | DeviceIoError {
+  return err instanceof DiskFullError || err instanceof DeviceIoError;
 }
 
 /** An option or argument outside its domain. */

@@ -10,6 +10,17 @@
  * region at that epoch, or the open is refused with a typed error the primary sees — opens or
  * reuses the node's backup store for the region, and announces the open so the Node actor spawns a
  * RegionBackup actor for it.
+ *
+ * Disk faults and corruption (docs/failure-model.md): a store of this node that fail-stops on a
+ * device error (DISK_FULL, DEVICE_IO: the disk is shared by every region of the node) or on a
+ * corrupt segment (found by a scrub, a read, or a promotion, which refuses a corrupt copy) makes
+ * the whole node fail-stop: `onFatal` tells its supervisor, which ends this incarnation as a crash
+ * and starts a new one on the same disks. The new incarnation's roles are void (the controller
+ * promotes another backup in place of a voided primary and takes the node back as a joiner), it
+ * recovers what it synced, and every backup store it opens from disk is verified first
+ * (`Store.verifyPersisted`): a corrupt one is reset to an empty backup, which its primary
+ * re-syncs from scratch. A store that failed for any other reason (an invariant) is not reused by
+ * the next open either: it is closed and opened again from disk.
  */
 import type {
   BackupProgress,
@@ -19,9 +30,11 @@ import type {
   SuspectReport,
 } from '../../coordination/types.js';
 import type { Clock } from '../clock/index.js';
-import type { PromotionReport, Store } from '../engine/store.js';
+import { type PromotionReport, type Store, StoreFailedError } from '../engine/store.js';
 import {
+  CorruptSegmentError,
   InvalidArgumentError,
+  isDeviceError,
   StaleEpochError,
   TalosError,
   UnknownRegionError,
@@ -66,6 +79,20 @@ export interface NodeRuntimeOptions {
   openStore(regionId: string, role: Role): Promise<Store>;
   /** CPU clock in µs (process.cpuUsage in production). */
   cpuMicros?: () => number;
+  /**
+   * The node must fail-stop (a store hit a device error or a corrupt segment): called once per
+   * runtime, outside the store call that failed. The supervisor ends this incarnation as a crash
+   * and starts a new one (LocalCluster; a node process exits). Without it the node only logs.
+   */
+  onFatal?: (error: unknown) => void;
+  /** Verify every backup store opened from disk before offering it (default true). */
+  verifyBackupsOnOpen?: boolean;
+}
+
+/** Store failures only a new incarnation repairs: the disk failed, or it returned corrupt bytes. */
+export function nodeFatal(err: unknown): boolean {
+  if (err instanceof StoreFailedError) return nodeFatal(err.cause);
+  return isDeviceError(err) || err instanceof CorruptSegmentError;
 }
 
 export interface BackupOpened {
@@ -117,6 +144,10 @@ export class NodeRuntime implements PrimaryPorts {
   private readonly retiredFabricBytes = { written: 0, sent: 0 };
   private stopped = false;
   private paused = false;
+  /** The error this node fail-stopped on (onFatal was called), if any. */
+  fatalError: unknown;
+  /** Backup stores found corrupt when opened from disk and reset to be re-synced (region ids). */
+  readonly corruptionsRepaired: string[] = [];
   /** Clock safety margin subtracted from the lease (default: a fifth of the TTL). */
   readonly leaseMarginMs: number;
 
@@ -169,7 +200,7 @@ export class NodeRuntime implements PrimaryPorts {
 
   async openStore(regionId: string): Promise<Store> {
     if (this.backupStores.has(regionId)) await this.promote(regionId);
-    let store = await this.options.openStore(regionId, 'primary');
+    let store = await this.open(regionId, 'primary');
     if (store.role === 'backup') {
       // Made primary by a configuration this incarnation never held the region's buffers for (the
       // node restarted after the promotion was decided, before it acted on it): promote from what
@@ -177,7 +208,7 @@ export class NodeRuntime implements PrimaryPorts {
       // region's open failed on every retry, and the region stayed unserved).
       const report = await store.promoteToPrimary({ tail: [] });
       this.promotions.push({ regionId, ...report });
-      store = await this.options.openStore(regionId, 'primary');
+      store = await this.open(regionId, 'primary');
     }
     this.primaryStores.add(store);
     return store;
@@ -430,6 +461,15 @@ export class NodeRuntime implements PrimaryPorts {
       throw new UnknownRegionError(`region ${regionId} on node ${this.nodeId} (not one of its backups)`);
     }
     let store = this.backupStores.get(regionId);
+    const cached = store === undefined ? undefined : await store.catch(() => undefined);
+    if (cached !== undefined && (cached.failure !== undefined || cached.isClosed)) {
+      // A store that fail-stopped is never offered again: it would refuse this open and every
+      // later one, and the region would stay a copy short. Closed, then opened again from disk
+      // (verified there; a corrupt copy is reset and re-synced).
+      if (this.backupStores.get(regionId) === store) this.backupStores.delete(regionId);
+      await cached.close().catch(() => {});
+      store = this.backupStores.get(regionId);
+    }
     if (store === undefined) {
       store = this.openAsBackup(regionId);
       this.backupStores.set(regionId, store);
@@ -447,7 +487,7 @@ export class NodeRuntime implements PrimaryPorts {
     const reset = (async () => {
       if (!opened.isClosed) await opened.resetAsEmptyBackup();
       this.demotions.push(regionId);
-      return this.options.openStore(regionId, 'backup');
+      return this.open(regionId, 'backup');
     })();
     this.backupStores.set(regionId, reset);
     reset.catch(() => this.backupStores.delete(regionId));
@@ -460,11 +500,63 @@ export class NodeRuntime implements PrimaryPorts {
    * re-synced from scratch (Store.resetAsEmptyBackup).
    */
   private async openAsBackup(regionId: string): Promise<Store> {
-    const store = await this.options.openStore(regionId, 'backup');
-    if (store.role === 'backup') return store;
+    const store = await this.open(regionId, 'backup');
+    if (store.role === 'backup') {
+      // A copy opened from disk is checked before anyone relies on it (a flipped bit in a
+      // persisted segment would otherwise be promoted or rebased upon): a corrupt one is reset.
+      const corrupt = this.options.verifyBackupsOnOpen === false ? undefined : store.verifyPersisted();
+      if (corrupt === undefined) return store;
+      await store.resetAsEmptyBackup();
+      this.corruptionsRepaired.push(regionId);
+      return this.open(regionId, 'backup');
+    }
     await store.resetAsEmptyBackup();
     this.demotions.push(regionId);
-    return this.options.openStore(regionId, 'backup');
+    return this.open(regionId, 'backup');
+  }
+
+  /**
+   * Opens a store through the node's port and watches it: a device error or a corrupt segment,
+   * whether it fails the open or later fail-stops the store, fail-stops the node (`fail`).
+   */
+  private async open(regionId: string, role: Role): Promise<Store> {
+    let store: Store;
+    try {
+      store = await this.options.openStore(regionId, role);
+    } catch (err) {
+      if (nodeFatal(err)) this.fail(err);
+      throw err;
+    }
+    store.hooks.on('failed', ({ error }) => {
+      if (nodeFatal(error)) this.fail(error);
+    });
+    return store;
+  }
+
+  /** This node must fail-stop: tells the supervisor once, after the failing call unwound. */
+  private fail(error: unknown): void {
+    if (this.fatalError !== undefined || this.stopped) return;
+    this.fatalError = error;
+    const onFatal = this.options.onFatal;
+    if (onFatal !== undefined) queueMicrotask(() => onFatal(error));
+  }
+
+  /**
+   * A scrub pass (failure detection for bit rot): verifies every open backup store of this node;
+   * a corrupt one fail-stops (and with it the node, see `open`). Returns the regions found corrupt.
+   */
+  async scrub(): Promise<string[]> {
+    const corrupt: string[] = [];
+    for (const [regionId, store] of await this.backupStoresByRegion()) {
+      if (store.isClosed || store.failure !== undefined) continue;
+      try {
+        store.scrub();
+      } catch (err) {
+        if (err instanceof CorruptSegmentError) corrupt.push(regionId);
+        else throw err;
+      }
+    }
+    return corrupt;
   }
 
   private track(connection: Connection): void {

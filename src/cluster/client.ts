@@ -19,6 +19,7 @@ import {
   KeyTooLargeError,
   OperationTimeoutError,
   StaleEpochError,
+  TalosError,
   UnreachableError,
   WrongPrimaryError,
 } from '../errors.js';
@@ -59,12 +60,21 @@ export interface ClientScanOptions {
   reverse?: boolean;
 }
 
-/** Worth another try with a fresh map: the primary moved, or its node could not be reached. */
+/**
+ * Worth another try with a fresh map: the primary moved, or its node could not be reached, or its
+ * store fail-stopped before the write was appended (STORE_FAILED, DISK_FULL, DEVICE_IO: definite,
+ * and the node is being replaced, so a retry finds the region's next primary).
+ */
 function retryable(err: unknown): boolean {
   return (
-    err instanceof WrongPrimaryError || err instanceof StaleEpochError || err instanceof UnreachableError
+    err instanceof WrongPrimaryError ||
+    err instanceof StaleEpochError ||
+    err instanceof UnreachableError ||
+    (err instanceof TalosError && REPLACED_STORE_CODES.has(err.code))
   );
 }
+
+const REPLACED_STORE_CODES = new Set(['STORE_FAILED', 'DISK_FULL', 'DEVICE_IO']);
 
 export class LocalClient {
   private readonly timeoutMs: number;

@@ -25,7 +25,7 @@ import { type Device, emptyIoStats, type IoStats } from '../engine/device.js';
 import { FileDevice } from '../engine/file-device.js';
 import { SimDevice } from '../engine/sim-device.js';
 import { Store, type StoreOptions } from '../engine/store.js';
-import { InvalidArgumentError, TalosError } from '../errors.js';
+import { classifyDeviceError, InvalidArgumentError, TalosError } from '../errors.js';
 import { MemoryFabric } from '../fabric/memory.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
@@ -166,13 +166,21 @@ export class LocalCluster {
   >();
   /** Nodes the supervisor started again after they lost their lease (in order). */
   readonly restarts: string[] = [];
-  private readonly restartListeners = new Set<(nodeId: string) => void>();
+  private readonly restartListeners = new Set<(nodeId: string, reason: string) => void>();
   /**
    * Stalled nodes → their stall queue: everything that needed the node's thread meanwhile (timers
    * come due, fabric messages and completions, coordinator deliveries and calls, client requests),
    * in arrival order.
    */
   private readonly stalls = new Map<string, (() => void)[]>();
+  /** Nodes whose disk fails (failDisk): the errno and the operations it fails, per node. */
+  private readonly diskFaults = new Map<string, { errno: string; ops: ReadonlySet<DeviceOp['kind']> }>();
+  /** Nodes that fail-stopped on a store failure (a device error, corruption), with the error, in order. */
+  readonly failStops: { nodeId: string; error: unknown }[] = [];
+  /** Bits flipped by flipBit, described, in order. */
+  readonly bitFlips: string[] = [];
+  /** Restarts under way (restartNode), so two callers share one. */
+  private readonly restarting = new Map<string, Promise<void>>();
 
   constructor(
     private readonly options: Required<Pick<LocalClusterOptions, 'nodes' | 'replicas' | 'mode'>> &
@@ -317,8 +325,11 @@ export class LocalCluster {
    * serving, and its lease is left to run out on the clock. The rest of the cluster notices through
    * failed writes (a primary reports the backup as suspect) or the lease, and reconfigures.
    */
-  /** Calls `listener` whenever the supervisor restarts a node on a lost lease; returns the unsubscribe. */
-  onRestart(listener: (nodeId: string) => void): () => void {
+  /**
+   * Calls `listener` whenever the supervisor restarts a node (on a lost lease, or after the node
+   * fail-stopped on a disk error or corruption; `reason` says which); returns the unsubscribe.
+   */
+  onRestart(listener: (nodeId: string, reason: string) => void): () => void {
     this.restartListeners.add(listener);
     return () => this.restartListeners.delete(listener);
   }
@@ -377,7 +388,21 @@ export class LocalCluster {
     timeoutMs = 30_000,
     options: { afterLeaseExpiry?: boolean } = {},
   ): Promise<void> {
+    const under = this.restarting.get(nodeId);
+    if (under !== undefined) return under;
     if (!this.dead.has(nodeId)) throw new InvalidArgumentError(`node ${nodeId} is not dead`);
+    const restart = this.restartDead(nodeId, timeoutMs, options).finally(() =>
+      this.restarting.delete(nodeId),
+    );
+    this.restarting.set(nodeId, restart);
+    return restart;
+  }
+
+  private async restartDead(
+    nodeId: string,
+    timeoutMs: number,
+    options: { afterLeaseExpiry?: boolean },
+  ): Promise<void> {
     // By default the new incarnation joins once the old one's lease ran out (as a supervisor with
     // a restart delay would). With `afterLeaseExpiry: false` it joins at once, while the old lease
     // still names the node: its roles are then void by incarnation (NodeInfo.joinedRevision), so
@@ -555,6 +580,102 @@ export class LocalCluster {
     for (const connection of connections) if (!connection.closed) this.fabric.delayTraffic(connection, 0);
   }
 
+  /**
+   * A failing disk on a node (failure injection): for `forMs`, every operation of `ops` its stores
+   * issue (writes, syncs, manifest replaces — 'meta') fails with `errno` (ENOSPC: disk full; EIO:
+   * a device error), typed as FileDevice types it (classifyDeviceError). The operation does not
+   * take effect. A store that sees it fail-stops and the node with it (NodeRuntime.onFatal): the
+   * supervisor kills it — unsynced writes are lost, as a kernel may drop the dirty pages of a
+   * failed fsync — and restarts it once its lease ran out; while the disk still fails, the new
+   * incarnation fails again. Dead or restarted, the node keeps the fault: it is the disk's.
+   * Resolves when the fault ends.
+   */
+  async failDisk(
+    nodeId: string,
+    errno: 'ENOSPC' | 'EIO',
+    ops: readonly DeviceOp['kind'][],
+    forMs: number,
+  ): Promise<void> {
+    if (!this.nodes.has(nodeId)) throw new InvalidArgumentError(`no node ${nodeId}`);
+    const fault = { errno, ops: new Set(ops) };
+    this.diskFaults.set(nodeId, fault);
+    await new Promise<void>((resolve) => this.clock.setTimeout(resolve, forMs));
+    if (this.diskFaults.get(nodeId) === fault) this.diskFaults.delete(nodeId);
+  }
+
+  /**
+   * Bit rot (failure injection): flips one bit of one persisted segment (a sealed log segment or a
+   * level's index segment) of one of the node's backup stores, on the disk itself (what any later
+   * read sees, a restart included). `pick(n)` chooses among n candidates, first the segment (all
+   * backup stores' segments, by region), then the bit within its used bytes. Nothing detects it
+   * here: a scrub (`scrub`), a promotion, a read or the next open of the store from disk must.
+   * Returns what was flipped, or undefined when the node holds no persisted backup segment.
+   */
+  async flipBit(
+    nodeId: string,
+    pick: (count: number) => number,
+    where: (segment: { regionId: string; kind: 'log' | 'index' }) => boolean = () => true,
+  ): Promise<string | undefined> {
+    const runtime = this.liveNode(nodeId).runtime;
+    const candidates: { regionId: string; offset: number; usedBytes: number; kind: 'log' | 'index' }[] = [];
+    const stores = [...(await runtime.backupStoresByRegion())].sort(([a], [b]) => (a < b ? -1 : 1));
+    for (const [regionId, store] of stores) {
+      if (store.isClosed || store.failure !== undefined) continue;
+      for (const segment of store.persistedSegments()) {
+        if (where({ regionId, kind: segment.kind })) candidates.push({ regionId, ...segment });
+      }
+    }
+    if (candidates.length === 0) return undefined;
+    const at = candidates[pick(candidates.length)]!;
+    const bit = pick(at.usedBytes * 8);
+    const device = this.devices.get(`${nodeId}/${at.regionId}`);
+    if (device === undefined) return undefined;
+    const offset = at.offset + Math.floor(bit / 8);
+    const flipped = Buffer.from([device.read(offset, 1, at.kind)[0]! ^ (1 << (bit % 8))]);
+    if (device instanceof SimDevice) device.corrupt(offset, flipped);
+    else {
+      device.write(offset, flipped, 'log');
+      device.sync();
+    }
+    const what = `${at.kind} segment @${at.offset} of ${nodeId}/${at.regionId}, bit ${bit}`;
+    this.bitFlips.push(what);
+    return what;
+  }
+
+  /** One scrub pass over a live node's backup stores (NodeRuntime.scrub); the regions found corrupt. */
+  async scrub(nodeId: string): Promise<string[]> {
+    if (this.dead.has(nodeId)) return [];
+    return this.liveNode(nodeId).runtime.scrub();
+  }
+
+  /**
+   * The supervisor's answer to a node that fail-stopped on a store failure (NodeRuntime.onFatal):
+   * the process is gone (killNode: no goodbye, unsynced writes lost) and a new incarnation starts
+   * on the same disks once the old lease ran out.
+   */
+  private failStop(nodeId: string, runtime: NodeRuntime, error: unknown): void {
+    if (this.closed || this.dead.has(nodeId) || this.nodes.get(nodeId)?.runtime !== runtime) return;
+    this.failStops.push({ nodeId, error });
+    void this.killNode(nodeId)
+      .then(() => {
+        if (this.closed) return;
+        for (const listener of this.restartListeners)
+          listener(nodeId, `fail-stop: ${error instanceof Error ? error.message : String(error)}`);
+        return this.restartNode(nodeId);
+      })
+      .catch(() => {});
+  }
+
+  /** Throws the injected disk error when `nodeId`'s disk fails `op` now (failDisk). */
+  private injectDiskFault(nodeId: string, device: string, op: DeviceOp): void {
+    const fault = this.diskFaults.get(nodeId);
+    if (fault === undefined || !fault.ops.has(op.kind)) return;
+    const errno = Object.assign(new Error(`${fault.errno}: injected on ${nodeId}, ${op.kind}`), {
+      code: fault.errno,
+    });
+    throw classifyDeviceError(errno, device, op.kind);
+  }
+
   private liveNode(nodeId: string) {
     const node = this.nodes.get(nodeId);
     if (node === undefined || this.dead.has(nodeId)) throw new InvalidArgumentError(`no live node ${nodeId}`);
@@ -648,6 +769,7 @@ export class LocalCluster {
       logBufferCount: this.options.logBufferCount ?? 4,
       openStore: (regionId, role) => this.openStore(nodeId, regionId, role),
       cpuMicros: this.options.cpuMicros ?? defaultCpuMicros,
+      onFatal: (error) => this.failStop(nodeId, runtime, error),
     });
     const actor = createActor(nodeMachine, {
       id: nodeId,
@@ -670,7 +792,7 @@ export class LocalCluster {
         if (!(error instanceof LeaseLostError) || this.closed || this.dead.has(nodeId)) return;
         if (this.nodes.get(nodeId)?.actor !== actor) return;
         this.restarts.push(nodeId);
-        for (const listener of this.restartListeners) listener(nodeId);
+        for (const listener of this.restartListeners) listener(nodeId, 'lease lost');
         void node.coordinator.close().then(() => {
           if (!this.closed && !this.dead.has(nodeId)) this.startNode(nodeId);
         });
@@ -701,6 +823,7 @@ export class LocalCluster {
       this.devices.set(key, device);
     }
     const view = new IncarnationDevice(device, (op) => {
+      this.injectDiskFault(nodeId, key, op);
       const trigger = this.crashTriggers.get(nodeId);
       if (trigger === undefined || !trigger.when({ ...op, regionId, role })) return;
       this.crashTriggers.delete(nodeId);

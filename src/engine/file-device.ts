@@ -24,11 +24,15 @@
  * LOCK by hand); two processes taking over one stale lock at the same instant can race between
  * reading the dead pid and removing the file (the re-read just before removal narrows it).
  * Advisory locking (flock) would close both, but Node has no flock.
+ *
+ * Device failures: every fs error of a read, write, sync or metadata replace goes through
+ * `classifyDeviceError`, so ENOSPC/EDQUOT surface as DiskFullError and EIO/EROFS/... as
+ * DeviceIoError, each naming this directory and the operation; the store fail-stops on them.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { assert } from '../assert.js';
-import { DeviceLockedError } from '../errors.js';
+import { classifyDeviceError, DeviceLockedError, type DeviceOperation } from '../errors.js';
 import { cloneIoStats, type Device, emptyIoStats, type IoCategory, type IoStats } from './device.js';
 
 const LOCK_NAME = 'LOCK';
@@ -77,6 +81,38 @@ export class FileDevice implements Device {
   }
 
   read(offset: number, length: number, category: IoCategory): Buffer {
+    return this.classified('read', () => this.readRaw(offset, length, category));
+  }
+
+  write(offset: number, bytes: Uint8Array, category: IoCategory): void {
+    this.classified('write', () => this.writeRaw(offset, bytes, category));
+  }
+
+  sync(): void {
+    this.classified('sync', () => {
+      fs.fdatasyncSync(this.fd);
+      this.stats.syncCount++;
+    });
+  }
+
+  readMeta(name: string): Buffer | undefined {
+    return this.classified('read', () => this.readMetaRaw(name));
+  }
+
+  writeMetaAtomic(name: string, bytes: Uint8Array): void {
+    this.classified('meta', () => this.writeMetaRaw(name, bytes));
+  }
+
+  /** Runs an fs call, turning a device failure (ENOSPC, EIO...) into its typed error. */
+  private classified<T>(operation: DeviceOperation, call: () => T): T {
+    try {
+      return call();
+    } catch (err) {
+      throw classifyDeviceError(err, this.name, operation);
+    }
+  }
+
+  private readRaw(offset: number, length: number, category: IoCategory): Buffer {
     const out = Buffer.allocUnsafe(length);
     let done = 0;
     while (done < length) {
@@ -92,7 +128,7 @@ export class FileDevice implements Device {
     return out;
   }
 
-  write(offset: number, bytes: Uint8Array, category: IoCategory): void {
+  private writeRaw(offset: number, bytes: Uint8Array, category: IoCategory): void {
     let done = 0;
     while (done < bytes.length) {
       done += fs.writeSync(this.fd, bytes, done, bytes.length - done, offset + done);
@@ -102,12 +138,7 @@ export class FileDevice implements Device {
     this.stats.writeCount++;
   }
 
-  sync(): void {
-    fs.fdatasyncSync(this.fd);
-    this.stats.syncCount++;
-  }
-
-  readMeta(name: string): Buffer | undefined {
+  private readMetaRaw(name: string): Buffer | undefined {
     try {
       const bytes = fs.readFileSync(path.join(this.dir, name));
       this.stats.readBytes.manifest += bytes.length;
@@ -119,7 +150,7 @@ export class FileDevice implements Device {
     }
   }
 
-  writeMetaAtomic(name: string, bytes: Uint8Array): void {
+  private writeMetaRaw(name: string, bytes: Uint8Array): void {
     const finalPath = path.join(this.dir, name);
     const tempPath = `${finalPath}.tmp`;
     const fd = fs.openSync(tempPath, 'w', 0o644);

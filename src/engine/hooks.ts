@@ -48,11 +48,21 @@ export interface L0FullEvent {
   entryCount: number;
 }
 
+/**
+ * The store fail-stopped (once, with the first error): a device failure (DISK_FULL, DEVICE_IO), a
+ * corrupt segment found by a read, a scrub or a promotion, or a broken invariant. Nothing is
+ * acknowledged after it; the owner replaces the store (the node reopens it or is restarted).
+ */
+export interface StoreFailedEvent {
+  error: unknown;
+}
+
 export interface StoreHookMap {
   segmentSealed: SegmentSealedEvent;
   indexSegmentWritten: IndexSegmentWrittenEvent;
   compactionCommitted: CompactionCommittedEvent;
   l0Full: L0FullEvent;
+  failed: StoreFailedEvent;
 }
 
 export class StoreHooks {
@@ -61,6 +71,7 @@ export class StoreHooks {
     indexSegmentWritten: [],
     compactionCommitted: [],
     l0Full: [],
+    failed: [],
   };
 
   /** Subscribes; returns the function that unsubscribes. */

@@ -24,6 +24,22 @@
  *   `compactionCommitted` per commit. One job runs at a time; writers wait only if L0 fills again
  *   while the previous L0 is still being flushed.
  *
+ * Fail-stop (LevelDB's background error, PostgreSQL's fsync rule): the first error of a mutation —
+ *   a device failure (DiskFullError, DeviceIoError from the device: ENOSPC, EIO... on a write,
+ *   a sync or a manifest replace), a corrupt segment, a broken invariant — is kept in `fatalError`
+ *   and the `failed` hook fires once. From then on nothing is acknowledged: writes not yet appended
+ *   are refused (the device error itself while the store made room for the record, STORE_FAILED
+ *   afterwards), and writes already appended — pending, at the commit gate, or gated and released
+ *   later — are rejected as OutcomeUnknownError (`rejectAppended`): their record may be on the
+ *   device or on every backup. After a failed sync the page cache cannot be trusted, so the store
+ *   never retries: its owner reopens it, and recovery keeps what was synced.
+ *
+ * Verification (`verifyPersisted`, `scrub`): every persisted log segment must parse as CRC-valid,
+ *   lsn-continuous records up to its recorded length and every index segment must pass its block
+ *   and metadata CRCs. A backup's node verifies a store it opens from disk and before promoting
+ *   it (promoteToPrimary refuses a corrupt store: it fail-stops instead), so a flipped bit is
+ *   found before its segment could be served, and the copy is re-synced from the primary.
+ *
  * Recovery: read the manifest, open the levels lazily, replay the log from `replayFrom` into L0. In
  *   the active segment the CRC and lsn continuity decide where the valid prefix ends; the bytes past
  *   it are zeroed on the device so stale records can never be revived later.
@@ -426,6 +442,71 @@ export class Store {
       const keyBytes = Buffer.from(key, 'latin1');
       out.push({ key: keyBytes, value: this.readValue(entry, keyBytes) });
       if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /** The error the store fail-stopped on, or undefined while it is usable. */
+  get failure(): unknown {
+    return this.fatalError;
+  }
+
+  /**
+   * Reads back every persisted segment and checks it: each sealed log segment must hold CRC-valid,
+   * lsn-continuous records up to the length the manifest records for it, each index segment of
+   * the levels must pass verifyIndexSegment (block CRCs, metadata CRC, key order). Returns the
+   * first corruption found, or undefined. Reads only; the store stays usable either way (the
+   * caller decides: `scrub` fail-stops, a node opening a backup store resets it).
+   */
+  verifyPersisted(): CorruptSegmentError | undefined {
+    this.checkUsable();
+    for (const entry of this.log) {
+      if (entry.usedBytes === null || entry.usedBytes === 0) continue;
+      const bytes = this.device.read(entry.offset, entry.usedBytes, 'log');
+      const parsed = parseRecords(bytes, 0, bytes.length, 0);
+      if (parsed.endOffset !== bytes.length) {
+        return new CorruptSegmentError(
+          `log@${entry.offset} (seq ${entry.seq})`,
+          `records stop at offset ${parsed.endOffset} of ${bytes.length} (${parsed.stop})`,
+        );
+      }
+    }
+    for (const level of this.levels) {
+      for (const segment of level) {
+        const { offset, usedBytes } = segment.descriptor;
+        try {
+          verifyIndexSegment(this.device.read(offset, usedBytes, 'index'), `index@${offset}`);
+        } catch (err) {
+          if (err instanceof CorruptSegmentError) return err;
+          throw err;
+        }
+      }
+    }
+    return undefined;
+  }
+
+  /** Verifies every persisted segment (verifyPersisted); a corrupt one makes the store fail-stop. */
+  scrub(): void {
+    const corrupt = this.verifyPersisted();
+    if (corrupt !== undefined)
+      this.failStopOnError(() => {
+        throw corrupt;
+      });
+  }
+
+  /**
+   * The persisted segments the manifest names (sealed log segments and level index segments):
+   * where each lies on the device and how many bytes of it are in use. For fault injection and
+   * tools.
+   */
+  persistedSegments(): { kind: 'log' | 'index'; offset: number; usedBytes: number }[] {
+    const out: { kind: 'log' | 'index'; offset: number; usedBytes: number }[] = [];
+    for (const e of this.log) {
+      if (e.usedBytes !== null && e.usedBytes > 0)
+        out.push({ kind: 'log', offset: e.offset, usedBytes: e.usedBytes });
+    }
+    for (const s of this.levels.flat()) {
+      out.push({ kind: 'index', offset: s.descriptor.offset, usedBytes: s.descriptor.usedBytes });
     }
     return out;
   }
@@ -901,6 +982,9 @@ export class Store {
     this.requireRole('backup');
     await this.drainBackground();
     this.checkUsable();
+    // A corrupt copy is never promoted: the store fail-stops and its node is replaced, so another
+    // backup (every one holds every acknowledged write) takes the region.
+    this.scrub();
     const bySeq = new Map(args.tail.map((t) => [t.seq, t]));
     const last = this.log.at(-1);
     let nextLsn = 0; // 0: the first record may carry any lsn (nothing persisted to continue)
@@ -1059,10 +1143,20 @@ export class Store {
         this.scheduleCommit();
       });
     }
-    this.failStopOnError(() => {
-      this.applyToL0(keyString, entry);
-      this.afterApply();
-    });
+    try {
+      this.failStopOnError(() => {
+        this.applyToL0(keyString, entry);
+        this.afterApply();
+      });
+    } catch (err) {
+      // The record is in the log (and in L0): whatever failed after it, the outcome is unknown.
+      throw new OutcomeUnknownError(
+        `write of ${JSON.stringify(keyString)} was appended, then the store failed`,
+        {
+          cause: err,
+        },
+      );
+    }
   }
 
   /** Encodes a record at the end of the active segment, sealing it first if the record does not fit. */
@@ -1145,6 +1239,11 @@ export class Store {
     if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
+    if (this.fatalError !== undefined) {
+      // Fail-stop: appended before the failure, acknowledged never.
+      rejectAppended(batch, new StoreFailedError(this.fatalError));
+      return;
+    }
     try {
       if (this.syncPolicy === 'always') this.failStopOnError(() => this.syncTail(false));
     } catch (err) {
@@ -1184,6 +1283,11 @@ export class Store {
       rejectAppended(batch, new StoreClosedError());
       return;
     }
+    // Fail-stop: a group released by the gate after the store failed is not acknowledged either.
+    if (this.fatalError !== undefined) {
+      rejectAppended(batch, new StoreFailedError(this.fatalError));
+      return;
+    }
     try {
       this.failStopOnError(() => {
         for (const p of batch) this.applyToL0(p.key, p.entry);
@@ -1201,8 +1305,19 @@ export class Store {
     try {
       return mutation();
     } catch (err) {
-      this.fatalError ??= err;
+      this.noteFailure(err);
       throw err;
+    }
+  }
+
+  /** Keeps the first failure (the store is fail-stop from now on) and announces it once. */
+  private noteFailure(err: unknown): void {
+    if (this.fatalError !== undefined) return;
+    this.fatalError = err;
+    try {
+      this.hooks.emit('failed', { error: err });
+    } catch {
+      // A listener's failure must not hide the store's own error.
     }
   }
 
@@ -1341,7 +1456,7 @@ export class Store {
       },
       (err: unknown) => {
         this.background = undefined;
-        this.fatalError ??= err;
+        this.noteFailure(err);
       },
     );
     this.background = job;
@@ -1389,7 +1504,7 @@ export class Store {
       try {
         await job();
       } catch (err) {
-        this.fatalError ??= err;
+        this.noteFailure(err);
         throw err;
       }
     })();

@@ -25,6 +25,7 @@ import { crc32c } from '../engine/crc.js';
 import { type KeyValue, type ScanOptions, type Store, StoreFailedError } from '../engine/store.js';
 import {
   InvalidArgumentError,
+  isDeviceError,
   KeyTooLargeError,
   OutcomeUnknownError,
   StoreClosedError,
@@ -447,6 +448,8 @@ function definiteFailure(err: unknown): boolean {
     err instanceof InvalidArgumentError ||
     err instanceof StoreClosedError ||
     err instanceof StoreFailedError ||
+    // The store's device failed while it made room for the record (a seal), before the append.
+    isDeviceError(err) ||
     err instanceof WrongPrimaryError
   );
 }

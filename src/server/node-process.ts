@@ -207,6 +207,14 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
         const u = process.cpuUsage();
         return u.user + u.system;
       },
+      // A store hit a device error (ENOSPC, EIO) or a corrupt segment: the process fail-stops, as
+      // a crash would (the lease runs out, nothing unsynced is trusted), and its service manager
+      // restarts it; the new process recovers from what was synced and verifies its backup copies.
+      onFatal: (err) => {
+        if (stopping) return;
+        log.fatal({ incarnation: incarnations, err }, 'store failure: the node fail-stops');
+        process.exit(75);
+      },
     });
     const actor = createActor(nodeMachine, {
       id: options.nodeId,

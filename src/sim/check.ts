@@ -26,7 +26,11 @@
  * good (until healing; at most one node down for good: a later fault first brings it back; a node
  * holding some region's last live replica is restarted at once, as it would be after a crash),
  * pause past the lease, partition from peers / the coordinator / both, drop one connection, delay
- * a node's traffic, slow a node's disk; a thread stall (nothing of the node runs for forMs —
+ * a node's traffic, slow a node's disk; a node's disk failing writes and/or syncs with ENOSPC or
+ * EIO for a while (its stores fail-stop, the node with them, and the supervisor restarts it until
+ * the disk works again), a bit flipped in a persisted segment of a node's backup store (found by
+ * the node's next scrub, or earlier by a promotion or a reopen from disk; the copy is reset and
+ * re-synced); a thread stall (nothing of the node runs for forMs —
  * possibly past its lease — then everything held runs late, LocalCluster.stallNode), clock drift
  * (a node's clock runs up to ±15 % off for forMs) and clock jumps (ahead by up to 700 ms, or losing
  * up to 10 ms). Clock faults stay within the stated bounds (faults.ts, docs/failure-model.md) that
@@ -638,6 +642,35 @@ async function applyFault(c: LocalCluster, world: SimWorld, fault: Fault): Promi
     case 'clock-jump':
       c.jumpClock(fault.node, jumpOf(fault));
       break;
+    case 'disk-full':
+      await c.failDisk(
+        fault.node,
+        'ENOSPC',
+        fault.forMs % 2 === 0 ? ['write', 'meta'] : ['write', 'sync', 'meta'],
+        fault.forMs,
+      );
+      break;
+    case 'disk-error': {
+      const ops = [
+        ['write', 'meta'],
+        ['sync', 'meta'],
+        ['write', 'sync', 'meta'],
+      ] as const;
+      await c.failDisk(fault.node, 'EIO', ops[fault.forMs % 3]!, fault.forMs);
+      break;
+    }
+    case 'bit-flip': {
+      // A node that is down holds its copies on disk: its next open verifies them instead.
+      if (c.deadNodes().includes(fault.node)) break;
+      let draw = fault.atMs * 7919 + fault.forMs;
+      await c.flipBit(fault.node, (n) => {
+        draw = (draw * 48271 + 11) % 2147483647;
+        return draw % n;
+      });
+      await wait(fault.forMs); // the scrubber's next pass
+      await c.scrub(fault.node);
+      break;
+    }
     default: {
       const from =
         fault.kind === 'partition-peers'
@@ -818,8 +851,8 @@ function recordTimeline(c: LocalCluster, timeline: (line: string) => void, nowMs
       `${nowMs()} ms: ${r.regionId} epoch ${r.epoch}: primary ${r.primary}, backups [${r.backups.join(', ')}]${joining}`,
     );
   });
-  const unlisten = c.onRestart((nodeId) =>
-    timeline(`${nowMs()} ms: supervisor restarts ${nodeId} (lease lost)`),
+  const unlisten = c.onRestart((nodeId, reason) =>
+    timeline(`${nowMs()} ms: supervisor restarts ${nodeId} (${reason})`),
   );
   return () => {
     unwatch();

@@ -20,6 +20,9 @@ export const FAULT_KINDS = [
   'stall',
   'clock-drift',
   'clock-jump',
+  'disk-full',
+  'disk-error',
+  'bit-flip',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
@@ -53,6 +56,11 @@ export interface Fault {
    * clock-jump moves the node's clock by jumpOf(fault) ms (ahead by forMs when forMs is even, back
    * — it loses time — by up to 10 ms when odd). A drawn plan's stalls last 200–400 ms (about a
    * lease TTL: see stallMsOf), other kinds' faults 100–700 ms.
+   * disk-full (ENOSPC) and disk-error (EIO) fail the node's disk for forMs: disk-full fails writes
+   * and manifest replaces, and syncs too when forMs is odd; disk-error fails writes (forMs mod 3
+   * = 0), syncs (1) or both (2), manifest replaces always. bit-flip flips one bit of one persisted
+   * segment of the node's backup stores (chosen from atMs and forMs) and the node's scrubber
+   * passes over its backup stores forMs later.
    */
   forMs: number;
   /**
