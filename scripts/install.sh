@@ -4,8 +4,9 @@
 #                                    for `npm start` (the demo needs no other package)
 #   bash scripts/install.sh --test   also the Debian packages the tests need — etcd-server (the etcd
 #                                    tests start a real etcd), libibverbs-dev, librdmacm-dev and
-#                                    ibverbs-providers (the RDMA addon's headers, the rxe provider) —
-#                                    and builds the native addon (npm run build:native)
+#                                    ibverbs-providers (the RDMA addon's headers, the rxe provider),
+#                                    chromium (the trace viewer's page is tested in a headless browser)
+#                                    — and builds the native addon (npm run build:native)
 # Idempotent: installed packages are skipped. Uses sudo when not root. The Soft-RoCE guest's own
 # packages (qemu, the kernel...) are installed by ../shared/rxe-vm/build-initramfs.sh, not here.
 set -euo pipefail
@@ -36,7 +37,8 @@ if [ "$(node_major)" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
 fi
 
 if [ "$WITH_TESTS" -eq 1 ]; then
-  apt_install etcd-server libibverbs-dev librdmacm-dev ibverbs-providers
+  # chromium: the trace viewer's test loads its page in a real headless browser.
+  apt_install etcd-server libibverbs-dev librdmacm-dev ibverbs-providers chromium
 fi
 
 node --version

@@ -33,6 +33,8 @@ export interface CheckOptions {
   plan?: Fault[];
   /** With replay: print the schedule's timeline (ScheduleOptions.timeline) as it happens. */
   timeline?: boolean;
+  /** With replay: write the trace viewer's HTML page here. */
+  html?: string;
   mode?: ReplicationMode;
   mutant?: Mutant;
   /** Shrink the first failing schedule (default true). */
@@ -85,7 +87,14 @@ export async function runCheck(options: CheckOptions): Promise<CheckSummary> {
     const result = await runSchedule({
       ...scheduleOptions(options, options.replay),
       ...(options.timeline ? { timeline: (line: string) => out(`  ${line}`) } : {}),
+      ...(options.html === undefined ? {} : { record: true }),
     });
+    if (options.html !== undefined) {
+      const { renderScheduleHtml } = await import('../sim/viewer.js');
+      const replay = `talos check --replay ${options.replay}${replayFlags(options)}${options.ops === undefined ? '' : ` --ops ${options.ops}`}${options.plan === undefined ? '' : ` --plan '${JSON.stringify(options.plan)}'`}`;
+      writeFileSync(options.html, await renderScheduleHtml(result, replay));
+      out(`wrote ${options.html}`);
+    }
     out(
       `seed ${result.seed} (${result.mode}): ${result.operations} operations, ${result.steps} steps, ${result.virtualMs} virtual ms`,
     );

@@ -61,6 +61,7 @@ import {
   stallMsOf,
 } from './faults.js';
 import { checkRegister, type RegisterOp } from './linearizability.js';
+import { Recorder, type Recording } from './recording.js';
 import { SimWorld } from './world.js';
 
 export { FAULT_KINDS, type Fault, type FaultKind, FIRST_FAULT_KINDS } from './faults.js';
@@ -128,6 +129,8 @@ export interface ScheduleOptions {
    * first acknowledgement of each node per region and epoch, each line prefixed with virtual ms.
    */
   timeline?: (line: string) => void;
+  /** Keep a Recording of configurations, faults, restarts and trace events (`talos check --html`). */
+  record?: boolean;
   /** Called with the healed cluster before it closes (debugging a seed). */
   inspect?: (cluster: LocalCluster, world: SimWorld) => Promise<void>;
 }
@@ -159,6 +162,8 @@ export interface ScheduleResult {
    * that long for the cluster to react.
    */
   recoveryMs: number;
+  /** What the schedule did, when it was asked to record (ScheduleOptions.record; the trace viewer). */
+  recording?: Recording;
   /** Keys whose linearizability search ran past its budget (neither passed nor failed). */
   undecidedKeys: number;
   /** The most epochs one region went through after its first (a storm shows here). */
@@ -176,15 +181,18 @@ export async function runSchedule(options: ScheduleOptions): Promise<ScheduleRes
   const timeline = options.timeline;
   const acked = new Set<string>();
   const phases = new PhaseWaiters();
+  const recorder = options.record ? new Recorder([], () => trace.nowMs()) : undefined;
   setTraceSink(
     timeline === undefined
       ? (event) => {
           trace.record(event);
           phases.offer(event);
+          recorder?.event(event);
         }
       : (event) => {
           trace.record(event);
           phases.offer(event);
+          recorder?.event(event);
           if (event.kind === 'phase')
             timeline(
               `${Number.isNaN(trace.nowMs()) ? 'setup' : `${trace.nowMs()} ms`}: ${event.node} ${event.phase} ${event.regionId}${event.peer === undefined ? '' : ` (peer ${event.peer})`}`,
@@ -198,7 +206,7 @@ export async function runSchedule(options: ScheduleOptions): Promise<ScheduleRes
         },
   );
   try {
-    return await runScheduleWith(options, trace, phases);
+    return await runScheduleWith(options, trace, phases, recorder);
   } finally {
     setTraceSink(undefined);
     setMutant(undefined);
@@ -209,6 +217,7 @@ async function runScheduleWith(
   options: ScheduleOptions,
   trace: TraceChecker,
   phases: PhaseWaiters,
+  recorder: Recorder | undefined,
 ): Promise<ScheduleResult> {
   const seed = options.seed;
   const ops = options.ops ?? 60;
@@ -291,6 +300,7 @@ async function runScheduleWith(
   const timeline = options.timeline;
   const stopTimeline = timeline === undefined ? () => {} : recordTimeline(c, timeline, nowMs);
   const note = (line: string): void => timeline?.(`${nowMs()} ms: ${line}`);
+  const stopRecording = recorder === undefined ? () => {} : recordInto(c, recorder);
   let issued = 0;
   let written = 0;
 
@@ -403,8 +413,10 @@ async function runScheduleWith(
     faulted.add(fault.node);
     maxConcurrentFaults = Math.max(maxConcurrentFaults, faulted.size);
     note(`fault ${fault.kind} ${fault.node} for ${fault.forMs} ms starts`);
+    const recordEnd = recorder?.fault(planned, fault.node);
     try {
       await applyOverlapping(c, world, fault);
+      recordEnd?.();
       const endedAtMs = nowMs();
       note(`fault ${fault.kind} ${fault.node} ends`);
       // The node counts as faulted until a lease's time after the fault and then until the cluster
@@ -438,8 +450,10 @@ async function runScheduleWith(
       maxConcurrentFaults = 1;
       note(`fault ${fault.kind} ${fault.node} for ${fault.forMs} ms starts`);
       let endedAtMs = 0;
+      const recordEnd = recorder?.fault(fault, fault.node);
       await inject(c, world, fault, () => {
         endedAtMs = nowMs();
+        recordEnd?.();
       });
       recoveries.push({ endedAtMs, wholeAtMs: nowMs() });
       note(`fault ${fault.kind} ${fault.node} healed`);
@@ -488,6 +502,7 @@ async function runScheduleWith(
   } finally {
     epochs.stop();
     stopTimeline();
+    stopRecording();
     await world.close();
   }
   violations.push(...trace.violations());
@@ -506,6 +521,7 @@ async function runScheduleWith(
     skippedFaults,
     phaseFaults,
     recoveryMs: lastRecoveryMs(recoveries),
+    ...(recorder === undefined ? {} : { recording: recorder.recording }),
     undecidedKeys,
     maxEpochs: epochs.maxEpochs(),
   };
@@ -838,6 +854,19 @@ function recordEpochs(c: LocalCluster): { check(): string[]; stop(): void; maxEp
       }
       return out;
     },
+  };
+}
+
+/** Region configurations and supervisor restarts into a Recorder (ScheduleOptions.record). */
+function recordInto(c: LocalCluster, recorder: Recorder): () => void {
+  recorder.recording.nodes = c.nodeIds();
+  const unwatch = c.coordinator.client().watchRegions((event) => {
+    if (event.kind === 'put') recorder.config(event.entry.config);
+  });
+  const unlisten = c.onRestart((nodeId, reason) => recorder.restart(nodeId, reason));
+  return () => {
+    unwatch();
+    unlisten();
   };
 }
 
