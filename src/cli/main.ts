@@ -329,7 +329,10 @@ program
     (v: string) => parsePlan(v),
   )
   .option('--timeline', 'with --replay: print faults, region configurations and restarts as they happen')
-  .option('--html <path>', 'with --replay: write the schedule as one self-contained HTML page (the trace viewer)')
+  .option(
+    '--html <path>',
+    'with --replay: write the schedule as one self-contained HTML page (the trace viewer)',
+  )
   .option('--no-shrink', 'report the first failing schedule without shrinking it')
   .addOption(
     new Option('--mode <mode>', 'replication mode (default: by seed)').choices(['send-index', 'build-index']),
