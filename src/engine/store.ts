@@ -1,49 +1,18 @@
-/**
- * Store: a single-node LSM key-value store with KV separation (DESIGN §3) — the facade over the
- * modules that each do one job:
- *   options.ts       options, defaults, validation
- *   value-log.ts     the log chain, the active segment, append, seal, value reads
- *   group-commit.ts  one sync (and one commit-gate call) per group of writes
- *   version-set.ts   the levels, replayFrom, the atomic level install
- *   compaction.ts    L0, flush, compaction, the one background job
- *   recovery.ts      the one log replay, primary and backup recovery
- *   fail-stop.ts     the first failure, after which nothing is acknowledged
- * The manifest is written by one method, `persistManifest`, from the state those modules hold.
- *
- * Write path (put/delete): validate → encode the record into the active log segment → insert the
- *   key's pointer into L0 → resolve. With syncPolicy 'always' or a commit gate the insert and the
- *   resolve wait for a group commit.
- *
- * Verification (`verifyPersisted`, `scrub`): every persisted log segment must parse as CRC-valid,
- *   lsn-continuous records up to its recorded length and every index segment must pass its block
- *   and metadata CRCs. A backup's node verifies a store it opens from disk and before promoting
- *   it (promotion refuses a corrupt store: it fail-stops instead), so a flipped bit is found
- *   before its segment could be served, and the copy is re-synced from the primary.
- *
- * Replication builds on it through hooks (`segmentSealed`, `indexSegmentWritten`,
- * `compactionCommitted`, `l0Full`, `failed`), the commit and ship gates, and role-checked
- * backup-side entry points: shipped log and index segments, level installs, the segment and index
- * maps the manifest persists, rebase, Build-Index indexing, promotion.
- */
-import { assert, assertOffset } from '../assert.js';
 import {
   CorruptSegmentError,
   InvalidArgumentError,
   KeyTooLargeError,
   OutcomeUnknownError,
   StoreClosedError,
-  TalosError,
   ValueTooLargeError,
 } from '../errors.js';
-import { mutant } from '../mutants.js';
 import { Compactor } from './compaction.js';
-import { crc32c } from './crc.js';
 import { cloneIoStats, type Device, type IoStats } from './device.js';
 import { FailStop, NotWritableError } from './fail-stop.js';
 import { FileDevice } from './file-device.js';
 import { type CommitGate, GroupCommit, type ShipGate } from './group-commit.js';
-import { type CompactionCommittedEvent, StoreHooks } from './hooks.js';
-import { translateIndexSegment, verifyIndexSegment } from './index-segment.js';
+import { StoreHooks } from './hooks.js';
+import { verifyIndexSegment } from './index-segment.js';
 import { createBlockCache, type IndexSegmentDescriptor } from './index-segment-reader.js';
 import {
   type LogPosition,
@@ -64,35 +33,16 @@ import {
   toKey,
   toValue,
 } from './options.js';
-import { parseRecords, recordBytes } from './record.js';
+import { recordBytes } from './record.js';
 import { type RecoveryDeps, type RecoveryReport, recoverBackupL0, recoverPrimary } from './recovery.js';
 import { SegmentAllocator } from './segment-allocator.js';
 import { ValueLog } from './value-log.js';
-import { sum, VersionSet } from './version-set.js';
+import { type LevelInstall, sum, VersionSet } from './version-set.js';
 
 export { NotWritableError, StoreFailedError } from './fail-stop.js';
 export type { CommitGate, CommitTail, ShipGate } from './group-commit.js';
 export type { Bytes, StoreOptions, SyncPolicy } from './options.js';
 export type { RecoveryReport } from './recovery.js';
-
-/** What a promotion took from the log buffers (Store.promoteToPrimary). */
-export interface PromotionReport {
-  /** Bytes of valid records taken from the buffers (beyond what was persisted). */
-  keptBytes: number;
-  /** Buffers that contributed records. */
-  segmentsFromBuffers: number;
-  /** The segment that became the active one. */
-  activeSeq: number;
-  /** The lsn after the last record kept (0 when the log holds none). */
-  nextLsn: number;
-}
-
-/** A rebase named maps that do not match this backup's: it needs a full re-sync instead. */
-export class RebaseMismatchError extends TalosError {
-  constructor(detail: string) {
-    super('REBASE_MISMATCH', `rebase refused: ${detail}`);
-  }
-}
 
 export interface ScanOptions {
   gte?: Bytes;
@@ -132,6 +82,22 @@ export interface StoreStats {
   recovery: RecoveryReport;
 }
 
+/** A version edit (Store.applyEdit): each field given replaces the store's. */
+export interface StoreEdit {
+  log?: LogSegmentEntry[];
+  segmentMap?: [number, number][];
+  indexMap?: [number, number][];
+  mapOwner?: string;
+  /** Every level at once (sorted, non-overlapping); installed segments keep their readers. */
+  levels?: IndexSegmentDescriptor[][];
+  /** One level install (VersionSet.install); offsets are local. */
+  install?: Omit<LevelInstall, 'beforePersist'>;
+  replayFrom?: LogPosition;
+  nextCompactionId?: number;
+  /** Segments freed after the manifest write, in this order. */
+  release?: number[];
+}
+
 export class Store {
   readonly hooks = new StoreHooks();
   readonly segmentBytes: number;
@@ -157,12 +123,10 @@ export class Store {
   private readonly indexMap: Map<number, number>;
   /** The node whose offsets key segmentMap and indexMap (see ManifestData.mapOwner). */
   private owner: string | undefined;
-  /** Backup: shipped index segments written but not yet committed (primary offset → descriptor). */
-  private readonly shippedPending = new Map<number, IndexSegmentDescriptor>();
   /**
    * Backup (Build-Index): the log position right after the last record indexed into L0 — every
    * record before it is in L0, the frozen L0 or a level. It plays the role a primary's active tail
-   * plays for `firstUnappliedPosition`. In memory only: recovery derives it (see recover()).
+   * plays for `firstUnappliedPosition`. In memory only: recovery derives it (recoverBackupL0).
    */
   private indexedPosition: LogPosition;
   private closing: Promise<void> | undefined;
@@ -508,146 +472,9 @@ export class Store {
     return this.device.read(offset, seg.descriptor.usedBytes, 'index');
   }
 
-  // ─────────────────────── backup-side entry points ───────────────────────
+  // ─────────────── generic operations (replication builds on them) ───────────────
 
-  /**
-   * Backup: persists the used prefix of primary log segment `seq` in a local segment (a new one,
-   * or the same one again when a partial seal is followed by the full seal), syncs it, and records
-   * `segmentMap[primarySegmentOffset] = local` in the manifest. Returns the local offset.
-   */
-  writeShippedLogSegment(args: {
-    seq: number;
-    primarySegmentOffset: number;
-    bytes: Buffer;
-    crc32c?: number;
-  }): number {
-    this.checkUsable();
-    this.requireRole('backup');
-    const { seq, primarySegmentOffset, bytes } = args;
-    assertOffset(primarySegmentOffset, 'primarySegmentOffset');
-    if (primarySegmentOffset % this.segmentBytes !== 0) {
-      throw new InvalidArgumentError(`primary segment offset ${primarySegmentOffset} is not segment-aligned`);
-    }
-    if (bytes.length > this.segmentBytes)
-      throw new InvalidArgumentError('shipped log segment larger than a segment');
-    if (args.crc32c !== undefined && crc32c(bytes) !== args.crc32c) {
-      throw new CorruptSegmentError(`shipped log segment ${seq}`, 'crc mismatch');
-    }
-    return this.failStop.run(() => {
-      let local = this.segmentMap.get(primarySegmentOffset);
-      if (local === undefined) local = this.allocator.allocate();
-      const entry = this.valueLog.log.find((e) => e.seq === seq);
-      // A segment grows by partial seals (tail syncs) before its full seal; the prefix persisted
-      // already came from the same buffer (the CRC above covers all of it), so only the new
-      // suffix is written — each log byte reaches a backup's device once, as on the primary.
-      const persisted = entry !== undefined && entry.offset === local ? (entry.usedBytes ?? 0) : 0;
-      const from = persisted <= bytes.length ? persisted : 0;
-      if (from < bytes.length) this.device.write(local + from, bytes.subarray(from), 'log');
-      this.device.sync();
-      this.segmentMap.set(primarySegmentOffset, local);
-      if (entry === undefined) {
-        this.valueLog.log.push({ seq, offset: local, usedBytes: bytes.length });
-        this.valueLog.log.sort((a, b) => a.seq - b.seq);
-      } else {
-        assert(entry.offset === local, 'a log segment must map to one local segment');
-        entry.usedBytes = Math.max(entry.usedBytes ?? 0, bytes.length);
-      }
-      this.persistManifest();
-      return local;
-    });
-  }
-
-  /**
-   * Backup: verifies a shipped index segment, translates its value pointers through this store's
-   * segment map, writes it to a new local segment and syncs it. It joins a level only when the
-   * matching `installShippedCompaction` commits; until then a crash frees it.
-   */
-  writeShippedIndexSegment(args: { primarySegmentOffset: number; bytes: Buffer }): IndexSegmentDescriptor {
-    this.checkUsable();
-    this.requireRole('backup');
-    const name = `shipped index segment @${args.primarySegmentOffset}`;
-    if (args.bytes.length > this.segmentBytes) throw new CorruptSegmentError(name, 'larger than a segment');
-    const translated = translateIndexSegment(
-      args.bytes,
-      this.segmentBytes,
-      (primary) => this.segmentMap.get(primary),
-      name,
-    );
-    const meta = verifyIndexSegment(translated, name);
-    const offset = this.failStop.run(() => {
-      const allocated = this.allocator.allocate();
-      this.device.write(allocated, translated, 'index');
-      this.device.sync();
-      return allocated;
-    });
-    const descriptor: IndexSegmentDescriptor = {
-      offset,
-      usedBytes: translated.length,
-      entryCount: meta.entryCount,
-      tombstoneCount: meta.tombstoneCount,
-      minKey: meta.minKey,
-      maxKey: meta.maxKey,
-    };
-    const previous = this.shippedPending.get(args.primarySegmentOffset);
-    if (previous !== undefined) this.allocator.release(previous.offset);
-    this.shippedPending.set(args.primarySegmentOffset, descriptor);
-    return { ...descriptor };
-  }
-
-  /**
-   * Backup: installs a primary's compaction commit atomically — the new segments (already shipped)
-   * join dstLevel, the removed ones leave both levels, the manifest is written once, then the
-   * removed local segments are freed. Segment offsets are the primary's.
-   */
-  installShippedCompaction(
-    commit: Omit<CompactionCommittedEvent, 'trivialMove'> & { trivialMove?: boolean },
-  ): void {
-    this.checkUsable();
-    this.requireRole('backup');
-    const { srcLevel, dstLevel } = commit;
-    if (!(srcLevel >= 0 && dstLevel === srcLevel + 1 && dstLevel <= this.maxLevels)) {
-      throw new InvalidArgumentError(`bad compaction levels ${srcLevel} → ${dstLevel}`);
-    }
-    const removedLocal = commit.removedSegments.map((p) => {
-      const local = this.indexMap.get(p);
-      if (local === undefined) throw new InvalidArgumentError(`removed segment ${p} is not installed here`);
-      return local;
-    });
-    const newDescriptors = commit.newSegments.map((p) => {
-      const pending = this.shippedPending.get(p);
-      if (pending !== undefined) return pending;
-      const local = this.indexMap.get(p);
-      const existing = local === undefined ? undefined : this.versions.findLevelSegment(local);
-      if (existing === undefined) throw new InvalidArgumentError(`new segment ${p} was never shipped here`);
-      return existing.descriptor;
-    });
-    this.failStop.run(() =>
-      this.versions.install({
-        srcLevel,
-        dstLevel,
-        added: newDescriptors,
-        removedOffsets: removedLocal,
-        replayFrom: commit.replayFrom,
-        beforePersist: () => {
-          commit.removedSegments.forEach((p) => {
-            this.indexMap.delete(p);
-          });
-          commit.newSegments.forEach((p, i) => {
-            this.indexMap.set(p, newDescriptors[i]!.offset);
-            this.shippedPending.delete(p);
-          });
-        },
-      }),
-    );
-    if (this.versions.nextCompactionId <= commit.compactionId)
-      this.versions.nextCompactionId = commit.compactionId + 1;
-  }
-
-  /**
-   * The id of the last compaction (or flush) this store committed — on a Send-Index backup, the
-   * last shipped commit it installed. A primary compares it with a backup's at open: a backup
-   * whose levels are behind needs them re-synced (PROTOCOL §7). 0 when none.
-   */
+  /** The id of the last compaction (or flush) this store committed or installed; 0 when none. */
   lastCompactionId(): number {
     return this.versions.nextCompactionId - 1;
   }
@@ -657,336 +484,115 @@ export class Store {
     return { ...this.versions.replayFrom };
   }
 
-  /**
-   * Backup, Send-Index re-sync (PROTOCOL §7): replaces every level at once. `levels[i]` lists the
-   * PRIMARY offsets of level i + 1's segments, each shipped before (writeShippedIndexSegment, still
-   * pending) or already installed here. One manifest write installs them all, with the primary's
-   * `replayFrom`; the old levels' segments that are not named are freed afterwards; the index map
-   * becomes exactly the named segments. A name neither pending nor installed, or more levels than
-   * maxLevels, raises InvalidArgumentError and changes nothing.
-   */
-  installShippedLevels(args: { levels: number[][]; replayFrom: LogPosition; compactionId: number }): void {
-    this.checkUsable();
-    this.requireRole('backup');
-    if (args.levels.length > this.maxLevels) {
-      throw new InvalidArgumentError(`${args.levels.length} levels shipped, at most ${this.maxLevels}`);
-    }
-    const installed = new Map(
-      this.versions.levels.flat().map((seg) => [seg.descriptor.offset, seg] as const),
-    );
-    const nextIndexMap = new Map<number, number>();
-    const consumed: number[] = [];
-    const next = args.levels.map((level, i) => {
-      const segments = level.map((primaryOffset) => {
-        const pending = this.shippedPending.get(primaryOffset);
-        if (pending !== undefined) consumed.push(primaryOffset);
-        const local = pending?.offset ?? this.indexMap.get(primaryOffset);
-        const segment =
-          local === undefined
-            ? undefined
-            : (installed.get(local) ??
-              (pending === undefined ? undefined : this.versions.levelSegment(pending)));
-        if (segment === undefined) {
-          throw new InvalidArgumentError(
-            `index segment ${primaryOffset} (level ${i + 1}) was never shipped here`,
-          );
-        }
-        nextIndexMap.set(primaryOffset, segment.descriptor.offset);
-        return segment;
-      });
-      segments.sort((a, b) =>
-        a.descriptor.minKey < b.descriptor.minKey ? -1 : a.descriptor.minKey > b.descriptor.minKey ? 1 : 0,
-      );
-      for (let j = 1; j < segments.length; j++) {
-        if (!(segments[j - 1]!.descriptor.maxKey < segments[j]!.descriptor.minKey)) {
-          throw new InvalidArgumentError(`shipped level ${i + 1} has overlapping segments`);
-        }
-      }
-      return segments;
-    });
-    while (next.length < this.maxLevels) next.push([]);
-    const keptLocal = new Set(nextIndexMap.values());
-    this.failStop.run(() => {
-      this.versions.levels = next;
-      this.indexMap.clear();
-      for (const [primary, local] of nextIndexMap) this.indexMap.set(primary, local);
-      for (const primary of consumed) this.shippedPending.delete(primary);
-      this.versions.replayFrom = { ...args.replayFrom };
-      // The levels now reflect the primary's compaction `compactionId`, whatever this store saw before.
-      this.versions.nextCompactionId = args.compactionId + 1;
-      this.persistManifest();
-      for (const offset of installed.keys()) if (!keptLocal.has(offset)) this.allocator.release(offset);
-    });
-  }
-
-  /** Backup: the node whose offsets key the segment and index maps; undefined while none does. */
+  /** The node whose offsets key the segment and index maps; undefined while none does. */
   mapOwner(): string | undefined {
     return this.owner;
   }
 
-  /** Backup: records which primary's offsets key the maps (the first primary to open it). */
-  setMapOwner(nodeId: string): void {
-    this.checkUsable();
-    this.requireRole('backup');
-    if (this.owner === nodeId) return;
-    assert(
-      this.owner === undefined || (this.segmentMap.size === 0 && this.indexMap.size === 0),
-      () => `maps keyed by ${this.owner} cannot change owner without a rebase`,
-    );
-    this.owner = nodeId;
-    this.failStop.run(() => this.persistManifest());
+  /** The segment map the manifest persists (another node's log segment offset → local offset). */
+  segmentMapEntries(): [number, number][] {
+    return [...this.segmentMap];
   }
 
-  /** Backup (and a promoted primary): primary index segment offset → local offset. */
+  /** The index map the manifest persists (another node's index segment offset → local offset). */
   indexMapEntries(): [number, number][] {
     return [...this.indexMap];
   }
 
   /**
-   * Backup, after another backup was promoted (PROTOCOL §7, rebase). This store's maps are keyed by
-   * `owner` (the old primary); from now on they are keyed by `newOwner`, the promoted node, whose
-   * log is `segments` (seq → its local offset) and whose `indexMap` maps the old primary's index
-   * segment offsets to its own. Algorithm:
-   * - log: every persisted segment is re-keyed by its seq to the new primary's offset; segments past
-   *   the new primary's log end were never acknowledged (an acknowledged write is in every
-   *   backup's buffer, so the promoted node has it) and are truncated — dropped and freed. A gap
-   *   (a seq below the end the new primary lacks) cannot be reconciled: RebaseMismatchError.
-   * - index: installed segments are re-keyed; one the new primary never installed (a commit that
-   *   reached only this backup) is dropped from the map — this backup's levels are then ahead of
-   *   the new primary's, and the level re-sync that follows (its last compaction id differs)
-   *   replaces them. Shipped-but-uncommitted index segments are dropped.
-   * Local offsets do not move; one manifest write makes it durable. A store whose maps are keyed by
-   * another node than `owner` gets RebaseMismatchError and nothing changes.
+   * Backup: the log position right after the last record applied to L0 by `applyRecords` or by
+   * recovery's replay (`rebuildL0`).
    */
-  rebaseMaps(args: {
-    owner: string;
-    newOwner: string;
-    segments: [number, number][];
-    indexMap: [number, number][];
-  }): { truncatedSegments: number; droppedIndexSegments: number } {
+  appliedPosition(): LogPosition {
+    return { ...this.indexedPosition };
+  }
+
+  /** Throws unless the store is usable and, given `role`, has that role (NotWritableError). */
+  requireUsable(role?: StoreRole): void {
     this.checkUsable();
-    this.requireRole('backup');
-    if (this.owner !== args.owner) {
-      throw new RebaseMismatchError(`maps are keyed by ${this.owner ?? 'nobody'}, not ${args.owner}`);
-    }
-    const offsetOfSeq = new Map(args.segments);
-    const endSeq = Math.max(-1, ...offsetOfSeq.keys());
-    const kept: LogSegmentEntry[] = [];
-    const truncated: LogSegmentEntry[] = [];
-    for (const entry of this.valueLog.log) {
-      if (offsetOfSeq.has(entry.seq)) kept.push(entry);
-      else if (entry.seq > endSeq) truncated.push(entry);
-      else throw new RebaseMismatchError(`${args.newOwner} lacks log segment ${entry.seq}`);
-    }
-    const localToSeq = new Map(kept.map((e) => [e.offset, e.seq] as const));
-    const nextSegmentMap: [number, number][] = [];
-    for (const [key, local] of this.segmentMap) {
-      const seq = localToSeq.get(local);
-      // Keeping the old primary's keys is a simulator-only defect (the `stale-map` mutant).
-      if (seq !== undefined) nextSegmentMap.push([mutant('stale-map') ? key : offsetOfSeq.get(seq)!, local]);
-    }
-    const newIndexKey = new Map(args.indexMap);
-    const nextIndexMap: [number, number][] = [];
-    let droppedIndexSegments = 0;
-    for (const [oldKey, local] of this.indexMap) {
-      const newKey = newIndexKey.get(oldKey);
-      if (newKey === undefined) droppedIndexSegments++;
-      else nextIndexMap.push([newKey, local]);
-    }
+    if (role !== undefined) this.requireRole(role);
+  }
+
+  /** Runs a mutation under fail-stop: its first error makes the store fail-stop, then propagates. */
+  mutate<T>(mutation: () => T): T {
+    return this.failStop.run(mutation);
+  }
+
+  allocateSegment(): number {
+    return this.allocator.allocate();
+  }
+
+  releaseSegment(offset: number): void {
+    this.allocator.release(offset);
+  }
+
+  /** Writes raw bytes at a device offset (a segment this store allocated). */
+  writeRaw(offset: number, bytes: Buffer, kind: 'log' | 'index'): void {
+    this.device.write(offset, bytes, kind);
+  }
+
+  syncDevice(): void {
+    this.device.sync();
+  }
+
+  readRaw(offset: number, length: number, kind: 'log' | 'index'): Buffer {
+    return this.device.read(offset, length, kind);
+  }
+
+  /** Waits until no background job (flush, compaction) runs. */
+  drain(): Promise<void> {
+    return this.compactor.drainBackground();
+  }
+
+  /**
+   * Applies a version edit under fail-stop: the named fields change (a level install first, see
+   * VersionSet.install), one manifest write makes them durable, then `release` is freed in order.
+   */
+  applyEdit(edit: StoreEdit): void {
     this.failStop.run(() => {
-      this.valueLog.log = kept;
-      this.segmentMap.clear();
-      for (const [k, v] of nextSegmentMap) this.segmentMap.set(k, v);
-      this.indexMap.clear();
-      for (const [k, v] of nextIndexMap) this.indexMap.set(k, v);
-      const dropped = [...this.shippedPending.values()].map((d) => d.offset);
-      this.shippedPending.clear();
-      this.owner = args.newOwner;
-      this.persistManifest();
-      for (const offset of dropped) this.allocator.release(offset);
-      for (const entry of truncated) this.allocator.release(entry.offset);
+      const applyFields = (): void => {
+        if (edit.log !== undefined) this.valueLog.log = edit.log;
+        if (edit.segmentMap !== undefined) replaceMap(this.segmentMap, edit.segmentMap);
+        if (edit.indexMap !== undefined) replaceMap(this.indexMap, edit.indexMap);
+        if (edit.mapOwner !== undefined) this.owner = edit.mapOwner;
+        if (edit.levels !== undefined) this.versions.replaceLevels(edit.levels);
+        if (edit.replayFrom !== undefined) this.versions.replayFrom = { ...edit.replayFrom };
+        if (edit.nextCompactionId !== undefined) this.versions.nextCompactionId = edit.nextCompactionId;
+      };
+      if (edit.install !== undefined) this.versions.install({ ...edit.install, beforePersist: applyFields });
+      else {
+        applyFields();
+        this.persistManifest();
+      }
+      for (const offset of edit.release ?? []) this.allocator.release(offset);
     });
-    return { truncatedSegments: truncated.length, droppedIndexSegments };
+  }
+
+  /** Records that the levels reflect compaction `id` (in memory; the next manifest write keeps it). */
+  noteCompactionId(id: number): void {
+    if (this.versions.nextCompactionId <= id) this.versions.nextCompactionId = id + 1;
   }
 
   /**
-   * A node that was a region's primary and comes back after another node was promoted holds a log
-   * that may run past what the new primary kept (writes never acknowledged), keyed by its own
-   * offsets: it cannot follow as it is. This rewrites the manifest as an empty backup's — every
-   * segment becomes free space — and closes this instance; the caller reopens the device and the
-   * new primary re-syncs it from scratch (PROTOCOL §7). One atomic manifest write: a crash leaves
-   * either the old primary store or the empty backup.
+   * Backup: inserts records of the persisted log into L0 under fail-stop; `position` is right after
+   * the last of them. A full L0 then freezes (autoCompact) or is announced, as on a primary.
    */
-  async resetAsEmptyBackup(): Promise<void> {
-    this.checkUsable();
-    await this.compactor.drainBackground();
-    this.failStop.run(() =>
-      this.persistManifest({
-        role: 'backup',
-        log: [],
-        replayFrom: { seq: 0, offset: 0, lsn: 1 },
-        levels: this.versions.levels.map(() => []),
-        nextCompactionId: 1,
-        segmentMap: [],
-        indexMap: [],
-        mapOwner: undefined,
-      }),
-    );
-    this.abandon();
-  }
-
-  /**
-   * Backup → primary (PROTOCOL §6, promotion steps 1–2). `tail` holds the node's registered log
-   * buffers for the segments after what it persisted (`seq`, the old primary's segment offset, the
-   * buffer's bytes; stale or zero buffers are fine). Algorithm: starting right after the last
-   * persisted record (lsn continuity), take from each buffer in seq order the longest prefix of
-   * CRC-valid records that continues the lsn chain — the last persisted segment may continue in
-   * its buffer, each later segment starts at offset 0 — and stop at the first buffer that adds no
-   * record: nothing past it was ever acknowledged (a write is acknowledged only once every backup
-   * holds it, and records are appended in lsn order). The kept bytes are written and synced into
-   * local segments (mapped like shipped ones); then the manifest is rewritten with role 'primary'
-   * and the last log segment as the active one, and this instance closes. The caller reopens the
-   * device: the primary's ordinary recovery rebuilds L0 by replaying the log from `replayFrom` and
-   * finds the active segment's valid end. A crash before the manifest write leaves a backup that
-   * can be promoted again with the same tail; after it, a primary. The segment and index maps stay
-   * in the manifest (keyed by the old primary) so the new primary can rebase the other backups.
-   */
-  async promoteToPrimary(args: {
-    /** `primarySegmentOffset` is unknown for a segment the old primary never sealed. */
-    tail: { seq: number; primarySegmentOffset?: number; bytes: Uint8Array }[];
-  }): Promise<PromotionReport> {
-    this.checkUsable();
-    this.requireRole('backup');
-    await this.compactor.drainBackground();
-    this.checkUsable();
-    // A corrupt copy is never promoted: the store fail-stops and its node is replaced, so another
-    // backup (every one holds every acknowledged write) takes the region.
-    this.scrub();
-    const bySeq = new Map(args.tail.map((t) => [t.seq, t]));
-    const last = this.valueLog.log.at(-1);
-    let nextLsn = 0; // 0: the first record may carry any lsn (nothing persisted to continue)
-    if (last !== undefined && last.usedBytes !== null && last.usedBytes > 0) {
-      const bytes = this.device.read(last.offset, last.usedBytes, 'log');
-      nextLsn = parseRecords(bytes, 0, bytes.length, 0).nextLsn;
-    }
-    let seq = last?.seq ?? Math.min(...bySeq.keys());
-    let keptBytes = 0;
-    let segmentsFromBuffers = 0;
+  applyRecords(records: { key: string; entry: IndexEntry }[], position: LogPosition): void {
     this.failStop.run(() => {
-      for (;;) {
-        const buffer = bySeq.get(seq);
-        if (buffer === undefined) {
-          if (seq === last?.seq) {
-            seq++; // no buffer continues the last persisted segment; its successor may
-            continue;
-          }
-          break;
-        }
-        const bytes = Buffer.from(buffer.bytes.buffer, buffer.bytes.byteOffset, buffer.bytes.byteLength);
-        const entry = this.valueLog.log.find((e) => e.seq === seq);
-        const from = entry?.usedBytes ?? 0;
-        const parsed = parseRecords(bytes, from, Math.min(bytes.length, this.segmentBytes), nextLsn);
-        if (parsed.records.length === 0) {
-          if (entry !== undefined && seq === last?.seq) {
-            seq++; // the persisted segment was complete; its successor may follow
-            continue;
-          }
-          break;
-        }
-        const known = buffer.primarySegmentOffset;
-        let local = entry?.offset ?? (known === undefined ? undefined : this.segmentMap.get(known));
-        if (local === undefined) local = this.allocator.allocate();
-        this.device.write(local + from, bytes.subarray(from, parsed.endOffset), 'log');
-        if (known !== undefined) this.segmentMap.set(known, local);
-        if (entry === undefined) this.valueLog.log.push({ seq, offset: local, usedBytes: parsed.endOffset });
-        else entry.usedBytes = parsed.endOffset;
-        keptBytes += parsed.endOffset - from;
-        segmentsFromBuffers++;
-        nextLsn = parsed.nextLsn;
-        seq++;
-      }
-      this.valueLog.log.sort((a, b) => a.seq - b.seq);
-      this.device.sync();
-      let active = this.valueLog.log.at(-1);
-      if (active === undefined) {
-        active = { seq: 0, offset: this.allocator.allocate(), usedBytes: null };
-        this.valueLog.log.push(active);
-      }
-      active.usedBytes = null;
-      this.persistManifest({ role: 'primary' });
-    });
-    this.abandon();
-    const end = this.valueLog.log.at(-1)!;
-    return { keptBytes, segmentsFromBuffers, activeSeq: end.seq, nextLsn };
-  }
-
-  /** Backup: the segment map (primary log segment offset → local offset). */
-  segmentMapEntries(): [number, number][] {
-    return [...this.segmentMap];
-  }
-
-  /**
-   * Backup, Build-Index mode: indexes the records of log segment `seq` that are new since the last
-   * call — call it right after `writeShippedLogSegment` of the same seq, with the same used-prefix
-   * bytes. A partial seal followed by the full seal of the same segment indexes only the suffix;
-   * the next segment starts at offset 0. Each record goes into L0 with a local pointer (the local
-   * segment + the record's offset) and its own lsn and tombstone flag; then, as on a primary, a full
-   * L0 is frozen and flushed in the background (autoCompact) or announced once with `l0Full`.
-   *
-   * Segments must be indexed in seq order without gaps (AssertionFailedError otherwise, nothing
-   * changes). Bytes inside the announced prefix that do not parse as records continuing the lsn
-   * chain raise CorruptSegmentError, and nothing of the call is indexed. Returns the number of
-   * records indexed.
-   */
-  indexShippedLogSegment(args: { seq: number; bytes: Buffer }): number {
-    this.checkUsable();
-    this.requireRole('backup');
-    const { seq, bytes } = args;
-    const at = this.indexedPosition;
-    const entry = this.valueLog.log.find((e) => e.seq === seq);
-    if (entry === undefined || entry.usedBytes === null || entry.usedBytes < bytes.length) {
-      throw new InvalidArgumentError(
-        `log segment ${seq} must be persisted (writeShippedLogSegment) before it is indexed`,
-      );
-    }
-    let start: number;
-    if (seq === at.seq) {
-      start = at.offset;
-      assert(
-        bytes.length >= start,
-        () => `log segment ${seq} shrank: ${bytes.length} bytes, ${start} already indexed`,
-      );
-    } else {
-      const previous = this.valueLog.log.find((e) => e.seq === at.seq);
-      assert(
-        seq === at.seq + 1 && previous !== undefined && previous.usedBytes === at.offset,
-        () =>
-          `log segment ${seq} indexed out of order: indexed through segment ${at.seq} at offset ` +
-          `${at.offset} of ${previous?.usedBytes ?? 'none'}`,
-      );
-      start = 0;
-    }
-    if (start === bytes.length) return 0;
-    const parsed = parseRecords(bytes, start, bytes.length, at.lsn);
-    if (parsed.endOffset !== bytes.length) {
-      throw new CorruptSegmentError(
-        `shipped log segment ${seq}`,
-        `records stop at offset ${parsed.endOffset} of ${bytes.length} (${parsed.stop}, expected lsn ${parsed.nextLsn})`,
-      );
-    }
-    this.failStop.run(() => {
-      for (const record of parsed.records) {
-        this.compactor.l0.insert(record.key.toString('latin1'), {
-          pointer: entry.offset + record.offset,
-          lsn: record.lsn,
-          tombstone: record.value === null,
-        });
-      }
-      this.indexedPosition = { seq, offset: bytes.length, lsn: parsed.nextLsn };
-      this.valueLog.nextLsn = parsed.nextLsn;
+      for (const r of records) this.compactor.l0.insert(r.key, r.entry);
+      this.indexedPosition = { ...position };
+      this.valueLog.nextLsn = position.lsn;
       this.compactor.afterApply();
     });
-    return parsed.records.length;
+  }
+
+  /**
+   * Writes one manifest that differs from this instance's state by `overrides` (a role change, a
+   * reset) and ends the instance; the caller reopens the device.
+   */
+  rewriteManifestAndAbandon(overrides: Partial<ManifestData>): void {
+    this.failStop.run(() => this.persistManifest(overrides));
+    this.abandon();
   }
 
   // ───────────────────────────── write path ─────────────────────────────
@@ -1102,4 +708,9 @@ export class Store {
   private requireRole(role: StoreRole): void {
     if (this.role !== role) throw new NotWritableError(this.role);
   }
+}
+
+function replaceMap(map: Map<number, number>, entries: [number, number][]): void {
+  map.clear();
+  for (const [k, v] of entries) map.set(k, v);
 }

@@ -63,6 +63,14 @@ export class VersionSet {
     return this.levels.flat().find((s) => s.descriptor.offset === offset);
   }
 
+  /** Replaces every level; a segment already installed keeps its reader. */
+  replaceLevels(levels: IndexSegmentDescriptor[][]): void {
+    const installed = new Map(this.levels.flat().map((seg) => [seg.descriptor.offset, seg] as const));
+    const next = levels.map((level) => level.map((d) => installed.get(d.offset) ?? this.levelSegment(d)));
+    while (next.length < this.maxLevels) next.push([]);
+    this.levels = next;
+  }
+
   descriptors(): IndexSegmentDescriptor[][] {
     return this.levels.map((level) => level.map((s) => s.descriptor));
   }
