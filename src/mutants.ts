@@ -7,7 +7,7 @@
  *   promotion that skipped the replay would).
  * - `no-revoke`: a backup fencing an epoch does not revoke its buffers (BackupRegion.fence).
  * - `stale-map`: a rebase keeps the segment map keyed by the old primary's offsets, so later
- *   pointers are translated through a stale map (Store.rebaseMaps).
+ *   pointers are translated through a stale map (BackupStore.rebaseMaps).
  * - `early-buffer-reuse`: the primary writes segment `seq` into log buffer `seq mod K` without
  *   waiting until the backup persisted `seq − K` (BackupLink.writeLog).
  * - `failed-after-append`: the primary reports every fourth write as a definite failure

@@ -30,7 +30,7 @@ import type {
   SuspectReport,
 } from '../../coordination/types.js';
 import type { Clock } from '../clock/index.js';
-import { type PromotionReport, type Store, StoreFailedError } from '../engine/store.js';
+import { type Store, StoreFailedError } from '../engine/store.js';
 import {
   CorruptSegmentError,
   InvalidArgumentError,
@@ -45,6 +45,8 @@ import { mutant } from '../mutants.js';
 import { BackupRegion, ModeMismatchError } from '../replication/backup-region.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
+import type { PromotionReport } from '../replication/promotion.js';
+import { promoteToPrimary, resetAsEmptyBackup } from '../replication/promotion.js';
 import { trace } from '../trace.js';
 import type { PrimaryPorts } from './region-primary.js';
 import type { CpuAccount, Role } from './work.js';
@@ -206,7 +208,7 @@ export class NodeRuntime implements PrimaryPorts {
       // node restarted after the promotion was decided, before it acted on it): promote from what
       // it persisted — the old incarnation's buffers died with it (found by the simulator: the
       // region's open failed on every retry, and the region stayed unserved).
-      const report = await store.promoteToPrimary({ tail: [] });
+      const report = await promoteToPrimary(store, { tail: [] });
       this.promotions.push({ regionId, ...report });
       store = await this.open(regionId, 'primary');
     }
@@ -347,7 +349,7 @@ export class NodeRuntime implements PrimaryPorts {
    * Promotion (PROTOCOL §6): this node was a backup of `regionId` and the new configuration makes
    * it the primary. Fence the old epoch's buffers (the old primary can no longer place a byte),
    * let the queued messages finish, then hand the buffers to the store, which keeps the longest
-   * valid prefix and becomes a primary store (Store.promoteToPrimary); the caller reopens it.
+   * valid prefix and becomes a primary store (promoteToPrimary, src/replication/promotion.ts); the caller reopens it.
    */
   private async promote(regionId: string): Promise<void> {
     trace(() => ({ kind: 'phase', phase: 'promotion', node: this.nodeId, regionId }));
@@ -360,7 +362,7 @@ export class NodeRuntime implements PrimaryPorts {
     // An epoch whose primary never persisted its active prefix here never served (it serves only
     // once every backup did): writes acknowledged before it are only in an older epoch's buffers.
     const region = history.find((r) => r.tookOver) ?? history[0];
-    const report = await store.promoteToPrimary({ tail: region?.tailCandidates() ?? [] });
+    const report = await promoteToPrimary(store, { tail: region?.tailCandidates() ?? [] });
     this.backupStores.delete(regionId);
     this.regionHistory.delete(regionId);
     this.promotions.push({ regionId, ...report });
@@ -485,7 +487,7 @@ export class NodeRuntime implements PrimaryPorts {
     // re-syncs it from scratch. It holds nothing the configuration needs — an acknowledging backup
     // of the current lineage is always keyed by the primary or the node it was promoted from.
     const reset = (async () => {
-      if (!opened.isClosed) await opened.resetAsEmptyBackup();
+      if (!opened.isClosed) await resetAsEmptyBackup(opened);
       this.demotions.push(regionId);
       return this.open(regionId, 'backup');
     })();
@@ -497,7 +499,7 @@ export class NodeRuntime implements PrimaryPorts {
   /**
    * Opens this node's store of `regionId` for a backup role. A store that recovers as a primary is
    * what this node kept from before another node was promoted: it is reset to an empty backup and
-   * re-synced from scratch (Store.resetAsEmptyBackup).
+   * re-synced from scratch (resetAsEmptyBackup, src/replication/promotion.ts).
    */
   private async openAsBackup(regionId: string): Promise<Store> {
     const store = await this.open(regionId, 'backup');
@@ -506,11 +508,11 @@ export class NodeRuntime implements PrimaryPorts {
       // persisted segment would otherwise be promoted or rebased upon): a corrupt one is reset.
       const corrupt = this.options.verifyBackupsOnOpen === false ? undefined : store.verifyPersisted();
       if (corrupt === undefined) return store;
-      await store.resetAsEmptyBackup();
+      await resetAsEmptyBackup(store);
       this.corruptionsRepaired.push(regionId);
       return this.open(regionId, 'backup');
     }
-    await store.resetAsEmptyBackup();
+    await resetAsEmptyBackup(store);
     this.demotions.push(regionId);
     return this.open(regionId, 'backup');
   }

@@ -1,6 +1,8 @@
 /**
- * The engine: a complete single-node LSM store with KV separation (DESIGN §3). It knows nothing
- * about replication; replication subscribes to `Store.hooks` and uses the backup entry points.
+ * The engine: a complete single-node LSM store with KV separation (DESIGN §3). Replication
+ * (src/replication: backup-store, promotion) subscribes to `Store.hooks`, holds the commit and
+ * ship gates, and builds the backup side on the store's generic operations (raw segment writes
+ * and reads, version edits, applyRecords). The manifest persists its segment and index maps.
  */
 
 export { crc32c } from './crc.js';

@@ -27,6 +27,7 @@ import { TalosError } from '../errors.js';
 import type { Connection, LocalRegion } from '../fabric/types.js';
 import { mutant } from '../mutants.js';
 import { trace, tracing } from '../trace.js';
+import { backupStore } from './backup-store.js';
 import {
   type CompactionCommit,
   decodeMessage,
@@ -237,7 +238,7 @@ export class BackupRegion {
           this.installLevels(message);
           break;
         case 'Rebase': {
-          const result = this.requireStore().rebaseMaps({
+          const result = backupStore(this.requireStore()).rebaseMaps({
             owner: message.owner,
             newOwner: message.newOwner,
             segments: message.segments,
@@ -298,7 +299,7 @@ export class BackupRegion {
           : [];
     }
     // The first primary to open a fresh store keys its maps; another one must rebase them (§7).
-    if (this.store.mapOwner() === undefined) this.store.setMapOwner(message.primaryNodeId);
+    if (this.store.mapOwner() === undefined) backupStore(this.store).setMapOwner(message.primaryNodeId);
     const persisted = this.store.logSegments().filter((e) => e.usedBytes !== null);
     this.traceSegmentMap();
     this.reply({
@@ -319,14 +320,14 @@ export class BackupRegion {
     if (message.usedBytes > buffer.bytes.length)
       throw new TalosError('BAD_SEAL', 'usedBytes beyond the buffer');
     const bytes = Buffer.from(buffer.bytes.subarray(0, message.usedBytes));
-    store.writeShippedLogSegment({
+    backupStore(store).writeShippedLogSegment({
       seq: message.seq,
       primarySegmentOffset: message.primarySegment,
       bytes,
       crc32c: message.crc32c,
     });
     // Build-Index: the persisted records go into this backup's own L0 (PROTOCOL §5, last paragraph).
-    if (this.mode === 'build-index') store.indexShippedLogSegment({ seq: message.seq, bytes });
+    if (this.mode === 'build-index') backupStore(store).indexShippedLogSegment({ seq: message.seq, bytes });
     this.stats.sealedSegments++;
     trace(() => ({
       kind: 'log-persisted',
@@ -377,7 +378,7 @@ export class BackupRegion {
         primarySegments: [...pointedInto],
       }));
     }
-    store.writeShippedIndexSegment({ primarySegmentOffset: message.primarySegment, bytes });
+    backupStore(store).writeShippedIndexSegment({ primarySegmentOffset: message.primarySegment, bytes });
     this.stats.shippedIndexSegments++;
     this.reply({
       type: 'IndexSegmentPersisted',
@@ -398,7 +399,7 @@ export class BackupRegion {
     }));
     const store = this.requireStore();
     this.requireSendIndex(message.type);
-    store.installShippedCompaction({
+    backupStore(store).installShippedCompaction({
       compactionId: message.compactionId,
       srcLevel: message.srcLevel,
       dstLevel: message.dstLevel,
@@ -436,7 +437,7 @@ export class BackupRegion {
     }));
     const store = this.requireStore();
     this.requireSendIndex(message.type);
-    store.installShippedLevels({
+    backupStore(store).installShippedLevels({
       levels: message.levels,
       replayFrom: message.replayFrom,
       compactionId: message.compactionId,

@@ -16,6 +16,7 @@ import {
   InvalidArgumentError,
   type TalosError,
 } from '../../src/errors.js';
+import { backupStore } from '../../src/replication/backup-store.js';
 import { propertyParams } from '../support/property.js';
 import { dump, openTiny, TINY } from '../support/store.js';
 
@@ -47,8 +48,8 @@ async function openBackup(
 
 /** Persists and indexes `bytes` as segment `seq` (primary segment far from the backup's own numbers). */
 function shipAndIndex(backup: Store, seq: number, bytes: Buffer): number {
-  backup.writeShippedLogSegment({ seq, primarySegmentOffset: (100 + seq) * SEGMENT, bytes });
-  return backup.indexShippedLogSegment({ seq, bytes });
+  backupStore(backup).writeShippedLogSegment({ seq, primarySegmentOffset: (100 + seq) * SEGMENT, bytes });
+  return backupStore(backup).indexShippedLogSegment({ seq, bytes });
 }
 
 /**
@@ -58,13 +59,13 @@ function shipAndIndex(backup: Store, seq: number, bytes: Buffer): number {
 function feed(primary: Store, target: { backup: Store }): void {
   primary.hooks.on('segmentSealed', (e) => {
     const bytes = Buffer.from(e.bytes);
-    target.backup.writeShippedLogSegment({
+    backupStore(target.backup).writeShippedLogSegment({
       seq: e.seq,
       primarySegmentOffset: e.segmentOffset,
       bytes,
       crc32c: e.crc32c,
     });
-    target.backup.indexShippedLogSegment({ seq: e.seq, bytes });
+    backupStore(target.backup).indexShippedLogSegment({ seq: e.seq, bytes });
   });
 }
 
@@ -95,7 +96,7 @@ describe('indexShippedLogSegment', () => {
     // The full seal: only the suffix is new.
     expect(shipAndIndex(backup, 0, full0)).toBe(3);
     // The same seal again (a re-sent message): nothing new.
-    expect(backup.indexShippedLogSegment({ seq: 0, bytes: full0 })).toBe(0);
+    expect(backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: full0 })).toBe(0);
     expect(shipAndIndex(backup, 1, segment(seg1))).toBe(3);
 
     expect(backup.stats().nextLsn).toBe(10);
@@ -136,26 +137,40 @@ describe('indexShippedLogSegment', () => {
     const full0 = segment(seg0);
     const bytes1 = segment(seg1);
     // Seq 1 before seq 0.
-    backup.writeShippedLogSegment({ seq: 1, primarySegmentOffset: 101 * SEGMENT, bytes: bytes1 });
-    expect(() => backup.indexShippedLogSegment({ seq: 1, bytes: bytes1 })).toThrow(AssertionFailedError);
+    backupStore(backup).writeShippedLogSegment({
+      seq: 1,
+      primarySegmentOffset: 101 * SEGMENT,
+      bytes: bytes1,
+    });
+    expect(() => backupStore(backup).indexShippedLogSegment({ seq: 1, bytes: bytes1 })).toThrow(
+      AssertionFailedError,
+    );
     // Seq 0 persisted whole, but only its partial seal indexed: seq 1 would skip records.
-    backup.writeShippedLogSegment({ seq: 0, primarySegmentOffset: 100 * SEGMENT, bytes: full0 });
-    expect(backup.indexShippedLogSegment({ seq: 0, bytes: full0.subarray(0, prefixBytes(seg0, 2)) })).toBe(2);
-    expect(() => backup.indexShippedLogSegment({ seq: 1, bytes: bytes1 })).toThrow(/out of order/);
+    backupStore(backup).writeShippedLogSegment({ seq: 0, primarySegmentOffset: 100 * SEGMENT, bytes: full0 });
+    expect(
+      backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: full0.subarray(0, prefixBytes(seg0, 2)) }),
+    ).toBe(2);
+    expect(() => backupStore(backup).indexShippedLogSegment({ seq: 1, bytes: bytes1 })).toThrow(
+      /out of order/,
+    );
     // A segment shorter than what is already indexed.
-    expect(() => backup.indexShippedLogSegment({ seq: 0, bytes: full0.subarray(0, 5) })).toThrow(
+    expect(() => backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: full0.subarray(0, 5) })).toThrow(
       AssertionFailedError,
     );
     // Not persisted (or persisted shorter) first.
-    expect(() => backup.indexShippedLogSegment({ seq: 2, bytes: bytes1 })).toThrow(InvalidArgumentError);
+    expect(() => backupStore(backup).indexShippedLogSegment({ seq: 2, bytes: bytes1 })).toThrow(
+      InvalidArgumentError,
+    );
     expect(() =>
-      backup.indexShippedLogSegment({ seq: 0, bytes: Buffer.concat([full0, Buffer.alloc(8)]) }),
+      backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: Buffer.concat([full0, Buffer.alloc(8)]) }),
     ).toThrow(InvalidArgumentError);
     // None of that changed anything: the store goes on.
-    expect(backup.indexShippedLogSegment({ seq: 0, bytes: full0 })).toBe(4);
-    expect(backup.indexShippedLogSegment({ seq: 1, bytes: bytes1 })).toBe(3);
+    expect(backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: full0 })).toBe(4);
+    expect(backupStore(backup).indexShippedLogSegment({ seq: 1, bytes: bytes1 })).toBe(3);
     // Going back to an earlier segment is out of order too.
-    expect(() => backup.indexShippedLogSegment({ seq: 0, bytes: full0 })).toThrow(/out of order/);
+    expect(() => backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: full0 })).toThrow(
+      /out of order/,
+    );
     expect(str(await backup.get('b'))).toBe('B2');
   });
 
@@ -164,10 +179,14 @@ describe('indexShippedLogSegment', () => {
     const full0 = segment(seg0);
     const corrupt = Buffer.from(full0);
     corrupt[prefixBytes(seg0, 2) + 20]! ^= 0xff; // inside record 3 (lsn 3)
-    backup.writeShippedLogSegment({ seq: 0, primarySegmentOffset: 100 * SEGMENT, bytes: corrupt });
+    backupStore(backup).writeShippedLogSegment({
+      seq: 0,
+      primarySegmentOffset: 100 * SEGMENT,
+      bytes: corrupt,
+    });
     const err = (() => {
       try {
-        backup.indexShippedLogSegment({ seq: 0, bytes: corrupt });
+        backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: corrupt });
       } catch (e) {
         return e;
       }
@@ -178,17 +197,21 @@ describe('indexShippedLogSegment', () => {
     expect(backup.stats().l0.entryCount).toBe(0);
     // A truncated last record, and an lsn that does not continue the chain, are refused as well.
     const truncated = full0.subarray(0, full0.length - 1);
-    expect(() => backup.indexShippedLogSegment({ seq: 0, bytes: truncated })).toThrow(CorruptSegmentError);
+    expect(() => backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: truncated })).toThrow(
+      CorruptSegmentError,
+    );
     const skipped = segment([[2, 'a', 'x']]);
-    expect(() => backup.indexShippedLogSegment({ seq: 0, bytes: skipped })).toThrow(CorruptSegmentError);
+    expect(() => backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: skipped })).toThrow(
+      CorruptSegmentError,
+    );
     // The full seal rewrites the segment with good bytes: indexing goes on from where it stood.
-    backup.writeShippedLogSegment({ seq: 0, primarySegmentOffset: 100 * SEGMENT, bytes: full0 });
-    expect(backup.indexShippedLogSegment({ seq: 0, bytes: full0 })).toBe(6);
+    backupStore(backup).writeShippedLogSegment({ seq: 0, primarySegmentOffset: 100 * SEGMENT, bytes: full0 });
+    expect(backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: full0 })).toBe(6);
   });
 
   it('is a backup-only entry point', async () => {
     const { store: primary } = await openTiny();
-    expect(() => primary.indexShippedLogSegment({ seq: 0, bytes: Buffer.alloc(0) })).toThrow(
+    expect(() => backupStore(primary).indexShippedLogSegment({ seq: 0, bytes: Buffer.alloc(0) })).toThrow(
       NotWritableError,
     );
   });

@@ -24,6 +24,8 @@ import {
   isDeviceError,
   OutcomeUnknownError,
 } from '../../src/errors.js';
+import { backupStore } from '../../src/replication/backup-store.js';
+import { promoteToPrimary } from '../../src/replication/promotion.js';
 import { TINY } from '../support/store.js';
 
 const errnoError = (code: string): NodeJS.ErrnoException =>
@@ -296,9 +298,9 @@ describe('bit flips in persisted segments', () => {
     const primary = await Store.open({ ...TINY, device: new SimDevice() });
     const device = new SimDevice({ name: 'backup' });
     const backup = await Store.open({ ...TINY, device, role: 'backup' });
-    backup.setMapOwner('n1');
+    backupStore(backup).setMapOwner('n1');
     primary.hooks.on('segmentSealed', (e) =>
-      backup.writeShippedLogSegment({
+      backupStore(backup).writeShippedLogSegment({
         seq: e.seq,
         primarySegmentOffset: e.segmentOffset,
         bytes: e.bytes,
@@ -310,7 +312,7 @@ describe('bit flips in persisted segments', () => {
     flip(device, sealed.offset + 7);
     const failed: unknown[] = [];
     backup.hooks.on('failed', ({ error }) => failed.push(error));
-    await expect(backup.promoteToPrimary({ tail: [] })).rejects.toBeInstanceOf(CorruptSegmentError);
+    await expect(promoteToPrimary(backup, { tail: [] })).rejects.toBeInstanceOf(CorruptSegmentError);
     expect(failed).toHaveLength(1);
     // Still a backup on disk: nothing of the promotion was written.
     await backup.close();

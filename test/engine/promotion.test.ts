@@ -7,14 +7,16 @@
 import * as fc from 'fast-check';
 import { parseRecords } from '../../src/engine/record.js';
 import { SimDevice } from '../../src/engine/sim-device.js';
-import { NotWritableError, RebaseMismatchError, Store } from '../../src/engine/store.js';
+import { NotWritableError, Store } from '../../src/engine/store.js';
+import { backupStore, RebaseMismatchError } from '../../src/replication/backup-store.js';
+import { promoteToPrimary, type TailBuffer } from '../../src/replication/promotion.js';
 import { propertyParams } from '../support/property.js';
 import { expectEquivalent } from '../support/replicas.js';
 import { dump, TINY } from '../support/store.js';
 
 function ship(primary: Store, backup: Store): void {
   primary.hooks.on('segmentSealed', (e) =>
-    backup.writeShippedLogSegment({
+    backupStore(backup).writeShippedLogSegment({
       seq: e.seq,
       primarySegmentOffset: e.segmentOffset,
       bytes: e.bytes,
@@ -22,9 +24,9 @@ function ship(primary: Store, backup: Store): void {
     }),
   );
   primary.hooks.on('indexSegmentWritten', (e) =>
-    backup.writeShippedIndexSegment({ primarySegmentOffset: e.segmentOffset, bytes: e.bytes }),
+    backupStore(backup).writeShippedIndexSegment({ primarySegmentOffset: e.segmentOffset, bytes: e.bytes }),
   );
-  primary.hooks.on('compactionCommitted', (e) => backup.installShippedCompaction(e));
+  primary.hooks.on('compactionCommitted', (e) => backupStore(backup).installShippedCompaction(e));
 }
 
 /** The primary's active segment as a backup's registered buffer holds it (segment-sized). */
@@ -42,12 +44,8 @@ function activeTail(
   return { seq: active.seq, primarySegmentOffset: active.offset, bytes };
 }
 
-async function promote(
-  backup: Store,
-  device: SimDevice,
-  tail: Parameters<Store['promoteToPrimary']>[0]['tail'],
-) {
-  const report = await backup.promoteToPrimary({ tail });
+async function promote(backup: Store, device: SimDevice, tail: TailBuffer[]) {
+  const report = await promoteToPrimary(backup, { tail });
   expect(backup.isClosed).toBe(true);
   const store = await Store.open({ ...TINY, device });
   expect(store.role).toBe('primary');
@@ -59,7 +57,7 @@ describe('promotion', () => {
     const primary = await Store.open({ ...TINY, device: new SimDevice() });
     const device = new SimDevice({ name: 'backup' });
     const backup = await Store.open({ ...TINY, device, role: 'backup' });
-    backup.setMapOwner('n1');
+    backupStore(backup).setMapOwner('n1');
     ship(primary, backup);
     for (let i = 0; i < 900; i++) {
       if (i % 13 === 0) await primary.delete(`k${(i * 7) % 200}`);
@@ -115,7 +113,7 @@ describe('promotion', () => {
     device.writeMetaAtomic = () => {
       throw new Error('power lost before the manifest write');
     };
-    await expect(backup.promoteToPrimary({ tail: [tail] })).rejects.toThrow();
+    await expect(promoteToPrimary(backup, { tail: [tail] })).rejects.toThrow();
     device.writeMetaAtomic = writeMeta;
     device.crash();
     const again = await Store.open({ ...TINY, device });
@@ -128,7 +126,7 @@ describe('promotion', () => {
 
   it('only a backup can be promoted', async () => {
     const primary = await Store.open({ ...TINY, device: new SimDevice() });
-    await expect(primary.promoteToPrimary({ tail: [] })).rejects.toBeInstanceOf(NotWritableError);
+    await expect(promoteToPrimary(primary, { tail: [] })).rejects.toBeInstanceOf(NotWritableError);
     await primary.close();
   });
 
@@ -168,9 +166,13 @@ describe('rebase', () => {
     const a = await Store.open({ ...TINY, device: deviceA, role: 'backup' });
     const b = await Store.open({ ...TINY, device: new SimDevice({ name: 'B' }), role: 'backup' });
     // B's local numbers differ from A's: it holds an unrelated segment first.
-    b.writeShippedLogSegment({ seq: 999_999, primarySegmentOffset: 999_999 * 4096, bytes: Buffer.alloc(8) });
-    a.setMapOwner('n1');
-    b.setMapOwner('n1');
+    backupStore(b).writeShippedLogSegment({
+      seq: 999_999,
+      primarySegmentOffset: 999_999 * 4096,
+      bytes: Buffer.alloc(8),
+    });
+    backupStore(a).setMapOwner('n1');
+    backupStore(b).setMapOwner('n1');
     ship(primary, a);
     ship(primary, b);
     for (let i = 0; i < 700; i++) await primary.put(`k${(i * 11) % 250}`, `v${i}`.padEnd(24, '-'));
@@ -181,14 +183,14 @@ describe('rebase', () => {
     const { store: newPrimary } = await promote(a, deviceA, [tail]);
     const segments = newPrimary.logSegments().map((e) => [e.seq, e.offset] as [number, number]);
     expect(segments.length).toBeGreaterThanOrEqual(formerSegments.length);
-    expect(() => b.rebaseMaps({ owner: 'n9', newOwner: 'n2', segments, indexMap: formerIndexes })).toThrow(
-      RebaseMismatchError,
-    );
+    expect(() =>
+      backupStore(b).rebaseMaps({ owner: 'n9', newOwner: 'n2', segments, indexMap: formerIndexes }),
+    ).toThrow(RebaseMismatchError);
     // A gap (the new primary lacks a segment below its end) cannot be reconciled.
     expect(() =>
-      b.rebaseMaps({ owner: 'n1', newOwner: 'n2', segments: segments.slice(1), indexMap: [] }),
+      backupStore(b).rebaseMaps({ owner: 'n1', newOwner: 'n2', segments: segments.slice(1), indexMap: [] }),
     ).toThrow(RebaseMismatchError);
-    const result = b.rebaseMaps({
+    const result = backupStore(b).rebaseMaps({
       owner: 'n1',
       newOwner: 'n2',
       segments,
@@ -201,7 +203,7 @@ describe('rebase', () => {
     ship(newPrimary, b);
     // What B lacks (the tail the new primary took from its buffer) arrives as re-sync would send it.
     const active = newPrimary.logSegments().at(-1)!;
-    b.writeShippedLogSegment({
+    backupStore(b).writeShippedLogSegment({
       seq: active.seq,
       primarySegmentOffset: active.offset,
       bytes: newPrimary.readLogSegment(active.seq),

@@ -12,6 +12,7 @@ import {
   StoreClosedError,
   ValueTooLargeError,
 } from '../../src/errors.js';
+import { backupStore } from '../../src/replication/backup-store.js';
 import { openTiny, TINY } from '../support/store.js';
 
 describe('bad input', () => {
@@ -121,7 +122,11 @@ describe('roles', () => {
     await expect(backup.put('a', '1')).rejects.toThrow(NotWritableError);
     const { store: primary } = await openTiny();
     expect(() =>
-      primary.writeShippedLogSegment({ seq: 0, primarySegmentOffset: 0, bytes: Buffer.alloc(4) }),
+      backupStore(primary).writeShippedLogSegment({
+        seq: 0,
+        primarySegmentOffset: 0,
+        bytes: Buffer.alloc(4),
+      }),
     ).toThrow(NotWritableError);
   });
 
@@ -129,11 +134,16 @@ describe('roles', () => {
     const backup = await Store.open({ ...TINY, device: new SimDevice(), role: 'backup' });
     const bytes = Buffer.from('abc');
     expect(() =>
-      backup.writeShippedLogSegment({ seq: 0, primarySegmentOffset: 0, bytes, crc32c: crc32c(bytes) ^ 1 }),
+      backupStore(backup).writeShippedLogSegment({
+        seq: 0,
+        primarySegmentOffset: 0,
+        bytes,
+        crc32c: crc32c(bytes) ^ 1,
+      }),
     ).toThrow(/crc mismatch/);
-    expect(() => backup.writeShippedLogSegment({ seq: 0, primarySegmentOffset: 17, bytes })).toThrow(
-      InvalidArgumentError,
-    );
+    expect(() =>
+      backupStore(backup).writeShippedLogSegment({ seq: 0, primarySegmentOffset: 17, bytes }),
+    ).toThrow(InvalidArgumentError);
   });
   it('partial seals then the full seal write each log byte to the backup device once, and read back whole', async () => {
     const device = new SimDevice();
@@ -142,7 +152,12 @@ describe('roles', () => {
     for (let i = 0; i < whole.length; i++) whole[i] = (i * 31) & 0xff;
     for (const used of [100, 100, 1200, 3000]) {
       const bytes = whole.subarray(0, used);
-      backup.writeShippedLogSegment({ seq: 0, primarySegmentOffset: 0, bytes, crc32c: crc32c(bytes) });
+      backupStore(backup).writeShippedLogSegment({
+        seq: 0,
+        primarySegmentOffset: 0,
+        bytes,
+        crc32c: crc32c(bytes),
+      });
     }
     expect(backup.stats().io.writtenBytes.log).toBe(3000);
     await backup.close();

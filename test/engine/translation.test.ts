@@ -11,6 +11,7 @@ import { IndexSegmentBuilder, translateIndexSegment } from '../../src/engine/ind
 import { SimDevice } from '../../src/engine/sim-device.js';
 import { Store } from '../../src/engine/store.js';
 import { MissingSegmentMappingError } from '../../src/errors.js';
+import { backupStore } from '../../src/replication/backup-store.js';
 import { propertyParams } from '../support/property.js';
 import { dump, TINY } from '../support/store.js';
 
@@ -18,7 +19,7 @@ import { dump, TINY } from '../support/store.js';
 function ship(primary: Store, backup: Store): { commits: CompactionCommittedEvent[] } {
   const commits: CompactionCommittedEvent[] = [];
   primary.hooks.on('segmentSealed', (e) => {
-    backup.writeShippedLogSegment({
+    backupStore(backup).writeShippedLogSegment({
       seq: e.seq,
       primarySegmentOffset: e.segmentOffset,
       bytes: e.bytes,
@@ -26,11 +27,11 @@ function ship(primary: Store, backup: Store): { commits: CompactionCommittedEven
     });
   });
   primary.hooks.on('indexSegmentWritten', (e) => {
-    backup.writeShippedIndexSegment({ primarySegmentOffset: e.segmentOffset, bytes: e.bytes });
+    backupStore(backup).writeShippedIndexSegment({ primarySegmentOffset: e.segmentOffset, bytes: e.bytes });
   });
   primary.hooks.on('compactionCommitted', (e) => {
     commits.push(e);
-    backup.installShippedCompaction(e);
+    backupStore(backup).installShippedCompaction(e);
   });
   return { commits };
 }
@@ -43,7 +44,7 @@ async function openShiftedBackup(device: SimDevice, shift: number): Promise<Stor
   const backup = await Store.open({ ...TINY, device, role: 'backup' });
   for (let i = 0; i < shift; i++) {
     const seq = 1_000_000 + i;
-    backup.writeShippedLogSegment({
+    backupStore(backup).writeShippedLogSegment({
       seq,
       primarySegmentOffset: seq * TINY.segmentBytes!,
       bytes: Buffer.alloc(16),
@@ -105,9 +106,13 @@ describe('index shipping through a segment map', () => {
     for (let i = 0; i < 300; i++) await primary.put(`k${i % 97}`, Buffer.alloc(100 + (i % 50), i));
     await primary.compactAll();
     const backup = await Store.open({ ...TINY, device: new SimDevice(), role: 'backup' });
-    backup.writeShippedLogSegment({ seq: 999, primarySegmentOffset: 999 * 4096, bytes: Buffer.alloc(8) });
+    backupStore(backup).writeShippedLogSegment({
+      seq: 999,
+      primarySegmentOffset: 999 * 4096,
+      bytes: Buffer.alloc(8),
+    });
     for (const seg of primary.logSegments()) {
-      backup.writeShippedLogSegment({
+      backupStore(backup).writeShippedLogSegment({
         seq: seg.seq,
         primarySegmentOffset: seg.offset,
         bytes: primary.readLogSegment(seg.seq),
@@ -116,12 +121,12 @@ describe('index shipping through a segment map', () => {
     const levels = primary.levelDescriptors();
     levels.forEach((level, i) => {
       for (const d of level)
-        backup.writeShippedIndexSegment({
+        backupStore(backup).writeShippedIndexSegment({
           primarySegmentOffset: d.offset,
           bytes: primary.readIndexSegment(d.offset),
         });
       if (level.length > 0) {
-        backup.installShippedCompaction({
+        backupStore(backup).installShippedCompaction({
           compactionId: 1000 + i,
           srcLevel: i,
           dstLevel: i + 1,
