@@ -74,14 +74,8 @@ import {
   type IndexSegmentDescriptor,
   IndexSegmentReader,
 } from './index-segment-reader.js';
-import {
-  type LogPosition,
-  type LogSegmentEntry,
-  type ManifestData,
-  readManifest,
-  type StoreRole,
-  writeManifest,
-} from './manifest.js';
+import { type LogPosition, type LogSegmentEntry, type ManifestData, type StoreRole } from './manifest.js';
+import { ManifestLog } from './manifest-log.js';
 import { type IndexEntry, Memtable } from './memtable.js';
 import { type EntryStream, mergeStreams } from './merge.js';
 import {
@@ -139,6 +133,8 @@ export interface StoreOptions {
    * that replicas' layouts differ and every pointer translation is exercised. Default 0.
    */
   reservedSegments?: number;
+  /** Manifest log rotation bound (ManifestLogOptions.rotateBytes); default 64 KiB. */
+  manifestRotateBytes?: number;
 }
 
 /** What a promotion took from the log buffers (Store.promoteToPrimary). */
@@ -290,6 +286,7 @@ export class Store {
   readonly role: StoreRole;
 
   private readonly device: Device;
+  private readonly manifestLog: ManifestLog;
   private readonly ownsDevice: boolean;
   private readonly autoCompact: boolean;
   private readonly rebuildL0: boolean;
@@ -346,9 +343,11 @@ export class Store {
     device: Device,
     ownsDevice: boolean,
     options: StoreOptions,
-    manifest: ManifestData | undefined,
+    manifestLog: ManifestLog,
   ) {
+    const manifest = manifestLog.data;
     this.device = device;
+    this.manifestLog = manifestLog;
     this.ownsDevice = ownsDevice;
     this.segmentBytes = manifest?.segmentBytes ?? options.segmentBytes ?? DEFAULTS.segmentBytes;
     this.l0Bytes = options.l0Bytes ?? DEFAULTS.l0Bytes;
@@ -399,9 +398,9 @@ export class Store {
     }
     const device = options.device ?? FileDevice.open(options.dir!);
     try {
-      const manifest = readManifest(device);
-      const store = new Store(device, options.device === undefined, options, manifest);
-      store.recover(manifest !== undefined);
+      const manifestLog = ManifestLog.open(device, { rotateBytes: options.manifestRotateBytes });
+      const store = new Store(device, options.device === undefined, options, manifestLog);
+      store.recover(manifestLog.exists);
       return store;
     } catch (err) {
       if (options.device === undefined) device.close();
@@ -1807,7 +1806,7 @@ export class Store {
 
   /** Writes the manifest of the current state; `overrides` replace fields (a role change, a reset). */
   private persistManifest(overrides: Partial<ManifestData> = {}): void {
-    writeManifest(this.device, {
+    this.manifestLog.commit({
       formatVersion: 1,
       role: this.role,
       segmentBytes: this.segmentBytes,
