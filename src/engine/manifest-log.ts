@@ -457,7 +457,11 @@ function applyLog(prev: LogSegmentEntry[], edit: ManifestEdit): LogSegmentEntry[
   return out;
 }
 
-function diffLevels(prev: IndexSegmentDescriptor[][], next: IndexSegmentDescriptor[][], edit: ManifestEdit): void {
+function diffLevels(
+  prev: IndexSegmentDescriptor[][],
+  next: IndexSegmentDescriptor[][],
+  edit: ManifestEdit,
+): void {
   if (prev.length !== next.length) edit.levelCount = next.length;
   const levels: LevelEdit[] = [];
   next.forEach((level, i) => {
@@ -511,7 +515,8 @@ function diffMap(prev: [number, number][], next: [number, number][]): MapEdit | 
     ...(put.length > 0 ? { put } : {}),
   };
   const result = applyMap(prev, delta);
-  const exact = result.length === next.length && result.every(([k, v], i) => next[i]![0] === k && next[i]![1] === v);
+  const exact =
+    result.length === next.length && result.every(([k, v], i) => next[i]![0] === k && next[i]![1] === v);
   if (!exact) return { whole: next.map(([k, v]) => [k, v]) };
   return removed.length > 0 || put.length > 0 ? delta : undefined;
 }
@@ -530,10 +535,19 @@ function samePosition(a: LogPosition, b: LogPosition): boolean {
 }
 
 function sameLogEntry(a: LogSegmentEntry | undefined, b: LogSegmentEntry | undefined): boolean {
-  return a !== undefined && b !== undefined && a.seq === b.seq && a.offset === b.offset && a.usedBytes === b.usedBytes;
+  return (
+    a !== undefined &&
+    b !== undefined &&
+    a.seq === b.seq &&
+    a.offset === b.offset &&
+    a.usedBytes === b.usedBytes
+  );
 }
 
-function sameDescriptor(a: IndexSegmentDescriptor | undefined, b: IndexSegmentDescriptor | undefined): boolean {
+function sameDescriptor(
+  a: IndexSegmentDescriptor | undefined,
+  b: IndexSegmentDescriptor | undefined,
+): boolean {
   return (
     a !== undefined &&
     b !== undefined &&

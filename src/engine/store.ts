@@ -74,7 +74,7 @@ import {
   type IndexSegmentDescriptor,
   IndexSegmentReader,
 } from './index-segment-reader.js';
-import { type LogPosition, type LogSegmentEntry, type ManifestData, type StoreRole } from './manifest.js';
+import type { LogPosition, LogSegmentEntry, ManifestData, StoreRole } from './manifest.js';
 import { ManifestLog } from './manifest-log.js';
 import { type IndexEntry, Memtable } from './memtable.js';
 import { type EntryStream, mergeStreams } from './merge.js';
@@ -305,6 +305,8 @@ export class Store {
   private owner: string | undefined;
   /** Backup: shipped index segments written but not yet committed (primary offset → descriptor). */
   private readonly shippedPending = new Map<number, IndexSegmentDescriptor>();
+  /** Shipped index segments written since the last device sync: the install commit syncs them once. */
+  private shippedUnsynced = false;
   /**
    * Backup (Build-Index): the log position right after the last record indexed into L0 — every
    * record before it is in L0, the frozen L0 or a level. It plays the role a primary's active tail
@@ -339,12 +341,7 @@ export class Store {
     corruptSegments: [],
   };
 
-  private constructor(
-    device: Device,
-    ownsDevice: boolean,
-    options: StoreOptions,
-    manifestLog: ManifestLog,
-  ) {
+  private constructor(device: Device, ownsDevice: boolean, options: StoreOptions, manifestLog: ManifestLog) {
     const manifest = manifestLog.data;
     this.device = device;
     this.manifestLog = manifestLog;
@@ -692,8 +689,10 @@ export class Store {
 
   /**
    * Backup: verifies a shipped index segment, translates its value pointers through this store's
-   * segment map, writes it to a new local segment and syncs it. It joins a level only when the
-   * matching `installShippedCompaction` commits; until then a crash frees it.
+   * segment map and writes it to a new local segment. It joins a level only when the matching
+   * `installShippedCompaction` commits, which syncs the device once for all of its segments
+   * before its manifest edit; until then a crash frees it (pending segments are in memory only,
+   * so syncing each one would make nothing recoverable).
    */
   writeShippedIndexSegment(args: { primarySegmentOffset: number; bytes: Buffer }): IndexSegmentDescriptor {
     this.checkUsable();
@@ -710,7 +709,7 @@ export class Store {
     const offset = this.failStopOnError(() => {
       const allocated = this.allocator.allocate();
       this.device.write(allocated, translated, 'index');
-      this.device.sync();
+      this.shippedUnsynced = true;
       return allocated;
     });
     const descriptor: IndexSegmentDescriptor = {
@@ -756,6 +755,7 @@ export class Store {
     });
     this.failStopOnError(() =>
       this.installLevels(srcLevel, dstLevel, newDescriptors, removedLocal, commit.replayFrom, () => {
+        this.syncShippedIndex();
         commit.removedSegments.forEach((p) => {
           this.indexMap.delete(p);
         });
@@ -763,9 +763,10 @@ export class Store {
           this.indexMap.set(p, newDescriptors[i]!.offset);
           this.shippedPending.delete(p);
         });
+        // In the same edit: a restart must not find the levels of this commit under the last id.
+        if (this.nextCompactionId <= commit.compactionId) this.nextCompactionId = commit.compactionId + 1;
       }),
     );
-    if (this.nextCompactionId <= commit.compactionId) this.nextCompactionId = commit.compactionId + 1;
   }
 
   /**
@@ -836,9 +837,17 @@ export class Store {
       this.replayFrom = { ...args.replayFrom };
       // The levels now reflect the primary's compaction `compactionId`, whatever this store saw before.
       this.nextCompactionId = args.compactionId + 1;
+      this.syncShippedIndex();
       this.persistManifest();
       for (const offset of installed.keys()) if (!keptLocal.has(offset)) this.allocator.release(offset);
     });
+  }
+
+  /** One device sync for every shipped index segment written since the last: before a level install names them. */
+  private syncShippedIndex(): void {
+    if (!this.shippedUnsynced) return;
+    this.device.sync();
+    this.shippedUnsynced = false;
   }
 
   /** Backup: the node whose offsets key the segment and index maps; undefined while none does. */

@@ -43,7 +43,8 @@ describe('version edits', () => {
         (seed, length, rotateBytes) => {
           const states = sequence(seed, length);
           let replayed = states[0]!;
-          for (let i = 1; i < states.length; i++) replayed = applyEdit(replayed, diffManifest(states[i - 1]!, states[i]!));
+          for (let i = 1; i < states.length; i++)
+            replayed = applyEdit(replayed, diffManifest(states[i - 1]!, states[i]!));
           expect(canon(replayed)).toBe(canon(states.at(-1)));
           // Through the log, with reopens in between.
           const device = new SimDevice({ seed });
@@ -171,7 +172,10 @@ describe('version edits', () => {
       const header = Buffer.alloc(8);
       header.writeUInt32LE(body.length, 0);
       header.writeUInt32LE(crc32c(body), 4);
-      device.corruptMeta(name, Buffer.concat([bytes, header, body, encodeEditRecord({ nextCompactionId: 9 })]));
+      device.corruptMeta(
+        name,
+        Buffer.concat([bytes, header, body, encodeEditRecord({ nextCompactionId: 9 })]),
+      );
       expect(() => ManifestLog.open(device)).toThrow(CorruptManifestError);
     }
   });
@@ -221,12 +225,16 @@ describe('crash at every metadata operation of a commit sequence', () => {
           expect(err).toBeInstanceOf(DeviceCrashedError);
         }
         expect(view.crashed).toBeDefined();
-        actionsHit.add(`${view.crashed!.action}:${view.crashed!.name.startsWith('MANIFEST-') ? 'file' : view.crashed!.name}`);
+        actionsHit.add(
+          `${view.crashed!.action}:${view.crashed!.name.startsWith('MANIFEST-') ? 'file' : view.crashed!.name}`,
+        );
         const recovered = ManifestLog.open(sim, { rotateBytes: 600 });
         const got = canon(recovered.data);
         const allowed = view.allowed.map(canon);
         if (!allowed.includes(got)) {
-          throw new Error(`crash at op ${at} (${view.crashed!.action} ${view.crashed!.name}, ${JSON.stringify(crash)}): recovered a manifest that was not durable`);
+          throw new Error(
+            `crash at op ${at} (${view.crashed!.action} ${view.crashed!.name}, ${JSON.stringify(crash)}): recovered a manifest that was not durable`,
+          );
         }
         // The last acknowledged commit is never lost: the recovered state is at or after it.
         const acked = done === 0 ? 'none' : canon(states[done - 1]);
@@ -236,6 +244,12 @@ describe('crash at every metadata operation of a commit sequence', () => {
         expect(canon(readManifest(sim))).toBe(canon(states.at(-1)));
       }
     }
-    expect([...actionsHit].sort()).toEqual(['append:file', 'remove:file', 'replace:CURRENT', 'replace:file', 'sync:file']);
+    expect([...actionsHit].sort()).toEqual([
+      'append:file',
+      'remove:file',
+      'replace:CURRENT',
+      'replace:file',
+      'sync:file',
+    ]);
   });
 });

@@ -164,7 +164,11 @@ export function evolve(prev: ManifestData, rand: () => number): ManifestData {
     }
     case 2:
       if (next.log.length > 1) next.log.shift();
-      next.replayFrom = { seq: next.log[0]!.seq, offset: Math.floor(rand() * 100), lsn: next.replayFrom.lsn + 1 };
+      next.replayFrom = {
+        seq: next.log[0]!.seq,
+        offset: Math.floor(rand() * 100),
+        lsn: next.replayFrom.lsn + 1,
+      };
       break;
     case 3:
       next.segmentMap.push([Math.floor(rand() * 1e6) * 4096, alloc()]);
