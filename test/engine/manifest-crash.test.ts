@@ -19,7 +19,7 @@ jest.setTimeout(120_000);
 const OPTIONS = { ...TINY, syncPolicy: 'always' as const, manifestRotateBytes: 1024 };
 const WRITES = 300;
 const keyOf = (i: number): string => `key-${(i * 7) % 131}`;
-const valueOf = (i: number): string => `value-${i}-${'x'.repeat(10 + (i % 40))}`;
+const valueFor = (i: number): string => `value-${i}-${'x'.repeat(10 + (i % 40))}`;
 
 const CRASHES = [
   { keepProbability: 0, tearProbability: 0 },
@@ -37,7 +37,7 @@ async function primaryWorkload(view: MetaCrashView) {
   try {
     const store = await Store.open({ ...OPTIONS, device: view });
     for (let i = 0; i < WRITES; i++) {
-      inFlight = { key: keyOf(i), value: valueOf(i) };
+      inFlight = { key: keyOf(i), value: valueFor(i) };
       await store.put(inFlight.key, inFlight.value);
       acked.set(inFlight.key, inFlight.value);
       inFlight = undefined;
@@ -136,7 +136,7 @@ async function backupWorkload(view: MetaCrashView) {
       installed = e.compactionId;
     }),
   );
-  for (let i = 0; i < WRITES; i++) await primary.put(keyOf(i), valueOf(i));
+  for (let i = 0; i < WRITES; i++) await primary.put(keyOf(i), valueFor(i));
   await primary.flush();
   await primary.close();
   return { shipped, installed };
