@@ -13,11 +13,17 @@ export class NodeKilledError extends TalosError {
   }
 }
 
-/** A mutating device call, as a crash trigger sees it (LocalCluster.crashWhen). */
+/**
+ * A mutating device call, as a crash trigger sees it (LocalCluster.crashWhen). 'meta' is every
+ * metadata-file call: an atomic replace (CURRENT, a manifest snapshot), an append to the manifest
+ * log, its sync, or a removal.
+ */
 export type DeviceOp =
   | { kind: 'write'; category: IoCategory; bytes: number }
   | { kind: 'sync' }
-  | { kind: 'meta' };
+  | { kind: 'meta'; action: MetaAction; name: string };
+
+export type MetaAction = 'replace' | 'append' | 'sync' | 'remove';
 
 export class IncarnationDevice implements Device {
   readonly name: string;
@@ -62,9 +68,30 @@ export class IncarnationDevice implements Device {
 
   writeMetaAtomic(name: string, bytes: Uint8Array): void {
     this.check();
-    this.beforeOp?.({ kind: 'meta' });
+    this.beforeOp?.({ kind: 'meta', action: 'replace', name });
     this.check();
     this.inner.writeMetaAtomic(name, bytes);
+  }
+
+  appendMeta(name: string, bytes: Uint8Array): void {
+    this.check();
+    this.beforeOp?.({ kind: 'meta', action: 'append', name });
+    this.check();
+    this.inner.appendMeta(name, bytes);
+  }
+
+  syncMeta(name: string): void {
+    this.check();
+    this.beforeOp?.({ kind: 'meta', action: 'sync', name });
+    this.check();
+    this.inner.syncMeta(name);
+  }
+
+  removeMeta(name: string): void {
+    this.check();
+    this.beforeOp?.({ kind: 'meta', action: 'remove', name });
+    this.check();
+    this.inner.removeMeta(name);
   }
 
   io(): IoStats {

@@ -1,8 +1,8 @@
 /**
  * The storage port. A device is a flat, growable byte space addressed by 64-bit offsets (kept as
- * exact numbers below 2^53) plus a few small named metadata files replaced atomically (the
- * manifest). The store divides the byte space into fixed-size segments; the device knows nothing
- * of segments.
+ * exact numbers below 2^53) plus a few small named metadata files (the manifest log and CURRENT):
+ * each is replaced atomically (`writeMetaAtomic`) or grown by appends made durable by `syncMeta`.
+ * The store divides the byte space into fixed-size segments; the device knows nothing of segments.
  *
  * The interface is synchronous on purpose: the engine is single-threaded and its reads hit the
  * page cache; a synchronous call costs ~1 µs where a thread-pool round trip costs ~10 µs. `sync()`
@@ -36,6 +36,18 @@ export interface Device {
   readMeta(name: string): Buffer | undefined;
   /** Replaces a metadata file atomically and durably (temp + fsync + rename + dir fsync). */
   writeMetaAtomic(name: string, bytes: Uint8Array): void;
+  /**
+   * Appends to a metadata file (created empty when absent). Not durable until `syncMeta(name)`:
+   * a crash may drop the unsynced tail or leave only a prefix of it (a torn append).
+   */
+  appendMeta(name: string, bytes: Uint8Array): void;
+  /** Makes every earlier `appendMeta` to `name` durable (fdatasync of that file). */
+  syncMeta(name: string): void;
+  /**
+   * Removes a metadata file; absent is fine. Not durable by itself (a crash may bring the file
+   * back): callers remove only files nothing names any more.
+   */
+  removeMeta(name: string): void;
   io(): IoStats;
   close(): void;
 }

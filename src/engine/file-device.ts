@@ -2,6 +2,9 @@
  * FileDevice: the byte space is one file (`data`) in a directory; metadata files sit beside it.
  * Durability uses fdatasync on the data file; metadata replacement is write temp + fsync + rename
  * + fsync of the directory, so a crash leaves either the old or the new file, never a mix.
+ * Appends to a metadata file (the manifest log) go through one fd per file, opened O_APPEND at
+ * the first append and kept until the file is replaced, removed or the device closes; `syncMeta`
+ * fdatasyncs it (the file's size is part of what fdatasync makes durable).
  *
  * One directory, one open device. Two handles on one directory would each keep their own log
  * head and manifest, and the last to close would silently overwrite the other's writes. Two
@@ -49,6 +52,8 @@ export class FileDevice implements Device {
   private sizeBytes: number;
   private readonly stats = emptyIoStats();
   private closed = false;
+  /** Open append fds of metadata files, by name. */
+  private readonly metaFds = new Map<string, number>();
 
   private constructor(dir: string) {
     this.dir = dir;
@@ -100,7 +105,47 @@ export class FileDevice implements Device {
   }
 
   writeMetaAtomic(name: string, bytes: Uint8Array): void {
-    this.classified('meta', () => this.writeMetaRaw(name, bytes));
+    this.classified('meta', () => {
+      this.closeMetaFd(name); // the name is about to point at a new file
+      this.writeMetaRaw(name, bytes);
+    });
+  }
+
+  appendMeta(name: string, bytes: Uint8Array): void {
+    this.classified('meta', () => {
+      let fd = this.metaFds.get(name);
+      if (fd === undefined) {
+        fd = fs.openSync(path.join(this.dir, name), 'a', 0o644);
+        this.metaFds.set(name, fd);
+      }
+      let done = 0;
+      while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+      this.stats.writtenBytes.manifest += bytes.length;
+      this.stats.writeCount++;
+    });
+  }
+
+  syncMeta(name: string): void {
+    this.classified('sync', () => {
+      const fd = this.metaFds.get(name);
+      if (fd === undefined) return; // nothing appended through this device: nothing to sync
+      fs.fdatasyncSync(fd);
+      this.stats.syncCount++;
+    });
+  }
+
+  removeMeta(name: string): void {
+    this.classified('meta', () => {
+      this.closeMetaFd(name);
+      fs.rmSync(path.join(this.dir, name), { force: true });
+    });
+  }
+
+  private closeMetaFd(name: string): void {
+    const fd = this.metaFds.get(name);
+    if (fd === undefined) return;
+    this.metaFds.delete(name);
+    fs.closeSync(fd);
   }
 
   /** Runs an fs call, turning a device failure (ENOSPC, EIO...) into its typed error. */
@@ -185,6 +230,14 @@ export class FileDevice implements Device {
     if (this.closed) return;
     this.closed = true;
     try {
+      for (const fd of this.metaFds.values()) {
+        try {
+          fs.closeSync(fd);
+        } catch {
+          // An append fd that fails to close loses nothing synced; the data fd's close still runs.
+        }
+      }
+      this.metaFds.clear();
       fs.closeSync(this.fd);
     } finally {
       this.fd = -1;

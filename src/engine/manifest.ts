@@ -1,17 +1,19 @@
 /**
  * The manifest: the store's durable description of itself. It names every segment in use (log
  * chain, index segments per level), where replay starts, and on backups the segment maps. It is
- * replaced atomically on every change (Device.writeMetaAtomic), so a crash leaves the previous or
- * the next version, never a mix. Segments that no manifest names are free: an interrupted
- * compaction's outputs are reclaimed at recovery simply by not being named.
+ * kept as a log of version edits (manifest-log.ts): each change is one synced edit, so a crash
+ * leaves the previous or the next version, never a mix. Segments that no manifest names are free:
+ * an interrupted compaction's outputs are reclaimed at recovery simply by not being named.
  *
- * Encoding: `TALOSMF1 <crc32c as 8 hex digits>\n<JSON>`; keys are hex strings in the JSON.
+ * Encoding of a whole manifest (a snapshot record's body, and the legacy `MANIFEST` file written
+ * whole before the manifest log existed): `TALOSMF1 <crc32c as 8 hex digits>\n<JSON>`; keys are
+ * hex strings in the JSON.
  */
 import { CorruptManifestError } from '../errors.js';
 import { crc32c } from './crc.js';
-import type { Device } from './device.js';
 import type { IndexSegmentDescriptor } from './index-segment-reader.js';
 
+/** The legacy whole-file manifest's name (see manifest-log.ts for today's files). */
 export const MANIFEST_NAME = 'MANIFEST';
 const MAGIC = 'TALOSMF1';
 
@@ -86,15 +88,6 @@ export function decodeManifest(bytes: Buffer, where: string): ManifestData {
     level.map((s) => ({ ...s, minKey: unhex(s.minKey), maxKey: unhex(s.maxKey) })),
   );
   return parsed;
-}
-
-export function readManifest(device: Device): ManifestData | undefined {
-  const bytes = device.readMeta(MANIFEST_NAME);
-  return bytes === undefined ? undefined : decodeManifest(bytes, `${device.name}/${MANIFEST_NAME}`);
-}
-
-export function writeManifest(device: Device, data: ManifestData): void {
-  device.writeMetaAtomic(MANIFEST_NAME, encodeManifest(data));
 }
 
 function hex(latin1: string): string {

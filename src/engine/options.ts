@@ -52,6 +52,8 @@ export interface StoreOptions {
    * that replicas' layouts differ and every pointer translation is exercised. Default 0.
    */
   reservedSegments?: number;
+  /** Manifest log rotation bound (ManifestLogOptions.rotateBytes); default 64 KiB. */
+  manifestRotateBytes?: number;
 }
 
 /** Every option with its value decided (defaults applied, the manifest's fixed ones taken). */

@@ -23,6 +23,10 @@ export interface SimCrashReport {
   unsyncedWriteCount: number;
   keptCount: number;
   torn: boolean;
+  /** Unsynced metadata appends at the crash, how many survived, and whether the last one was torn. */
+  unsyncedMetaAppendCount?: number;
+  keptMetaAppendCount?: number;
+  tornMeta?: boolean;
 }
 
 interface PendingWrite {
@@ -76,7 +80,11 @@ export class SimDevice implements Device {
   private current = new ByteImage();
   private durable = new ByteImage();
   private pending: PendingWrite[] = [];
+  /** Metadata files as reads see them, and as a crash leaves them. */
   private readonly meta = new Map<string, Buffer>();
+  private readonly durableMeta = new Map<string, Buffer>();
+  /** Appends to metadata files since their last syncMeta, in issue order. */
+  private pendingMeta: { name: string; bytes: Buffer }[] = [];
   private readonly prng: Prng;
   private stats = emptyIoStats();
   private powerCycle = 0;
@@ -119,9 +127,40 @@ export class SimDevice implements Device {
 
   writeMetaAtomic(name: string, bytes: Uint8Array): void {
     this.meta.set(name, Buffer.from(bytes));
+    this.durableMeta.set(name, Buffer.from(bytes));
+    this.pendingMeta = this.pendingMeta.filter((a) => a.name !== name);
     this.stats.writtenBytes.manifest += bytes.length;
     this.stats.writeCount++;
     this.stats.syncCount++;
+  }
+
+  appendMeta(name: string, bytes: Uint8Array): void {
+    const copy = Buffer.from(bytes);
+    this.meta.set(name, Buffer.concat([this.meta.get(name) ?? Buffer.alloc(0), copy]));
+    this.pendingMeta.push({ name, bytes: copy });
+    this.stats.writtenBytes.manifest += bytes.length;
+    this.stats.writeCount++;
+  }
+
+  syncMeta(name: string): void {
+    const mine = this.pendingMeta.filter((a) => a.name === name);
+    if (mine.length > 0) {
+      const durable = this.durableMeta.get(name) ?? Buffer.alloc(0);
+      this.durableMeta.set(name, Buffer.concat([durable, ...mine.map((a) => a.bytes)]));
+      this.pendingMeta = this.pendingMeta.filter((a) => a.name !== name);
+    }
+    this.stats.syncCount++;
+  }
+
+  removeMeta(name: string): void {
+    this.meta.delete(name);
+    this.durableMeta.delete(name);
+    this.pendingMeta = this.pendingMeta.filter((a) => a.name !== name);
+  }
+
+  /** Bytes appended to metadata file `name` and not yet synced. */
+  unsyncedMetaBytes(name: string): number {
+    return this.pendingMeta.reduce((n, a) => n + (a.name === name ? a.bytes.length : 0), 0);
   }
 
   /** Overwrites bytes in both images, bypassing the crash model: for corruption tests. */
@@ -133,6 +172,8 @@ export class SimDevice implements Device {
   /** Replaces a metadata file in place, bypassing atomicity: for corruption tests. */
   corruptMeta(name: string, bytes: Uint8Array): void {
     this.meta.set(name, Buffer.from(bytes));
+    this.durableMeta.set(name, Buffer.from(bytes));
+    this.pendingMeta = this.pendingMeta.filter((a) => a.name !== name);
   }
 
   /** Number of writes issued since the last sync. */
@@ -157,17 +198,50 @@ export class SimDevice implements Device {
       }
       this.durable.write(w.offset, bytes);
     });
-    const report = { unsyncedWriteCount: this.pending.length, keptCount: kept.length, torn };
+    const report: SimCrashReport = { unsyncedWriteCount: this.pending.length, keptCount: kept.length, torn };
     this.pending = [];
     this.current = this.durable.clone();
+    if (this.pendingMeta.length > 0) this.crashMeta(report, keepProbability, tearProbability);
     this.powerCycle++;
     this.scheduledCrash = undefined;
     this.lastCrash = report;
     return report;
   }
 
+  /** A metadata file keeps a prefix of its unsynced appends; the last kept one may be torn. */
+  private crashMeta(report: SimCrashReport, keepProbability: number, tearProbability: number): void {
+    const names = [...new Set(this.pendingMeta.map((a) => a.name))];
+    let kept = 0;
+    let tornMeta = false;
+    for (const name of names) {
+      const appends = this.pendingMeta.filter((a) => a.name === name);
+      const survivors: Buffer[] = [];
+      for (const a of appends) {
+        if (!this.prng.chance(keepProbability)) break;
+        survivors.push(a.bytes);
+      }
+      const last = survivors.length - 1;
+      if (last >= 0 && survivors[last]!.length > 1 && this.prng.chance(tearProbability)) {
+        survivors[last] = survivors[last]!.subarray(0, this.prng.int(1, survivors[last]!.length - 1));
+        tornMeta = true;
+      }
+      kept += survivors.length;
+      const durable = this.durableMeta.get(name);
+      if (durable !== undefined || survivors.length > 0) {
+        this.durableMeta.set(name, Buffer.concat([durable ?? Buffer.alloc(0), ...survivors]));
+      }
+    }
+    report.unsyncedMetaAppendCount = this.pendingMeta.length;
+    report.keptMetaAppendCount = kept;
+    report.tornMeta = tornMeta;
+    this.pendingMeta = [];
+    this.meta.clear();
+    for (const [name, bytes] of this.durableMeta) this.meta.set(name, Buffer.from(bytes));
+  }
+
   /**
-   * Schedules a power loss inside a later mutating operation (write, sync or metadata replace)
+   * Schedules a power loss inside a later mutating operation (write, sync, metadata replace,
+   * append, sync or removal)
    * issued through a view: the `operationCount`-th one does not happen; the device crashes instead
    * and the caller gets DeviceCrashedError. This is how tests cut a seal, a compaction or a
    * manifest update in the middle.
@@ -211,6 +285,9 @@ export class SimDevice implements Device {
       sync: () => mutating().sync(),
       readMeta: (name) => live().readMeta(name),
       writeMetaAtomic: (name, bytes) => mutating().writeMetaAtomic(name, bytes),
+      appendMeta: (name, bytes) => mutating().appendMeta(name, bytes),
+      syncMeta: (name) => mutating().syncMeta(name),
+      removeMeta: (name) => mutating().removeMeta(name),
       io: () => this.io(),
       close: () => {},
     };

@@ -14,14 +14,8 @@ import { type CommitGate, GroupCommit, type ShipGate } from './group-commit.js';
 import { StoreHooks } from './hooks.js';
 import { verifyIndexSegment } from './index-segment.js';
 import { createBlockCache, type IndexSegmentDescriptor } from './index-segment-reader.js';
-import {
-  type LogPosition,
-  type LogSegmentEntry,
-  type ManifestData,
-  readManifest,
-  type StoreRole,
-  writeManifest,
-} from './manifest.js';
+import type { LogPosition, LogSegmentEntry, ManifestData, StoreRole } from './manifest.js';
+import { ManifestLog } from './manifest-log.js';
 import type { IndexEntry } from './memtable.js';
 import { type EntryStream, mergeStreams } from './merge.js';
 import {
@@ -110,6 +104,7 @@ export class Store {
   readonly role: StoreRole;
 
   private readonly device: Device;
+  private readonly manifestLog: ManifestLog;
   private readonly ownsDevice: boolean;
   private readonly options: ResolvedOptions;
   private readonly allocator: SegmentAllocator;
@@ -137,13 +132,10 @@ export class Store {
     corruptSegments: [],
   };
 
-  private constructor(
-    device: Device,
-    ownsDevice: boolean,
-    options: StoreOptions,
-    manifest: ManifestData | undefined,
-  ) {
+  private constructor(device: Device, ownsDevice: boolean, options: StoreOptions, manifestLog: ManifestLog) {
+    const manifest = manifestLog.data;
     this.device = device;
+    this.manifestLog = manifestLog;
     this.ownsDevice = ownsDevice;
     const o = resolveOptions(options, manifest);
     this.options = o;
@@ -210,9 +202,9 @@ export class Store {
     }
     const device = options.device ?? FileDevice.open(options.dir!);
     try {
-      const manifest = readManifest(device);
-      const store = new Store(device, options.device === undefined, options, manifest);
-      store.recover(manifest !== undefined);
+      const manifestLog = ManifestLog.open(device, { rotateBytes: options.manifestRotateBytes });
+      const store = new Store(device, options.device === undefined, options, manifestLog);
+      store.recover(manifestLog.exists);
       return store;
     } catch (err) {
       if (options.device === undefined) device.close();
@@ -679,7 +671,7 @@ export class Store {
 
   /** Writes the manifest of the current state; `overrides` replace fields (a role change, a reset). */
   private persistManifest(overrides: Partial<ManifestData> = {}): void {
-    writeManifest(this.device, {
+    this.manifestLog.commit({
       formatVersion: 1,
       role: this.role,
       segmentBytes: this.segmentBytes,

@@ -53,6 +53,8 @@ export function backupStore(store: Store): BackupStore {
 export class BackupStore {
   /** Shipped index segments written but not yet committed (primary offset → descriptor). */
   private readonly shippedPending = new Map<number, IndexSegmentDescriptor>();
+  /** Shipped index segments written since the last device sync: the install commit syncs them once. */
+  private shippedUnsynced = false;
 
   constructor(readonly store: Store) {}
 
@@ -105,9 +107,11 @@ export class BackupStore {
   }
 
   /**
-   * Verifies a shipped index segment, translates its value pointers through the segment map,
-   * writes it to a new local segment and syncs it. It joins a level only when the matching
-   * `installShippedCompaction` commits; until then a crash frees it.
+   * Verifies a shipped index segment, translates its value pointers through the segment map and
+   * writes it to a new local segment. It joins a level only when the matching
+   * `installShippedCompaction` (or `installShippedLevels`) commits, which syncs the device once for
+   * all of its segments before its manifest edit; until then a crash frees it (pending segments are
+   * in memory only, so syncing each one would make nothing recoverable).
    */
   writeShippedIndexSegment(args: { primarySegmentOffset: number; bytes: Buffer }): IndexSegmentDescriptor {
     const { store } = this;
@@ -120,7 +124,7 @@ export class BackupStore {
     const offset = store.mutate(() => {
       const allocated = store.allocateSegment();
       store.writeRaw(allocated, translated, 'index');
-      store.syncDevice();
+      this.shippedUnsynced = true;
       return allocated;
     });
     const descriptor: IndexSegmentDescriptor = {
@@ -178,10 +182,16 @@ export class BackupStore {
       replayFrom: commit.replayFrom,
     };
     store.mutate(() => {
+      this.syncShippedIndex();
       for (const p of commit.newSegments) this.shippedPending.delete(p);
-      store.applyEdit({ install, indexMap: [...indexMap] });
+      // The compaction id in the same edit: a restart must not find this commit's levels under
+      // the previous id (it would be re-synced for nothing).
+      store.applyEdit({
+        install,
+        indexMap: [...indexMap],
+        nextCompactionId: Math.max(store.lastCompactionId(), commit.compactionId) + 1,
+      });
     });
-    store.noteCompactionId(commit.compactionId);
   }
 
   /**
@@ -231,6 +241,7 @@ export class BackupStore {
     });
     const keptLocal = new Set(nextIndexMap.values());
     store.mutate(() => {
+      this.syncShippedIndex();
       for (const primary of consumed) this.shippedPending.delete(primary);
       store.applyEdit({
         levels,
@@ -241,6 +252,13 @@ export class BackupStore {
         release: [...installed.keys()].filter((offset) => !keptLocal.has(offset)),
       });
     });
+  }
+
+  /** One device sync for every shipped index segment written since the last, before an install names them. */
+  private syncShippedIndex(): void {
+    if (!this.shippedUnsynced) return;
+    this.store.syncDevice();
+    this.shippedUnsynced = false;
   }
 
   /** Records which primary's offsets key the maps (the first primary to open it). */

@@ -1,7 +1,7 @@
 /**
  * Crash points (PROTOCOL §4–7): a node dies at a chosen device call — inside a seal, an index
- * segment write, between shipped index segments and their level install, in the middle of a
- * joining backup's re-sync — while clients keep writing. Then the cluster moves on (reconfigure or
+ * segment write, between shipped index segments and their level install, at a manifest edit's
+ * sync, in the middle of a joining backup's re-sync — while clients keep writing. Then the cluster moves on (reconfigure or
  * promote), the node comes back with its disk (simulated: unsynced writes lost) and is re-synced.
  * Checked every time: no acknowledged write is lost (unknown outcomes may go either way), and
  * after healing every backup reads exactly like its primary (in Send-Index, level by level
@@ -85,9 +85,21 @@ const POINTS: CrashPoint[] = [
       let manifests = 0;
       const when = on('r0', 'backup', (op) => {
         if (op.kind === 'write' && op.category === 'index') indexWritten = true;
-        if (op.kind === 'meta' && indexWritten) manifests++;
+        // A manifest commit: an edit's append (or a rotation's new snapshot file), not its sync.
+        if (op.kind === 'meta' && indexWritten && (op.action === 'append' || op.name.startsWith('MANIFEST-')))
+          manifests++;
         return manifests === 2;
       });
+      return { victim, crashed: c.crashWhen(victim, when) };
+    },
+  },
+  {
+    name: 'a backup syncing a manifest edit (a shipped log segment or a level install)',
+    modes: ['send-index', 'build-index'],
+    arm: (c) => {
+      const victim = r0(c).backups[1]!;
+      let syncs = 0;
+      const when = on('r0', 'backup', (op) => op.kind === 'meta' && op.action === 'sync' && ++syncs === 3);
       return { victim, crashed: c.crashWhen(victim, when) };
     },
   },

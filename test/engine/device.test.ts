@@ -8,9 +8,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Device } from '../../src/engine/device.js';
 import { FileDevice } from '../../src/engine/file-device.js';
+import { encodeManifest } from '../../src/engine/manifest.js';
+import { readManifest } from '../../src/engine/manifest-log.js';
 import { DeviceCrashedError, SimDevice } from '../../src/engine/sim-device.js';
 import { Store } from '../../src/engine/store.js';
-import { CorruptManifestError, DeviceLockedError } from '../../src/errors.js';
+import { CorruptManifestError, DeviceLockedError, DiskFullError } from '../../src/errors.js';
 
 const tempDirs: string[] = [];
 function tempDir(): string {
@@ -56,6 +58,26 @@ describe.each(implementations)('%s conformance', (_name, create) => {
     device.writeMetaAtomic('MANIFEST', Buffer.from('one'));
     device.writeMetaAtomic('MANIFEST', Buffer.from('two!'));
     expect(device.readMeta('MANIFEST')?.toString()).toBe('two!');
+  });
+
+  it('appends to metadata files, syncs and removes them; a replace starts the file over', () => {
+    device.appendMeta('LOG', Buffer.from('ab'));
+    device.appendMeta('LOG', Buffer.from('cd'));
+    device.syncMeta('LOG');
+    device.appendMeta('LOG', Buffer.from('e'));
+    expect(device.readMeta('LOG')?.toString()).toBe('abcde');
+    device.writeMetaAtomic('LOG', Buffer.from('X'));
+    device.appendMeta('LOG', Buffer.from('y'));
+    device.syncMeta('LOG');
+    expect(device.readMeta('LOG')?.toString()).toBe('Xy');
+    device.removeMeta('LOG');
+    device.removeMeta('LOG'); // absent is fine
+    expect(device.readMeta('LOG')).toBeUndefined();
+    device.appendMeta('LOG', Buffer.from('new'));
+    device.syncMeta('LOG');
+    expect(device.readMeta('LOG')?.toString()).toBe('new');
+    const io = device.io();
+    expect(io.writtenBytes.manifest).toBe(2 + 2 + 1 + 1 + 1 + 3);
   });
 
   it('counts bytes per category, operations and syncs', () => {
@@ -111,6 +133,31 @@ describe('SimDevice crash model', () => {
     expect(run(11)).not.toBe(run(12));
   });
 
+  it('metadata appends are durable after syncMeta; a crash keeps a prefix of the rest, maybe torn', () => {
+    const d = new SimDevice({ seed: 9 });
+    d.writeMetaAtomic('LOG', Buffer.from('snap|'));
+    d.appendMeta('LOG', Buffer.from('one|'));
+    d.syncMeta('LOG');
+    d.appendMeta('LOG', Buffer.from('two|'));
+    d.appendMeta('LOG', Buffer.from('three|'));
+    expect(d.unsyncedMetaBytes('LOG')).toBe(10);
+    d.crash({ keepProbability: 0 });
+    expect(d.readMeta('LOG')?.toString()).toBe('snap|one|');
+    d.appendMeta('LOG', Buffer.from('two|'));
+    d.appendMeta('LOG', Buffer.from('three|'));
+    const report = d.crash({ keepProbability: 1, tearProbability: 1 });
+    expect(report.tornMeta).toBe(true);
+    const text = d.readMeta('LOG')!.toString();
+    expect(text.startsWith('snap|one|two|')).toBe(true);
+    expect('snap|one|two|three|'.startsWith(text)).toBe(true);
+    expect(text.length).toBeLessThan('snap|one|two|three|'.length);
+    // A file never synced may vanish; a data sync does not sync metadata files.
+    d.appendMeta('NEW', Buffer.from('x'));
+    d.sync();
+    d.crash({ keepProbability: 0 });
+    expect(d.readMeta('NEW')).toBeUndefined();
+  });
+
   it('views die at a crash; a scheduled crash fires inside the n-th mutating operation', () => {
     const d = new SimDevice();
     const view = d.attach();
@@ -137,6 +184,46 @@ describe('FileDevice specifics', () => {
     expect(again.readMeta('MANIFEST')?.toString()).toBe('m');
     expect(fs.existsSync(path.join(dir, 'MANIFEST.tmp'))).toBe(false);
     again.close();
+  });
+
+  it('keeps metadata appends across close and reopen; append failures are typed (ENOSPC: DiskFullError)', () => {
+    const dir = tempDir();
+    const d = FileDevice.open(dir);
+    d.appendMeta('LOG', Buffer.from('a'));
+    d.appendMeta('LOG', Buffer.from('b'));
+    d.syncMeta('LOG');
+    d.close();
+    const again = FileDevice.open(dir);
+    again.appendMeta('LOG', Buffer.from('c'));
+    again.syncMeta('LOG');
+    expect(fs.readFileSync(path.join(dir, 'LOG'), 'utf8')).toBe('abc');
+    fs.symlinkSync('/dev/full', path.join(dir, 'FULL'));
+    expect(() => again.appendMeta('FULL', Buffer.from('x'))).toThrow(DiskFullError);
+    again.close();
+  });
+
+  it('opens a store written with the legacy whole-file MANIFEST and migrates it', async () => {
+    const dir = tempDir();
+    const options = { dir, segmentBytes: 64 * 1024, l0Bytes: 16 * 1024, syncPolicy: 'always' as const };
+    let store = await Store.open(options);
+    for (let i = 0; i < 500; i++) await store.put(`key-${i}`, `value-${i}`);
+    await store.close();
+    // Rewrite it as the code before the manifest log left it: one MANIFEST file, no CURRENT.
+    const device = FileDevice.open(dir);
+    const data = readManifest(device)!;
+    device.close();
+    for (const name of fs.readdirSync(dir))
+      if (name.startsWith('MANIFEST') || name === 'CURRENT') fs.rmSync(path.join(dir, name));
+    fs.writeFileSync(path.join(dir, 'MANIFEST'), encodeManifest(data));
+    store = await Store.open(options);
+    expect((await store.get('key-499'))?.toString()).toBe('value-499');
+    await store.put('key-new', 'new');
+    await store.close();
+    expect(fs.existsSync(path.join(dir, 'MANIFEST'))).toBe(false);
+    expect(fs.readFileSync(path.join(dir, 'CURRENT'), 'utf8')).toMatch(/^MANIFEST-\d{6}\n$/);
+    store = await Store.open(options);
+    expect((await store.scan()).length).toBe(501);
+    await store.close();
   });
 
   it('refuses a directory locked by a live process and takes over a stale lock', () => {

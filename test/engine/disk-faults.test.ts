@@ -59,6 +59,17 @@ class FailingDevice implements Device {
     this.maybeFail('write');
     this.inner.writeMetaAtomic(name, bytes);
   }
+  appendMeta(name: string, bytes: Uint8Array): void {
+    this.maybeFail('write');
+    this.inner.appendMeta(name, bytes);
+  }
+  syncMeta(name: string): void {
+    this.maybeFail('sync');
+    this.inner.syncMeta(name);
+  }
+  removeMeta(name: string): void {
+    this.inner.removeMeta(name);
+  }
   io() {
     return this.inner.io();
   }

@@ -110,11 +110,13 @@ describe('promotion', () => {
     const expected = await dump(primary);
     const tail = activeTail(primary);
     const writeMeta = device.writeMetaAtomic.bind(device);
-    device.writeMetaAtomic = () => {
+    const appendMeta = device.appendMeta.bind(device);
+    device.writeMetaAtomic = device.appendMeta = () => {
       throw new Error('power lost before the manifest write');
     };
     await expect(promoteToPrimary(backup, { tail: [tail] })).rejects.toThrow();
     device.writeMetaAtomic = writeMeta;
+    device.appendMeta = appendMeta;
     device.crash();
     const again = await Store.open({ ...TINY, device });
     expect(again.role).toBe('backup');

@@ -1,0 +1,586 @@
+/**
+ * The manifest log: the store's manifest kept as an append-only log of version edits, as LevelDB's
+ * MANIFEST/VersionSet does (db/version_set.cc, db/log_format.h).
+ *
+ * Files (Device metadata files):
+ * - `MANIFEST-<n>` (n = 000001, 000002, ...): CRC-framed records. The first is a snapshot (the
+ *   whole ManifestData), each later one an edit: the difference between the previous and the next
+ *   ManifestData (log segments added, sealed or removed; index segments added to or removed from
+ *   levels; segment-map and index-map entries put or removed; replayFrom, nextCompactionId, the
+ *   allocator's high-water mark, role, mapOwner when they change).
+ * - `CURRENT`: the name of the live manifest file, replaced atomically.
+ * - `MANIFEST` (legacy): the whole-file manifest of the format before this one, read when CURRENT
+ *   is absent and removed by the first rotation (migration).
+ *
+ * Record: `[u32le payload length][u32le crc32c(payload)][payload]`, payload = a kind byte (1
+ * snapshot, 2 edit) + the body (a snapshot: encodeManifest; an edit: JSON, keys in hex).
+ *
+ * Commit (`commit(next)`): one edit record appended and synced (appendMeta + syncMeta: one
+ * fdatasync). A commit that changes nothing writes nothing. The manifest is never named by the
+ * store before the commit returned, so an unsynced append was never relied on.
+ *
+ * Rotation: when the edits since the snapshot would exceed max(rotateBytes, the snapshot's size) —
+ * so rewriting the snapshot costs at most as much as the edits it replaces — and at the first
+ * commit after an open that found a torn tail, a legacy manifest or no manifest: the next file is
+ * written whole with a snapshot of `next` (writeMetaAtomic: temp + fsync + rename + dir fsync),
+ * then CURRENT is pointed at it (writeMetaAtomic), then the old file is removed. A crash before
+ * CURRENT's replace leaves the old file current (the new one is overwritten by the next rotation);
+ * after it, at worst an unreferenced old file (removed by the next rotation).
+ *
+ * Recovery (`open`): read CURRENT, then the snapshot and every edit after it. A bad last record
+ * (incomplete header, a length past the end, a CRC mismatch on the file's last bytes, or a tail of
+ * zeros) is a torn append that was never synced, hence never acknowledged: it is ignored, and the
+ * next commit rotates so nothing is ever appended after it. A bad record followed by more data,
+ * a bad first record (snapshots are written atomically) or a CURRENT naming a missing file is
+ * CorruptManifestError.
+ */
+import { CorruptManifestError } from '../errors.js';
+import { crc32c } from './crc.js';
+import type { Device } from './device.js';
+import type { IndexSegmentDescriptor } from './index-segment-reader.js';
+import {
+  decodeManifest,
+  encodeManifest,
+  type LogPosition,
+  type LogSegmentEntry,
+  MANIFEST_NAME,
+  type ManifestData,
+  type StoreRole,
+} from './manifest.js';
+
+export const CURRENT_NAME = 'CURRENT';
+/** The whole-file manifest written before the manifest log existed. */
+export const LEGACY_MANIFEST_NAME = MANIFEST_NAME;
+export const DEFAULT_MANIFEST_ROTATE_BYTES = 64 * 1024;
+
+const HEADER_BYTES = 8;
+const KIND_SNAPSHOT = 1;
+const KIND_EDIT = 2;
+
+export function manifestFileName(n: number): string {
+  return `MANIFEST-${String(n).padStart(6, '0')}`;
+}
+
+/** Map entries (segmentMap, indexMap): removals, then puts (JS Map order), or the whole list. */
+interface MapEdit {
+  removed?: number[];
+  put?: [number, number][];
+  whole?: [number, number][];
+}
+
+interface LevelEdit {
+  /** Level index (0 = L1). */
+  level: number;
+  /** Offsets that leave the level. */
+  removed?: number[];
+  /** Descriptors that join it (then the level is sorted by minKey). */
+  added?: IndexSegmentDescriptor[];
+  /** The whole level, when removals and additions cannot express the change. */
+  whole?: IndexSegmentDescriptor[];
+}
+
+/** One version edit: only the fields that changed are present. */
+export interface ManifestEdit {
+  role?: StoreRole;
+  segmentBytes?: number;
+  allocatedSegmentCount?: number;
+  replayFrom?: LogPosition;
+  nextCompactionId?: number;
+  /** The new map owner; null when it was removed. */
+  mapOwner?: string | null;
+  /** Log segments removed (by seq). */
+  logRemoved?: number[];
+  /** Log segments added or changed (a seal: usedBytes set), by seq; the log stays sorted by seq. */
+  logPut?: LogSegmentEntry[];
+  /** The whole log, when removals and puts cannot express the change. */
+  log?: LogSegmentEntry[];
+  /** The number of levels, when it changes. */
+  levelCount?: number;
+  levels?: LevelEdit[];
+  segmentMap?: MapEdit;
+  indexMap?: MapEdit;
+}
+
+export interface ManifestLogOptions {
+  /**
+   * Rotation bound: a new manifest file (starting with a snapshot) is started once the edits
+   * since the last snapshot would exceed max(rotateBytes, the snapshot's size). Default 64 KiB.
+   */
+  rotateBytes?: number;
+}
+
+/** What a manifest log did since it was opened (for tests and measurements). */
+export interface ManifestLogStats {
+  edits: number;
+  editBytes: number;
+  snapshots: number;
+  snapshotBytes: number;
+  /** Commits that changed nothing, so wrote nothing. */
+  unchanged: number;
+}
+
+export class ManifestLog {
+  private readonly rotateBytes: number;
+  /** The live file's number; 0 while there is none (a new store, or a legacy manifest). */
+  private fileNumber: number;
+  private snapshotBytes: number;
+  /** Bytes of edits after the snapshot in the live file. */
+  private editBytes: number;
+  private last: ManifestData | undefined;
+  /** The next commit writes a new file: none yet, a torn tail, a legacy manifest, a failed append. */
+  private needsRotation: boolean;
+  /** Files the next rotation removes besides the live one (left by a crash, or the legacy manifest). */
+  private stale: string[];
+  readonly stats: ManifestLogStats = { edits: 0, editBytes: 0, snapshots: 0, snapshotBytes: 0, unchanged: 0 };
+
+  private constructor(
+    private readonly device: Device,
+    options: ManifestLogOptions,
+    state: {
+      fileNumber: number;
+      snapshotBytes: number;
+      editBytes: number;
+      last: ManifestData | undefined;
+      needsRotation: boolean;
+      stale: string[];
+    },
+  ) {
+    this.rotateBytes = options.rotateBytes ?? DEFAULT_MANIFEST_ROTATE_BYTES;
+    this.fileNumber = state.fileNumber;
+    this.snapshotBytes = state.snapshotBytes;
+    this.editBytes = state.editBytes;
+    this.last = state.last;
+    this.needsRotation = state.needsRotation;
+    this.stale = state.stale;
+  }
+
+  /** Recovers the manifest of `device`: CURRENT → snapshot + edits, or the legacy whole file. */
+  static open(device: Device, options: ManifestLogOptions = {}): ManifestLog {
+    const current = device.readMeta(CURRENT_NAME);
+    if (current === undefined) {
+      const legacy = device.readMeta(LEGACY_MANIFEST_NAME);
+      const last =
+        legacy === undefined ? undefined : decodeManifest(legacy, `${device.name}/${LEGACY_MANIFEST_NAME}`);
+      return new ManifestLog(device, options, {
+        fileNumber: 0,
+        snapshotBytes: 0,
+        editBytes: 0,
+        last,
+        needsRotation: true,
+        stale: legacy === undefined ? [] : [LEGACY_MANIFEST_NAME],
+      });
+    }
+    const match = /^MANIFEST-(\d{6,})\n$/.exec(current.toString('latin1'));
+    if (match === null) throw new CorruptManifestError(`${device.name}/${CURRENT_NAME}`, 'bad CURRENT');
+    const fileNumber = Number.parseInt(match[1]!, 10);
+    const name = manifestFileName(fileNumber);
+    const where = `${device.name}/${name}`;
+    const bytes = device.readMeta(name);
+    if (bytes === undefined) throw new CorruptManifestError(where, 'named by CURRENT but missing');
+    const replay = replayManifestLog(bytes, where);
+    const stale = [LEGACY_MANIFEST_NAME];
+    if (fileNumber > 1) stale.push(manifestFileName(fileNumber - 1));
+    return new ManifestLog(device, options, {
+      fileNumber,
+      snapshotBytes: replay.snapshotBytes,
+      editBytes: replay.validBytes - replay.snapshotBytes,
+      last: replay.data,
+      needsRotation: replay.validBytes < bytes.length,
+      stale,
+    });
+  }
+
+  /** The recovered (or last committed) manifest; undefined for a device that never had one. */
+  get data(): ManifestData | undefined {
+    return this.last === undefined ? undefined : cloneManifest(this.last);
+  }
+
+  /** Whether the device holds a manifest (recovered or committed). */
+  get exists(): boolean {
+    return this.last !== undefined;
+  }
+
+  /** The live manifest file's name (undefined before the first commit of a new or legacy store). */
+  get fileName(): string | undefined {
+    return this.fileNumber === 0 ? undefined : manifestFileName(this.fileNumber);
+  }
+
+  /** Makes `next` the durable manifest: one synced edit, or a rotation to a new snapshot. */
+  commit(next: ManifestData): void {
+    const previous = this.last;
+    if (previous === undefined || this.needsRotation) {
+      this.rotate(next);
+      return;
+    }
+    const edit = diffManifest(previous, next);
+    if (isEmptyEdit(edit)) {
+      this.stats.unchanged++;
+      return;
+    }
+    const record = frame(KIND_EDIT, Buffer.from(JSON.stringify(editToJson(edit)), 'utf8'));
+    if (this.editBytes + record.length > Math.max(this.rotateBytes, this.snapshotBytes)) {
+      this.rotate(next);
+      return;
+    }
+    const name = manifestFileName(this.fileNumber);
+    try {
+      this.device.appendMeta(name, record);
+      this.device.syncMeta(name);
+    } catch (err) {
+      // The file may now end with a partial record: never append after it.
+      this.needsRotation = true;
+      throw err;
+    }
+    this.editBytes += record.length;
+    this.stats.edits++;
+    this.stats.editBytes += record.length;
+    this.last = cloneManifest(next);
+  }
+
+  private rotate(next: ManifestData): void {
+    this.needsRotation = true; // until CURRENT names the new file
+    const nextNumber = this.fileNumber + 1;
+    const name = manifestFileName(nextNumber);
+    const snapshot = frame(KIND_SNAPSHOT, encodeManifest(next));
+    this.device.writeMetaAtomic(name, snapshot);
+    this.device.writeMetaAtomic(CURRENT_NAME, Buffer.from(`${name}\n`, 'latin1'));
+    const old = this.fileNumber;
+    this.fileNumber = nextNumber;
+    this.snapshotBytes = snapshot.length;
+    this.editBytes = 0;
+    this.last = cloneManifest(next);
+    this.needsRotation = false;
+    this.stats.snapshots++;
+    this.stats.snapshotBytes += snapshot.length;
+    const remove = old === 0 ? this.stale : [manifestFileName(old), ...this.stale];
+    this.stale = [];
+    for (const file of remove) this.device.removeMeta(file);
+  }
+}
+
+/** The manifest a device holds, or undefined for a device that never had one. */
+export function readManifest(device: Device): ManifestData | undefined {
+  return ManifestLog.open(device).data;
+}
+
+// ───────────────────────────── records ─────────────────────────────
+
+function frame(kind: number, body: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(HEADER_BYTES + 1 + body.length);
+  out[HEADER_BYTES] = kind;
+  body.copy(out, HEADER_BYTES + 1);
+  const payload = out.subarray(HEADER_BYTES);
+  out.writeUInt32LE(payload.length, 0);
+  out.writeUInt32LE(crc32c(payload), 4);
+  return out;
+}
+
+export function encodeSnapshotRecord(data: ManifestData): Buffer {
+  return frame(KIND_SNAPSHOT, encodeManifest(data));
+}
+
+export function encodeEditRecord(edit: ManifestEdit): Buffer {
+  return frame(KIND_EDIT, Buffer.from(JSON.stringify(editToJson(edit)), 'utf8'));
+}
+
+export interface ManifestLogReplay {
+  data: ManifestData;
+  /** Bytes of the valid prefix (snapshot + intact edits); less than the file when its tail was torn. */
+  validBytes: number;
+  snapshotBytes: number;
+  editCount: number;
+}
+
+/** Replays a manifest file: its snapshot, then each intact edit; a torn last record is ignored. */
+export function replayManifestLog(bytes: Buffer, where: string): ManifestLogReplay {
+  let pos = 0;
+  let data: ManifestData | undefined;
+  let snapshotBytes = 0;
+  let editCount = 0;
+  while (pos < bytes.length) {
+    const record = readRecord(bytes, pos);
+    if (typeof record === 'string') {
+      if (data !== undefined && isTornTail(bytes, pos)) break;
+      throw new CorruptManifestError(where, `record at byte ${pos}: ${record}`);
+    }
+    const kind = record.payload[0];
+    const body = record.payload.subarray(1);
+    if (data === undefined) {
+      if (kind !== KIND_SNAPSHOT) throw new CorruptManifestError(where, 'does not start with a snapshot');
+      data = decodeManifest(body, where);
+      snapshotBytes = record.end;
+    } else {
+      if (kind !== KIND_EDIT) throw new CorruptManifestError(where, `record at byte ${pos}: kind ${kind}`);
+      data = applyEdit(data, parseEdit(body, where, pos));
+      editCount++;
+    }
+    pos = record.end;
+  }
+  if (data === undefined) throw new CorruptManifestError(where, 'empty');
+  return { data, validBytes: pos, snapshotBytes, editCount };
+}
+
+function readRecord(bytes: Buffer, pos: number): { payload: Buffer; end: number } | string {
+  if (pos + HEADER_BYTES > bytes.length) return 'incomplete header';
+  const length = bytes.readUInt32LE(pos);
+  const end = pos + HEADER_BYTES + length;
+  if (length === 0) return 'empty record';
+  if (end > bytes.length) return `length ${length} runs past the end`;
+  const payload = bytes.subarray(pos + HEADER_BYTES, end);
+  if (crc32c(payload) !== bytes.readUInt32LE(pos + 4)) return 'crc mismatch';
+  return { payload, end };
+}
+
+/**
+ * Whether the bad record at `pos` is a torn last append: it claims to reach the end of the file
+ * (or past it), or everything from it on is zeros (a file extended whose data never landed).
+ */
+function isTornTail(bytes: Buffer, pos: number): boolean {
+  if (pos + HEADER_BYTES > bytes.length) return true;
+  const length = bytes.readUInt32LE(pos);
+  if (length > 0 && pos + HEADER_BYTES + length >= bytes.length) return true;
+  for (let i = pos; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
+}
+
+function parseEdit(body: Buffer, where: string, pos: number): ManifestEdit {
+  try {
+    return editFromJson(JSON.parse(body.toString('utf8')));
+  } catch (err) {
+    throw new CorruptManifestError(where, `edit at byte ${pos}: ${(err as Error).message}`);
+  }
+}
+
+function editToJson(edit: ManifestEdit): unknown {
+  const descriptors = (list: IndexSegmentDescriptor[] | undefined) =>
+    list?.map((d) => ({ ...d, minKey: hex(d.minKey), maxKey: hex(d.maxKey) }));
+  return {
+    ...edit,
+    ...(edit.levels === undefined
+      ? {}
+      : {
+          levels: edit.levels.map((l) => ({
+            ...l,
+            ...(l.added === undefined ? {} : { added: descriptors(l.added) }),
+            ...(l.whole === undefined ? {} : { whole: descriptors(l.whole) }),
+          })),
+        }),
+  };
+}
+
+function editFromJson(json: unknown): ManifestEdit {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error('not an object');
+  const edit = json as ManifestEdit;
+  const descriptors = (list: IndexSegmentDescriptor[] | undefined) =>
+    list?.map((d) => ({ ...d, minKey: unhex(d.minKey), maxKey: unhex(d.maxKey) }));
+  if (edit.levels !== undefined) {
+    edit.levels = edit.levels.map((l) => ({
+      ...l,
+      ...(l.added === undefined ? {} : { added: descriptors(l.added) }),
+      ...(l.whole === undefined ? {} : { whole: descriptors(l.whole) }),
+    }));
+  }
+  return edit;
+}
+
+// ───────────────────────────── diff and apply ─────────────────────────────
+
+/** The edit that turns `prev` into `next`: applyEdit(prev, diffManifest(prev, next)) equals next. */
+export function diffManifest(prev: ManifestData, next: ManifestData): ManifestEdit {
+  const edit: ManifestEdit = {};
+  if (prev.role !== next.role) edit.role = next.role;
+  if (prev.segmentBytes !== next.segmentBytes) edit.segmentBytes = next.segmentBytes;
+  if (prev.allocatedSegmentCount !== next.allocatedSegmentCount)
+    edit.allocatedSegmentCount = next.allocatedSegmentCount;
+  if (!samePosition(prev.replayFrom, next.replayFrom)) edit.replayFrom = { ...next.replayFrom };
+  if (prev.nextCompactionId !== next.nextCompactionId) edit.nextCompactionId = next.nextCompactionId;
+  if (prev.mapOwner !== next.mapOwner) edit.mapOwner = next.mapOwner ?? null;
+  diffLog(prev.log, next.log, edit);
+  diffLevels(prev.levels, next.levels, edit);
+  const segmentMap = diffMap(prev.segmentMap, next.segmentMap);
+  if (segmentMap !== undefined) edit.segmentMap = segmentMap;
+  const indexMap = diffMap(prev.indexMap, next.indexMap);
+  if (indexMap !== undefined) edit.indexMap = indexMap;
+  return edit;
+}
+
+export function isEmptyEdit(edit: ManifestEdit): boolean {
+  return Object.keys(edit).length === 0;
+}
+
+/** `prev` with `edit` applied; `prev` is not modified. */
+export function applyEdit(prev: ManifestData, edit: ManifestEdit): ManifestData {
+  const next: ManifestData = {
+    formatVersion: 1,
+    role: edit.role ?? prev.role,
+    segmentBytes: edit.segmentBytes ?? prev.segmentBytes,
+    allocatedSegmentCount: edit.allocatedSegmentCount ?? prev.allocatedSegmentCount,
+    log: applyLog(prev.log, edit),
+    replayFrom: { ...(edit.replayFrom ?? prev.replayFrom) },
+    levels: applyLevels(prev.levels, edit),
+    nextCompactionId: edit.nextCompactionId ?? prev.nextCompactionId,
+    segmentMap: applyMap(prev.segmentMap, edit.segmentMap),
+    indexMap: applyMap(prev.indexMap, edit.indexMap),
+  };
+  const owner = edit.mapOwner === undefined ? prev.mapOwner : (edit.mapOwner ?? undefined);
+  if (owner !== undefined) next.mapOwner = owner;
+  return next;
+}
+
+function diffLog(prev: LogSegmentEntry[], next: LogSegmentEntry[], edit: ManifestEdit): void {
+  const before = new Map(prev.map((e) => [e.seq, e] as const));
+  const after = new Set(next.map((e) => e.seq));
+  const removed = prev.filter((e) => !after.has(e.seq)).map((e) => e.seq);
+  const put = next.filter((e) => !sameLogEntry(before.get(e.seq), e)).map((e) => ({ ...e }));
+  const delta: ManifestEdit = {
+    ...(removed.length > 0 ? { logRemoved: removed } : {}),
+    ...(put.length > 0 ? { logPut: put } : {}),
+  };
+  const result = applyLog(prev, delta);
+  if (result.length === next.length && result.every((e, i) => sameLogEntry(e, next[i]))) {
+    Object.assign(edit, delta);
+  } else {
+    edit.log = next.map((e) => ({ ...e }));
+  }
+}
+
+function applyLog(prev: LogSegmentEntry[], edit: ManifestEdit): LogSegmentEntry[] {
+  if (edit.log !== undefined) return edit.log.map((e) => ({ ...e }));
+  const removed = new Set(edit.logRemoved ?? []);
+  const out = prev.filter((e) => !removed.has(e.seq)).map((e) => ({ ...e }));
+  for (const entry of edit.logPut ?? []) {
+    const at = out.findIndex((e) => e.seq === entry.seq);
+    if (at >= 0) out[at] = { ...entry };
+    else out.push({ ...entry });
+  }
+  if (edit.logPut !== undefined) out.sort((a, b) => a.seq - b.seq);
+  return out;
+}
+
+function diffLevels(
+  prev: IndexSegmentDescriptor[][],
+  next: IndexSegmentDescriptor[][],
+  edit: ManifestEdit,
+): void {
+  if (prev.length !== next.length) edit.levelCount = next.length;
+  const levels: LevelEdit[] = [];
+  next.forEach((level, i) => {
+    const old = prev[i] ?? [];
+    const before = new Map(old.map((d) => [d.offset, d] as const));
+    const after = new Map(level.map((d) => [d.offset, d] as const));
+    const removed = old.filter((d) => !sameDescriptor(after.get(d.offset), d)).map((d) => d.offset);
+    const added = level.filter((d) => !sameDescriptor(before.get(d.offset), d)).map((d) => ({ ...d }));
+    const delta: LevelEdit = {
+      level: i,
+      ...(removed.length > 0 ? { removed } : {}),
+      ...(added.length > 0 ? { added } : {}),
+    };
+    const result = applyLevel(old, delta);
+    const exact = result.length === level.length && result.every((d, j) => sameDescriptor(d, level[j]));
+    if (!exact) levels.push({ level: i, whole: level.map((d) => ({ ...d })) });
+    else if (removed.length > 0 || added.length > 0) levels.push(delta);
+  });
+  if (levels.length > 0) edit.levels = levels;
+}
+
+function applyLevels(prev: IndexSegmentDescriptor[][], edit: ManifestEdit): IndexSegmentDescriptor[][] {
+  const count = edit.levelCount ?? prev.length;
+  const out = Array.from({ length: count }, (_, i) => (prev[i] ?? []).map((d) => ({ ...d })));
+  for (const level of edit.levels ?? []) {
+    if (!(Number.isInteger(level.level) && level.level >= 0 && level.level < count)) {
+      throw new Error(`level ${level.level} out of range`);
+    }
+    out[level.level] = applyLevel(out[level.level]!, level);
+  }
+  return out;
+}
+
+function applyLevel(prev: IndexSegmentDescriptor[], edit: LevelEdit): IndexSegmentDescriptor[] {
+  if (edit.whole !== undefined) return edit.whole.map((d) => ({ ...d }));
+  const removed = new Set(edit.removed ?? []);
+  const out = prev.filter((d) => !removed.has(d.offset)).map((d) => ({ ...d }));
+  if (edit.added === undefined) return out;
+  out.push(...edit.added.map((d) => ({ ...d })));
+  // Stable: segments of one level never share a minKey, so this is the store's own order.
+  return out.sort((a, b) => (a.minKey < b.minKey ? -1 : a.minKey > b.minKey ? 1 : 0));
+}
+
+function diffMap(prev: [number, number][], next: [number, number][]): MapEdit | undefined {
+  const before = new Map(prev);
+  const after = new Map(next);
+  const removed = prev.filter(([k]) => !after.has(k)).map(([k]) => k);
+  const put = next.filter(([k, v]) => before.get(k) !== v).map(([k, v]) => [k, v] as [number, number]);
+  const delta: MapEdit = {
+    ...(removed.length > 0 ? { removed } : {}),
+    ...(put.length > 0 ? { put } : {}),
+  };
+  const result = applyMap(prev, delta);
+  const exact =
+    result.length === next.length && result.every(([k, v], i) => next[i]![0] === k && next[i]![1] === v);
+  if (!exact) return { whole: next.map(([k, v]) => [k, v]) };
+  return removed.length > 0 || put.length > 0 ? delta : undefined;
+}
+
+function applyMap(prev: [number, number][], edit: MapEdit | undefined): [number, number][] {
+  if (edit === undefined) return prev.map(([k, v]) => [k, v]);
+  if (edit.whole !== undefined) return edit.whole.map(([k, v]) => [k, v]);
+  const map = new Map(prev);
+  for (const k of edit.removed ?? []) map.delete(k);
+  for (const [k, v] of edit.put ?? []) map.set(k, v);
+  return [...map];
+}
+
+function samePosition(a: LogPosition, b: LogPosition): boolean {
+  return a.seq === b.seq && a.offset === b.offset && a.lsn === b.lsn;
+}
+
+function sameLogEntry(a: LogSegmentEntry | undefined, b: LogSegmentEntry | undefined): boolean {
+  return (
+    a !== undefined &&
+    b !== undefined &&
+    a.seq === b.seq &&
+    a.offset === b.offset &&
+    a.usedBytes === b.usedBytes
+  );
+}
+
+function sameDescriptor(
+  a: IndexSegmentDescriptor | undefined,
+  b: IndexSegmentDescriptor | undefined,
+): boolean {
+  return (
+    a !== undefined &&
+    b !== undefined &&
+    a.offset === b.offset &&
+    a.usedBytes === b.usedBytes &&
+    a.entryCount === b.entryCount &&
+    a.tombstoneCount === b.tombstoneCount &&
+    a.minKey === b.minKey &&
+    a.maxKey === b.maxKey
+  );
+}
+
+export function cloneManifest(data: ManifestData): ManifestData {
+  const copy: ManifestData = {
+    formatVersion: 1,
+    role: data.role,
+    segmentBytes: data.segmentBytes,
+    allocatedSegmentCount: data.allocatedSegmentCount,
+    log: data.log.map((e) => ({ ...e })),
+    replayFrom: { ...data.replayFrom },
+    levels: data.levels.map((level) => level.map((d) => ({ ...d }))),
+    nextCompactionId: data.nextCompactionId,
+    segmentMap: data.segmentMap.map(([k, v]) => [k, v]),
+    indexMap: data.indexMap.map(([k, v]) => [k, v]),
+  };
+  if (data.mapOwner !== undefined) copy.mapOwner = data.mapOwner;
+  return copy;
+}
+
+function hex(latin1: string): string {
+  return Buffer.from(latin1, 'latin1').toString('hex');
+}
+
+function unhex(h: string): string {
+  return Buffer.from(h, 'hex').toString('latin1');
+}
