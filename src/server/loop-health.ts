@@ -117,3 +117,17 @@ export function formatLoopHealth(h: LoopHealthSnapshot | undefined): string {
     : `, ${h.stalls} stall${h.stalls === 1 ? '' : 's'}${h.stalls > 0 ? ` (longest ${h.longestStallMs} ms)` : ''}`;
   return `loop p50 ${h.p50Ms} ms p99 ${h.p99Ms} ms max ${h.maxMs} ms${stalls}`;
 }
+
+/**
+ * The warning a node logs once it started when starting (recovery, the first re-syncs) already
+ * stalled its event loop for longer than the lease margin — a lease it may not keep under load —
+ * or undefined when it did not.
+ */
+export function startupStallWarning(
+  health: LoopHealthSnapshot,
+  leaseTtlMs: number,
+  leaseMarginMs: number,
+): string | undefined {
+  if (!(health.longestStallMs > leaseMarginMs)) return undefined;
+  return `starting stalled the event loop for ${health.longestStallMs} ms, longer than the lease margin (${leaseMarginMs} ms of a ${leaseTtlMs} ms lease): under this load the node may lose its lease; give it a longer --lease-ttl-ms or a faster disk`;
+}

@@ -41,7 +41,7 @@ import { readTlsFiles, readTokenFile, type TlsCredentials, type TlsFiles, TokenS
 import type { Fabric } from '../fabric/types.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { type ClientServer, startClientServer } from './client-server.js';
-import { LoopHealth } from './loop-health.js';
+import { LoopHealth, startupStallWarning } from './loop-health.js';
 
 export interface NodeProcessOptions {
   nodeId: string;
@@ -274,6 +274,14 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
   };
 
   await startIncarnation();
+  // A lease the node cannot keep: its start (recovery, the first re-syncs) already stalled its
+  // event loop for longer than the lease margin. Say so once, with what to do about it. (One timer
+  // turn first: a stall that just ended is seen by the probe when its overdue timer fires.)
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  const startup = loopHealth.snapshot();
+  const unkeepable = startupStallWarning(startup, leaseTtlMs, leaseMarginMs);
+  if (unkeepable !== undefined)
+    log.warn({ longestStallMs: startup.longestStallMs, leaseTtlMs, leaseMarginMs }, unkeepable);
   // Gauges read from the runtime when scraped.
   const refresh = async (): Promise<void> => {
     const runtime = current?.runtime;

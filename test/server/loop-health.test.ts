@@ -3,7 +3,12 @@
  * time it was blocked, reported once, counted and kept as the longest; short waits are not stalls;
  * the numbers round-trip through /metrics text as `talos status` reads them.
  */
-import { formatLoopHealth, LoopHealth, readMetricsHealth } from '../../src/server/loop-health.js';
+import {
+  formatLoopHealth,
+  LoopHealth,
+  readMetricsHealth,
+  startupStallWarning,
+} from '../../src/server/loop-health.js';
 
 const block = (ms: number): void => {
   const until = performance.now() + ms;
@@ -48,4 +53,13 @@ test('loop health read back from /metrics text', () => {
   expect(formatLoopHealth(h)).toBe('loop p50 10.1 ms p99 50 ms max 310 ms, 2 stalls (longest 310 ms)');
   expect(formatLoopHealth(undefined)).toBe('loop -');
   expect(Number.isNaN(readMetricsHealth('').p99Ms)).toBe(true);
+});
+
+test('a start that stalled the loop past the lease margin is warned about, with what to do', () => {
+  const health = { p50Ms: 1, p99Ms: 5, maxMs: 700, stalls: 1, longestStallMs: 700 };
+  expect(startupStallWarning(health, 2000, 400)).toBe(
+    'starting stalled the event loop for 700 ms, longer than the lease margin (400 ms of a 2000 ms lease): under this load the node may lose its lease; give it a longer --lease-ttl-ms or a faster disk',
+  );
+  expect(startupStallWarning({ ...health, longestStallMs: 400 }, 2000, 400)).toBeUndefined();
+  expect(startupStallWarning({ ...health, stalls: 0, longestStallMs: 0 }, 2000, 400)).toBeUndefined();
 });
