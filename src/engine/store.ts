@@ -159,7 +159,7 @@ export class Store {
       inUse,
       o.reservedSegments,
     );
-    const persist = (): void => this.persistManifest();
+    const persist = (): Promise<void> => this.persistManifest();
     this.valueLog = new ValueLog(device, this.allocator, this.hooks, this.segmentBytes, log, persist);
     this.versions = new VersionSet(
       device,
@@ -204,7 +204,7 @@ export class Store {
     try {
       const manifestLog = ManifestLog.open(device, { rotateBytes: options.manifestRotateBytes });
       const store = new Store(device, options.device === undefined, options, manifestLog);
-      store.recover(manifestLog.exists);
+      await store.recover(manifestLog.exists);
       return store;
     } catch (err) {
       if (options.device === undefined) device.close();
@@ -212,7 +212,7 @@ export class Store {
     }
   }
 
-  private recover(existing: boolean): void {
+  private async recover(existing: boolean): Promise<void> {
     const deps: RecoveryDeps = {
       device: this.device,
       segmentBytes: this.segmentBytes,
@@ -221,8 +221,8 @@ export class Store {
       replayFrom: this.versions.replayFrom,
       report: this.recovery,
     };
-    if (this.role === 'primary') recoverPrimary(deps, existing);
-    else if (!existing) this.persistManifest();
+    if (this.role === 'primary') await recoverPrimary(deps, existing);
+    else if (!existing) await this.persistManifest();
     else if (this.options.rebuildL0) {
       this.indexedPosition = recoverBackupL0(deps);
       this.compactor.afterApply();
@@ -337,7 +337,7 @@ export class Store {
     this.checkUsable();
     this.commits.commitPending();
     this.checkUsable();
-    this.failStop.run(() => this.valueLog.syncTail(false));
+    await this.failStop.runAsync(() => this.valueLog.syncTail(false));
   }
 
   /** Flushes L0 to L1 and (with autoCompact) runs the compactions that follow, waiting for all of it. */
@@ -394,9 +394,9 @@ export class Store {
       // backup and must reach L0 (and its caller an answer that says so), never a "closed" refusal.
       await this.commits.chain;
       if (this.failStop.error === undefined && this.role === 'primary') {
-        this.failStop.run(() => {
-          this.valueLog.syncTail(false);
-          this.persistManifest();
+        await this.failStop.runAsync(async () => {
+          await this.valueLog.syncTail(false);
+          await this.persistManifest();
         });
       }
     } finally {
@@ -510,6 +510,11 @@ export class Store {
     return this.failStop.run(mutation);
   }
 
+  /** `mutate` for an asynchronous mutation (one that awaits a sync or a manifest commit). */
+  mutateAsync<T>(mutation: () => Promise<T>): Promise<T> {
+    return this.failStop.runAsync(mutation);
+  }
+
   allocateSegment(): number {
     return this.allocator.allocate();
   }
@@ -523,8 +528,9 @@ export class Store {
     this.device.write(offset, bytes, kind);
   }
 
-  syncDevice(): void {
-    this.device.sync();
+  /** Syncs the device (shared with every other sync due on it); resolves once durable. */
+  syncDevice(): Promise<void> {
+    return this.device.sync();
   }
 
   readRaw(offset: number, length: number, kind: 'log' | 'index'): Buffer {
@@ -539,9 +545,10 @@ export class Store {
   /**
    * Applies a version edit under fail-stop: the named fields change (a level install first, see
    * VersionSet.install), one manifest write makes them durable, then `release` is freed in order.
+   * The in-memory change and the manifest capture are one synchronous step; resolves once durable.
    */
-  applyEdit(edit: StoreEdit): void {
-    this.failStop.run(() => {
+  async applyEdit(edit: StoreEdit): Promise<void> {
+    await this.failStop.runAsync(async () => {
       const applyFields = (): void => {
         if (edit.log !== undefined) this.valueLog.log = edit.log;
         if (edit.segmentMap !== undefined) replaceMap(this.segmentMap, edit.segmentMap);
@@ -551,10 +558,11 @@ export class Store {
         if (edit.replayFrom !== undefined) this.versions.replayFrom = { ...edit.replayFrom };
         if (edit.nextCompactionId !== undefined) this.versions.nextCompactionId = edit.nextCompactionId;
       };
-      if (edit.install !== undefined) this.versions.install({ ...edit.install, beforePersist: applyFields });
+      if (edit.install !== undefined)
+        await this.versions.install({ ...edit.install, beforePersist: applyFields });
       else {
         applyFields();
-        this.persistManifest();
+        await this.persistManifest();
       }
       for (const offset of edit.release ?? []) this.allocator.release(offset);
     });
@@ -582,8 +590,8 @@ export class Store {
    * Writes one manifest that differs from this instance's state by `overrides` (a role change, a
    * reset) and ends the instance; the caller reopens the device.
    */
-  rewriteManifestAndAbandon(overrides: Partial<ManifestData>): void {
-    this.failStop.run(() => this.persistManifest(overrides));
+  async rewriteManifestAndAbandon(overrides: Partial<ManifestData>): Promise<void> {
+    await this.failStop.runAsync(() => this.persistManifest(overrides));
     this.abandon();
   }
 
@@ -601,14 +609,23 @@ export class Store {
     if (valueBytes > this.maxValueBytes || valueBytes > fitsSegment) {
       throw new ValueTooLargeError(valueBytes, Math.min(this.maxValueBytes, fitsSegment));
     }
-    // Back-pressure: L0 is full and the previous one is still being flushed.
-    const { compactor } = this;
-    while (
-      compactor.l0.bytes >= this.l0Bytes &&
-      compactor.frozen !== undefined &&
-      compactor.background !== undefined
-    ) {
-      await compactor.background;
+    const { compactor, valueLog } = this;
+    const length = recordBytes(k.length, valueBytes);
+    for (;;) {
+      if (
+        compactor.l0.bytes >= this.l0Bytes &&
+        compactor.frozen !== undefined &&
+        compactor.background !== undefined
+      ) {
+        // Back-pressure: L0 is full and the previous one is still being flushed.
+        await compactor.background;
+      } else if (valueLog.sealing !== undefined) {
+        // Nothing is appended while a seal runs (its failure is the store's: checked below).
+        await valueLog.sealing.catch(() => {});
+      } else if (!valueLog.fits(length)) {
+        // The record does not fit the active segment: seal it (its failure is this write's).
+        await this.failStop.runAsync(() => valueLog.seal());
+      } else break;
       this.checkUsable();
       if (this.closing !== undefined) throw new StoreClosedError();
     }
@@ -670,8 +687,8 @@ export class Store {
   }
 
   /** Writes the manifest of the current state; `overrides` replace fields (a role change, a reset). */
-  private persistManifest(overrides: Partial<ManifestData> = {}): void {
-    this.manifestLog.commit({
+  private persistManifest(overrides: Partial<ManifestData> = {}): Promise<void> {
+    return this.manifestLog.commit({
       formatVersion: 1,
       role: this.role,
       segmentBytes: this.segmentBytes,
