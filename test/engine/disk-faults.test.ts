@@ -48,24 +48,24 @@ class FailingDevice implements Device {
     this.maybeFail('write');
     this.inner.write(offset, bytes, category);
   }
-  sync(): void {
+  async sync(): Promise<void> {
     this.maybeFail('sync');
-    this.inner.sync();
+    await this.inner.sync();
   }
   readMeta(name: string): Buffer | undefined {
     return this.inner.readMeta(name);
   }
-  writeMetaAtomic(name: string, bytes: Uint8Array): void {
+  async writeMetaAtomic(name: string, bytes: Uint8Array): Promise<void> {
     this.maybeFail('write');
-    this.inner.writeMetaAtomic(name, bytes);
+    await this.inner.writeMetaAtomic(name, bytes);
   }
   appendMeta(name: string, bytes: Uint8Array): void {
     this.maybeFail('write');
     this.inner.appendMeta(name, bytes);
   }
-  syncMeta(name: string): void {
+  async syncMeta(name: string): Promise<void> {
     this.maybeFail('sync');
-    this.inner.syncMeta(name);
+    await this.inner.syncMeta(name);
   }
   removeMeta(name: string): void {
     this.inner.removeMeta(name);
