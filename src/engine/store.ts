@@ -125,6 +125,8 @@ export class Store {
    */
   private indexedPosition: LogPosition;
   private closing: Promise<void> | undefined;
+  /** Writes waiting to append (makeRoom): close() lets them append first. */
+  private readonly makingRoom = new Set<Promise<void>>();
   private userBytes = 0;
   private readonly recovery: RecoveryReport = {
     replayedRecordCount: 0,
@@ -387,6 +389,8 @@ export class Store {
 
   private async closeOnce(): Promise<void> {
     if (this.failStop.closed) return;
+    // Writes admitted before the close and still making room (a seal, back-pressure) append first.
+    while (this.makingRoom.size > 0) await Promise.allSettled([...this.makingRoom]);
     await this.compactor.drainBackground();
     try {
       this.commits.commitPending();
@@ -609,26 +613,19 @@ export class Store {
     if (valueBytes > this.maxValueBytes || valueBytes > fitsSegment) {
       throw new ValueTooLargeError(valueBytes, Math.min(this.maxValueBytes, fitsSegment));
     }
-    const { compactor, valueLog } = this;
     const length = recordBytes(k.length, valueBytes);
-    for (;;) {
-      if (
-        compactor.l0.bytes >= this.l0Bytes &&
-        compactor.frozen !== undefined &&
-        compactor.background !== undefined
-      ) {
-        // Back-pressure: L0 is full and the previous one is still being flushed.
-        await compactor.background;
-      } else if (valueLog.sealing !== undefined) {
-        // Nothing is appended while a seal runs (its failure is the store's: checked below).
-        await valueLog.sealing.catch(() => {});
-      } else if (!valueLog.fits(length)) {
-        // The record does not fit the active segment: seal it (its failure is this write's).
-        await this.failStop.runAsync(() => valueLog.seal());
-      } else break;
-      this.checkUsable();
-      if (this.closing !== undefined) throw new StoreClosedError();
+    // Checked again after each wait: another write may have taken the room meanwhile.
+    while (this.needsRoom(length)) {
+      // Admitted before any close: close() waits for it to append (then commits it).
+      const room = this.makeRoom(length);
+      this.makingRoom.add(room);
+      try {
+        await room;
+      } finally {
+        this.makingRoom.delete(room);
+      }
     }
+    const { compactor } = this;
     const keyString = k.toString('latin1');
     const entry = this.failStop.run(() => this.valueLog.append(k, v));
     this.userBytes += k.length + valueBytes;
@@ -652,6 +649,40 @@ export class Store {
           cause: err,
         },
       );
+    }
+  }
+
+  /** Whether a write of `length` record bytes must wait before it appends (see makeRoom). */
+  private needsRoom(length: number): boolean {
+    const { compactor, valueLog } = this;
+    return (
+      (compactor.l0.bytes >= this.l0Bytes &&
+        compactor.frozen !== undefined &&
+        compactor.background !== undefined) ||
+      valueLog.sealing !== undefined ||
+      !valueLog.fits(length)
+    );
+  }
+
+  /** Waits until a record of `length` bytes can be appended: back-pressure, a seal. */
+  private async makeRoom(length: number): Promise<void> {
+    const { compactor, valueLog } = this;
+    for (;;) {
+      if (
+        compactor.l0.bytes >= this.l0Bytes &&
+        compactor.frozen !== undefined &&
+        compactor.background !== undefined
+      ) {
+        // Back-pressure: L0 is full and the previous one is still being flushed.
+        await compactor.background;
+      } else if (valueLog.sealing !== undefined) {
+        // Nothing is appended while a seal runs (its failure is the store's: checked below).
+        await valueLog.sealing.catch(() => {});
+      } else if (!valueLog.fits(length)) {
+        // The record does not fit the active segment: seal it (its failure is this write's).
+        await this.failStop.runAsync(() => valueLog.seal());
+      } else break;
+      this.checkUsable();
     }
   }
 
