@@ -10,6 +10,7 @@ import type { Device } from '../../src/engine/device.js';
 import { FileDevice } from '../../src/engine/file-device.js';
 import { encodeManifest } from '../../src/engine/manifest.js';
 import { readManifest } from '../../src/engine/manifest-log.js';
+import { GroupSync } from '../../src/engine/group-sync.js';
 import { DeviceCrashedError, SimDevice } from '../../src/engine/sim-device.js';
 import { Store } from '../../src/engine/store.js';
 import { CorruptManifestError, DeviceLockedError, DiskFullError } from '../../src/errors.js';
@@ -92,6 +93,93 @@ describe.each(implementations)('%s conformance', (_name, create) => {
     expect(io.writeCount).toBe(3);
     expect(io.readCount).toBe(1);
     expect(io.syncCount).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('group sync', () => {
+  it.each(implementations)('%s: 32 concurrent sync requests cost at most 2 fdatasyncs', async (_name, create) => {
+    const d = create();
+    d.write(0, Buffer.from('first'), 'log');
+    await d.sync();
+    const before = d.io().syncCount;
+    const requests = Array.from({ length: 32 }, (_, i) => {
+      d.write(4096 * i, Buffer.alloc(512, i), 'log');
+      return d.sync();
+    });
+    await Promise.all(requests);
+    expect(d.io().syncCount - before).toBeLessThanOrEqual(2);
+    // Metadata syncs of one file share too.
+    d.appendMeta('LOG', Buffer.from('x'));
+    const metaBefore = d.io().syncCount;
+    await Promise.all(Array.from({ length: 8 }, () => d.syncMeta('LOG')));
+    expect(d.io().syncCount - metaBefore).toBeLessThanOrEqual(2);
+    d.close();
+  });
+
+  it('a request made while a sync is in flight is covered only by a later sync', async () => {
+    const d = new SimDevice();
+    d.holdCompletions(); // the first sync stays in flight until released
+    d.write(0, Buffer.from('A'), 'log');
+    const first = d.sync();
+    d.write(4096, Buffer.from('B'), 'log'); // issued after the in-flight sync started
+    const second = d.sync();
+    const third = d.sync();
+    expect(d.heldCompletionCount).toBe(1); // one round in flight; the others wait for the next
+    let firstDone = false;
+    let secondDone = false;
+    void first.then(() => {
+      firstDone = true;
+      // The in-flight sync did not cover B: it is still unsynced when the first round completes.
+      expect(d.unsyncedWriteCount).toBe(1);
+    });
+    void second.then(() => {
+      secondDone = true;
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(firstDone || secondDone).toBe(false);
+    d.releaseCompletions();
+    await Promise.all([first, second, third]);
+    expect(firstDone && secondDone).toBe(true);
+    expect(d.unsyncedWriteCount).toBe(0);
+    expect(d.io().syncCount).toBe(2); // three requests, two rounds
+  });
+
+  it('GroupSync: rounds run one at a time; every request waiting for the next round shares it', async () => {
+    const rounds: (() => void)[] = [];
+    let calls = 0;
+    const group = new GroupSync(() => {
+      calls++;
+      return new Promise<void>((resolve) => rounds.push(resolve));
+    });
+    const order: string[] = [];
+    const a = group.request().then(() => order.push('a'));
+    const b = group.request().then(() => order.push('b'));
+    const c = group.request().then(() => order.push('c'));
+    expect(calls).toBe(1);
+    rounds.shift()!(); // round 1 (a) completes; round 2 (b, c) starts
+    await a;
+    expect(order).toEqual(['a']);
+    expect(calls).toBe(2);
+    const d = group.request().then(() => order.push('d')); // during round 2: round 3
+    rounds.shift()!();
+    await Promise.all([b, c]);
+    expect(order).toEqual(['a', 'b', 'c']);
+    expect(calls).toBe(3);
+    rounds.shift()!();
+    await d;
+    expect(order).toEqual(['a', 'b', 'c', 'd']);
+  });
+
+  it('GroupSync: a failed round rejects exactly its requests', async () => {
+    let n = 0;
+    const group = new GroupSync(async () => {
+      n++;
+      if (n === 1) throw new Error('EIO');
+    });
+    const first = group.request();
+    const second = group.request();
+    await expect(first).rejects.toThrow('EIO');
+    await expect(second).resolves.toBeUndefined();
   });
 });
 
