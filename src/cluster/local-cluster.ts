@@ -825,7 +825,9 @@ export class LocalCluster {
           ? FileDevice.open(join(this.options.dataDir, nodeId, regionId))
           : new SimDevice({
               name: key,
-              ...(this.options.fabricScheduler === undefined ? {} : { scheduler: this.options.fabricScheduler }),
+              ...(this.options.fabricScheduler === undefined
+                ? {}
+                : { scheduler: this.options.fabricScheduler }),
             });
       this.devices.set(key, device);
     }

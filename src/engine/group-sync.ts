@@ -10,7 +10,9 @@
  */
 export class GroupSync {
   private running: Promise<void> | undefined;
-  private waiting: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } | undefined;
+  private waiting:
+    | { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void }
+    | undefined;
 
   /** `syncOnce` performs one sync of the file (an fdatasync); it covers every write issued before it was called. */
   constructor(private readonly syncOnce: () => Promise<void>) {}

@@ -101,7 +101,9 @@ export class SimDevice implements Device {
   lastCrash: SimCrashReport | undefined;
   /** Runs an I/O completion step (the simulator's queue; the next microtask by default). */
   private scheduler: (step: () => void) => void;
-  private readonly dataSyncs = new GroupSync(() => this.completion(() => this.applySync(this.pending.length)));
+  private readonly dataSyncs = new GroupSync(() =>
+    this.completion(() => this.applySync(this.pending.length)),
+  );
   private readonly metaSyncs = new Map<string, GroupSync>();
   /**
    * Holds every completion step until `release` (tests: a sync held open). Undefined: steps go to

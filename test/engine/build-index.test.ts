@@ -48,7 +48,11 @@ async function openBackup(
 
 /** Persists and indexes `bytes` as segment `seq` (primary segment far from the backup's own numbers). */
 async function shipAndIndex(backup: Store, seq: number, bytes: Buffer): Promise<number> {
-  await backupStore(backup).writeShippedLogSegment({ seq, primarySegmentOffset: (100 + seq) * SEGMENT, bytes });
+  await backupStore(backup).writeShippedLogSegment({
+    seq,
+    primarySegmentOffset: (100 + seq) * SEGMENT,
+    bytes,
+  });
   return backupStore(backup).indexShippedLogSegment({ seq, bytes });
 }
 
@@ -129,7 +133,9 @@ describe('indexShippedLogSegment', () => {
     await backup.flush();
     expect(backup.levelDescriptors()[0]!.length).toBeGreaterThan(0);
     expect(str(await backup.get('c'))).toBe('C1');
-    expect(await shipAndIndex(backup, 0, segment([...seg0.slice(0, 3), [4, 'c', null], [5, 'z', '']]))).toBe(2);
+    expect(await shipAndIndex(backup, 0, segment([...seg0.slice(0, 3), [4, 'c', null], [5, 'z', '']]))).toBe(
+      2,
+    );
     expect(await backup.get('c')).toBeUndefined();
     expect(str(await backup.get('z'))).toBe('');
     expect((await backup.scan()).map((kv) => kv.key.toString())).toEqual(['a', 'b', 'z']);
@@ -149,7 +155,11 @@ describe('indexShippedLogSegment', () => {
       AssertionFailedError,
     );
     // Seq 0 persisted whole, but only its partial seal indexed: seq 1 would skip records.
-    await backupStore(backup).writeShippedLogSegment({ seq: 0, primarySegmentOffset: 100 * SEGMENT, bytes: full0 });
+    await backupStore(backup).writeShippedLogSegment({
+      seq: 0,
+      primarySegmentOffset: 100 * SEGMENT,
+      bytes: full0,
+    });
     expect(
       backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: full0.subarray(0, prefixBytes(seg0, 2)) }),
     ).toBe(2);
@@ -208,7 +218,11 @@ describe('indexShippedLogSegment', () => {
       CorruptSegmentError,
     );
     // The full seal rewrites the segment with good bytes: indexing goes on from where it stood.
-    await backupStore(backup).writeShippedLogSegment({ seq: 0, primarySegmentOffset: 100 * SEGMENT, bytes: full0 });
+    await backupStore(backup).writeShippedLogSegment({
+      seq: 0,
+      primarySegmentOffset: 100 * SEGMENT,
+      bytes: full0,
+    });
     expect(backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: full0 })).toBe(6);
   });
 

@@ -8,9 +8,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Device } from '../../src/engine/device.js';
 import { FileDevice } from '../../src/engine/file-device.js';
+import { GroupSync } from '../../src/engine/group-sync.js';
 import { encodeManifest } from '../../src/engine/manifest.js';
 import { readManifest } from '../../src/engine/manifest-log.js';
-import { GroupSync } from '../../src/engine/group-sync.js';
 import { DeviceCrashedError, SimDevice } from '../../src/engine/sim-device.js';
 import { Store } from '../../src/engine/store.js';
 import { CorruptManifestError, DeviceLockedError, DiskFullError } from '../../src/errors.js';
@@ -97,24 +97,27 @@ describe.each(implementations)('%s conformance', (_name, create) => {
 });
 
 describe('group sync', () => {
-  it.each(implementations)('%s: 32 concurrent sync requests cost at most 2 fdatasyncs', async (_name, create) => {
-    const d = create();
-    d.write(0, Buffer.from('first'), 'log');
-    await d.sync();
-    const before = d.io().syncCount;
-    const requests = Array.from({ length: 32 }, (_, i) => {
-      d.write(4096 * i, Buffer.alloc(512, i), 'log');
-      return d.sync();
-    });
-    await Promise.all(requests);
-    expect(d.io().syncCount - before).toBeLessThanOrEqual(2);
-    // Metadata syncs of one file share too.
-    d.appendMeta('LOG', Buffer.from('x'));
-    const metaBefore = d.io().syncCount;
-    await Promise.all(Array.from({ length: 8 }, () => d.syncMeta('LOG')));
-    expect(d.io().syncCount - metaBefore).toBeLessThanOrEqual(2);
-    d.close();
-  });
+  it.each(implementations)(
+    '%s: 32 concurrent sync requests cost at most 2 fdatasyncs',
+    async (_name, create) => {
+      const d = create();
+      d.write(0, Buffer.from('first'), 'log');
+      await d.sync();
+      const before = d.io().syncCount;
+      const requests = Array.from({ length: 32 }, (_, i) => {
+        d.write(4096 * i, Buffer.alloc(512, i), 'log');
+        return d.sync();
+      });
+      await Promise.all(requests);
+      expect(d.io().syncCount - before).toBeLessThanOrEqual(2);
+      // Metadata syncs of one file share too.
+      d.appendMeta('LOG', Buffer.from('x'));
+      const metaBefore = d.io().syncCount;
+      await Promise.all(Array.from({ length: 8 }, () => d.syncMeta('LOG')));
+      expect(d.io().syncCount - metaBefore).toBeLessThanOrEqual(2);
+      d.close();
+    },
+  );
 
   it('a request made while a sync is in flight is covered only by a later sync', async () => {
     const d = new SimDevice();
