@@ -6,7 +6,6 @@
  * the primary does, also after a reopen from its own manifest.
  */
 import * as fc from 'fast-check';
-import type { CompactionCommittedEvent } from '../../src/engine/hooks.js';
 import { IndexSegmentBuilder, translateIndexSegment } from '../../src/engine/index-segment.js';
 import { SimDevice } from '../../src/engine/sim-device.js';
 import { Store } from '../../src/engine/store.js';
