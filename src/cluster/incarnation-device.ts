@@ -54,11 +54,12 @@ export class IncarnationDevice implements Device {
     this.inner.write(offset, bytes, category);
   }
 
-  sync(): void {
+  async sync(): Promise<void> {
     this.check();
     this.beforeOp?.({ kind: 'sync' });
     this.check();
-    this.inner.sync();
+    await this.inner.sync();
+    this.check(); // killed while the sync was in flight: the process never saw it complete
   }
 
   readMeta(name: string): Buffer | undefined {
@@ -66,11 +67,12 @@ export class IncarnationDevice implements Device {
     return this.inner.readMeta(name);
   }
 
-  writeMetaAtomic(name: string, bytes: Uint8Array): void {
+  async writeMetaAtomic(name: string, bytes: Uint8Array): Promise<void> {
     this.check();
     this.beforeOp?.({ kind: 'meta', action: 'replace', name });
     this.check();
-    this.inner.writeMetaAtomic(name, bytes);
+    await this.inner.writeMetaAtomic(name, bytes);
+    this.check();
   }
 
   appendMeta(name: string, bytes: Uint8Array): void {
@@ -80,11 +82,12 @@ export class IncarnationDevice implements Device {
     this.inner.appendMeta(name, bytes);
   }
 
-  syncMeta(name: string): void {
+  async syncMeta(name: string): Promise<void> {
     this.check();
     this.beforeOp?.({ kind: 'meta', action: 'sync', name });
     this.check();
-    this.inner.syncMeta(name);
+    await this.inner.syncMeta(name);
+    this.check();
   }
 
   removeMeta(name: string): void {

@@ -81,7 +81,11 @@ export interface LocalClusterOptions {
   readyTimeoutMs?: number;
   /** Process CPU clock in µs for per-role accounting (default process.cpuUsage). */
   cpuMicros?: () => number;
-  /** Runs the memory fabric's delivery steps (the simulator orders them; default: microtasks). */
+  /**
+   * Runs the memory fabric's delivery steps and the simulated devices' I/O completions (the
+   * simulator orders them, so syncs complete interleaved with messages and timers in seeded order;
+   * default: microtasks).
+   */
   fabricScheduler?: (step: () => void) => void;
 }
 
@@ -635,7 +639,7 @@ export class LocalCluster {
     if (device instanceof SimDevice) device.corrupt(offset, flipped);
     else {
       device.write(offset, flipped, 'log');
-      device.sync();
+      await device.sync();
     }
     const what = `${at.kind} segment @${at.offset} of ${nodeId}/${at.regionId}, bit ${bit}`;
     this.bitFlips.push(what);
@@ -819,7 +823,12 @@ export class LocalCluster {
       device =
         this.options.dataDir !== undefined
           ? FileDevice.open(join(this.options.dataDir, nodeId, regionId))
-          : new SimDevice({ name: key });
+          : new SimDevice({
+              name: key,
+              ...(this.options.fabricScheduler === undefined
+                ? {}
+                : { scheduler: this.options.fabricScheduler }),
+            });
       this.devices.set(key, device);
     }
     const view = new IncarnationDevice(device, (op) => {

@@ -42,14 +42,15 @@ export interface CompactorDeps {
   l0Bytes: number;
   autoCompact: boolean;
   /** Writes and syncs the log tail (ValueLog.syncTail). */
-  syncTail: (partialSealHook: boolean) => void;
+  syncTail: (partialSealHook: boolean) => Promise<void>;
   /** Where replay must start to rebuild what is not in L0 (Store.firstUnappliedPosition). */
   firstUnappliedPosition: () => LogPosition;
 }
 
 export class Compactor {
   l0 = new Memtable();
-  frozen: { memtable: Memtable; replayFrom: LogPosition } | undefined;
+  /** The frozen L0, with the tail sync its flush waits for (every pointer in it must resolve). */
+  frozen: { memtable: Memtable; replayFrom: LogPosition; tailSynced: Promise<void> } | undefined;
   background: Promise<void> | undefined;
   shipGate: ShipGate | undefined;
   flushCount = 0;
@@ -71,12 +72,14 @@ export class Compactor {
 
   freezeL0(): void {
     assert(this.frozen === undefined, 'only one frozen L0 at a time');
+    // Tail sync: every pointer in the frozen L0 must resolve on the device (and on backups). It
+    // runs asynchronously; the flush installs nothing before it completed.
+    const tailSynced = this.d.failStop.runAsync(() => this.d.syncTail(true));
+    tailSynced.catch(() => {}); // observed by the flush
     // Records appended but not yet in L0 (group commit, replication) are replayed, not flushed.
-    this.frozen = { memtable: this.l0, replayFrom: this.d.firstUnappliedPosition() };
+    this.frozen = { memtable: this.l0, replayFrom: this.d.firstUnappliedPosition(), tailSynced };
     this.l0 = new Memtable();
     this.l0FullAnnounced = false;
-    // Tail sync: every pointer in the frozen L0 must resolve on the device (and on backups).
-    this.d.syncTail(true);
     this.startBackground();
   }
 
@@ -135,6 +138,7 @@ export class Compactor {
 
   private async flushFrozen(): Promise<void> {
     const frozen = this.frozen!;
+    await frozen.tailSynced;
     const first = frozen.memtable.range(undefined, undefined, false).next();
     const last = frozen.memtable.range(undefined, undefined, true).next();
     const overlapping =
@@ -164,18 +168,18 @@ export class Compactor {
       src.some((s) => s.descriptor.tombstoneCount > 0) &&
       versions.levels.slice(srcLevel + 1).every((level) => level.length === 0);
     if (overlapping.length === 0 && !carriesTombstones) {
-      this.trivialMove(srcLevel, src);
+      await this.trivialMove(srcLevel, src);
       return;
     }
     await this.mergeInto(srcLevel, concatScan(src), overlapping, versions.replayFrom);
     this.compactionCount++;
   }
 
-  private trivialMove(srcLevel: number, src: LevelSegment[]): void {
+  private async trivialMove(srcLevel: number, src: LevelSegment[]): Promise<void> {
     const { versions } = this.d;
     const moved = src.map((s) => s.descriptor);
     const id = versions.nextCompactionId++;
-    versions.install({
+    await versions.install({
       srcLevel,
       dstLevel: srcLevel + 1,
       added: moved,
@@ -228,9 +232,10 @@ export class Compactor {
       for (const d of outputs) allocator.release(d.offset);
       throw err;
     }
-    this.d.device.sync();
+    // The outputs are durable before the manifest edit that names them.
+    await this.d.device.sync();
     const removed = [...srcSegments, ...overlapping].map((s) => s.descriptor.offset);
-    versions.install({ srcLevel, dstLevel, added: outputs, removedOffsets: removed, replayFrom });
+    await versions.install({ srcLevel, dstLevel, added: outputs, removedOffsets: removed, replayFrom });
     this.d.hooks.emit('compactionCommitted', {
       compactionId,
       srcLevel,

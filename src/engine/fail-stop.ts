@@ -51,6 +51,16 @@ export class FailStop {
     }
   }
 
+  /** `run` for an asynchronous mutation: a rejection fail-stops the store as a throw does. */
+  async runAsync<T>(mutation: () => Promise<T>): Promise<T> {
+    try {
+      return await mutation();
+    } catch (err) {
+      this.note(err);
+      throw err;
+    }
+  }
+
   /** Keeps the first failure (the store is fail-stop from now on) and announces it once. */
   note(err: unknown): void {
     if (this.error !== undefined) return;

@@ -1,7 +1,11 @@
 /**
  * FileDevice: the byte space is one file (`data`) in a directory; metadata files sit beside it.
  * Durability uses fdatasync on the data file; metadata replacement is write temp + fsync + rename
- * + fsync of the directory, so a crash leaves either the old or the new file, never a mix.
+ * + fsync of the directory, so a crash leaves either the old or the new file, never a mix. Every
+ * one of those waits runs in libuv's thread pool through `fs` callbacks (not on the JS thread), and
+ * concurrent sync requests of one file share one fdatasync (GroupSync: one for the data file, one
+ * per appended metadata file). Reads, page-cache writes (`write`, `appendMeta`), opens and unlinks
+ * stay synchronous in this slice.
  * Appends to a metadata file (the manifest log) go through one fd per file, opened O_APPEND at
  * the first append and kept until the file is replaced, removed or the device closes; `syncMeta`
  * fdatasyncs it (the file's size is part of what fdatasync makes durable).
@@ -37,6 +41,7 @@ import * as path from 'node:path';
 import { assert } from '../assert.js';
 import { classifyDeviceError, DeviceLockedError, type DeviceOperation } from '../errors.js';
 import { cloneIoStats, type Device, emptyIoStats, type IoCategory, type IoStats } from './device.js';
+import { GroupSync } from './group-sync.js';
 
 const LOCK_NAME = 'LOCK';
 
@@ -52,8 +57,10 @@ export class FileDevice implements Device {
   private sizeBytes: number;
   private readonly stats = emptyIoStats();
   private closed = false;
-  /** Open append fds of metadata files, by name. */
-  private readonly metaFds = new Map<string, number>();
+  /** Open append fds of metadata files, by name, each with its group sync. */
+  private readonly metaFds = new Map<string, { fd: number; syncs: GroupSync }>();
+  /** The data file's group sync. */
+  private readonly dataSyncs = new GroupSync(() => this.fdatasync(this.fd));
 
   private constructor(dir: string) {
     this.dir = dir;
@@ -93,45 +100,42 @@ export class FileDevice implements Device {
     this.classified('write', () => this.writeRaw(offset, bytes, category));
   }
 
-  sync(): void {
-    this.classified('sync', () => {
-      fs.fdatasyncSync(this.fd);
-      this.stats.syncCount++;
-    });
+  sync(): Promise<void> {
+    return this.dataSyncs.request();
   }
 
   readMeta(name: string): Buffer | undefined {
     return this.classified('read', () => this.readMetaRaw(name));
   }
 
-  writeMetaAtomic(name: string, bytes: Uint8Array): void {
-    this.classified('meta', () => {
-      this.closeMetaFd(name); // the name is about to point at a new file
-      this.writeMetaRaw(name, bytes);
-    });
+  async writeMetaAtomic(name: string, bytes: Uint8Array): Promise<void> {
+    this.classified('meta', () => this.closeMetaFd(name)); // the name is about to point at a new file
+    try {
+      await this.writeMetaRaw(name, bytes);
+    } catch (err) {
+      throw classifyDeviceError(err, this.name, 'meta');
+    }
   }
 
   appendMeta(name: string, bytes: Uint8Array): void {
     this.classified('meta', () => {
-      let fd = this.metaFds.get(name);
-      if (fd === undefined) {
-        fd = fs.openSync(path.join(this.dir, name), 'a', 0o644);
-        this.metaFds.set(name, fd);
+      let meta = this.metaFds.get(name);
+      if (meta === undefined) {
+        const fd = fs.openSync(path.join(this.dir, name), 'a', 0o644);
+        meta = { fd, syncs: new GroupSync(() => this.fdatasync(fd)) };
+        this.metaFds.set(name, meta);
       }
       let done = 0;
-      while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+      while (done < bytes.length) done += fs.writeSync(meta.fd, bytes, done, bytes.length - done);
       this.stats.writtenBytes.manifest += bytes.length;
       this.stats.writeCount++;
     });
   }
 
-  syncMeta(name: string): void {
-    this.classified('sync', () => {
-      const fd = this.metaFds.get(name);
-      if (fd === undefined) return; // nothing appended through this device: nothing to sync
-      fs.fdatasyncSync(fd);
-      this.stats.syncCount++;
-    });
+  syncMeta(name: string): Promise<void> {
+    const meta = this.metaFds.get(name);
+    if (meta === undefined) return Promise.resolve(); // nothing appended through this device: nothing to sync
+    return meta.syncs.request();
   }
 
   removeMeta(name: string): void {
@@ -141,11 +145,36 @@ export class FileDevice implements Device {
     });
   }
 
+  /** Closes a metadata file's append fd — once no fdatasync runs on it (the fd must not be reused under it). */
   private closeMetaFd(name: string): void {
-    const fd = this.metaFds.get(name);
-    if (fd === undefined) return;
+    const meta = this.metaFds.get(name);
+    if (meta === undefined) return;
     this.metaFds.delete(name);
-    fs.closeSync(fd);
+    if (!meta.syncs.busy) {
+      fs.closeSync(meta.fd);
+      return;
+    }
+    void meta.syncs.idle().then(() => {
+      try {
+        fs.closeSync(meta.fd);
+      } catch {
+        // Nothing synced is lost by a failed close of an append fd.
+      }
+    });
+  }
+
+  /** One fdatasync of `fd` in the thread pool, counted and classified. */
+  private fdatasync(fd: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      fs.fdatasync(fd, (err) => {
+        if (err !== null) {
+          reject(classifyDeviceError(err, this.name, 'sync'));
+          return;
+        }
+        this.stats.syncCount++;
+        resolve();
+      });
+    });
   }
 
   /** Runs an fs call, turning a device failure (ENOSPC, EIO...) into its typed error. */
@@ -195,22 +224,26 @@ export class FileDevice implements Device {
     }
   }
 
-  private writeMetaRaw(name: string, bytes: Uint8Array): void {
+  /** Temp file + fsync + rename + directory fsync, every step in the thread pool. */
+  private async writeMetaRaw(name: string, bytes: Uint8Array): Promise<void> {
     const finalPath = path.join(this.dir, name);
     const tempPath = `${finalPath}.tmp`;
-    const fd = fs.openSync(tempPath, 'w', 0o644);
+    const fd = await call<number>((cb) => fs.open(tempPath, 'w', 0o644, cb));
     try {
-      fs.writeSync(fd, bytes);
-      fs.fsyncSync(fd);
+      let done = 0;
+      while (done < bytes.length) {
+        done += await call<number>((cb) => fs.write(fd, bytes, done, bytes.length - done, null, cb));
+      }
+      await call<void>((cb) => fs.fsync(fd, cb));
     } finally {
-      fs.closeSync(fd);
+      await call<void>((cb) => fs.close(fd, cb));
     }
-    fs.renameSync(tempPath, finalPath);
-    const dirFd = fs.openSync(this.dir, 'r');
+    await call<void>((cb) => fs.rename(tempPath, finalPath, cb));
+    const dirFd = await call<number>((cb) => fs.open(this.dir, 'r', cb));
     try {
-      fs.fsyncSync(dirFd);
+      await call<void>((cb) => fs.fsync(dirFd, cb));
     } finally {
-      fs.closeSync(dirFd);
+      await call<void>((cb) => fs.close(dirFd, cb));
     }
     this.stats.writtenBytes.manifest += bytes.length;
     this.stats.writeCount++;
@@ -230,7 +263,7 @@ export class FileDevice implements Device {
     if (this.closed) return;
     this.closed = true;
     try {
-      for (const fd of this.metaFds.values()) {
+      for (const { fd } of this.metaFds.values()) {
         try {
           fs.closeSync(fd);
         } catch {
@@ -249,6 +282,16 @@ export class FileDevice implements Device {
       }
     }
   }
+}
+
+/** Runs an `fs` callback call in the thread pool as a promise (fs callbacks, not fs.promises: no FileHandle per call). */
+function call<T>(start: (cb: (err: NodeJS.ErrnoException | null, value?: T) => void) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    start((err, value) => {
+      if (err !== null && err !== undefined) reject(err);
+      else resolve(value as T);
+    });
+  });
 }
 
 /** Creates `dir/LOCK` holding our pid, taking over a stale one; throws DeviceLockedError if it is live. */

@@ -1,11 +1,13 @@
 /**
  * Group commit: with syncPolicy 'always' or a commit gate, an appended write waits. Every write
  * appended in the same turn goes together (one `setImmediate` collects them): one tail write +
- * fdatasync ('always'), then the commit gate when replication holds one (PROTOCOL §3.3: a group
- * is acknowledged only once every backup holds its tail); then the group reaches L0 in log order
- * and its callers are acknowledged. Gates resolve in call order; a rejection, a failed sync or a
- * store that failed meanwhile rejects the group as OutcomeUnknownError (its records are in the
- * log) — see fail-stop.ts.
+ * fdatasync ('always'; asynchronous, and shared with every other durability request due on the
+ * device — group sync) and, at the same time, the commit gate when replication holds one
+ * (PROTOCOL §3.3: a group is acknowledged only once every backup holds its tail). The gate is
+ * called at commit, in log order, with the tail as it is then. Once both settled the group
+ * reaches L0 in log order and its callers are acknowledged. Groups settle in commit order; a gate
+ * rejection, a failed sync or a store that failed meanwhile rejects the group as
+ * OutcomeUnknownError (its records are in the log) — see fail-stop.ts.
  */
 import { assert } from '../assert.js';
 import { StoreClosedError } from '../errors.js';
@@ -97,34 +99,37 @@ export class GroupCommit {
       rejectAppended(batch, new StoreFailedError(this.failStop.error));
       return;
     }
-    try {
-      if (this.syncPolicy === 'always') this.failStop.run(() => this.valueLog.syncTail(false));
-    } catch (err) {
-      rejectAppended(batch, err);
-      return;
-    }
-    if (this.gate === undefined) {
-      this.applyBatch(batch);
-      return;
-    }
-    const active = this.valueLog.active!;
-    const gated = this.gate({
-      seq: active.seq,
-      segmentOffset: active.offset,
-      usedBytes: active.usedBytes,
-      bytes: active.buf.subarray(0, active.usedBytes),
-    });
+    // Not applied until it settles: a freeze meanwhile replays from its first record.
     this.inflight.push(batch);
+    const waits: Promise<void>[] = [];
+    if (this.syncPolicy === 'always') {
+      waits.push(this.failStop.runAsync(() => this.valueLog.syncTail(false)));
+    }
+    if (this.gate !== undefined) {
+      const active = this.valueLog.active!;
+      waits.push(
+        this.gate({
+          seq: active.seq,
+          segmentOffset: active.offset,
+          usedBytes: active.usedBytes,
+          bytes: active.buf.subarray(0, active.usedBytes),
+        }).catch((err: unknown) => {
+          throw err ?? new Error('commit gate rejected');
+        }),
+      );
+    }
+    const settled = Promise.all(waits);
+    settled.catch(() => {}); // observed in the chain below
     const settle = (err: unknown): void => {
-      assert(this.inflight[0] === batch, 'gated commits settle in log order');
+      assert(this.inflight[0] === batch, 'commits settle in log order');
       this.inflight.shift();
       if (err !== undefined) rejectAppended(batch, err);
       else this.applyBatch(batch);
     };
     this.chain = this.chain.then(() =>
-      gated.then(
+      settled.then(
         () => settle(undefined),
-        (err: unknown) => settle(err ?? new Error('commit gate rejected')),
+        (err: unknown) => settle(err ?? new Error('commit failed')),
       ),
     );
   }

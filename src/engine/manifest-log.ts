@@ -15,8 +15,9 @@
  * Record: `[u32le payload length][u32le crc32c(payload)][payload]`, payload = a kind byte (1
  * snapshot, 2 edit) + the body (a snapshot: encodeManifest; an edit: JSON, keys in hex).
  *
- * Commit (`commit(next)`): one edit record appended and synced (appendMeta + syncMeta: one
- * fdatasync). A commit that changes nothing writes nothing. The manifest is never named by the
+ * Commit (`commit(next)`, asynchronous): one edit record appended and synced (appendMeta +
+ * syncMeta: one fdatasync, shared by the commits due together). A commit that changes nothing
+ * writes nothing. The manifest is never named by the
  * store before the commit returned, so an unsynced append was never relied on.
  *
  * Rotation: when the edits since the snapshot would exceed max(rotateBytes, the snapshot's size) —
@@ -132,6 +133,10 @@ export class ManifestLog {
   /** Files the next rotation removes besides the live one (left by a crash, or the legacy manifest). */
   private stale: string[];
   readonly stats: ManifestLogStats = { edits: 0, editBytes: 0, snapshots: 0, snapshotBytes: 0, unchanged: 0 };
+  /** Commits in call order: settles when the last one queued has appended (or failed). */
+  private queue: Promise<void> = Promise.resolve();
+  /** The durability of the last edit appended to the live file (never rejects unobserved). */
+  private lastSync: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly device: Device,
@@ -205,27 +210,45 @@ export class ManifestLog {
     return this.fileNumber === 0 ? undefined : manifestFileName(this.fileNumber);
   }
 
-  /** Makes `next` the durable manifest: one synced edit, or a rotation to a new snapshot. */
-  commit(next: ManifestData): void {
+  /**
+   * Makes `next` the durable manifest: one synced edit, or a rotation to a new snapshot. `next` is
+   * captured now; commits run in call order (each edit is the difference from the one before).
+   * An edit's append runs as soon as the commits before it were appended, and its fdatasync is
+   * shared with any other commit's that is due with it (Device.syncMeta, group sync); a rotation
+   * waits for the in-flight syncs of the old file first. Resolves once `next` is durable. Callers
+   * commit an edit naming segments only after those segments' data was synced.
+   */
+  commit(next: ManifestData): Promise<void> {
+    const snapshot = cloneManifest(next);
+    const step = this.queue.then(() => this.commitStep(snapshot));
+    this.queue = step.then(
+      () => {},
+      () => {},
+    );
+    return step.then((r) => r.durable);
+  }
+
+  /** Appends (or rotates); resolves when the next commit may append, with this one's durability. */
+  private async commitStep(next: ManifestData): Promise<{ durable: Promise<void> }> {
     const previous = this.last;
     if (previous === undefined || this.needsRotation) {
-      this.rotate(next);
-      return;
+      await this.rotate(next);
+      return { durable: Promise.resolve() };
     }
     const edit = diffManifest(previous, next);
     if (isEmptyEdit(edit)) {
       this.stats.unchanged++;
-      return;
+      // Nothing to write, but `next` (= the last edit appended) is durable only once that edit is.
+      return { durable: this.lastSync };
     }
     const record = frame(KIND_EDIT, Buffer.from(JSON.stringify(editToJson(edit)), 'utf8'));
     if (this.editBytes + record.length > Math.max(this.rotateBytes, this.snapshotBytes)) {
-      this.rotate(next);
-      return;
+      await this.rotate(next);
+      return { durable: Promise.resolve() };
     }
     const name = manifestFileName(this.fileNumber);
     try {
       this.device.appendMeta(name, record);
-      this.device.syncMeta(name);
     } catch (err) {
       // The file may now end with a partial record: never append after it.
       this.needsRotation = true;
@@ -235,21 +258,31 @@ export class ManifestLog {
     this.stats.edits++;
     this.stats.editBytes += record.length;
     this.last = cloneManifest(next);
+    const durable = this.device.syncMeta(name).catch((err: unknown) => {
+      this.needsRotation = true; // what the file holds past its last synced edit is unknown
+      throw err;
+    });
+    durable.catch(() => {});
+    this.lastSync = durable;
+    return { durable };
   }
 
-  private rotate(next: ManifestData): void {
+  private async rotate(next: ManifestData): Promise<void> {
     this.needsRotation = true; // until CURRENT names the new file
+    // The old file's fd closes below: no fdatasync of it may still run.
+    await this.lastSync.catch(() => {});
     const nextNumber = this.fileNumber + 1;
     const name = manifestFileName(nextNumber);
     const snapshot = frame(KIND_SNAPSHOT, encodeManifest(next));
-    this.device.writeMetaAtomic(name, snapshot);
-    this.device.writeMetaAtomic(CURRENT_NAME, Buffer.from(`${name}\n`, 'latin1'));
+    await this.device.writeMetaAtomic(name, snapshot);
+    await this.device.writeMetaAtomic(CURRENT_NAME, Buffer.from(`${name}\n`, 'latin1'));
     const old = this.fileNumber;
     this.fileNumber = nextNumber;
     this.snapshotBytes = snapshot.length;
     this.editBytes = 0;
     this.last = cloneManifest(next);
     this.needsRotation = false;
+    this.lastSync = Promise.resolve();
     this.stats.snapshots++;
     this.stats.snapshotBytes += snapshot.length;
     const remove = old === 0 ? this.stale : [manifestFileName(old), ...this.stale];

@@ -90,10 +90,10 @@ function replayLog(
 }
 
 /** Primary recovery (see the header); `existing`: a manifest was found. */
-export function recoverPrimary(d: RecoveryDeps, existing: boolean): void {
+export async function recoverPrimary(d: RecoveryDeps, existing: boolean): Promise<void> {
   const { valueLog } = d;
   if (!existing) {
-    valueLog.startActiveSegment(0);
+    await valueLog.startActiveSegment(0);
     return;
   }
   const activeEntry = valueLog.log[valueLog.log.length - 1];
@@ -101,13 +101,14 @@ export function recoverPrimary(d: RecoveryDeps, existing: boolean): void {
     activeEntry !== undefined && activeEntry.usedBytes === null,
     'a primary manifest ends with its active segment',
   );
+  let zeroed = false;
   const end = replayLog(d, (entry, bytes, endOffset) => {
     // The active segment: its valid prefix is what survived. Zero the rest on the device so no
-    // stale record past it can ever be parsed as a continuation.
+    // stale record past it can ever be parsed as a continuation (synced below).
     const buf = Buffer.alloc(d.segmentBytes);
     bytes.copy(buf, 0, 0, endOffset);
     d.device.write(entry.offset + endOffset, buf.subarray(endOffset), 'log');
-    d.device.sync();
+    zeroed = true;
     valueLog.active = {
       seq: entry.seq,
       offset: entry.offset,
@@ -116,6 +117,7 @@ export function recoverPrimary(d: RecoveryDeps, existing: boolean): void {
       writtenBytes: endOffset,
     };
   });
+  if (zeroed) await d.device.sync();
   valueLog.nextLsn = Math.max(d.replayFrom.lsn, end.expectedLsn, d.compactor.l0.maxLsn + 1);
   d.compactor.afterApply();
 }

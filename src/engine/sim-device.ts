@@ -7,9 +7,17 @@
  * unsynced writes: each is kept or dropped, and the last one kept may be torn (only a prefix of
  * it lands). That is the behaviour a real disk without barriers is allowed to show. Metadata
  * files are replaced atomically and durably, as FileDevice does.
+ *
+ * Asynchronous completions: `sync()`, `syncMeta()` and `writeMetaAtomic()` take effect when their
+ * completion step runs, handed to the `scheduler` (the simulator's fabric queue, so I/O
+ * completions interleave with messages and timers in seeded order; by default the next
+ * microtask). A sync covers the writes issued before it was called; one whose completion finds
+ * the device crashed meanwhile (a power cycle) rejects with DeviceCrashedError and makes nothing
+ * durable. Syncs go through a GroupSync, as on a FileDevice: `syncCount` counts rounds.
  */
 import { TalosError } from '../errors.js';
 import { cloneIoStats, type Device, emptyIoStats, type IoCategory, type IoStats } from './device.js';
+import { GroupSync } from './group-sync.js';
 import { createPrng, type Prng } from './prng.js';
 
 export interface SimCrashOptions {
@@ -91,10 +99,80 @@ export class SimDevice implements Device {
   private scheduledCrash: { remaining: number; options: SimCrashOptions } | undefined;
   /** The report of the last crash, scheduled or explicit. */
   lastCrash: SimCrashReport | undefined;
+  /** Runs an I/O completion step (the simulator's queue; the next microtask by default). */
+  private scheduler: (step: () => void) => void;
+  private readonly dataSyncs = new GroupSync(() =>
+    this.completion(() => this.applySync(this.pending.length)),
+  );
+  private readonly metaSyncs = new Map<string, GroupSync>();
+  /**
+   * Holds every completion step until `release` (tests: a sync held open). Undefined: steps go to
+   * the scheduler.
+   */
+  private held: (() => void)[] | undefined;
 
-  constructor(options: { seed?: number; name?: string } = {}) {
+  constructor(options: { seed?: number; name?: string; scheduler?: (step: () => void) => void } = {}) {
     this.prng = createPrng(options.seed ?? 1);
     this.name = options.name ?? 'sim-device';
+    this.scheduler = options.scheduler ?? queueMicrotask;
+  }
+
+  /** From now on I/O completions run through `scheduler` (a simulator's step queue). */
+  setScheduler(scheduler: (step: () => void) => void): void {
+    this.scheduler = scheduler;
+  }
+
+  /** Holds I/O completions (they queue until `releaseCompletions`): a test's way to keep a sync in flight. */
+  holdCompletions(): void {
+    this.held ??= [];
+  }
+
+  /** Runs the held completions' steps (in issue order) and stops holding. */
+  releaseCompletions(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const step of held) this.scheduler(step);
+  }
+
+  /** Completion steps held so far (holdCompletions). */
+  get heldCompletionCount(): number {
+    return this.held?.length ?? 0;
+  }
+
+  /**
+   * Runs `effect` in a completion step; its promise settles there. `effect` is prepared now (it
+   * captures what the call covers) and dropped when the device crashed before the step ran.
+   */
+  private completion(prepare: () => () => void): Promise<void> {
+    const effect = prepare();
+    const cycle = this.powerCycle;
+    return new Promise<void>((resolve, reject) => {
+      const step = (): void => {
+        if (this.powerCycle !== cycle) {
+          reject(new DeviceCrashedError(this.name));
+          return;
+        }
+        try {
+          effect();
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      };
+      if (this.held !== undefined) this.held.push(step);
+      else this.scheduler(step);
+    });
+  }
+
+  /** Prepares a data sync covering the first `count` pending writes. */
+  private applySync(count: number): () => void {
+    const covered = new Set(this.pending.slice(0, count));
+    return () => {
+      for (const w of covered) this.durable.write(w.offset, w.bytes);
+      // Writes issued after the sync was called stay pending (a later sync covers them).
+      this.pending = this.pending.filter((w) => !covered.has(w));
+      this.stats.syncCount++;
+    };
   }
 
   read(offset: number, length: number, category: IoCategory): Buffer {
@@ -111,10 +189,8 @@ export class SimDevice implements Device {
     this.stats.writeCount++;
   }
 
-  sync(): void {
-    for (const w of this.pending) this.durable.write(w.offset, w.bytes);
-    this.pending = [];
-    this.stats.syncCount++;
+  sync(): Promise<void> {
+    return this.dataSyncs.request();
   }
 
   readMeta(name: string): Buffer | undefined {
@@ -125,13 +201,17 @@ export class SimDevice implements Device {
     return Buffer.from(bytes);
   }
 
-  writeMetaAtomic(name: string, bytes: Uint8Array): void {
-    this.meta.set(name, Buffer.from(bytes));
-    this.durableMeta.set(name, Buffer.from(bytes));
-    this.pendingMeta = this.pendingMeta.filter((a) => a.name !== name);
-    this.stats.writtenBytes.manifest += bytes.length;
-    this.stats.writeCount++;
-    this.stats.syncCount++;
+  writeMetaAtomic(name: string, bytes: Uint8Array): Promise<void> {
+    const copy = Buffer.from(bytes);
+    // Atomic: reads see the old file until the replace completes, a crash before it keeps the old one.
+    return this.completion(() => () => {
+      this.meta.set(name, Buffer.from(copy));
+      this.durableMeta.set(name, Buffer.from(copy));
+      this.pendingMeta = this.pendingMeta.filter((a) => a.name !== name);
+      this.stats.writtenBytes.manifest += copy.length;
+      this.stats.writeCount++;
+      this.stats.syncCount++;
+    });
   }
 
   appendMeta(name: string, bytes: Uint8Array): void {
@@ -142,14 +222,27 @@ export class SimDevice implements Device {
     this.stats.writeCount++;
   }
 
-  syncMeta(name: string): void {
-    const mine = this.pendingMeta.filter((a) => a.name === name);
-    if (mine.length > 0) {
-      const durable = this.durableMeta.get(name) ?? Buffer.alloc(0);
-      this.durableMeta.set(name, Buffer.concat([durable, ...mine.map((a) => a.bytes)]));
-      this.pendingMeta = this.pendingMeta.filter((a) => a.name !== name);
+  syncMeta(name: string): Promise<void> {
+    let syncs = this.metaSyncs.get(name);
+    if (syncs === undefined) {
+      syncs = new GroupSync(() => this.completion(() => this.applySyncMeta(name)));
+      this.metaSyncs.set(name, syncs);
     }
-    this.stats.syncCount++;
+    return syncs.request();
+  }
+
+  /** Prepares a sync of metadata file `name` covering its appends issued so far. */
+  private applySyncMeta(name: string): () => void {
+    const covered = new Set(this.pendingMeta.filter((a) => a.name === name));
+    return () => {
+      const mine = this.pendingMeta.filter((a) => covered.has(a));
+      if (mine.length > 0) {
+        const durable = this.durableMeta.get(name) ?? Buffer.alloc(0);
+        this.durableMeta.set(name, Buffer.concat([durable, ...mine.map((a) => a.bytes)]));
+        this.pendingMeta = this.pendingMeta.filter((a) => !covered.has(a));
+      }
+      this.stats.syncCount++;
+    };
   }
 
   removeMeta(name: string): void {
@@ -282,11 +375,20 @@ export class SimDevice implements Device {
       name: this.name,
       read: (offset, length, category) => live().read(offset, length, category),
       write: (offset, bytes, category) => mutating().write(offset, bytes, category),
-      sync: () => mutating().sync(),
+      sync: async () => {
+        await mutating().sync();
+        live(); // a crash while the sync was in flight: this view never sees it complete
+      },
       readMeta: (name) => live().readMeta(name),
-      writeMetaAtomic: (name, bytes) => mutating().writeMetaAtomic(name, bytes),
+      writeMetaAtomic: async (name, bytes) => {
+        await mutating().writeMetaAtomic(name, bytes);
+        live();
+      },
       appendMeta: (name, bytes) => mutating().appendMeta(name, bytes),
-      syncMeta: (name) => mutating().syncMeta(name),
+      syncMeta: async (name) => {
+        await mutating().syncMeta(name);
+        live();
+      },
       removeMeta: (name) => mutating().removeMeta(name),
       io: () => this.io(),
       close: () => {},

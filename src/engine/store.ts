@@ -125,6 +125,8 @@ export class Store {
    */
   private indexedPosition: LogPosition;
   private closing: Promise<void> | undefined;
+  /** Writes waiting to append (makeRoom): close() lets them append first. */
+  private readonly makingRoom = new Set<Promise<void>>();
   private userBytes = 0;
   private readonly recovery: RecoveryReport = {
     replayedRecordCount: 0,
@@ -159,7 +161,7 @@ export class Store {
       inUse,
       o.reservedSegments,
     );
-    const persist = (): void => this.persistManifest();
+    const persist = (): Promise<void> => this.persistManifest();
     this.valueLog = new ValueLog(device, this.allocator, this.hooks, this.segmentBytes, log, persist);
     this.versions = new VersionSet(
       device,
@@ -204,7 +206,7 @@ export class Store {
     try {
       const manifestLog = ManifestLog.open(device, { rotateBytes: options.manifestRotateBytes });
       const store = new Store(device, options.device === undefined, options, manifestLog);
-      store.recover(manifestLog.exists);
+      await store.recover(manifestLog.exists);
       return store;
     } catch (err) {
       if (options.device === undefined) device.close();
@@ -212,7 +214,7 @@ export class Store {
     }
   }
 
-  private recover(existing: boolean): void {
+  private async recover(existing: boolean): Promise<void> {
     const deps: RecoveryDeps = {
       device: this.device,
       segmentBytes: this.segmentBytes,
@@ -221,8 +223,8 @@ export class Store {
       replayFrom: this.versions.replayFrom,
       report: this.recovery,
     };
-    if (this.role === 'primary') recoverPrimary(deps, existing);
-    else if (!existing) this.persistManifest();
+    if (this.role === 'primary') await recoverPrimary(deps, existing);
+    else if (!existing) await this.persistManifest();
     else if (this.options.rebuildL0) {
       this.indexedPosition = recoverBackupL0(deps);
       this.compactor.afterApply();
@@ -337,7 +339,7 @@ export class Store {
     this.checkUsable();
     this.commits.commitPending();
     this.checkUsable();
-    this.failStop.run(() => this.valueLog.syncTail(false));
+    await this.failStop.runAsync(() => this.valueLog.syncTail(false));
   }
 
   /** Flushes L0 to L1 and (with autoCompact) runs the compactions that follow, waiting for all of it. */
@@ -387,6 +389,8 @@ export class Store {
 
   private async closeOnce(): Promise<void> {
     if (this.failStop.closed) return;
+    // Writes admitted before the close and still making room (a seal, back-pressure) append first.
+    while (this.makingRoom.size > 0) await Promise.allSettled([...this.makingRoom]);
     await this.compactor.drainBackground();
     try {
       this.commits.commitPending();
@@ -394,9 +398,9 @@ export class Store {
       // backup and must reach L0 (and its caller an answer that says so), never a "closed" refusal.
       await this.commits.chain;
       if (this.failStop.error === undefined && this.role === 'primary') {
-        this.failStop.run(() => {
-          this.valueLog.syncTail(false);
-          this.persistManifest();
+        await this.failStop.runAsync(async () => {
+          await this.valueLog.syncTail(false);
+          await this.persistManifest();
         });
       }
     } finally {
@@ -510,6 +514,11 @@ export class Store {
     return this.failStop.run(mutation);
   }
 
+  /** `mutate` for an asynchronous mutation (one that awaits a sync or a manifest commit). */
+  mutateAsync<T>(mutation: () => Promise<T>): Promise<T> {
+    return this.failStop.runAsync(mutation);
+  }
+
   allocateSegment(): number {
     return this.allocator.allocate();
   }
@@ -523,8 +532,9 @@ export class Store {
     this.device.write(offset, bytes, kind);
   }
 
-  syncDevice(): void {
-    this.device.sync();
+  /** Syncs the device (shared with every other sync due on it); resolves once durable. */
+  syncDevice(): Promise<void> {
+    return this.device.sync();
   }
 
   readRaw(offset: number, length: number, kind: 'log' | 'index'): Buffer {
@@ -539,9 +549,10 @@ export class Store {
   /**
    * Applies a version edit under fail-stop: the named fields change (a level install first, see
    * VersionSet.install), one manifest write makes them durable, then `release` is freed in order.
+   * The in-memory change and the manifest capture are one synchronous step; resolves once durable.
    */
-  applyEdit(edit: StoreEdit): void {
-    this.failStop.run(() => {
+  async applyEdit(edit: StoreEdit): Promise<void> {
+    await this.failStop.runAsync(async () => {
       const applyFields = (): void => {
         if (edit.log !== undefined) this.valueLog.log = edit.log;
         if (edit.segmentMap !== undefined) replaceMap(this.segmentMap, edit.segmentMap);
@@ -551,10 +562,11 @@ export class Store {
         if (edit.replayFrom !== undefined) this.versions.replayFrom = { ...edit.replayFrom };
         if (edit.nextCompactionId !== undefined) this.versions.nextCompactionId = edit.nextCompactionId;
       };
-      if (edit.install !== undefined) this.versions.install({ ...edit.install, beforePersist: applyFields });
+      if (edit.install !== undefined)
+        await this.versions.install({ ...edit.install, beforePersist: applyFields });
       else {
         applyFields();
-        this.persistManifest();
+        await this.persistManifest();
       }
       for (const offset of edit.release ?? []) this.allocator.release(offset);
     });
@@ -582,8 +594,8 @@ export class Store {
    * Writes one manifest that differs from this instance's state by `overrides` (a role change, a
    * reset) and ends the instance; the caller reopens the device.
    */
-  rewriteManifestAndAbandon(overrides: Partial<ManifestData>): void {
-    this.failStop.run(() => this.persistManifest(overrides));
+  async rewriteManifestAndAbandon(overrides: Partial<ManifestData>): Promise<void> {
+    await this.failStop.runAsync(() => this.persistManifest(overrides));
     this.abandon();
   }
 
@@ -601,17 +613,19 @@ export class Store {
     if (valueBytes > this.maxValueBytes || valueBytes > fitsSegment) {
       throw new ValueTooLargeError(valueBytes, Math.min(this.maxValueBytes, fitsSegment));
     }
-    // Back-pressure: L0 is full and the previous one is still being flushed.
-    const { compactor } = this;
-    while (
-      compactor.l0.bytes >= this.l0Bytes &&
-      compactor.frozen !== undefined &&
-      compactor.background !== undefined
-    ) {
-      await compactor.background;
-      this.checkUsable();
-      if (this.closing !== undefined) throw new StoreClosedError();
+    const length = recordBytes(k.length, valueBytes);
+    // Checked again after each wait: another write may have taken the room meanwhile.
+    while (this.needsRoom(length)) {
+      // Admitted before any close: close() waits for it to append (then commits it).
+      const room = this.makeRoom(length);
+      this.makingRoom.add(room);
+      try {
+        await room;
+      } finally {
+        this.makingRoom.delete(room);
+      }
     }
+    const { compactor } = this;
     const keyString = k.toString('latin1');
     const entry = this.failStop.run(() => this.valueLog.append(k, v));
     this.userBytes += k.length + valueBytes;
@@ -635,6 +649,40 @@ export class Store {
           cause: err,
         },
       );
+    }
+  }
+
+  /** Whether a write of `length` record bytes must wait before it appends (see makeRoom). */
+  private needsRoom(length: number): boolean {
+    const { compactor, valueLog } = this;
+    return (
+      (compactor.l0.bytes >= this.l0Bytes &&
+        compactor.frozen !== undefined &&
+        compactor.background !== undefined) ||
+      valueLog.sealing !== undefined ||
+      !valueLog.fits(length)
+    );
+  }
+
+  /** Waits until a record of `length` bytes can be appended: back-pressure, a seal. */
+  private async makeRoom(length: number): Promise<void> {
+    const { compactor, valueLog } = this;
+    for (;;) {
+      if (
+        compactor.l0.bytes >= this.l0Bytes &&
+        compactor.frozen !== undefined &&
+        compactor.background !== undefined
+      ) {
+        // Back-pressure: L0 is full and the previous one is still being flushed.
+        await compactor.background;
+      } else if (valueLog.sealing !== undefined) {
+        // Nothing is appended while a seal runs (its failure is the store's: checked below).
+        await valueLog.sealing.catch(() => {});
+      } else if (!valueLog.fits(length)) {
+        // The record does not fit the active segment: seal it (its failure is this write's).
+        await this.failStop.runAsync(() => valueLog.seal());
+      } else break;
+      this.checkUsable();
     }
   }
 
@@ -670,8 +718,8 @@ export class Store {
   }
 
   /** Writes the manifest of the current state; `overrides` replace fields (a role change, a reset). */
-  private persistManifest(overrides: Partial<ManifestData> = {}): void {
-    this.manifestLog.commit({
+  private persistManifest(overrides: Partial<ManifestData> = {}): Promise<void> {
+    return this.manifestLog.commit({
       formatVersion: 1,
       role: this.role,
       segmentBytes: this.segmentBytes,

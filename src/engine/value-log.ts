@@ -3,12 +3,17 @@
  * order. The active segment — the chain's last on a primary — lives in memory; its used prefix is
  * written to the device by a tail sync (group commit, flush) or by its seal.
  *
- * Append: a record is encoded at the end of the active segment; one that does not fit seals it
- *   first. Value pointers are device offsets (segment offset + offset in segment).
+ * Append: a record is encoded at the end of the active segment (`fits` first: one that does not
+ *   fit waits for a seal, `seal()`). Value pointers are device offsets (segment offset + offset in
+ *   segment).
  *
  * Seal (PROTOCOL §4): the active segment is padded with zeros, written whole and synced; the next
  *   segment is allocated and the manifest records both before any byte lands in the new one. Hook
- *   `segmentSealed` (`partial: true` for a tail sync that ships the prefix so far).
+ *   `segmentSealed` (`partial: true` for a tail sync that ships the prefix so far). A seal is
+ *   asynchronous (its syncs are); while it runs (`sealing`) nothing is appended and a tail sync
+ *   waits for it (the seal's own sync covers the old segment, and the new one holds nothing yet).
+ *   Its in-memory switch to the new segment and its hook happen together, after the data sync and
+ *   before the manifest edit (captured at that instant) is durable.
  *
  * Read: a pointer into the active segment reads its buffer; any other reads the record from the
  *   device and checks CRC, lsn and key against the index entry that named it.
@@ -44,6 +49,8 @@ export class ValueLog {
   log: LogSegmentEntry[];
   active: ActiveSegment | undefined;
   nextLsn = 1;
+  /** The seal in progress: appends and tail syncs wait for it. */
+  sealing: Promise<void> | undefined;
 
   constructor(
     private readonly device: Device,
@@ -51,20 +58,22 @@ export class ValueLog {
     private readonly hooks: StoreHooks,
     private readonly segmentBytes: number,
     log: LogSegmentEntry[],
-    /** Writes the manifest (Store.persistManifest). */
-    private readonly persistManifest: () => void,
+    /** Writes the manifest (Store.persistManifest): captured at the call, resolves once durable. */
+    private readonly persistManifest: () => Promise<void>,
   ) {
     this.log = log;
   }
 
-  /** Encodes a record at the end of the active segment, sealing it first if the record does not fit. */
+  /** Whether a record of `length` bytes fits the active segment (else it waits for `seal()`). */
+  fits(length: number): boolean {
+    return this.active!.usedBytes + length <= this.segmentBytes;
+  }
+
+  /** Encodes a record at the end of the active segment; the caller checked `fits` and `sealing`. */
   append(key: Buffer, value: Buffer | null): IndexEntry {
     const length = recordBytes(key.length, value?.length ?? 0);
-    let active = this.active!;
-    if (active.usedBytes + length > this.segmentBytes) {
-      this.sealActive();
-      active = this.active!;
-    }
+    const active = this.active!;
+    assert(this.sealing === undefined && active.usedBytes + length <= this.segmentBytes, 'append into room');
     const lsn = this.nextLsn++;
     const offset = active.usedBytes;
     encodeRecord(active.buf, offset, lsn, key, value);
@@ -74,8 +83,17 @@ export class ValueLog {
     return { pointer, lsn, tombstone: value === null };
   }
 
-  /** Writes the unwritten part of the active segment's used prefix and syncs the device. */
-  syncTail(partialSealHook: boolean): void {
+  /**
+   * Writes the unwritten part of the active segment's used prefix and syncs the device. The partial
+   * seal hook then announces the prefix this call covered — unless a seal replaced the segment
+   * meanwhile (its full seal announced it all).
+   */
+  async syncTail(partialSealHook: boolean): Promise<void> {
+    if (this.sealing !== undefined) {
+      // The seal syncs every byte of the old segment; the new one holds none until it finished.
+      await this.sealing;
+      return;
+    }
     const active = this.active;
     if (active === undefined) return;
     if (active.usedBytes > active.writtenBytes) {
@@ -86,24 +104,39 @@ export class ValueLog {
       );
       active.writtenBytes = active.usedBytes;
     }
-    this.device.sync();
-    if (partialSealHook) {
+    const usedBytes = active.usedBytes;
+    await this.device.sync();
+    if (partialSealHook && this.active === active) {
       this.hooks.emit('segmentSealed', {
         seq: active.seq,
         segmentOffset: active.offset,
-        usedBytes: active.usedBytes,
-        crc32c: crc32c(active.buf.subarray(0, active.usedBytes)),
+        usedBytes,
+        crc32c: crc32c(active.buf.subarray(0, usedBytes)),
         partial: true,
-        bytes: active.buf.subarray(0, active.usedBytes),
+        bytes: active.buf.subarray(0, usedBytes),
       });
     }
   }
 
+  /** Seals the active segment (see the header); one seal at a time, later calls join it. */
+  seal(): Promise<void> {
+    if (this.sealing === undefined) {
+      const sealing = this.sealActive().finally(() => {
+        this.sealing = undefined;
+      });
+      this.sealing = sealing;
+      sealing.catch(() => {}); // observed by the callers
+    }
+    return this.sealing;
+  }
+
   /** Seal (PROTOCOL §4): pad, write, sync, allocate the next segment, record both, notify. */
-  private sealActive(): void {
+  private async sealActive(): Promise<void> {
     const active = this.active!;
     this.device.write(active.offset + active.writtenBytes, active.buf.subarray(active.writtenBytes), 'log');
-    this.device.sync();
+    active.writtenBytes = this.segmentBytes;
+    await this.device.sync();
+    // From here to the manifest call: one synchronous step (nothing sees half a seal).
     const crc = crc32c(active.buf.subarray(0, active.usedBytes));
     const entry = this.log[this.log.length - 1]!;
     assert(
@@ -111,7 +144,7 @@ export class ValueLog {
       'the active segment is the last of the log chain',
     );
     entry.usedBytes = active.usedBytes;
-    this.startActiveSegment(active.seq + 1);
+    const persisted = this.startActiveSegment(active.seq + 1);
     this.hooks.emit('segmentSealed', {
       seq: active.seq,
       segmentOffset: active.offset,
@@ -120,14 +153,16 @@ export class ValueLog {
       partial: false,
       bytes: active.buf.subarray(0, active.usedBytes),
     });
+    await persisted;
   }
 
-  startActiveSegment(seq: number): void {
+  /** Starts segment `seq` as the active one; resolves once the manifest naming it is durable. */
+  startActiveSegment(seq: number): Promise<void> {
     const offset = this.allocator.allocate();
     this.active = { seq, offset, buf: Buffer.alloc(this.segmentBytes), usedBytes: 0, writtenBytes: 0 };
     this.log.push({ seq, offset, usedBytes: null });
     // The manifest must name the segment before any byte of it reaches the device.
-    this.persistManifest();
+    return this.persistManifest();
   }
 
   /** Reads and verifies the record an index entry points to; returns its value. */

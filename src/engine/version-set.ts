@@ -5,8 +5,8 @@
  *
  * Install (the edit every flush, compaction and shipped commit makes): removed segments leave the
  * source and destination levels, new ones join the destination in key order (asserted not to
- * overlap), a flush moves `replayFrom` forward, one manifest write makes it durable, and only
- * then are the segments that left (and did not come back) freed — a crash before the write keeps
+ * overlap), a flush moves `replayFrom` forward, one manifest write makes it durable (awaited),
+ * and only then are the segments that left (and did not come back) freed — a crash before the write keeps
  * the old version whole, after it the new one.
  */
 import { assert } from '../assert.js';
@@ -46,8 +46,8 @@ export class VersionSet {
     private readonly growthFactor: number,
     readonly maxLevels: number,
     initial: { levels: IndexSegmentDescriptor[][]; replayFrom: LogPosition; nextCompactionId: number },
-    /** Writes the manifest (Store.persistManifest). */
-    private readonly persistManifest: () => void,
+    /** Writes the manifest (Store.persistManifest): captured at the call, resolves once durable. */
+    private readonly persistManifest: () => Promise<void>,
   ) {
     this.replayFrom = initial.replayFrom;
     this.nextCompactionId = initial.nextCompactionId;
@@ -75,8 +75,12 @@ export class VersionSet {
     return this.levels.map((level) => level.map((s) => s.descriptor));
   }
 
-  /** Atomic level install (see the header), shared by flush, compaction and shipped commits. */
-  install(edit: LevelInstall): void {
+  /**
+   * Atomic level install (see the header), shared by flush, compaction and shipped commits. The
+   * in-memory change and the manifest capture are one synchronous step; the replaced segments are
+   * freed once the manifest edit is durable.
+   */
+  async install(edit: LevelInstall): Promise<void> {
     const { srcLevel, dstLevel, added, replayFrom } = edit;
     const removed = new Set(edit.removedOffsets);
     const addedOffsets = new Set(added.map((d) => d.offset));
@@ -101,7 +105,7 @@ export class VersionSet {
       this.replayFrom = { ...replayFrom };
     }
     edit.beforePersist?.();
-    this.persistManifest();
+    await this.persistManifest();
     for (const offset of removed) if (!addedOffsets.has(offset)) this.allocator.release(offset);
   }
 

@@ -226,19 +226,19 @@ export class BackupRegion {
           await this.open(message);
           break;
         case 'SegmentSealed':
-          this.sealed(message);
+          await this.sealed(message);
           break;
         case 'IndexSegment':
           this.indexSegment(message);
           break;
         case 'CompactionCommit':
-          this.commit(message);
+          await this.commit(message);
           break;
         case 'InstallLevels':
-          this.installLevels(message);
+          await this.installLevels(message);
           break;
         case 'Rebase': {
-          const result = backupStore(this.requireStore()).rebaseMaps({
+          const result = await backupStore(this.requireStore()).rebaseMaps({
             owner: message.owner,
             newOwner: message.newOwner,
             segments: message.segments,
@@ -299,7 +299,7 @@ export class BackupRegion {
           : [];
     }
     // The first primary to open a fresh store keys its maps; another one must rebase them (§7).
-    if (this.store.mapOwner() === undefined) backupStore(this.store).setMapOwner(message.primaryNodeId);
+    if (this.store.mapOwner() === undefined) await backupStore(this.store).setMapOwner(message.primaryNodeId);
     const persisted = this.store.logSegments().filter((e) => e.usedBytes !== null);
     this.traceSegmentMap();
     this.reply({
@@ -314,13 +314,13 @@ export class BackupRegion {
     });
   }
 
-  private sealed(message: SegmentSealed): void {
+  private async sealed(message: SegmentSealed): Promise<void> {
     const store = this.requireStore();
     const buffer = this.logBuffers[message.seq % this.logBuffers.length]!;
     if (message.usedBytes > buffer.bytes.length)
       throw new TalosError('BAD_SEAL', 'usedBytes beyond the buffer');
     const bytes = Buffer.from(buffer.bytes.subarray(0, message.usedBytes));
-    backupStore(store).writeShippedLogSegment({
+    await backupStore(store).writeShippedLogSegment({
       seq: message.seq,
       primarySegmentOffset: message.primarySegment,
       bytes,
@@ -390,7 +390,7 @@ export class BackupRegion {
     });
   }
 
-  private commit(message: CompactionCommit): void {
+  private async commit(message: CompactionCommit): Promise<void> {
     trace(() => ({
       kind: 'phase',
       phase: 'level-install',
@@ -399,7 +399,7 @@ export class BackupRegion {
     }));
     const store = this.requireStore();
     this.requireSendIndex(message.type);
-    backupStore(store).installShippedCompaction({
+    await backupStore(store).installShippedCompaction({
       compactionId: message.compactionId,
       srcLevel: message.srcLevel,
       dstLevel: message.dstLevel,
@@ -428,7 +428,7 @@ export class BackupRegion {
   }
 
   /** Re-sync (§7): every level replaced at once by segments shipped before (or already here). */
-  private installLevels(message: InstallLevels): void {
+  private async installLevels(message: InstallLevels): Promise<void> {
     trace(() => ({
       kind: 'phase',
       phase: 'level-install',
@@ -437,7 +437,7 @@ export class BackupRegion {
     }));
     const store = this.requireStore();
     this.requireSendIndex(message.type);
-    backupStore(store).installShippedLevels({
+    await backupStore(store).installShippedLevels({
       levels: message.levels,
       replayFrom: message.replayFrom,
       compactionId: message.compactionId,

@@ -63,12 +63,12 @@ export class BackupStore {
    * same one again when a partial seal is followed by the full seal), syncs it, and records
    * `segmentMap[primarySegmentOffset] = local` in the manifest. Returns the local offset.
    */
-  writeShippedLogSegment(args: {
+  async writeShippedLogSegment(args: {
     seq: number;
     primarySegmentOffset: number;
     bytes: Buffer;
     crc32c?: number;
-  }): number {
+  }): Promise<number> {
     const { store } = this;
     store.requireUsable('backup');
     const { seq, primarySegmentOffset, bytes } = args;
@@ -81,18 +81,22 @@ export class BackupStore {
     if (args.crc32c !== undefined && crc32c(bytes) !== args.crc32c) {
       throw new CorruptSegmentError(`shipped log segment ${seq}`, 'crc mismatch');
     }
-    return store.mutate(() => {
-      const segmentMap = new Map(store.segmentMapEntries());
-      const local = segmentMap.get(primarySegmentOffset) ?? store.allocateSegment();
-      const log = store.logSegments();
-      const entry = log.find((e) => e.seq === seq);
+    return store.mutateAsync(async () => {
+      const local = new Map(store.segmentMapEntries()).get(primarySegmentOffset) ?? store.allocateSegment();
+      const before = store.logSegments().find((e) => e.seq === seq);
       // A segment grows by partial seals (tail syncs) before its full seal; the prefix persisted
       // already came from the same buffer (the CRC above covers all of it), so only the new
       // suffix is written — each log byte reaches a backup's device once, as on the primary.
-      const persisted = entry !== undefined && entry.offset === local ? (entry.usedBytes ?? 0) : 0;
+      const persisted = before !== undefined && before.offset === local ? (before.usedBytes ?? 0) : 0;
       const from = persisted <= bytes.length ? persisted : 0;
       if (from < bytes.length) store.writeRaw(local + from, bytes.subarray(from), 'log');
-      store.syncDevice();
+      // The bytes are durable before the manifest edit names them. The region hands this store one
+      // message at a time (BackupRegion's queue), so nothing else edits its log meanwhile; the
+      // edit is computed after the sync all the same, from the state as it is then.
+      await store.syncDevice();
+      const segmentMap = new Map(store.segmentMapEntries());
+      const log = store.logSegments();
+      const entry = log.find((e) => e.seq === seq);
       segmentMap.set(primarySegmentOffset, local);
       if (entry === undefined) {
         log.push({ seq, offset: local, usedBytes: bytes.length });
@@ -101,7 +105,7 @@ export class BackupStore {
         assert(entry.offset === local, 'a log segment must map to one local segment');
         entry.usedBytes = Math.max(entry.usedBytes ?? 0, bytes.length);
       }
-      store.applyEdit({ log, segmentMap: [...segmentMap] });
+      await store.applyEdit({ log, segmentMap: [...segmentMap] });
       return local;
     });
   }
@@ -146,9 +150,9 @@ export class BackupStore {
    * dstLevel, the removed ones leave both levels, the manifest is written once, then the removed
    * local segments are freed. Segment offsets are the primary's.
    */
-  installShippedCompaction(
+  async installShippedCompaction(
     commit: Omit<CompactionCommittedEvent, 'trivialMove'> & { trivialMove?: boolean },
-  ): void {
+  ): Promise<void> {
     const { store } = this;
     store.requireUsable('backup');
     const { srcLevel, dstLevel } = commit;
@@ -181,12 +185,12 @@ export class BackupStore {
       removedOffsets: removedLocal,
       replayFrom: commit.replayFrom,
     };
-    store.mutate(() => {
-      this.syncShippedIndex();
+    await store.mutateAsync(async () => {
+      await this.syncShippedIndex();
       for (const p of commit.newSegments) this.shippedPending.delete(p);
       // The compaction id in the same edit: a restart must not find this commit's levels under
       // the previous id (it would be re-synced for nothing).
-      store.applyEdit({
+      await store.applyEdit({
         install,
         indexMap: [...indexMap],
         nextCompactionId: Math.max(store.lastCompactionId(), commit.compactionId) + 1,
@@ -202,7 +206,11 @@ export class BackupStore {
    * becomes exactly the named segments. A name neither pending nor installed, or more levels than
    * maxLevels, raises InvalidArgumentError and changes nothing.
    */
-  installShippedLevels(args: { levels: number[][]; replayFrom: LogPosition; compactionId: number }): void {
+  async installShippedLevels(args: {
+    levels: number[][];
+    replayFrom: LogPosition;
+    compactionId: number;
+  }): Promise<void> {
     const { store } = this;
     store.requireUsable('backup');
     if (args.levels.length > store.maxLevels) {
@@ -240,10 +248,10 @@ export class BackupStore {
       return segments;
     });
     const keptLocal = new Set(nextIndexMap.values());
-    store.mutate(() => {
-      this.syncShippedIndex();
+    await store.mutateAsync(async () => {
+      await this.syncShippedIndex();
       for (const primary of consumed) this.shippedPending.delete(primary);
-      store.applyEdit({
+      await store.applyEdit({
         levels,
         indexMap: [...nextIndexMap],
         replayFrom: args.replayFrom,
@@ -255,14 +263,14 @@ export class BackupStore {
   }
 
   /** One device sync for every shipped index segment written since the last, before an install names them. */
-  private syncShippedIndex(): void {
+  private async syncShippedIndex(): Promise<void> {
     if (!this.shippedUnsynced) return;
-    this.store.syncDevice();
-    this.shippedUnsynced = false;
+    this.shippedUnsynced = false; // the sync below covers every one written so far
+    await this.store.syncDevice();
   }
 
   /** Records which primary's offsets key the maps (the first primary to open it). */
-  setMapOwner(nodeId: string): void {
+  async setMapOwner(nodeId: string): Promise<void> {
     const { store } = this;
     store.requireUsable('backup');
     const owner = store.mapOwner();
@@ -271,7 +279,7 @@ export class BackupStore {
       owner === undefined || (store.segmentMapEntries().length === 0 && store.indexMapEntries().length === 0),
       () => `maps keyed by ${owner} cannot change owner without a rebase`,
     );
-    store.applyEdit({ mapOwner: nodeId });
+    await store.applyEdit({ mapOwner: nodeId });
   }
 
   /**
@@ -290,12 +298,12 @@ export class BackupStore {
    * Local offsets do not move; one manifest write makes it durable. A store whose maps are keyed by
    * another node than `owner` gets RebaseMismatchError and nothing changes.
    */
-  rebaseMaps(args: {
+  async rebaseMaps(args: {
     owner: string;
     newOwner: string;
     segments: [number, number][];
     indexMap: [number, number][];
-  }): { truncatedSegments: number; droppedIndexSegments: number } {
+  }): Promise<{ truncatedSegments: number; droppedIndexSegments: number }> {
     const { store } = this;
     store.requireUsable('backup');
     const owner = store.mapOwner();
@@ -326,10 +334,10 @@ export class BackupStore {
       if (newKey === undefined) droppedIndexSegments++;
       else nextIndexMap.push([newKey, local]);
     }
-    store.mutate(() => {
+    await store.mutateAsync(async () => {
       const dropped = [...this.shippedPending.values()].map((d) => d.offset);
       this.shippedPending.clear();
-      store.applyEdit({
+      await store.applyEdit({
         log: kept,
         segmentMap: nextSegmentMap,
         indexMap: nextIndexMap,

@@ -58,14 +58,15 @@ export async function promoteToPrimary(store: Store, args: { tail: TailBuffer[] 
   const segmentMap = new Map(store.segmentMapEntries());
   const taken = store.mutate(() => takeTail(store, args.tail, log, segmentMap));
   log.sort((a, b) => a.seq - b.seq);
-  store.mutate(() => store.syncDevice());
+  // The kept bytes are durable before the manifest that names them.
+  await store.mutateAsync(() => store.syncDevice());
   let active = log.at(-1);
   if (active === undefined) {
     active = { seq: 0, offset: store.mutate(() => store.allocateSegment()), usedBytes: null };
     log.push(active);
   }
   active.usedBytes = null;
-  store.rewriteManifestAndAbandon({ role: 'primary', log, segmentMap: [...segmentMap] });
+  await store.rewriteManifestAndAbandon({ role: 'primary', log, segmentMap: [...segmentMap] });
   return { ...taken, activeSeq: log.at(-1)!.seq };
 }
 
@@ -125,7 +126,7 @@ function takeTail(
 export async function resetAsEmptyBackup(store: Store): Promise<void> {
   store.requireUsable();
   await store.drain();
-  store.rewriteManifestAndAbandon({
+  await store.rewriteManifestAndAbandon({
     role: 'backup',
     log: [],
     replayFrom: { seq: 0, offset: 0, lsn: 1 },

@@ -10,8 +10,9 @@
  * syncs the log tail to the primary's own device instead, so an acknowledged write survives the
  * primary's kill.
  *
- * Seal (§4): the engine's `segmentSealed` hook (full or partial) runs synchronously inside the
- * append that filled the segment (or the tail sync before a flush). The replicator writes the
+ * Seal (§4): the engine's `segmentSealed` hook (full or partial) runs when the seal of a full
+ * segment switched to the next one (or when the tail sync before a flush completed; its prefix
+ * may be shorter than what commit gates already replicated, the write then has nothing to add). The replicator writes the
  * segment's remaining bytes, then — after that write completed — sends SegmentSealed; a full seal
  * moves replication to offset 0 of the next segment.
  *
@@ -112,7 +113,10 @@ export class RegionReplicator {
 
   private onSealed(event: SegmentSealedEvent): void {
     if (this.stopped) return;
-    this.replicate(event.seq, event.usedBytes, event.bytes);
+    // A partial seal's prefix was captured when its tail sync started; gates may have gone further.
+    if (!(event.partial && event.seq === this.replicatedSeq && event.usedBytes < this.replicatedOffset)) {
+      this.replicate(event.seq, event.usedBytes, event.bytes);
+    }
     const written = this.lastWrite;
     for (const link of this.links) link.sealed(event, written);
     if (!event.partial) {

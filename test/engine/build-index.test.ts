@@ -18,7 +18,7 @@ import {
 } from '../../src/errors.js';
 import { backupStore } from '../../src/replication/backup-store.js';
 import { propertyParams } from '../support/property.js';
-import { dump, openTiny, TINY } from '../support/store.js';
+import { backupIdle, dump, onBackupQueue, openTiny, TINY } from '../support/store.js';
 
 const SEGMENT = TINY.segmentBytes!;
 
@@ -47,8 +47,12 @@ async function openBackup(
 }
 
 /** Persists and indexes `bytes` as segment `seq` (primary segment far from the backup's own numbers). */
-function shipAndIndex(backup: Store, seq: number, bytes: Buffer): number {
-  backupStore(backup).writeShippedLogSegment({ seq, primarySegmentOffset: (100 + seq) * SEGMENT, bytes });
+async function shipAndIndex(backup: Store, seq: number, bytes: Buffer): Promise<number> {
+  await backupStore(backup).writeShippedLogSegment({
+    seq,
+    primarySegmentOffset: (100 + seq) * SEGMENT,
+    bytes,
+  });
   return backupStore(backup).indexShippedLogSegment({ seq, bytes });
 }
 
@@ -59,13 +63,16 @@ function shipAndIndex(backup: Store, seq: number, bytes: Buffer): number {
 function feed(primary: Store, target: { backup: Store }): void {
   primary.hooks.on('segmentSealed', (e) => {
     const bytes = Buffer.from(e.bytes);
-    backupStore(target.backup).writeShippedLogSegment({
-      seq: e.seq,
-      primarySegmentOffset: e.segmentOffset,
-      bytes,
-      crc32c: e.crc32c,
+    const backup = target.backup;
+    void onBackupQueue(backup, async () => {
+      await backupStore(backup).writeShippedLogSegment({
+        seq: e.seq,
+        primarySegmentOffset: e.segmentOffset,
+        bytes,
+        crc32c: e.crc32c,
+      });
+      backupStore(backup).indexShippedLogSegment({ seq: e.seq, bytes });
     });
-    backupStore(target.backup).indexShippedLogSegment({ seq: e.seq, bytes });
   });
 }
 
@@ -90,14 +97,14 @@ describe('indexShippedLogSegment', () => {
     const backup = await openBackup();
     const full0 = segment(seg0);
     const partial0 = full0.subarray(0, prefixBytes(seg0, 3));
-    expect(shipAndIndex(backup, 0, partial0)).toBe(3);
+    expect(await shipAndIndex(backup, 0, partial0)).toBe(3);
     expect(str(await backup.get('b'))).toBe('B1');
     expect(backup.stats().l0.entryCount).toBe(3);
     // The full seal: only the suffix is new.
-    expect(shipAndIndex(backup, 0, full0)).toBe(3);
+    expect(await shipAndIndex(backup, 0, full0)).toBe(3);
     // The same seal again (a re-sent message): nothing new.
     expect(backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: full0 })).toBe(0);
-    expect(shipAndIndex(backup, 1, segment(seg1))).toBe(3);
+    expect(await shipAndIndex(backup, 1, segment(seg1))).toBe(3);
 
     expect(backup.stats().nextLsn).toBe(10);
     expect(str(await backup.get('a'))).toBe('A2');
@@ -122,11 +129,13 @@ describe('indexShippedLogSegment', () => {
 
   it('a tombstone hides a value that already reached a level', async () => {
     const backup = await openBackup(new SimDevice(), { autoCompact: false });
-    shipAndIndex(backup, 0, segment(seg0.slice(0, 3)));
+    await shipAndIndex(backup, 0, segment(seg0.slice(0, 3)));
     await backup.flush();
     expect(backup.levelDescriptors()[0]!.length).toBeGreaterThan(0);
     expect(str(await backup.get('c'))).toBe('C1');
-    expect(shipAndIndex(backup, 0, segment([...seg0.slice(0, 3), [4, 'c', null], [5, 'z', '']]))).toBe(2);
+    expect(await shipAndIndex(backup, 0, segment([...seg0.slice(0, 3), [4, 'c', null], [5, 'z', '']]))).toBe(
+      2,
+    );
     expect(await backup.get('c')).toBeUndefined();
     expect(str(await backup.get('z'))).toBe('');
     expect((await backup.scan()).map((kv) => kv.key.toString())).toEqual(['a', 'b', 'z']);
@@ -137,7 +146,7 @@ describe('indexShippedLogSegment', () => {
     const full0 = segment(seg0);
     const bytes1 = segment(seg1);
     // Seq 1 before seq 0.
-    backupStore(backup).writeShippedLogSegment({
+    await backupStore(backup).writeShippedLogSegment({
       seq: 1,
       primarySegmentOffset: 101 * SEGMENT,
       bytes: bytes1,
@@ -146,7 +155,11 @@ describe('indexShippedLogSegment', () => {
       AssertionFailedError,
     );
     // Seq 0 persisted whole, but only its partial seal indexed: seq 1 would skip records.
-    backupStore(backup).writeShippedLogSegment({ seq: 0, primarySegmentOffset: 100 * SEGMENT, bytes: full0 });
+    await backupStore(backup).writeShippedLogSegment({
+      seq: 0,
+      primarySegmentOffset: 100 * SEGMENT,
+      bytes: full0,
+    });
     expect(
       backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: full0.subarray(0, prefixBytes(seg0, 2)) }),
     ).toBe(2);
@@ -179,7 +192,7 @@ describe('indexShippedLogSegment', () => {
     const full0 = segment(seg0);
     const corrupt = Buffer.from(full0);
     corrupt[prefixBytes(seg0, 2) + 20]! ^= 0xff; // inside record 3 (lsn 3)
-    backupStore(backup).writeShippedLogSegment({
+    await backupStore(backup).writeShippedLogSegment({
       seq: 0,
       primarySegmentOffset: 100 * SEGMENT,
       bytes: corrupt,
@@ -205,7 +218,11 @@ describe('indexShippedLogSegment', () => {
       CorruptSegmentError,
     );
     // The full seal rewrites the segment with good bytes: indexing goes on from where it stood.
-    backupStore(backup).writeShippedLogSegment({ seq: 0, primarySegmentOffset: 100 * SEGMENT, bytes: full0 });
+    await backupStore(backup).writeShippedLogSegment({
+      seq: 0,
+      primarySegmentOffset: 100 * SEGMENT,
+      bytes: full0,
+    });
     expect(backupStore(backup).indexShippedLogSegment({ seq: 0, bytes: full0 })).toBe(6);
   });
 
@@ -228,6 +245,7 @@ describe('a Build-Index backup flushes and compacts on its own', () => {
       else await primary.put(key, `v${i}-${'x'.repeat(i % 60)}`);
     }
     await primary.flush(); // tail sync: the last records reach the backup
+    await backupIdle(backup);
     await backup.flush();
     const stats = backup.stats();
     expect(stats.flushCount).toBeGreaterThan(3);
@@ -259,8 +277,8 @@ describe('a Build-Index backup flushes and compacts on its own', () => {
       }
       const bytes = segment(records);
       // A partial seal of half, then the full seal.
-      shipAndIndex(backup, seq, bytes.subarray(0, prefixBytes(records, 30)));
-      shipAndIndex(backup, seq, bytes);
+      await shipAndIndex(backup, seq, bytes.subarray(0, prefixBytes(records, 30)));
+      await shipAndIndex(backup, seq, bytes);
       seq++;
       if (round === 0) {
         expect(announced).toHaveLength(1);
@@ -294,10 +312,12 @@ describe('recovery with rebuildL0', () => {
     const target = { backup: await openBackup(device.attach(), options) };
     feed(primary, target);
     for (let i = 0; i < 150; i++) await primary.put(`k${i % 70}`, `first-${i}-${'y'.repeat(i % 90)}`);
+    await backupIdle(target.backup);
     await target.backup.flush(); // some of it in L1
     for (let i = 0; i < 150; i++) await primary.put(`k${(i * 7) % 90}`, `second-${i}`);
     await primary.delete('k3');
     await primary.flush(); // tail sync
+    await backupIdle(target.backup);
     const expected = await dump(primary);
     const before = target.backup.stats();
     expect(before.l0.entryCount).toBeGreaterThan(0);
@@ -322,6 +342,7 @@ describe('recovery with rebuildL0', () => {
     // only what is new, then a clean close and reopen still lose nothing.
     for (let i = 0; i < 200; i++) await primary.put(`k${(i * 13) % 110}`, `third-${i}`);
     await primary.flush();
+    await backupIdle(target.backup);
     expect(await dump(target.backup)).toEqual(await dump(primary));
     await target.backup.close();
     target.backup = await openBackup(device.attach(), options);
@@ -370,11 +391,13 @@ describe('recovery with rebuildL0', () => {
                 await primary.flush();
                 break;
               case 'backupFlush':
+                await backupIdle(target.backup);
                 await target.backup.flush();
                 break;
               case 'crash':
                 // Everything a backup persisted was synced: a crash (even inside its own background
                 // flush) must lose nothing it had indexed.
+                await backupIdle(target.backup);
                 device.crash({ keepProbability: op.keep });
                 await new Promise((resolve) => setImmediate(resolve));
                 target.backup = await openBackup(device.attach(), options);
@@ -383,6 +406,7 @@ describe('recovery with rebuildL0', () => {
             }
           }
           await primary.flush();
+          await backupIdle(target.backup);
           const expected = await dump(primary);
           expect(await dump(target.backup)).toEqual(expected);
           await target.backup.flush();

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Device } from '../../src/engine/device.js';
 import { FileDevice } from '../../src/engine/file-device.js';
+import { GroupSync } from '../../src/engine/group-sync.js';
 import { encodeManifest } from '../../src/engine/manifest.js';
 import { readManifest } from '../../src/engine/manifest-log.js';
 import { DeviceCrashedError, SimDevice } from '../../src/engine/sim-device.js';
@@ -36,14 +37,14 @@ describe.each(implementations)('%s conformance', (_name, create) => {
   });
   afterEach(() => device.close());
 
-  it('reads never-written bytes as zeros, also past the end', () => {
+  it('reads never-written bytes as zeros, also past the end', async () => {
     expect(device.read(0, 16, 'log').equals(Buffer.alloc(16))).toBe(true);
     device.write(100, Buffer.from([1, 2, 3]), 'log');
     expect([...device.read(98, 8, 'log')]).toEqual([0, 0, 1, 2, 3, 0, 0, 0]);
     expect(device.read(1 << 20, 4, 'log').equals(Buffer.alloc(4))).toBe(true);
   });
 
-  it('returns what was written; a later overlapping write wins', () => {
+  it('returns what was written; a later overlapping write wins', async () => {
     const big = Buffer.alloc(300_000);
     for (let i = 0; i < big.length; i++) big[i] = (i * 31) & 0xff;
     device.write(4096, big, 'index');
@@ -53,39 +54,39 @@ describe.each(implementations)('%s conformance', (_name, create) => {
     expect(back.subarray(15).equals(big.subarray(15))).toBe(true);
   });
 
-  it('keeps metadata files, replaced atomically', () => {
+  it('keeps metadata files, replaced atomically', async () => {
     expect(device.readMeta('MANIFEST')).toBeUndefined();
-    device.writeMetaAtomic('MANIFEST', Buffer.from('one'));
-    device.writeMetaAtomic('MANIFEST', Buffer.from('two!'));
+    await device.writeMetaAtomic('MANIFEST', Buffer.from('one'));
+    await device.writeMetaAtomic('MANIFEST', Buffer.from('two!'));
     expect(device.readMeta('MANIFEST')?.toString()).toBe('two!');
   });
 
-  it('appends to metadata files, syncs and removes them; a replace starts the file over', () => {
+  it('appends to metadata files, syncs and removes them; a replace starts the file over', async () => {
     device.appendMeta('LOG', Buffer.from('ab'));
     device.appendMeta('LOG', Buffer.from('cd'));
-    device.syncMeta('LOG');
+    await device.syncMeta('LOG');
     device.appendMeta('LOG', Buffer.from('e'));
     expect(device.readMeta('LOG')?.toString()).toBe('abcde');
-    device.writeMetaAtomic('LOG', Buffer.from('X'));
+    await device.writeMetaAtomic('LOG', Buffer.from('X'));
     device.appendMeta('LOG', Buffer.from('y'));
-    device.syncMeta('LOG');
+    await device.syncMeta('LOG');
     expect(device.readMeta('LOG')?.toString()).toBe('Xy');
     device.removeMeta('LOG');
     device.removeMeta('LOG'); // absent is fine
     expect(device.readMeta('LOG')).toBeUndefined();
     device.appendMeta('LOG', Buffer.from('new'));
-    device.syncMeta('LOG');
+    await device.syncMeta('LOG');
     expect(device.readMeta('LOG')?.toString()).toBe('new');
     const io = device.io();
     expect(io.writtenBytes.manifest).toBe(2 + 2 + 1 + 1 + 1 + 3);
   });
 
-  it('counts bytes per category, operations and syncs', () => {
+  it('counts bytes per category, operations and syncs', async () => {
     device.write(0, Buffer.alloc(100), 'log');
     device.write(0, Buffer.alloc(7), 'index');
     device.read(0, 50, 'log');
-    device.sync();
-    device.writeMetaAtomic('M', Buffer.alloc(9));
+    await device.sync();
+    await device.writeMetaAtomic('M', Buffer.alloc(9));
     const io = device.io();
     expect(io.writtenBytes).toEqual({ log: 100, index: 7, manifest: 9 });
     expect(io.readBytes.log).toBe(50);
@@ -95,11 +96,101 @@ describe.each(implementations)('%s conformance', (_name, create) => {
   });
 });
 
+describe('group sync', () => {
+  it.each(implementations)(
+    '%s: 32 concurrent sync requests cost at most 2 fdatasyncs',
+    async (_name, create) => {
+      const d = create();
+      d.write(0, Buffer.from('first'), 'log');
+      await d.sync();
+      const before = d.io().syncCount;
+      const requests = Array.from({ length: 32 }, (_, i) => {
+        d.write(4096 * i, Buffer.alloc(512, i), 'log');
+        return d.sync();
+      });
+      await Promise.all(requests);
+      expect(d.io().syncCount - before).toBeLessThanOrEqual(2);
+      // Metadata syncs of one file share too.
+      d.appendMeta('LOG', Buffer.from('x'));
+      const metaBefore = d.io().syncCount;
+      await Promise.all(Array.from({ length: 8 }, () => d.syncMeta('LOG')));
+      expect(d.io().syncCount - metaBefore).toBeLessThanOrEqual(2);
+      d.close();
+    },
+  );
+
+  it('a request made while a sync is in flight is covered only by a later sync', async () => {
+    const d = new SimDevice();
+    d.holdCompletions(); // the first sync stays in flight until released
+    d.write(0, Buffer.from('A'), 'log');
+    const first = d.sync();
+    d.write(4096, Buffer.from('B'), 'log'); // issued after the in-flight sync started
+    const second = d.sync();
+    const third = d.sync();
+    expect(d.heldCompletionCount).toBe(1); // one round in flight; the others wait for the next
+    let firstDone = false;
+    let secondDone = false;
+    void first.then(() => {
+      firstDone = true;
+      // The in-flight sync did not cover B: it is still unsynced when the first round completes.
+      expect(d.unsyncedWriteCount).toBe(1);
+    });
+    void second.then(() => {
+      secondDone = true;
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(firstDone || secondDone).toBe(false);
+    d.releaseCompletions();
+    await Promise.all([first, second, third]);
+    expect(firstDone && secondDone).toBe(true);
+    expect(d.unsyncedWriteCount).toBe(0);
+    expect(d.io().syncCount).toBe(2); // three requests, two rounds
+  });
+
+  it('GroupSync: rounds run one at a time; every request waiting for the next round shares it', async () => {
+    const rounds: (() => void)[] = [];
+    let calls = 0;
+    const group = new GroupSync(() => {
+      calls++;
+      return new Promise<void>((resolve) => rounds.push(resolve));
+    });
+    const order: string[] = [];
+    const a = group.request().then(() => order.push('a'));
+    const b = group.request().then(() => order.push('b'));
+    const c = group.request().then(() => order.push('c'));
+    expect(calls).toBe(1);
+    rounds.shift()!(); // round 1 (a) completes; round 2 (b, c) starts
+    await a;
+    expect(order).toEqual(['a']);
+    expect(calls).toBe(2);
+    const d = group.request().then(() => order.push('d')); // during round 2: round 3
+    rounds.shift()!();
+    await Promise.all([b, c]);
+    expect(order).toEqual(['a', 'b', 'c']);
+    expect(calls).toBe(3);
+    rounds.shift()!();
+    await d;
+    expect(order).toEqual(['a', 'b', 'c', 'd']);
+  });
+
+  it('GroupSync: a failed round rejects exactly its requests', async () => {
+    let n = 0;
+    const group = new GroupSync(async () => {
+      n++;
+      if (n === 1) throw new Error('EIO');
+    });
+    const first = group.request();
+    const second = group.request();
+    await expect(first).rejects.toThrow('EIO');
+    await expect(second).resolves.toBeUndefined();
+  });
+});
+
 describe('SimDevice crash model', () => {
-  it('drops every unsynced write with keepProbability 0, keeps synced ones', () => {
+  it('drops every unsynced write with keepProbability 0, keeps synced ones', async () => {
     const d = new SimDevice({ seed: 3 });
     d.write(0, Buffer.from('synced'), 'log');
-    d.sync();
+    await d.sync();
     d.write(100, Buffer.from('lost'), 'log');
     const report = d.crash({ keepProbability: 0 });
     expect(report).toEqual({ unsyncedWriteCount: 1, keptCount: 0, torn: false });
@@ -107,7 +198,7 @@ describe('SimDevice crash model', () => {
     expect(d.read(100, 4, 'log').equals(Buffer.alloc(4))).toBe(true);
   });
 
-  it('keeps unsynced writes with keepProbability 1, and can tear the last one', () => {
+  it('keeps unsynced writes with keepProbability 1, and can tear the last one', async () => {
     const d = new SimDevice({ seed: 5 });
     d.write(0, Buffer.from('first'), 'log');
     d.write(10, Buffer.alloc(1000, 0xaa), 'log');
@@ -122,7 +213,7 @@ describe('SimDevice crash model', () => {
     expect(tail.subarray(0, landed).every((b) => b === 0xaa)).toBe(true);
   });
 
-  it('is deterministic for a seed', () => {
+  it('is deterministic for a seed', async () => {
     const run = (seed: number) => {
       const d = new SimDevice({ seed });
       for (let i = 0; i < 50; i++) d.write(i * 10, Buffer.alloc(10, i + 1), 'log');
@@ -133,11 +224,11 @@ describe('SimDevice crash model', () => {
     expect(run(11)).not.toBe(run(12));
   });
 
-  it('metadata appends are durable after syncMeta; a crash keeps a prefix of the rest, maybe torn', () => {
+  it('metadata appends are durable after syncMeta; a crash keeps a prefix of the rest, maybe torn', async () => {
     const d = new SimDevice({ seed: 9 });
-    d.writeMetaAtomic('LOG', Buffer.from('snap|'));
+    await d.writeMetaAtomic('LOG', Buffer.from('snap|'));
     d.appendMeta('LOG', Buffer.from('one|'));
-    d.syncMeta('LOG');
+    await d.syncMeta('LOG');
     d.appendMeta('LOG', Buffer.from('two|'));
     d.appendMeta('LOG', Buffer.from('three|'));
     expect(d.unsyncedMetaBytes('LOG')).toBe(10);
@@ -153,18 +244,18 @@ describe('SimDevice crash model', () => {
     expect(text.length).toBeLessThan('snap|one|two|three|'.length);
     // A file never synced may vanish; a data sync does not sync metadata files.
     d.appendMeta('NEW', Buffer.from('x'));
-    d.sync();
+    await d.sync();
     d.crash({ keepProbability: 0 });
     expect(d.readMeta('NEW')).toBeUndefined();
   });
 
-  it('views die at a crash; a scheduled crash fires inside the n-th mutating operation', () => {
+  it('views die at a crash; a scheduled crash fires inside the n-th mutating operation', async () => {
     const d = new SimDevice();
     const view = d.attach();
     view.write(0, Buffer.from('a'), 'log');
     d.scheduleCrash(2, { keepProbability: 1, tearProbability: 0 });
     view.write(1, Buffer.from('b'), 'log');
-    expect(() => view.sync()).toThrow(DeviceCrashedError);
+    await expect(view.sync()).rejects.toThrow(DeviceCrashedError);
     expect(() => view.read(0, 1, 'log')).toThrow(DeviceCrashedError);
     expect(d.lastCrash?.keptCount).toBe(2);
     expect(d.attach().read(0, 2, 'log').toString()).toBe('ab');
@@ -172,12 +263,12 @@ describe('SimDevice crash model', () => {
 });
 
 describe('FileDevice specifics', () => {
-  it('persists data and metadata across close and reopen', () => {
+  it('persists data and metadata across close and reopen', async () => {
     const dir = tempDir();
     const d = FileDevice.open(dir);
     d.write(8192, Buffer.from('durable'), 'log');
-    d.sync();
-    d.writeMetaAtomic('MANIFEST', Buffer.from('m'));
+    await d.sync();
+    await d.writeMetaAtomic('MANIFEST', Buffer.from('m'));
     d.close();
     const again = FileDevice.open(dir);
     expect(again.read(8192, 7, 'log').toString()).toBe('durable');
@@ -186,16 +277,16 @@ describe('FileDevice specifics', () => {
     again.close();
   });
 
-  it('keeps metadata appends across close and reopen; append failures are typed (ENOSPC: DiskFullError)', () => {
+  it('keeps metadata appends across close and reopen; append failures are typed (ENOSPC: DiskFullError)', async () => {
     const dir = tempDir();
     const d = FileDevice.open(dir);
     d.appendMeta('LOG', Buffer.from('a'));
     d.appendMeta('LOG', Buffer.from('b'));
-    d.syncMeta('LOG');
+    await d.syncMeta('LOG');
     d.close();
     const again = FileDevice.open(dir);
     again.appendMeta('LOG', Buffer.from('c'));
-    again.syncMeta('LOG');
+    await again.syncMeta('LOG');
     expect(fs.readFileSync(path.join(dir, 'LOG'), 'utf8')).toBe('abc');
     fs.symlinkSync('/dev/full', path.join(dir, 'FULL'));
     expect(() => again.appendMeta('FULL', Buffer.from('x'))).toThrow(DiskFullError);
@@ -226,7 +317,7 @@ describe('FileDevice specifics', () => {
     await store.close();
   });
 
-  it('refuses a directory locked by a live process and takes over a stale lock', () => {
+  it('refuses a directory locked by a live process and takes over a stale lock', async () => {
     const dir = tempDir();
     fs.writeFileSync(path.join(dir, 'LOCK'), String(process.ppid));
     expect(() => FileDevice.open(dir)).toThrow(DeviceLockedError);

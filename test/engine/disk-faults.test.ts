@@ -26,7 +26,7 @@ import {
 } from '../../src/errors.js';
 import { backupStore } from '../../src/replication/backup-store.js';
 import { promoteToPrimary } from '../../src/replication/promotion.js';
-import { TINY } from '../support/store.js';
+import { backupIdle, ship, TINY } from '../support/store.js';
 
 const errnoError = (code: string): NodeJS.ErrnoException =>
   Object.assign(new Error(`${code}: simulated`), { code, errno: -1, syscall: 'write' });
@@ -48,24 +48,24 @@ class FailingDevice implements Device {
     this.maybeFail('write');
     this.inner.write(offset, bytes, category);
   }
-  sync(): void {
+  async sync(): Promise<void> {
     this.maybeFail('sync');
-    this.inner.sync();
+    await this.inner.sync();
   }
   readMeta(name: string): Buffer | undefined {
     return this.inner.readMeta(name);
   }
-  writeMetaAtomic(name: string, bytes: Uint8Array): void {
+  async writeMetaAtomic(name: string, bytes: Uint8Array): Promise<void> {
     this.maybeFail('write');
-    this.inner.writeMetaAtomic(name, bytes);
+    await this.inner.writeMetaAtomic(name, bytes);
   }
   appendMeta(name: string, bytes: Uint8Array): void {
     this.maybeFail('write');
     this.inner.appendMeta(name, bytes);
   }
-  syncMeta(name: string): void {
+  async syncMeta(name: string): Promise<void> {
     this.maybeFail('sync');
-    this.inner.syncMeta(name);
+    await this.inner.syncMeta(name);
   }
   removeMeta(name: string): void {
     this.inner.removeMeta(name);
@@ -309,16 +309,10 @@ describe('bit flips in persisted segments', () => {
     const primary = await Store.open({ ...TINY, device: new SimDevice() });
     const device = new SimDevice({ name: 'backup' });
     const backup = await Store.open({ ...TINY, device, role: 'backup' });
-    backupStore(backup).setMapOwner('n1');
-    primary.hooks.on('segmentSealed', (e) =>
-      backupStore(backup).writeShippedLogSegment({
-        seq: e.seq,
-        primarySegmentOffset: e.segmentOffset,
-        bytes: e.bytes,
-        crc32c: e.crc32c,
-      }),
-    );
+    await backupStore(backup).setMapOwner('n1');
+    ship(primary, backup);
     for (let i = 0; i < 200; i++) await primary.put(`k${i}`, `v${i}`.padEnd(40, '.'));
+    await backupIdle(backup);
     const sealed = backup.persistedSegments().find((s) => s.kind === 'log')!;
     flip(device, sealed.offset + 7);
     const failed: unknown[] = [];

@@ -101,14 +101,19 @@ async function backupWorkload(view: MetaCrashView) {
   let installed = 0;
   let backup: Store | undefined;
   let dead = false;
-  const onBackup = (f: (b: BackupStore) => void): void => {
-    if (dead || backup === undefined) return;
-    try {
-      f(backupStore(backup));
-    } catch (err) {
-      if (!isCrash(err)) throw err;
-      dead = true;
-    }
+  // One backup operation at a time, in hook order (a BackupRegion's queue); each acknowledged
+  // (recorded) only once it resolved.
+  let queue: Promise<void> = Promise.resolve();
+  const onBackup = (f: (b: BackupStore) => Promise<unknown> | unknown): void => {
+    queue = queue.then(async () => {
+      if (dead || backup === undefined) return;
+      try {
+        await f(backupStore(backup));
+      } catch (err) {
+        if (!isCrash(err)) throw err;
+        dead = true;
+      }
+    });
   };
   try {
     backup = await Store.open({ ...TINY, manifestRotateBytes: 1024, role: 'backup', device: view });
@@ -118,28 +123,31 @@ async function backupWorkload(view: MetaCrashView) {
   }
   onBackup((b) => b.setMapOwner('primary'));
   primary.hooks.on('segmentSealed', (e) =>
-    onBackup((b) => {
-      b.writeShippedLogSegment({
+    onBackup(async (b) => {
+      await b.writeShippedLogSegment({
         seq: e.seq,
         primarySegmentOffset: e.segmentOffset,
-        bytes: e.bytes,
+        bytes: Buffer.from(e.bytes),
         crc32c: e.crc32c,
       });
       shipped.push({ seq: e.seq, usedBytes: e.usedBytes });
     }),
   );
   primary.hooks.on('indexSegmentWritten', (e) =>
-    onBackup((b) => b.writeShippedIndexSegment({ primarySegmentOffset: e.segmentOffset, bytes: e.bytes })),
+    onBackup((b) =>
+      b.writeShippedIndexSegment({ primarySegmentOffset: e.segmentOffset, bytes: Buffer.from(e.bytes) }),
+    ),
   );
   primary.hooks.on('compactionCommitted', (e) =>
-    onBackup((b) => {
-      b.installShippedCompaction(e);
+    onBackup(async (b) => {
+      await b.installShippedCompaction(e);
       installed = e.compactionId;
     }),
   );
   for (let i = 0; i < WRITES; i++) await primary.put(keyOf(i), valueFor(i));
   await primary.flush();
   await primary.close();
+  await queue;
   return { shipped, installed };
 }
 
@@ -185,27 +193,42 @@ describe('manifest crash points: a Send-Index backup', () => {
     let segments = 0;
     let mostSegments = 0;
     let before = device.io().syncCount;
-    primary.hooks.on('segmentSealed', (e) => {
-      backupStore(backup).writeShippedLogSegment({
-        seq: e.seq,
-        primarySegmentOffset: e.segmentOffset,
-        bytes: e.bytes,
+    let queue: Promise<void> = Promise.resolve();
+    const then = (f: () => Promise<unknown> | unknown): void => {
+      queue = queue.then(async () => {
+        await f();
       });
-      before = device.io().syncCount;
+    };
+    primary.hooks.on('segmentSealed', (e) => {
+      const bytes = Buffer.from(e.bytes);
+      then(async () => {
+        await backupStore(backup).writeShippedLogSegment({
+          seq: e.seq,
+          primarySegmentOffset: e.segmentOffset,
+          bytes,
+        });
+        before = device.io().syncCount;
+      });
     });
     primary.hooks.on('indexSegmentWritten', (e) => {
-      backupStore(backup).writeShippedIndexSegment({ primarySegmentOffset: e.segmentOffset, bytes: e.bytes });
-      segments++;
+      const bytes = Buffer.from(e.bytes);
+      then(() => {
+        backupStore(backup).writeShippedIndexSegment({ primarySegmentOffset: e.segmentOffset, bytes });
+        segments++;
+      });
     });
     primary.hooks.on('compactionCommitted', (e) => {
-      backupStore(backup).installShippedCompaction(e);
-      perCommit.push(device.io().syncCount - before);
-      before = device.io().syncCount;
-      mostSegments = Math.max(mostSegments, segments);
-      segments = 0;
+      then(async () => {
+        await backupStore(backup).installShippedCompaction(e);
+        perCommit.push(device.io().syncCount - before);
+        before = device.io().syncCount;
+        mostSegments = Math.max(mostSegments, segments);
+        segments = 0;
+      });
     });
     for (let i = 0; i < 3000; i++) await primary.put(`k${(i * 7919) % 1500}`, 'v');
     await primary.flush();
+    await queue;
     expect(mostSegments).toBeGreaterThanOrEqual(3); // one sync per segment would exceed the bound below
     // Each commit: at most one data sync (none for a trivial move) + one manifest edit sync
     // (a rotation: two atomic replaces, counted as one sync each by SimDevice).

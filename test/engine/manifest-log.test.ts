@@ -34,13 +34,13 @@ function sequence(seed: number, length: number, start = emptyManifest()): Manife
 const liveFile = (device: SimDevice): string => device.readMeta(CURRENT_NAME)!.toString('latin1').trim();
 
 describe('version edits', () => {
-  it('snapshot + applied edits equal the last manifest, in memory and through a device (property)', () => {
-    fc.assert(
-      fc.property(
+  it('snapshot + applied edits equal the last manifest, in memory and through a device (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
         fc.integer(),
         fc.integer({ min: 1, max: 80 }),
         fc.constantFrom(256, 2048, 1 << 20),
-        (seed, length, rotateBytes) => {
+        async (seed, length, rotateBytes) => {
           const states = sequence(seed, length);
           let replayed = states[0]!;
           for (let i = 1; i < states.length; i++)
@@ -49,10 +49,10 @@ describe('version edits', () => {
           // Through the log, with reopens in between.
           const device = new SimDevice({ seed });
           let log = ManifestLog.open(device, { rotateBytes });
-          states.forEach((s, i) => {
-            log.commit(s);
+          for (const [i, s] of states.entries()) {
+            await log.commit(s);
             if (i % 17 === 16) log = ManifestLog.open(device, { rotateBytes });
-          });
+          }
           expect(canon(readManifest(device))).toBe(canon(states.at(-1)));
           const bytes = device.readMeta(liveFile(device))!;
           expect(canon(replayManifestLog(bytes, 'test').data)).toBe(canon(states.at(-1)));
@@ -62,7 +62,7 @@ describe('version edits', () => {
     );
   });
 
-  it('an edit adding one segment-map entry is small, whatever the manifest size', () => {
+  it('an edit adding one segment-map entry is small, whatever the manifest size', async () => {
     let data = emptyManifest('backup');
     const rand = lcg(7);
     for (let i = 0; i < 400; i++) data = evolve(data, rand);
@@ -81,26 +81,26 @@ describe('version edits', () => {
     expect(encodeEditRecord(diffManifest(next, sealed)).length).toBeLessThan(160);
   });
 
-  it('one commit is one append and one sync; an unchanged manifest writes nothing', () => {
+  it('one commit is one append and one sync; an unchanged manifest writes nothing', async () => {
     const device = new SimDevice();
     const log = ManifestLog.open(device);
     const [a, b] = sequence(3, 1);
-    log.commit(a!);
+    await log.commit(a!);
     const before = device.io();
-    log.commit(b!);
+    await log.commit(b!);
     const after = device.io();
     expect(after.syncCount - before.syncCount).toBe(1);
     expect(after.writeCount - before.writeCount).toBe(1);
-    log.commit(b!);
+    await log.commit(b!);
     expect(device.io().writeCount).toBe(after.writeCount);
     expect(log.stats.unchanged).toBe(1);
   });
 
-  it('rotates: a new file starting with a snapshot, CURRENT moved, the old file removed', () => {
+  it('rotates: a new file starting with a snapshot, CURRENT moved, the old file removed', async () => {
     const device = new SimDevice();
     const log = ManifestLog.open(device, { rotateBytes: 512 });
     const states = sequence(11, 60);
-    for (const s of states) log.commit(s);
+    for (const s of states) await log.commit(s);
     expect(log.stats.snapshots).toBeGreaterThan(2);
     const live = liveFile(device);
     expect(live).toBe(manifestFileName(log.stats.snapshots));
@@ -108,12 +108,12 @@ describe('version edits', () => {
     expect(canon(readManifest(device))).toBe(canon(states.at(-1)));
   });
 
-  it('ignores a torn or crc-bad last record, then rotates before appending again', () => {
+  it('ignores a torn or crc-bad last record, then rotates before appending again', async () => {
     const states = sequence(5, 6);
     for (const damage of ['truncate', 'flip', 'zeros'] as const) {
       const device = new SimDevice();
       const log = ManifestLog.open(device);
-      for (const s of states) log.commit(s);
+      for (const s of states) await log.commit(s);
       const name = liveFile(device);
       const bytes = device.readMeta(name)!;
       const lastEdit = encodeEditRecord(diffManifest(states.at(-2)!, states.at(-1)!)).length;
@@ -127,47 +127,47 @@ describe('version edits', () => {
       const reopened = ManifestLog.open(device);
       expect(canon(reopened.data)).toBe(canon(states.at(-2)));
       const next = evolve(states.at(-1)!, lcg(1));
-      reopened.commit(next);
+      await reopened.commit(next);
       expect(liveFile(device)).not.toBe(name); // never appended after the torn record
       expect(canon(readManifest(device))).toBe(canon(next));
     }
   });
 
-  it('a bad record followed by good ones, a bad snapshot or a missing file is CorruptManifestError', () => {
+  it('a bad record followed by good ones, a bad snapshot or a missing file is CorruptManifestError', async () => {
     const states = sequence(9, 5);
-    const build = () => {
+    const build = async () => {
       const device = new SimDevice();
       const log = ManifestLog.open(device);
-      for (const s of states) log.commit(s);
+      for (const s of states) await log.commit(s);
       return { device, name: liveFile(device), bytes: Buffer.from(device.readMeta(liveFile(device))!) };
     };
     {
       // Flip a byte of the first edit (right after the snapshot).
-      const { device, name, bytes } = build();
+      const { device, name, bytes } = await build();
       const snapshot = encodeSnapshotRecord(states[0]!).length;
       bytes[snapshot + 10]! ^= 1;
       device.corruptMeta(name, bytes);
       expect(() => ManifestLog.open(device)).toThrow(CorruptManifestError);
     }
     {
-      const { device, name, bytes } = build();
+      const { device, name, bytes } = await build();
       bytes[12]! ^= 1;
       device.corruptMeta(name, bytes);
       expect(() => ManifestLog.open(device)).toThrow(CorruptManifestError);
     }
     {
-      const { device, name } = build();
+      const { device, name } = await build();
       device.removeMeta(name);
       expect(() => ManifestLog.open(device)).toThrow(CorruptManifestError);
     }
     {
-      const { device } = build();
+      const { device } = await build();
       device.corruptMeta(CURRENT_NAME, Buffer.from('garbage'));
       expect(() => ManifestLog.open(device)).toThrow(CorruptManifestError);
     }
     {
       // A valid frame whose body is not an edit.
-      const { device, name, bytes } = build();
+      const { device, name, bytes } = await build();
       const body = Buffer.from([2, ...Buffer.from('[not json')]);
       const header = Buffer.alloc(8);
       header.writeUInt32LE(body.length, 0);
@@ -180,13 +180,13 @@ describe('version edits', () => {
     }
   });
 
-  it('migrates a legacy whole-file MANIFEST at its first commit', () => {
+  it('migrates a legacy whole-file MANIFEST at its first commit', async () => {
     const device = new SimDevice();
     const [a, b] = sequence(13, 1);
-    device.writeMetaAtomic(LEGACY_MANIFEST_NAME, encodeManifest(a!));
+    await device.writeMetaAtomic(LEGACY_MANIFEST_NAME, encodeManifest(a!));
     const log = ManifestLog.open(device);
     expect(canon(log.data)).toBe(canon(a));
-    log.commit(b!);
+    await log.commit(b!);
     expect(device.readMeta(LEGACY_MANIFEST_NAME)).toBeUndefined();
     expect(liveFile(device)).toBe(manifestFileName(1));
     expect(canon(readManifest(device))).toBe(canon(b));
@@ -201,12 +201,12 @@ describe('crash at every metadata operation of a commit sequence', () => {
     { keepProbability: 0.5, tearProbability: 0.5 },
   ];
 
-  it('recovers exactly the last durable manifest (or the in-flight one at a sync), and keeps working', () => {
+  it('recovers exactly the last durable manifest (or the in-flight one at a sync), and keeps working', async () => {
     const states = sequence(21, 40);
     // Count the metadata operations of the whole sequence (a small bound: rotations happen).
     const probe = new MetaCrashView(new SimDevice(), undefined);
     const probeLog = ManifestLog.open(probe, { rotateBytes: 600 });
-    for (const s of states) probeLog.commit(s);
+    for (const s of states) await probeLog.commit(s);
     expect(probeLog.stats.snapshots).toBeGreaterThan(2);
     const total = probe.metaOps;
     const actionsHit = new Set<string>();
@@ -218,7 +218,7 @@ describe('crash at every metadata operation of a commit sequence', () => {
         let done = 0;
         try {
           for (const s of states) {
-            log.commit(s);
+            await log.commit(s);
             done++;
           }
         } catch (err) {
@@ -240,7 +240,7 @@ describe('crash at every metadata operation of a commit sequence', () => {
         const acked = done === 0 ? 'none' : canon(states[done - 1]);
         expect([acked, canon(states[done])]).toContain(got);
         // Works after recovery: the rest of the sequence commits and reopens.
-        for (const s of states.slice(done)) recovered.commit(s);
+        for (const s of states.slice(done)) await recovered.commit(s);
         expect(canon(readManifest(sim))).toBe(canon(states.at(-1)));
       }
     }

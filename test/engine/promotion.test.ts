@@ -12,22 +12,7 @@ import { backupStore, RebaseMismatchError } from '../../src/replication/backup-s
 import { promoteToPrimary, type TailBuffer } from '../../src/replication/promotion.js';
 import { propertyParams } from '../support/property.js';
 import { expectEquivalent } from '../support/replicas.js';
-import { dump, TINY } from '../support/store.js';
-
-function ship(primary: Store, backup: Store): void {
-  primary.hooks.on('segmentSealed', (e) =>
-    backupStore(backup).writeShippedLogSegment({
-      seq: e.seq,
-      primarySegmentOffset: e.segmentOffset,
-      bytes: e.bytes,
-      crc32c: e.crc32c,
-    }),
-  );
-  primary.hooks.on('indexSegmentWritten', (e) =>
-    backupStore(backup).writeShippedIndexSegment({ primarySegmentOffset: e.segmentOffset, bytes: e.bytes }),
-  );
-  primary.hooks.on('compactionCommitted', (e) => backupStore(backup).installShippedCompaction(e));
-}
+import { backupIdle, dump, ship, TINY } from '../support/store.js';
 
 /** The primary's active segment as a backup's registered buffer holds it (segment-sized). */
 function activeTail(
@@ -45,6 +30,7 @@ function activeTail(
 }
 
 async function promote(backup: Store, device: SimDevice, tail: TailBuffer[]) {
+  await backupIdle(backup);
   const report = await promoteToPrimary(backup, { tail });
   expect(backup.isClosed).toBe(true);
   const store = await Store.open({ ...TINY, device });
@@ -57,13 +43,14 @@ describe('promotion', () => {
     const primary = await Store.open({ ...TINY, device: new SimDevice() });
     const device = new SimDevice({ name: 'backup' });
     const backup = await Store.open({ ...TINY, device, role: 'backup' });
-    backupStore(backup).setMapOwner('n1');
+    await backupStore(backup).setMapOwner('n1');
     ship(primary, backup);
     for (let i = 0; i < 900; i++) {
       if (i % 13 === 0) await primary.delete(`k${(i * 7) % 200}`);
       else await primary.put(`k${(i * 7) % 200}`, `v${i}`.padEnd(30, '.'));
     }
     const expected = await dump(primary);
+    await backupIdle(backup);
     const active = primary.logSegments().at(-1)!;
     const persisted = backup.logSegments().find((e) => e.seq === active.seq)?.usedBytes ?? 0;
     const { store, report } = await promote(backup, device, [activeTail(primary, 300)]);
@@ -168,31 +155,33 @@ describe('rebase', () => {
     const a = await Store.open({ ...TINY, device: deviceA, role: 'backup' });
     const b = await Store.open({ ...TINY, device: new SimDevice({ name: 'B' }), role: 'backup' });
     // B's local numbers differ from A's: it holds an unrelated segment first.
-    backupStore(b).writeShippedLogSegment({
+    await backupStore(b).writeShippedLogSegment({
       seq: 999_999,
       primarySegmentOffset: 999_999 * 4096,
       bytes: Buffer.alloc(8),
     });
-    backupStore(a).setMapOwner('n1');
-    backupStore(b).setMapOwner('n1');
+    await backupStore(a).setMapOwner('n1');
+    await backupStore(b).setMapOwner('n1');
     ship(primary, a);
     ship(primary, b);
     for (let i = 0; i < 700; i++) await primary.put(`k${(i * 11) % 250}`, `v${i}`.padEnd(24, '-'));
     await primary.flush();
+    await backupIdle(a);
+    await backupIdle(b);
     const tail = activeTail(primary);
     const formerSegments = a.segmentMapEntries();
     const formerIndexes = a.indexMapEntries();
     const { store: newPrimary } = await promote(a, deviceA, [tail]);
     const segments = newPrimary.logSegments().map((e) => [e.seq, e.offset] as [number, number]);
     expect(segments.length).toBeGreaterThanOrEqual(formerSegments.length);
-    expect(() =>
+    await expect(
       backupStore(b).rebaseMaps({ owner: 'n9', newOwner: 'n2', segments, indexMap: formerIndexes }),
-    ).toThrow(RebaseMismatchError);
+    ).rejects.toThrow(RebaseMismatchError);
     // A gap (the new primary lacks a segment below its end) cannot be reconciled.
-    expect(() =>
+    await expect(
       backupStore(b).rebaseMaps({ owner: 'n1', newOwner: 'n2', segments: segments.slice(1), indexMap: [] }),
-    ).toThrow(RebaseMismatchError);
-    const result = backupStore(b).rebaseMaps({
+    ).rejects.toThrow(RebaseMismatchError);
+    const result = await backupStore(b).rebaseMaps({
       owner: 'n1',
       newOwner: 'n2',
       segments,
@@ -205,13 +194,14 @@ describe('rebase', () => {
     ship(newPrimary, b);
     // What B lacks (the tail the new primary took from its buffer) arrives as re-sync would send it.
     const active = newPrimary.logSegments().at(-1)!;
-    backupStore(b).writeShippedLogSegment({
+    await backupStore(b).writeShippedLogSegment({
       seq: active.seq,
       primarySegmentOffset: active.offset,
       bytes: newPrimary.readLogSegment(active.seq),
     });
     for (let i = 0; i < 600; i++) await newPrimary.put(`k${(i * 13) % 250}`, `w${i}`.padEnd(24, '+'));
     await newPrimary.compactAll();
+    await backupIdle(b);
     expectEquivalent(newPrimary, b);
     expect(await dump(b)).toEqual(await dump(newPrimary));
     await newPrimary.close();

@@ -121,29 +121,29 @@ describe('roles', () => {
     const backup = await Store.open({ ...TINY, device: new SimDevice(), role: 'backup' });
     await expect(backup.put('a', '1')).rejects.toThrow(NotWritableError);
     const { store: primary } = await openTiny();
-    expect(() =>
+    await expect(
       backupStore(primary).writeShippedLogSegment({
         seq: 0,
         primarySegmentOffset: 0,
         bytes: Buffer.alloc(4),
       }),
-    ).toThrow(NotWritableError);
+    ).rejects.toThrow(NotWritableError);
   });
 
   it('a backup rejects a shipped log segment whose CRC does not match', async () => {
     const backup = await Store.open({ ...TINY, device: new SimDevice(), role: 'backup' });
     const bytes = Buffer.from('abc');
-    expect(() =>
+    await expect(
       backupStore(backup).writeShippedLogSegment({
         seq: 0,
         primarySegmentOffset: 0,
         bytes,
         crc32c: crc32c(bytes) ^ 1,
       }),
-    ).toThrow(/crc mismatch/);
-    expect(() =>
+    ).rejects.toThrow(/crc mismatch/);
+    await expect(
       backupStore(backup).writeShippedLogSegment({ seq: 0, primarySegmentOffset: 17, bytes }),
-    ).toThrow(InvalidArgumentError);
+    ).rejects.toThrow(InvalidArgumentError);
   });
   it('partial seals then the full seal write each log byte to the backup device once, and read back whole', async () => {
     const device = new SimDevice();
@@ -152,7 +152,7 @@ describe('roles', () => {
     for (let i = 0; i < whole.length; i++) whole[i] = (i * 31) & 0xff;
     for (const used of [100, 100, 1200, 3000]) {
       const bytes = whole.subarray(0, used);
-      backupStore(backup).writeShippedLogSegment({
+      await backupStore(backup).writeShippedLogSegment({
         seq: 0,
         primarySegmentOffset: 0,
         bytes,

@@ -6,35 +6,13 @@
  * the primary does, also after a reopen from its own manifest.
  */
 import * as fc from 'fast-check';
-import type { CompactionCommittedEvent } from '../../src/engine/hooks.js';
 import { IndexSegmentBuilder, translateIndexSegment } from '../../src/engine/index-segment.js';
 import { SimDevice } from '../../src/engine/sim-device.js';
 import { Store } from '../../src/engine/store.js';
 import { MissingSegmentMappingError } from '../../src/errors.js';
 import { backupStore } from '../../src/replication/backup-store.js';
 import { propertyParams } from '../support/property.js';
-import { dump, TINY } from '../support/store.js';
-
-/** Wires a primary's hooks to a backup, as the replication actors will (synchronously, in order). */
-function ship(primary: Store, backup: Store): { commits: CompactionCommittedEvent[] } {
-  const commits: CompactionCommittedEvent[] = [];
-  primary.hooks.on('segmentSealed', (e) => {
-    backupStore(backup).writeShippedLogSegment({
-      seq: e.seq,
-      primarySegmentOffset: e.segmentOffset,
-      bytes: e.bytes,
-      crc32c: e.crc32c,
-    });
-  });
-  primary.hooks.on('indexSegmentWritten', (e) => {
-    backupStore(backup).writeShippedIndexSegment({ primarySegmentOffset: e.segmentOffset, bytes: e.bytes });
-  });
-  primary.hooks.on('compactionCommitted', (e) => {
-    commits.push(e);
-    backupStore(backup).installShippedCompaction(e);
-  });
-  return { commits };
-}
+import { dump, ship, TINY } from '../support/store.js';
 
 /**
  * A backup whose first `shift` segments hold unrelated log segments, so the local numbers it gives
@@ -44,7 +22,7 @@ async function openShiftedBackup(device: SimDevice, shift: number): Promise<Stor
   const backup = await Store.open({ ...TINY, device, role: 'backup' });
   for (let i = 0; i < shift; i++) {
     const seq = 1_000_000 + i;
-    backupStore(backup).writeShippedLogSegment({
+    await backupStore(backup).writeShippedLogSegment({
       seq,
       primarySegmentOffset: seq * TINY.segmentBytes!,
       bytes: Buffer.alloc(16),
@@ -69,12 +47,13 @@ describe('index shipping through a segment map', () => {
           const primary = await Store.open({ ...TINY, device: new SimDevice() });
           const backupDevice = new SimDevice({ name: 'backup' });
           const backup = await openShiftedBackup(backupDevice, shift);
-          const { commits } = ship(primary, backup);
+          const { commits, idle } = ship(primary, backup);
           for (const [k, v] of ops) {
             if (v === null) await primary.delete(`key-${k}`);
             else await primary.put(`key-${k}`, v);
           }
           await primary.flush();
+          await idle();
           const expected = await dump(primary);
           expect(await dump(backup)).toEqual(expected);
 
@@ -106,27 +85,27 @@ describe('index shipping through a segment map', () => {
     for (let i = 0; i < 300; i++) await primary.put(`k${i % 97}`, Buffer.alloc(100 + (i % 50), i));
     await primary.compactAll();
     const backup = await Store.open({ ...TINY, device: new SimDevice(), role: 'backup' });
-    backupStore(backup).writeShippedLogSegment({
+    await backupStore(backup).writeShippedLogSegment({
       seq: 999,
       primarySegmentOffset: 999 * 4096,
       bytes: Buffer.alloc(8),
     });
     for (const seg of primary.logSegments()) {
-      backupStore(backup).writeShippedLogSegment({
+      await backupStore(backup).writeShippedLogSegment({
         seq: seg.seq,
         primarySegmentOffset: seg.offset,
         bytes: primary.readLogSegment(seg.seq),
       });
     }
     const levels = primary.levelDescriptors();
-    levels.forEach((level, i) => {
+    for (const [i, level] of levels.entries()) {
       for (const d of level)
         backupStore(backup).writeShippedIndexSegment({
           primarySegmentOffset: d.offset,
           bytes: primary.readIndexSegment(d.offset),
         });
       if (level.length > 0) {
-        backupStore(backup).installShippedCompaction({
+        await backupStore(backup).installShippedCompaction({
           compactionId: 1000 + i,
           srcLevel: i,
           dstLevel: i + 1,
@@ -135,7 +114,7 @@ describe('index shipping through a segment map', () => {
           replayFrom: { seq: 0, offset: 0, lsn: 1 },
         });
       }
-    });
+    }
     expect(await dump(backup)).toEqual(await dump(primary));
   });
 });

@@ -35,7 +35,8 @@ export class MetaCrashView implements Device {
     this.states.push(peek(sim));
   }
 
-  private meta(action: MetaAction, name: string, run: () => void): void {
+  /** Counts the operation and crashes the device instead of it when it is the `crashAt`-th. */
+  private enter(action: MetaAction, name: string): void {
     if (this.crashed !== undefined) throw new DeviceCrashedError(this.name);
     this.metaOps++;
     if (this.metaOps === this.crashAt) {
@@ -46,7 +47,16 @@ export class MetaCrashView implements Device {
       this.sim.crash(this.crashOptions);
       throw new DeviceCrashedError(this.name);
     }
+  }
+
+  private meta(action: MetaAction, name: string, run: () => void): void {
+    this.enter(action, name);
     run();
+  }
+
+  private async metaAsync(action: MetaAction, name: string, run: () => Promise<void>): Promise<void> {
+    this.enter(action, name);
+    await run();
     if (action === 'sync' || (action === 'replace' && name === 'CURRENT')) this.states.push(peek(this.sim));
   }
 
@@ -61,20 +71,20 @@ export class MetaCrashView implements Device {
   write(offset: number, bytes: Uint8Array, category: IoCategory): void {
     this.live().write(offset, bytes, category);
   }
-  sync(): void {
-    this.live().sync();
+  sync(): Promise<void> {
+    return this.live().sync();
   }
   readMeta(name: string): Buffer | undefined {
     return this.live().readMeta(name);
   }
-  writeMetaAtomic(name: string, bytes: Uint8Array): void {
-    this.meta('replace', name, () => this.sim.writeMetaAtomic(name, bytes));
+  async writeMetaAtomic(name: string, bytes: Uint8Array): Promise<void> {
+    await this.metaAsync('replace', name, () => this.sim.writeMetaAtomic(name, bytes));
   }
   appendMeta(name: string, bytes: Uint8Array): void {
     this.meta('append', name, () => this.sim.appendMeta(name, bytes));
   }
-  syncMeta(name: string): void {
-    this.meta('sync', name, () => this.sim.syncMeta(name));
+  async syncMeta(name: string): Promise<void> {
+    await this.metaAsync('sync', name, () => this.sim.syncMeta(name));
   }
   removeMeta(name: string): void {
     this.meta('remove', name, () => this.sim.removeMeta(name));
