@@ -27,6 +27,11 @@ const esc = (text: string): string =>
 const cut = (v: string | undefined, n = 18): string =>
   v === undefined ? '(absent)' : v.length > n ? `${v.slice(0, n)}…` : v;
 
+/** An operation's outcome as the charts name and colour it. */
+const outcomeOf = (e: HistoryEntry): string =>
+  e.outcome === 'ok' ? 'ok' : e.outcome === 'fail' ? 'failed' : 'unknown';
+const OUTCOME_SCALE = { domain: ['ok', 'failed', 'unknown'], range: ['#31a354', '#636363', '#fd8d3c'] };
+
 async function svg(spec: TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
   return view.toSVG();
@@ -127,7 +132,7 @@ function timelineRows(
       x2: Math.max(ret, e.callMs + 0.6),
       y: y - 0.3,
       y2: y + 0.3,
-      outcome: e.outcome === 'ok' ? 'ok' : e.outcome === 'fail' ? 'failed' : 'unknown',
+      outcome: outcomeOf(e),
       flagged: flagged.has(e.key) && e.op !== 'scan',
       label: `${e.op} ${e.key} ${e.op === 'put' || e.op === 'get' ? cut(e.value) : ''}`,
     });
@@ -232,7 +237,7 @@ function timelineSpec(rows: Record<string, unknown>[], laneNames: string[], endM
           color: {
             field: 'outcome',
             type: 'nominal',
-            scale: { domain: ['ok', 'failed', 'unknown'], range: ['#31a354', '#636363', '#fd8d3c'] },
+            scale: OUTCOME_SCALE,
             legend: { title: 'operation' },
           },
           stroke: { condition: { test: 'datum.flagged', value: '#d62728' }, value: null },
@@ -256,7 +261,7 @@ function keySpec(history: readonly HistoryEntry[], key: string): TopLevelSpec {
     lane: e.client < 0 ? 'final reads' : `client c${e.client}`,
     x: e.callMs,
     x2: Math.max(Number.isFinite(e.retMs) ? e.retMs : lastMs, e.callMs + 0.3),
-    outcome: e.outcome === 'ok' ? 'ok' : e.outcome === 'fail' ? 'failed' : 'unknown',
+    outcome: outcomeOf(e),
     label: `${e.op} ${e.op === 'delete' ? '' : cut(e.value, 10)}`,
   }));
   const x = {
@@ -281,7 +286,7 @@ function keySpec(history: readonly HistoryEntry[], key: string): TopLevelSpec {
           color: {
             field: 'outcome',
             type: 'nominal',
-            scale: { domain: ['ok', 'failed', 'unknown'], range: ['#31a354', '#636363', '#fd8d3c'] },
+            scale: OUTCOME_SCALE,
           },
         },
       },

@@ -18,7 +18,7 @@ import { regionBackupMachine } from '../../src/actors/region-backup.js';
 import { StoreHooks } from '../../src/engine/hooks.js';
 import type { Store } from '../../src/engine/store.js';
 import type { BackupRegion } from '../../src/replication/backup-region.js';
-import { type Directive, runDataDriven } from '../support/datadriven.js';
+import { actorStepOutput, type Directive, runDataDriven } from '../support/datadriven.js';
 
 const DIR = join(__dirname, 'testdata', 'region-backup');
 
@@ -106,15 +106,7 @@ class World {
       default:
         throw new Error(`${d.where}: unknown directive ${d.name}`);
     }
-    // Let invoked promises settle and the events they send back be processed.
-    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
-    const snapshot = this.actor!.getSnapshot();
-    const effects = this.log.slice(before);
-    const error = snapshot.context.error === undefined ? '' : `\nerror: ${String(snapshot.context.error)}`;
-    return [
-      ...effects,
-      `state: ${JSON.stringify(snapshot.value)}${snapshot.status === 'done' ? ' (done)' : ''}${error}`,
-    ].join('\n');
+    return actorStepOutput(this.log, before, () => this.actor!.getSnapshot());
   }
 }
 

@@ -16,7 +16,7 @@ import type { SuspectReport } from '../../coordination/types.js';
 import { type PrimaryPorts, regionPrimaryMachine } from '../../src/actors/region-primary.js';
 import { StoreHooks } from '../../src/engine/hooks.js';
 import type { PrimarySession } from '../../src/replication/primary-session.js';
-import { type Directive, runDataDriven } from '../support/datadriven.js';
+import { actorStepOutput, type Directive, runDataDriven } from '../support/datadriven.js';
 
 const DIR = join(__dirname, 'testdata', 'region-primary');
 
@@ -141,13 +141,7 @@ class World {
       default:
         throw new Error(`${d.where}: unknown directive ${d.name}`);
     }
-    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
-    const snapshot = this.actor!.getSnapshot();
-    const error = snapshot.context.error === undefined ? '' : `\nerror: ${String(snapshot.context.error)}`;
-    return [
-      ...this.log.slice(before),
-      `state: ${JSON.stringify(snapshot.value)}${snapshot.status === 'done' ? ' (done)' : ''}${error}`,
-    ].join('\n');
+    return actorStepOutput(this.log, before, () => this.actor!.getSnapshot());
   }
 }
 

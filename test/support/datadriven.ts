@@ -78,3 +78,22 @@ export async function runDataDriven(
   }
   return mismatches;
 }
+
+/**
+ * An actor scenario step's output: once the invoked promises settled and the events they sent
+ * back ran, the effects logged since `before`, then `state: <value>` (`(done)` when final) and the
+ * context's error, if any.
+ */
+export async function actorStepOutput(
+  log: readonly string[],
+  before: number,
+  snapshot: () => { value: unknown; status: string; context: { error: unknown } },
+): Promise<string> {
+  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+  const s = snapshot();
+  const error = s.context.error === undefined ? '' : `\nerror: ${String(s.context.error)}`;
+  return [
+    ...log.slice(before),
+    `state: ${JSON.stringify(s.value)}${s.status === 'done' ? ' (done)' : ''}${error}`,
+  ].join('\n');
+}
