@@ -454,18 +454,39 @@ export class Store {
     return this.valueLog.log.map((e) => ({ ...e }));
   }
 
-  /** Reads the used bytes of a log segment of this store (for shipping). */
+  /**
+   * Reads the used bytes of a log segment of this store (for shipping), verified at the source: a
+   * sealed segment whose records do not check out raises CorruptSegmentError and the store
+   * fail-stops (its node restarts and another replica serves: PROTOCOL §8, bit rot).
+   */
   readLogSegment(seq: number): Buffer {
     this.checkUsable();
-    return this.valueLog.readSegment(seq);
+    return this.readVerified(() => this.valueLog.readSegment(seq));
   }
 
-  /** Reads the bytes of an index segment of this store (for shipping). */
+  /** Reads the bytes of an index segment of this store (for shipping), verified as readLogSegment. */
   readIndexSegment(offset: number): Buffer {
     this.checkUsable();
     const seg = this.versions.findLevelSegment(offset);
     if (seg === undefined) throw new InvalidArgumentError(`no index segment at ${offset}`);
-    return this.device.read(offset, seg.descriptor.usedBytes, 'index');
+    return this.readVerified(() => {
+      const bytes = this.device.read(offset, seg.descriptor.usedBytes, 'index');
+      verifyIndexSegment(bytes, `index@${offset}`);
+      return bytes;
+    });
+  }
+
+  /** A read whose corruption makes the store fail-stop (other errors propagate as they are). */
+  private readVerified(read: () => Buffer): Buffer {
+    try {
+      return read();
+    } catch (err) {
+      if (err instanceof CorruptSegmentError)
+        this.failStop.run(() => {
+          throw err;
+        });
+      throw err;
+    }
   }
 
   // ─────────────── generic operations (replication builds on them) ───────────────

@@ -200,28 +200,46 @@ export class ValueLog {
     return Buffer.from(record.value);
   }
 
-  /** The used bytes of log segment `seq`: the active one's buffer, or a sealed one from the device. */
+  /**
+   * The used bytes of log segment `seq`: the active one's buffer, or a sealed one from the device,
+   * either verified first (`verifySegment`): bytes read for shipping are checked at the source, so a
+   * primary whose own copy rotted raises CorruptSegmentError (its store fail-stops, another
+   * replica takes over) instead of shipping bytes every backup refuses.
+   */
   readSegment(seq: number): Buffer {
-    if (this.active?.seq === seq) return Buffer.from(this.active.buf.subarray(0, this.active.usedBytes));
     const entry = this.log.find((e) => e.seq === seq);
-    if (entry === undefined || entry.usedBytes === null)
-      throw new InvalidArgumentError(`no sealed log segment ${seq}`);
-    return this.device.read(entry.offset, entry.usedBytes, 'log');
+    let bytes: Buffer;
+    if (this.active?.seq === seq) {
+      // The active buffer too: recovery parses it from `replayFrom` only, so a record before that
+      // (flushed already) may have rotted on the device that filled the buffer unnoticed.
+      bytes = Buffer.from(this.active.buf.subarray(0, this.active.usedBytes));
+    } else {
+      if (entry === undefined || entry.usedBytes === null)
+        throw new InvalidArgumentError(`no sealed log segment ${seq}`);
+      bytes = this.device.read(entry.offset, entry.usedBytes, 'log');
+    }
+    const corrupt = verifySegment(entry ?? { seq, offset: this.active!.offset, usedBytes: null }, bytes);
+    if (corrupt !== undefined) throw corrupt;
+    return bytes;
   }
 
   /** The first sealed segment whose records stop before its recorded length, or undefined. */
   verify(): CorruptSegmentError | undefined {
     for (const entry of this.log) {
       if (entry.usedBytes === null || entry.usedBytes === 0) continue;
-      const bytes = this.device.read(entry.offset, entry.usedBytes, 'log');
-      const parsed = parseRecords(bytes, 0, bytes.length, 0);
-      if (parsed.endOffset !== bytes.length) {
-        return new CorruptSegmentError(
-          `log@${entry.offset} (seq ${entry.seq})`,
-          `records stop at offset ${parsed.endOffset} of ${bytes.length} (${parsed.stop})`,
-        );
-      }
+      const corrupt = verifySegment(entry, this.device.read(entry.offset, entry.usedBytes, 'log'));
+      if (corrupt !== undefined) return corrupt;
     }
     return undefined;
   }
+}
+
+/** A sealed segment's bytes must be CRC-valid, lsn-continuous records up to its recorded length. */
+function verifySegment(entry: LogSegmentEntry, bytes: Buffer): CorruptSegmentError | undefined {
+  const parsed = parseRecords(bytes, 0, bytes.length, 0);
+  if (parsed.endOffset === bytes.length) return undefined;
+  return new CorruptSegmentError(
+    `log@${entry.offset} (seq ${entry.seq})`,
+    `records stop at offset ${parsed.endOffset} of ${bytes.length} (${parsed.stop})`,
+  );
 }

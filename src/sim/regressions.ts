@@ -29,6 +29,12 @@ const FIRST_SIMULATOR = { faultKinds: FIRST_FAULT_KINDS, phaseFaults: false, l0B
  *   backup's flush installed L1 and dropped its frozen L0 only after the install's manifest edit
  *   was durable; a scan in between saw each record twice with one lsn (the merge's assertion, a
  *   fail-stop). The frozen L0 now leaves in the install's synchronous step.
+ * - seed 1243464713, overlapping faults (a liveness failure: 296 epochs, a joiner never admitted):
+ *   a bit flip struck n3's copy of r1's log during its promotion, after the promotion's scrub, in
+ *   a record before the flushed position, which recovery does not parse again. The new primary
+ *   served from the rotted active segment and every joiner refused its re-sync as corrupt, for
+ *   ever. Segments read for shipping are now verified at the source: the primary fail-stops and a
+ *   replica with a good copy takes the region.
  * - seed 22, K = 1: a false alarm of that checker (a primary re-opening a backup within its epoch
  *   gets new buffers: link-open now resets what the checker believes they hold).
  */
@@ -40,6 +46,7 @@ export const REGRESSIONS: readonly ScheduleOptions[] = [
   { seed: 1250625380, ops: 60, faults: 3, ...FIRST_SIMULATOR },
   { seed: 101697, ops: 60, faults: 4, concurrentFaults: 2, ...FIRST_SIMULATOR },
   { seed: 799926141, ops: 40, faults: 3 },
+  { seed: 1243464713, ops: 60, faults: 4, concurrentFaults: 2 },
   {
     seed: 1250625380,
     ops: 1,

@@ -305,6 +305,51 @@ describe('bit flips in persisted segments', () => {
     await store.close();
   });
 
+  it.each(['log', 'index'] as const)(
+    'a %s segment read for shipping is verified at the source: a flipped one fail-stops the store',
+    async (kind) => {
+      const { store, device } = await filled();
+      const failed: unknown[] = [];
+      store.hooks.on('failed', ({ error }) => failed.push(error));
+      const sealed = store.logSegments().filter((e) => e.usedBytes !== null);
+      const segment = store.persistedSegments().find((s) => s.kind === kind)!;
+      // Intact, every sealed segment and every level segment reads back as it is.
+      for (const e of sealed) expect(store.readLogSegment(e.seq).length).toBe(e.usedBytes);
+      for (const d of store.levelDescriptors().flat())
+        expect(store.readIndexSegment(d.offset)).toHaveLength(d.usedBytes);
+      flip(device, segment.offset + Math.floor(segment.usedBytes / 2));
+      const read = () =>
+        kind === 'log'
+          ? store.readLogSegment(sealed.find((e) => e.offset === segment.offset)!.seq)
+          : store.readIndexSegment(segment.offset);
+      expect(read).toThrow(CorruptSegmentError);
+      expect(failed).toHaveLength(1);
+      expect(failed[0]).toBeInstanceOf(CorruptSegmentError);
+      await expect(store.put('n', 'N')).rejects.toBeInstanceOf(StoreFailedError);
+      await store.close();
+    },
+  );
+
+  it('the active segment is verified when read for shipping (a record before the flushed position may have rotted)', async () => {
+    const device = new SimDevice({ name: 'disk' });
+    const options = { ...TINY, device, segmentBytes: 64 * 1024 };
+    let store = await Store.open(options);
+    for (let i = 0; i < 20; i++) await store.put(`k${i}`, `v${i}`.padEnd(60, '.'));
+    await store.flush(); // replayFrom moves past these records: recovery will not parse them again
+    await store.put('after', 'flush');
+    await store.sync();
+    const active = store.logSegments().at(-1)!;
+    expect(active.usedBytes).toBeNull();
+    await store.close();
+    flip(device, active.offset + 40); // inside the first record, before replayFrom
+    store = await Store.open(options);
+    const failed: unknown[] = [];
+    store.hooks.on('failed', ({ error }) => failed.push(error));
+    expect(() => store.readLogSegment(active.seq)).toThrow(CorruptSegmentError);
+    expect(failed).toHaveLength(1);
+    await store.close();
+  });
+
   it('a backup with a flipped bit refuses promotion and fail-stops', async () => {
     const primary = await Store.open({ ...TINY, device: new SimDevice() });
     const device = new SimDevice({ name: 'backup' });
