@@ -365,13 +365,17 @@ export class Store {
     }
   }
 
-  /** Merges level `level` (1 ≤ level < maxLevels) into the next one now. */
-  async compactLevelNow(level: number): Promise<void> {
+  /**
+   * Merges level `level` (1 ≤ level < maxLevels) into the next one now: all of it, or with
+   * `bounded` one segment of it and what it overlaps (a due compaction's bounded job, see
+   * compaction.ts).
+   */
+  async compactLevelNow(level: number, options: { bounded?: boolean } = {}): Promise<void> {
     this.checkUsable();
     if (!(Number.isInteger(level) && level >= 1 && level < this.maxLevels)) {
       throw new InvalidArgumentError(`level must be in [1, ${this.maxLevels - 1}]`);
     }
-    await this.compactor.runExclusive(() => this.compactor.compactLevel(level));
+    await this.compactor.runExclusive(() => this.compactor.compactLevel(level, options));
   }
 
   /** The shallowest level over its size limit, whose compaction is due; undefined when none. */
@@ -696,8 +700,9 @@ export class Store {
         compactor.frozen !== undefined &&
         compactor.background !== undefined
       ) {
-        // Back-pressure: L0 is full and the previous one is still being flushed.
-        await compactor.background;
+        // Back-pressure: L0 is full and the previous one is still being flushed — wait for that
+        // flush only, not for the compactions the background job runs after it.
+        await compactor.flushed();
       } else if (valueLog.sealing !== undefined) {
         // Nothing is appended while a seal runs (its failure is the store's: checked below).
         await valueLog.sealing.catch(() => {});
