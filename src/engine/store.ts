@@ -1,26 +1,45 @@
-import { type CorruptSegmentError, InvalidArgumentError, KeyTooLargeError } from '../errors.js';
-import { Compactor } from './compaction.js';
-import { cloneIoStats, type Device } from './device.js';
+/**
+ * Store: the engine's facade — a key-value store with KV separation (values in an append-only log
+ * of fixed-size segments, an LSM index of value pointers: L0 in memory, L1..Ln on the device).
+ * Each job lives in its own module; the facade validates calls, checks fail-stop and delegates:
+ *
+ * - options and their validation: options.ts · wiring the parts: store-parts.ts
+ * - the value log (append, seal, tail sync, verified reads): value-log.ts
+ * - the write path (validate, make room, append, commit): write-path.ts, group-commit.ts
+ * - the read path (point reads, merged scans): read-path.ts, merge.ts
+ * - L0, flush and bounded compaction jobs: compaction.ts · the levels and installs: version-set.ts
+ * - durable state and version edits (persist, applyEdit; the CRC-framed manifest log): store-edits.ts,
+ *   manifest-log.ts · recovery (one replay for primaries and Build-Index backups): recovery.ts
+ * - fail-stop (the first device or integrity error ends the store): fail-stop.ts · integrity
+ *   checks and verified reads for shipping: store-integrity.ts · statistics: store-stats.ts
+ *
+ * It knows nothing about replication: src/replication builds the backup side (shipped log and
+ * index segments, segment and index maps, rebase, Build-Index indexing) and promotion on the
+ * generic operations below (allocate, write and read a raw segment, apply a version edit, apply
+ * records to L0, rewrite the manifest and abandon) and on the hooks and gates it exposes.
+ */
+import { type CorruptSegmentError, InvalidArgumentError } from '../errors.js';
+import type { Compactor } from './compaction.js';
+import type { Device } from './device.js';
 import { FailStop, NotWritableError } from './fail-stop.js';
 import { FileDevice } from './file-device.js';
-import { type CommitGate, GroupCommit, type ShipGate } from './group-commit.js';
+import type { CommitGate, GroupCommit, ShipGate } from './group-commit.js';
 import { StoreHooks } from './hooks.js';
-import { createBlockCache, type IndexSegmentDescriptor } from './index-segment-reader.js';
+import type { IndexSegmentDescriptor } from './index-segment-reader.js';
 import type { LogPosition, LogSegmentEntry, ManifestData, StoreRole } from './manifest.js';
 import { ManifestLog } from './manifest-log.js';
 import type { IndexEntry } from './memtable.js';
-import { type EntryStream, mergeStreams } from './merge.js';
 import {
   type Bytes,
   type ResolvedOptions,
   resolveOptions,
   type StoreOptions,
   type SyncPolicy,
-  toKey,
 } from './options.js';
+import { getValue, type ReadPathDeps, scanRange } from './read-path.js';
 import { type RecoveryDeps, type RecoveryReport, recoverBackupL0, recoverPrimary } from './recovery.js';
-import { SegmentAllocator } from './segment-allocator.js';
-import { StoreEdits } from './store-edits.js';
+import type { SegmentAllocator } from './segment-allocator.js';
+import type { StoreEdits } from './store-edits.js';
 import {
   type IntegrityDeps,
   persistedSegments,
@@ -28,9 +47,11 @@ import {
   readLogSegmentVerified,
   verifyPersisted,
 } from './store-integrity.js';
-import { ValueLog } from './value-log.js';
-import { sum, VersionSet } from './version-set.js';
-import { WritePath } from './write-path.js';
+import { assembleStore } from './store-parts.js';
+import { storeStats } from './store-stats.js';
+import type { ValueLog } from './value-log.js';
+import type { VersionSet } from './version-set.js';
+import type { WritePath } from './write-path.js';
 
 export { NotWritableError, StoreFailedError } from './fail-stop.js';
 export type { CommitGate, CommitTail, ShipGate } from './group-commit.js';
@@ -92,72 +113,23 @@ export class Store {
     this.maxKeyBytes = o.maxKeyBytes;
     this.maxValueBytes = o.maxValueBytes;
     this.role = o.role;
-    const cache = createBlockCache(o.blockCacheBytes);
-    const log = manifest?.log.map((e) => ({ ...e })) ?? [];
-    const inUse = [...log.map((e) => e.offset), ...(manifest?.levels.flat().map((d) => d.offset) ?? [])];
-    this.allocator = new SegmentAllocator(
-      this.segmentBytes,
-      manifest?.allocatedSegmentCount ?? 0,
-      inUse,
-      o.reservedSegments,
-    );
-    this.edits = new StoreEdits(
-      {
-        manifestLog,
-        role: this.role,
-        segmentBytes: this.segmentBytes,
-        allocator: this.allocator,
-        failStop: this.failStop,
-        valueLog: () => this.valueLog,
-        versions: () => this.versions,
-      },
+    const parts = assembleStore({
+      device,
+      options: o,
+      manifestLog,
       manifest,
-    );
-    const persist = (): Promise<void> => this.edits.persist();
-    this.valueLog = new ValueLog(device, this.allocator, this.hooks, this.segmentBytes, log, persist);
-    this.versions = new VersionSet(
-      device,
-      cache,
-      this.allocator,
-      o.l0Bytes,
-      o.growthFactor,
-      o.maxLevels,
-      {
-        levels: manifest?.levels ?? [],
-        replayFrom: manifest === undefined ? { seq: 0, offset: 0, lsn: 1 } : { ...manifest.replayFrom },
-        nextCompactionId: manifest?.nextCompactionId ?? 1,
-      },
-      persist,
-    );
-    this.compactor = new Compactor({
-      device,
-      allocator: this.allocator,
       hooks: this.hooks,
-      versions: this.versions,
       failStop: this.failStop,
-      segmentBytes: this.segmentBytes,
-      l0Bytes: o.l0Bytes,
-      autoCompact: o.autoCompact,
-      syncTail: (partial) => this.valueLog.syncTail(partial),
       firstUnappliedPosition: () => this.firstUnappliedPosition(),
-    });
-    this.commits = new GroupCommit(this.syncPolicy, this.failStop, this.valueLog, (batch) => {
-      for (const p of batch) this.compactor.l0.insert(p.key, p.entry);
-      this.compactor.afterApply();
-    });
-    this.writes = new WritePath({
-      role: this.role,
-      segmentBytes: this.segmentBytes,
-      l0Bytes: o.l0Bytes,
-      maxKeyBytes: o.maxKeyBytes,
-      maxValueBytes: o.maxValueBytes,
-      failStop: this.failStop,
-      valueLog: this.valueLog,
-      compactor: this.compactor,
-      commits: this.commits,
       closing: () => this.closing !== undefined,
     });
-    this.valueLog.nextLsn = this.versions.replayFrom.lsn;
+    this.allocator = parts.allocator;
+    this.edits = parts.edits;
+    this.valueLog = parts.valueLog;
+    this.versions = parts.versions;
+    this.compactor = parts.compactor;
+    this.commits = parts.commits;
+    this.writes = parts.writes;
     this.indexedPosition = { ...this.versions.replayFrom };
   }
 
@@ -209,39 +181,12 @@ export class Store {
 
   async get(key: Bytes): Promise<Buffer | undefined> {
     this.checkUsable();
-    const k = toKey(key);
-    if (k.length > this.maxKeyBytes) throw new KeyTooLargeError(k.length, this.maxKeyBytes);
-    const entry = this.lookup(k.toString('latin1'), k);
-    if (entry === undefined || entry.tombstone) return undefined;
-    return this.valueLog.readValue(entry, k);
+    return getValue(this.reads, key);
   }
 
   async scan(options: ScanOptions = {}): Promise<KeyValue[]> {
     this.checkUsable();
-    const gte = options.gte === undefined ? undefined : toKey(options.gte).toString('latin1');
-    const lt = options.lt === undefined ? undefined : toKey(options.lt).toString('latin1');
-    const limit = options.limit ?? Number.POSITIVE_INFINITY;
-    const reverse = options.reverse ?? false;
-    if (!(limit >= 0)) throw new InvalidArgumentError('scan limit must be >= 0');
-    const out: KeyValue[] = [];
-    if (limit === 0 || (gte !== undefined && lt !== undefined && gte >= lt)) return out;
-    const { l0, frozen } = this.compactor;
-    const streams: EntryStream[] = [l0.range(gte, lt, reverse)];
-    if (frozen !== undefined) streams.push(frozen.memtable.range(gte, lt, reverse));
-    streams.push(...this.versions.streams(gte, lt, reverse));
-    for (const [key, entry] of mergeStreams(streams, reverse)) {
-      if (entry.tombstone) continue;
-      const keyBytes = Buffer.from(key, 'latin1');
-      out.push({ key: keyBytes, value: this.valueLog.readValue(entry, keyBytes) });
-      if (out.length >= limit) break;
-    }
-    return out;
-  }
-
-  private lookup(key: string, keyBytes: Buffer): IndexEntry | undefined {
-    const hit = this.compactor.l0.get(key) ?? this.compactor.frozen?.memtable.get(key);
-    if (hit !== undefined) return hit;
-    return this.versions.lookup(key, keyBytes);
+    return scanRange(this.reads, options);
   }
 
   /** The error the store fail-stopped on, or undefined while it is usable. */
@@ -357,34 +302,16 @@ export class Store {
   }
 
   stats(): StoreStats {
-    const io = cloneIoStats(this.device.io());
-    const written = io.writtenBytes.log + io.writtenBytes.index + io.writtenBytes.manifest;
-    const { compactor } = this;
-    return {
+    return storeStats({
       role: this.role,
-      nextLsn: this.valueLog.nextLsn,
-      l0: {
-        entryCount: compactor.l0.size,
-        bytes: compactor.l0.bytes,
-        frozenEntryCount: compactor.frozen?.memtable.size ?? 0,
-      },
-      levels: this.versions.levels.map((segments, i) => ({
-        level: i + 1,
-        segmentCount: segments.length,
-        bytes: sum(segments.map((s) => s.descriptor.usedBytes)),
-        entryCount: sum(segments.map((s) => s.descriptor.entryCount)),
-        maxBytes: this.versions.levelMaxBytes(i + 1),
-      })),
-      logSegmentCount: this.valueLog.log.length,
-      segmentsInUse: this.allocator.inUseCount,
-      flushCount: compactor.flushCount,
-      compactionCount: compactor.compactionCount,
-      trivialMoveCount: compactor.trivialMoveCount,
+      device: this.device,
+      valueLog: this.valueLog,
+      versions: this.versions,
+      compactor: this.compactor,
+      allocator: this.allocator,
       userBytes: this.writes.userBytes,
-      writeAmplification: this.writes.userBytes === 0 ? 0 : written / this.writes.userBytes,
-      io,
-      recovery: { ...this.recovery, corruptSegments: [...this.recovery.corruptSegments] },
-    };
+      recovery: this.recovery,
+    });
   }
 
   /** The level descriptors (L1..Ln), for replication and inspection. */
@@ -562,6 +489,15 @@ export class Store {
   private async abandon(): Promise<void> {
     this.failStop.closed = true;
     if (this.ownsDevice) await this.device.close();
+  }
+
+  private get reads(): ReadPathDeps {
+    return {
+      maxKeyBytes: this.maxKeyBytes,
+      compactor: this.compactor,
+      versions: this.versions,
+      valueLog: this.valueLog,
+    };
   }
 
   private get integrity(): IntegrityDeps {
