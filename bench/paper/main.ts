@@ -662,7 +662,8 @@ async function main(): Promise<void> {
         sendBackupVsFloor: h?.send.backupVsFloor ?? null,
         levels: h === undefined ? null : { min: h.send.levelsMin, max: h.send.levelsMax },
         eventLoop: h === undefined ? null : { send: h.send.eventLoop, build: h.build.eventLoop },
-        jsThreadIo: h?.send.jsThreadIo === undefined ? null : { send: h.send.jsThreadIo, build: h.build.jsThreadIo },
+        jsThreadIo:
+          h?.send.jsThreadIo === undefined ? null : { send: h.send.jsThreadIo, build: h.build.jsThreadIo },
         records: keyCount,
         durationS,
         results,
