@@ -9,6 +9,9 @@
  *   p99 in µs after a short warm-up;
  * - bandwidth: `WINDOW` writes in flight to consecutive offsets of a 16 MiB region (wrapping),
  *   MiB/s of payload from the first issue to the last completion.
+ * Each fabric runs twice: posting its payload as TransferredBytes (transfer.ts: transferred once,
+ * posted every time; the fabric may keep it instead of copying) and as a plain Buffer (`(copy)`:
+ * the fabric copies it at issue so the caller may reuse it). rdma copies into staging either way.
  * memcpy: `Buffer.copy` of a payload of the same size to consecutive offsets of a 16 MiB buffer (as
  * the writes do), MiB/s, best of five 64 MiB bursts. Each fabric's ratio is its bandwidth ÷
  * memcpy's at the same size. `--json` prints one summary line last, with at least
@@ -25,6 +28,7 @@ import { MemoryFabric } from '../../src/fabric/memory.js';
 import { loadRdmaAddon, rdmaDevices } from '../../src/fabric/rdma/addon.js';
 import { RdmaFabric } from '../../src/fabric/rdma/fabric.js';
 import { TcpFabric } from '../../src/fabric/tcp.js';
+import { transferBytes } from '../../src/fabric/transfer.js';
 import type { Connection, Fabric } from '../../src/fabric/types.js';
 import { keptAnalysis, ratio } from '../support.js';
 
@@ -94,6 +98,8 @@ function percentile(sorted: number[], p: number): number {
 interface FabricCase {
   name: string;
   make: () => { server: Fabric; client: Fabric; address: string };
+  /** Post the payload as TransferredBytes (the fabric may keep it instead of copying). */
+  transfer: boolean;
 }
 
 async function connectPair(
@@ -126,8 +132,10 @@ async function measure(c: FabricCase, size: number, p: Plan, memcpy: number): Pr
   try {
     const local = pair.server.registerRegion(REGION_BYTES);
     const remote = pair.client.remoteRegion(local.handle);
-    const payload = Buffer.alloc(size);
-    for (let i = 0; i < size; i += 64) payload[i] = (i >> 6) & 0xff;
+    const pattern = Buffer.alloc(size);
+    for (let i = 0; i < size; i += 64) pattern[i] = (i >> 6) & 0xff;
+    // Transferred once, posted every time: as a group replicated to several backups would be.
+    const payload: Uint8Array = c.transfer ? transferBytes(Buffer.from(pattern)) : pattern;
     const slots = REGION_BYTES / size;
     // latency
     const latencyWrites = p.latencyWrites(size);
@@ -152,7 +160,7 @@ async function measure(c: FabricCase, size: number, p: Plan, memcpy: number): Pr
     await Promise.all(Array.from({ length: WINDOW }, worker));
     const seconds = (performance.now() - t0) / 1000;
     // Spot check: the last bytes written are in place.
-    if (local.bytes[0] !== payload[0] || local.bytes[size - 64] !== payload[size - 64])
+    if (local.bytes[0] !== pattern[0] || local.bytes[size - 64] !== pattern[size - 64])
       throw new Error(`${c.name}: written bytes are not in place`);
     const bandwidth = mib(writes * size) / seconds;
     return {
@@ -241,22 +249,20 @@ async function main(): Promise<void> {
     process.stdout.write(`${line}\n`);
   };
 
+  const memory = (): { server: Fabric; client: Fabric; address: string } => {
+    const fabric = new MemoryFabric();
+    return { server: fabric, client: fabric, address: 'mem://b' };
+  };
+  const tcp = (): { server: Fabric; client: Fabric; address: string } => ({
+    server: new TcpFabric({ secret: 'bench' }),
+    client: new TcpFabric({ secret: 'bench' }),
+    address: 'tcp://127.0.0.1:0',
+  });
   const cases: FabricCase[] = [
-    {
-      name: 'memory',
-      make: () => {
-        const fabric = new MemoryFabric();
-        return { server: fabric, client: fabric, address: 'mem://b' };
-      },
-    },
-    {
-      name: 'tcp',
-      make: () => ({
-        server: new TcpFabric({ secret: 'bench' }),
-        client: new TcpFabric({ secret: 'bench' }),
-        address: 'tcp://127.0.0.1:0',
-      }),
-    },
+    { name: 'memory', make: memory, transfer: true },
+    { name: 'memory (copy)', make: memory, transfer: false },
+    { name: 'tcp', make: tcp, transfer: true },
+    { name: 'tcp (copy)', make: tcp, transfer: false },
   ];
   let rdmaNote = 'not measured';
   try {
@@ -269,6 +275,7 @@ async function main(): Promise<void> {
       rdmaNote = `device ${device}, GID index ${gidIndex} (both ends on this device)`;
       cases.push({
         name: 'rdma',
+        transfer: false,
         make: () => ({
           server: new RdmaFabric(rdmaOptions),
           client: new RdmaFabric(rdmaOptions),
@@ -291,7 +298,7 @@ async function main(): Promise<void> {
       const row = await measure(c, size, plan(options.quick, c.name === 'rdma'), memcpy.get(size)!);
       rows.push(row);
       say(
-        `${c.name.padEnd(6)} ${sizeName(size).padStart(7)}: ${row.bandwidthMiBps} MiB/s (${row.vsMemcpy} of memcpy), latency median ${row.latencyMedianUs} µs, p99 ${row.latencyP99Us} µs`,
+        `${c.name.padEnd(13)} ${sizeName(size).padStart(7)}: ${row.bandwidthMiBps} MiB/s (${row.vsMemcpy} of memcpy), latency median ${row.latencyMedianUs} µs, p99 ${row.latencyP99Us} µs`,
       );
     }
   }
@@ -304,6 +311,8 @@ async function main(): Promise<void> {
     tcpMiBps: at2MiB('tcp')?.bandwidthMiBps,
     memoryVsMemcpy: at2MiB('memory')?.vsMemcpy,
     tcpVsMemcpy: at2MiB('tcp')?.vsMemcpy,
+    memoryCopyVsMemcpy: at2MiB('memory (copy)')?.vsMemcpy,
+    tcpCopyVsMemcpy: at2MiB('tcp (copy)')?.vsMemcpy,
   };
   const rdma = at2MiB('rdma');
   if (rdma !== undefined) {

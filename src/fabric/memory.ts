@@ -8,8 +8,14 @@
  * peer's registered region and then resolves the writer's promise (the completion); a message is
  * handed to the peer's handler. Because both kinds share one FIFO, a message sent after a write
  * resolved is delivered after that write's bytes are in place (RC ordering), and writes on one
- * connection land in issue order. Bytes are copied when the operation is issued, as a NIC would
- * have them once posted; the caller may reuse its buffer at once.
+ * connection land in issue order. A write's bytes are copied when it is issued, as a NIC would
+ * have them once posted, so the caller may reuse its buffer at once — unless they are
+ * `TransferredBytes` (transfer.ts): memory the caller gave up and nobody may change, which the
+ * lane keeps by reference until delivery, so the bytes are copied once (into the peer's region)
+ * instead of twice. What the caller may do after posting is the transfer's contract: with a plain
+ * Uint8Array anything; after `transferBytes(view)` anything with `view` (it is empty or
+ * untouched, and no longer the payload) and nothing with the TransferredBytes but read it and post
+ * it again.
  *
  * Scheduling. Each direction's pump runs through `scheduler` (default: a microtask), one operation
  * per call, so a simulator can interleave deliveries of different connections in any order it
@@ -40,6 +46,7 @@ import type { Clock } from '../clock/index.js';
 import { ConnectionClosedError, FabricError, HandshakeRefusedError, UnreachableError } from '../errors.js';
 import { trace } from '../trace.js';
 import { EndpointBase } from './endpoint.js';
+import { TransferredBytes } from './transfer.js';
 import type { Connection, Fabric, Handshake, Listener, ListenOptions, RemoteRegion } from './types.js';
 
 export interface MemoryFabricOptions {
@@ -108,7 +115,9 @@ export class MemoryEndpoint extends EndpointBase implements Connection {
         kind: 'write',
         regionKey: remote.handle.regionKey,
         offset,
-        bytes: new Uint8Array(bytes), // a copy (Buffer#slice would be a view)
+        // Transferred bytes are immutable by contract (transfer.ts): kept, not copied. Anything
+        // else is copied now (Buffer#slice would be a view), so the caller may reuse it at once.
+        bytes: bytes instanceof TransferredBytes ? bytes : new Uint8Array(bytes),
         resolve,
         reject,
       });
