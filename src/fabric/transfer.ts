@@ -10,12 +10,15 @@
  * Contract.
  * - `transferBytes(view)` takes `view`'s memory. When `view` spans the whole of a transferable
  *   ArrayBuffer of at least `TRANSFER_MIN_BYTES`, the ArrayBuffer is transferred (detached: O(1))
- *   and `view`, and every other view of that ArrayBuffer, becomes empty (length 0). Otherwise —
+ *   and `view`, and every other view of that ArrayBuffer, becomes empty: length 0, an index
+ *   write is ignored, a method that writes (`fill`, `set`, `copy`) throws TypeError. Otherwise —
  *   a slice of a larger buffer (Buffer's 8 KiB pool, a subarray), a SharedArrayBuffer, a small
  *   view where a copy costs less than a transfer — the bytes are copied once, and `view` is left
- *   as it was. Either way the caller may then do anything with `view` (refill it, reuse it, drop
- *   it): nothing it does reaches the returned bytes. That is the conformance suite's "the caller
- *   may reuse its buffer at once", kept by construction instead of by a copy per write.
+ *   as it was, the caller's to reuse. Either way nothing the caller does with `view` afterwards
+ *   reaches the returned bytes: that is the conformance suite's "the caller may reuse its buffer
+ *   at once", kept by construction instead of by a copy per write. (What the caller may not do
+ *   is count on `view` still holding the payload; a detached view posted again is an empty
+ *   write.)
  * - `TransferredBytes.copyOf(view)` copies once into new memory (for a caller that builds the
  *   payload anyway, such as a group's tail cut from the log buffer).
  * - The returned `TransferredBytes` is a Uint8Array, immutable by contract: the holder may read it
@@ -28,6 +31,7 @@
  *   Uint8Array. Both satisfy the contract.
  */
 import { assert } from '../assert.js';
+import { InvalidArgumentError } from '../errors.js';
 
 /**
  * Below this many bytes `transferBytes` copies: a structured-clone transfer costs a few µs on this
@@ -45,7 +49,9 @@ export class TransferredBytes extends Uint8Array {
 
   /** @internal Use `transferBytes` or `TransferredBytes.copyOf`. */
   constructor(token: typeof CONSTRUCTING, memory: ArrayBuffer) {
-    assert(token === CONSTRUCTING, 'TransferredBytes are made by transferBytes or TransferredBytes.copyOf');
+    if (token !== CONSTRUCTING) {
+      throw new InvalidArgumentError('TransferredBytes are made by transferBytes or TransferredBytes.copyOf');
+    }
     super(memory);
   }
 
