@@ -45,7 +45,7 @@ import { assert } from '../assert.js';
 import type { Clock } from '../clock/index.js';
 import { ConnectionClosedError, FabricError, HandshakeRefusedError, UnreachableError } from '../errors.js';
 import { trace } from '../trace.js';
-import { EndpointBase } from './endpoint.js';
+import { completion, EndpointBase } from './endpoint.js';
 import { TransferredBytes } from './transfer.js';
 import type { Connection, Fabric, Handshake, Listener, ListenOptions, RemoteRegion } from './types.js';
 
@@ -110,18 +110,18 @@ export class MemoryEndpoint extends EndpointBase implements Connection {
   write(remote: RemoteRegion, offset: number, bytes: Uint8Array): Promise<void> {
     const refused = this.checkWrite(remote, offset, bytes);
     if (refused !== undefined) return Promise.reject(refused);
-    return new Promise<void>((resolve, reject) => {
-      this.enqueue({
-        kind: 'write',
-        regionKey: remote.handle.regionKey,
-        offset,
-        // Transferred bytes are immutable by contract (transfer.ts): kept, not copied. Anything
-        // else is copied now (Buffer#slice would be a view), so the caller may reuse it at once.
-        bytes: bytes instanceof TransferredBytes ? bytes : new Uint8Array(bytes),
-        resolve,
-        reject,
-      });
+    const { promise, resolve, reject } = completion();
+    this.enqueue({
+      kind: 'write',
+      regionKey: remote.handle.regionKey,
+      offset,
+      // Transferred bytes are immutable by contract (transfer.ts): kept, not copied. Anything
+      // else is copied now (Buffer#slice would be a view), so the caller may reuse it at once.
+      bytes: bytes instanceof TransferredBytes ? bytes : new Uint8Array(bytes),
+      resolve,
+      reject,
     });
+    return promise;
   }
 
   send(message: Uint8Array): void {

@@ -39,7 +39,7 @@
 import type { Server, Socket } from 'node:net';
 import { assert } from '../assert.js';
 import { ConnectionClosedError, FabricError, RegionRevokedError, WriteOutOfBoundsError } from '../errors.js';
-import { EndpointBase } from './endpoint.js';
+import { completion, EndpointBase } from './endpoint.js';
 import {
   answerHandshake,
   clusterSecret,
@@ -159,14 +159,6 @@ interface Group {
   lengths: number[];
 }
 
-let stashedResolve: () => void = () => {};
-let stashedReject: (err: Error) => void = () => {};
-/** One executor for every group's promise: no closure per promise. */
-function stash(resolve: () => void, reject: (err: Error) => void): void {
-  stashedResolve = resolve;
-  stashedReject = reject;
-}
-
 export class TcpConnection extends EndpointBase implements Connection, InboundSink {
   private regionKeys = 1;
   private readonly outbound: OutboundBatch;
@@ -216,13 +208,10 @@ export class TcpConnection extends EndpointBase implements Connection, InboundSi
     let group = this.openGroup;
     if (!continues || group === undefined) {
       assert(!continues, 'the outbound batch continues only a group this connection opened');
-      const promise = new Promise<void>(stash);
       this.lastGroupSeq = (this.lastGroupSeq + 1) >>> 0;
       group = {
         seq: this.lastGroupSeq,
-        promise,
-        resolve: stashedResolve,
-        reject: stashedReject,
+        ...completion(),
         regionKey,
         regionBytes: remote.handle.bytes,
         offsets: [],
