@@ -261,6 +261,7 @@ export class TcpConnection extends EndpointBase implements Connection, InboundSi
   }
 
   completed(throughGroup: number, failures: GroupFailure[]): void {
+    if (this.closed) return;
     this.openGroup = undefined;
     this.outbound.ack(throughGroup, failures);
   }
