@@ -188,14 +188,13 @@ function integer(name: string, bytes: 1 | 2 | 4, max: number): Field<number> {
   const check = (v: number): void => {
     if (!(Number.isInteger(v) && v >= 0 && v <= max)) fail(`not a ${name}: ${v}`);
   };
-  const write =
-    bytes === 1
-      ? (w: Writer, v: number) => (check(v), w.u8(v))
-      : bytes === 2
-        ? (w: Writer, v: number) => (check(v), w.u16(v))
-        : (w: Writer, v: number) => (check(v), w.u32(v));
-  const read =
-    bytes === 1 ? (r: Reader) => r.u8() : bytes === 2 ? (r: Reader) => r.u16() : (r: Reader) => r.u32();
+  const put = bytes === 1 ? 'u8' : bytes === 2 ? 'u16' : 'u32';
+  const get = put;
+  const write = (w: Writer, v: number): void => {
+    check(v);
+    w[put](v);
+  };
+  const read = (r: Reader): number => r[get]();
   return { minBytes: bytes, write, read };
 }
 
