@@ -15,10 +15,19 @@
  * Buffer.from(…, 'utf8') as U+FFFD (EF BF BD); keys holding one are not well-formed Unicode, and
  * `compareKeys` then orders by code unit (a lone surrogate is not a key a store can round-trip).
  * test/unit/keys.test.ts checks agreement with Buffer.compare on UTF-8 for well-formed strings.
+ *
+ * Binary keys (a `Uint8Array`, on the client protocol and in the clients) are their own bytes;
+ * a string key is its UTF-8 bytes, so `'a'` and `Buffer.from('a')` are the same key. Comparing a
+ * binary key with a string (a region bound, say) compares the string's UTF-8 bytes with
+ * Buffer.compare: byte order again, whatever bytes the key holds (it need not be UTF-8).
  */
 
-/** Negative, zero or positive as `a` sorts before, with or after `b` in UTF-8 byte order. */
-export function compareKeys(a: string, b: string): number {
+/** A key as users give it: a string (its UTF-8 bytes) or bytes. */
+export type Key = string | Uint8Array;
+
+/** Negative, zero or positive as `a` sorts before, with or after `b` in (UTF-8) byte order. */
+export function compareKeys(a: Key, b: Key): number {
+  if (typeof a !== 'string' || typeof b !== 'string') return Buffer.compare(keyBytes(a), keyBytes(b));
   if (a === b) return 0;
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) {
@@ -42,16 +51,39 @@ function orderUnit(unit: number): number {
 }
 
 /** The larger of two keys in byte order. */
-export function maxKeyOf(a: string, b: string): string {
+export function maxKeyOf<A extends Key, B extends Key>(a: A, b: B): A | B {
   return compareKeys(a, b) >= 0 ? a : b;
 }
 
 /** The smaller of two keys in byte order. */
-export function minKeyOf(a: string, b: string): string {
+export function minKeyOf<A extends Key, B extends Key>(a: A, b: B): A | B {
   return compareKeys(a, b) <= 0 ? a : b;
 }
 
 /** Whether `key` lies in `[minKey, maxKey)` (maxKey undefined = unbounded) in byte order. */
-export function keyInRange(key: string, minKey: string, maxKey: string | undefined): boolean {
+export function keyInRange(key: Key, minKey: Key, maxKey: Key | undefined): boolean {
   return compareKeys(key, minKey) >= 0 && (maxKey === undefined || compareKeys(key, maxKey) < 0);
+}
+
+/** The key's bytes: a string's UTF-8, or a view of the given bytes (no copy). */
+export function keyBytes(key: Key): Buffer {
+  if (typeof key === 'string') return Buffer.from(key, 'utf8');
+  return Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength);
+}
+
+/** How many bytes the key is: a string's UTF-8 length. */
+export function keyByteLength(key: Key): number {
+  return typeof key === 'string' ? Buffer.byteLength(key, 'utf8') : key.byteLength;
+}
+
+/** A key for an error message: a string as JSON, bytes as hex (the first 64 bytes). */
+export function describeKey(key: Key): string {
+  if (typeof key === 'string') return JSON.stringify(key);
+  const hex = Buffer.from(key.buffer, key.byteOffset, Math.min(key.byteLength, 64)).toString('hex');
+  return `0x${hex}${key.byteLength > 64 ? `… (${key.byteLength} bytes)` : ''}`;
+}
+
+/** Whether `value` is something a client accepts as a key. */
+export function isKey(value: unknown): value is Key {
+  return typeof value === 'string' || value instanceof Uint8Array;
 }

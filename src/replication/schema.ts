@@ -287,7 +287,8 @@ export function str(maxBytes = 0xffff): Field<string> {
   };
 }
 
-function patchPrefix(w: Writer, start: number, length: Field<number>, n: number): void {
+/** Overwrites the length or count prefix `length` (u8, u16 or u32) written at `start` with `n`. */
+export function patchPrefix(w: Writer, start: number, length: Field<number>, n: number): void {
   if (length === u8) w.buf[start] = n;
   else if (length === u16) w.buf.writeUInt16LE(n, start);
   else w.buf.writeUInt32LE(n, start);
@@ -388,7 +389,7 @@ export function pair<A, B>(a: Field<A>, b: Field<B>): Field<[A, B]> {
 }
 
 /** A value that may be absent: a presence byte, then the value when present. */
-export function optional<T>(field: Field<T>): Field<T | undefined> {
+export function optional<T>(field: Field<T>): Field<T | undefined> & { readonly optional: true } {
   return {
     optional: true,
     minBytes: 1,
