@@ -263,7 +263,7 @@ export class FrameBatcher<K extends 'requests' | 'replies'> {
 
   constructor(
     kind: K,
-    private readonly send: (frame: Buffer) => void,
+    private readonly send: (frame: Buffer, itemCount: number) => void,
   ) {
     this.builder = new FrameBuilder(kind);
   }
@@ -288,8 +288,9 @@ export class FrameBatcher<K extends 'requests' | 'replies'> {
 
   /** Sends the frame being filled now (nothing when it is empty). */
   flush(): void {
+    const count = this.builder.count;
     const frame = this.builder.take();
-    if (frame !== undefined) this.send(frame);
+    if (frame !== undefined) this.send(frame, count);
   }
 
   private readonly flushAtTickEnd = (): void => {

@@ -47,6 +47,8 @@ export interface ClientServerOptions {
   session(regionId: string): RegionSession | undefined;
   /** Called once per request with its op, duration and outcome ('ok' or the error code). */
   observe?: (op: ClientRequest['op'], seconds: number, outcome: string) => void;
+  /** Called once per frame: a request frame received or a reply frame sent, with its operation count. */
+  observeFrame?: (direction: 'requests' | 'replies', operationCount: number) => void;
   /** Serve TLS: the node's certificate and key; `ca` verifies client certificates. */
   tls?: TlsCredentials;
   /** Require credentials: one of `tokens`, or (with `tls`) a client certificate from the CA. */
@@ -68,7 +70,8 @@ export async function startClientServer(options: ClientServerOptions): Promise<C
     socket.setNoDelay(true);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
-    const replies = new FrameBatcher('replies', (frame) => {
+    const replies = new FrameBatcher('replies', (frame, count) => {
+      options.observeFrame?.('replies', count);
       if (!socket.destroyed && !socket.writableEnded) socket.write(frame);
     });
     const gate = authGate(options, socket, replies);
@@ -87,6 +90,7 @@ export async function startClientServer(options: ClientServerOptions): Promise<C
           if (closing || !gate.admit(body)) return;
           const frame = decodeFrame(body);
           if (frame.kind !== 'requests') throw new ProtocolError(`a ${frame.kind} frame from a client`);
+          options.observeFrame?.('requests', frame.items.length);
           for (const { id, request } of frame.items) serveOne(options, replies, id, request);
         });
       } catch (err) {
