@@ -68,6 +68,7 @@ import {
   FrameBatcher,
   FrameSplitter,
   ProtocolError,
+  sentAfter,
 } from '../server/client-protocol.js';
 
 /** TLS for the client: the CA that signed the nodes' certificates; `cert`/`key` for mutual TLS. */
@@ -271,20 +272,20 @@ class RemoteSession implements RegionSession {
       key: keyBytes(key),
       value: bytesOf(value),
     };
-    expectKind(await this.call(request, true, deadlineMs), 'done', request);
+    expectKind(await this.call(request, key, true, deadlineMs), 'done', request, key);
   }
 
   async delete(key: Key, deadlineMs?: number): Promise<void> {
     const request: ClientRequest = { op: 'delete', regionId: this.regionId, key: keyBytes(key) };
-    expectKind(await this.call(request, true, deadlineMs), 'done', request);
+    expectKind(await this.call(request, key, true, deadlineMs), 'done', request, key);
   }
 
   async get(key: Key, deadlineMs?: number): Promise<Buffer | undefined> {
     const request: ClientRequest = { op: 'get', regionId: this.regionId, key: keyBytes(key) };
-    const reply = await this.call(request, false, deadlineMs);
+    const reply = await this.call(request, key, false, deadlineMs);
     if (reply.kind === 'missing') return undefined;
     // A copy: the reply is a view into the connection's receive buffer.
-    return Buffer.from(expectKind(reply, 'value', request).value);
+    return Buffer.from(expectKind(reply, 'value', request, key).value);
   }
 
   async scan(options: ScanOptions, deadlineMs?: number): Promise<KeyValue[]> {
@@ -296,12 +297,18 @@ class RemoteSession implements RegionSession {
       reverse: options.reverse ?? false,
       ...(options.lt === undefined ? {} : { lt: keyBytes(options.lt) }),
     };
-    const { rows } = expectKind(await this.call(request, false, deadlineMs), 'rows', request);
+    const gte = options.gte ?? '';
+    const { rows } = expectKind(await this.call(request, gte, false, deadlineMs), 'rows', request, gte);
     return rows.map((row) => ({ key: Buffer.from(row.key), value: Buffer.from(row.value) }));
   }
 
   /** Sends `request` and waits for its reply; an error reply is thrown as its typed error. */
-  private call(request: ClientRequest, isWrite: boolean, deadlineMs?: number): Promise<ClientReply> {
+  private call(
+    request: ClientRequest,
+    key: Key,
+    isWrite: boolean,
+    deadlineMs?: number,
+  ): Promise<ClientReply> {
     const timeoutMs = this.client.requestBudgetMs(deadlineMs);
     const open = this.client.openConnection(this.nodeId);
     const sent =
@@ -321,7 +328,7 @@ class RemoteSession implements RegionSession {
         if (err instanceof NotSentError) throw new UnreachableError(`${this.nodeId} (connection closed)`);
         // Sent, then the connection broke or the deadline passed: a write may have been applied.
         if (isWrite) {
-          throw new OutcomeUnknownError(`${request.op} of ${describeRequestKey(request)} on ${this.nodeId}`, {
+          throw new OutcomeUnknownError(`${request.op} of ${describeKey(key)} on ${this.nodeId}`, {
             cause: err,
           });
         }
@@ -334,20 +341,18 @@ class RemoteSession implements RegionSession {
 const bytesOf = (value: Uint8Array | string): Buffer =>
   typeof value === 'string' ? Buffer.from(value) : keyBytes(value);
 
-const describeRequestKey = (request: ClientRequest): string =>
-  describeKey('key' in request ? request.key : request.gte);
-
 /** The reply, if it is of the kind `request` expects: anything else is the node's protocol error. */
 function expectKind<K extends ClientReply['kind']>(
   reply: ClientReply,
   kind: K,
   request: ClientRequest,
+  key: Key,
 ): Extract<ClientReply, { kind: K }> {
   if (reply.kind === kind) return reply as Extract<ClientReply, { kind: K }>;
   const err = new ProtocolError(`a ${reply.kind} reply to a ${request.op}`);
   // The node answered a write with nonsense: whether it applied it is not known.
   if (request.op === 'put' || request.op === 'delete') {
-    throw new OutcomeUnknownError(`${request.op} of ${describeRequestKey(request)}`, { cause: err });
+    throw new OutcomeUnknownError(`${request.op} of ${describeKey(key)}`, { cause: err });
   }
   throw err;
 }
@@ -435,6 +440,8 @@ class NodeConnection {
       this.admitQueued();
     });
     socket.on('error', (err) => this.fail(new ConnectionLostError(err.message, { cause: err })));
+    // The node closed its side: nothing more will be answered, and nothing more is sent.
+    socket.on('end', () => this.fail(new ConnectionLostError('the node closed the connection')));
     socket.on('close', () => this.fail(new ConnectionLostError('connection closed')));
   }
 
@@ -587,7 +594,11 @@ class NodeConnection {
   private sendFrame(frame: Buffer): void {
     const sent = this.unflushed;
     this.unflushed = [];
-    if (this.socket.destroyed) return; // fail() rejects them: unflushed, so never sent
+    // A socket the node closed (or that closed) takes nothing: fail() rejects them, unflushed, as never sent.
+    if (this.socket.destroyed || this.socket.readableEnded || !this.socket.writable) {
+      this.fail(new ConnectionLostError('connection closed'));
+      return;
+    }
     this.socket.write(frame, (err) => {
       if (err !== undefined && err !== null) return;
       for (const waiter of sent) waiter.flushed = true;
@@ -596,6 +607,7 @@ class NodeConnection {
 
   private receive(body: Buffer): void {
     const frame = decodeFrame(body);
+    if (frame.kind === 'goaway') return this.goAway(frame.lastId, `${frame.code}: ${frame.message}`);
     if (frame.kind !== 'replies') throw new ProtocolError(`a ${frame.kind} frame from a node`);
     for (const { id, reply } of frame.items) {
       if (id === CONNECTION_ID) {
@@ -608,6 +620,19 @@ class NodeConnection {
       this.waiting.delete(id);
       waiter.resolve(reply);
     }
+  }
+
+  /**
+   * The node's last frame: every request sent after `lastId` never ran there, whatever the kernel
+   * took, so it fails as never sent (retried elsewhere); the rest fail as the connection closes.
+   */
+  private goAway(lastId: number, reason: string): void {
+    for (const [id, waiter] of this.waiting) {
+      if (!sentAfter(id, lastId)) continue;
+      this.waiting.delete(id);
+      waiter.reject(new NotSentError());
+    }
+    this.fail(new ConnectionLostError(`the node closed the connection (${reason})`));
   }
 
   /** Arms the connection's one timer for `deadlineMs` unless it fires earlier already. */

@@ -8,13 +8,21 @@
  *   requests (1)  u16 count | (u32 id | request)*     client → node
  *   replies  (2)  u16 count | (u32 id | reply)*       node → client
  *   auth     (3)  u32 id | token (utf8; '' for none)  client → node, first on every connection
+ *   goaway   (4)  u32 lastId | code | message         node → client, its last frame
  * Requests (an `op` byte, then): put regionId, key, value; get regionId, key; delete regionId, key;
  * scan regionId, gte, lt?, u32 limit, reverse. Keys and values are byte strings (a key at most
  * 65535 bytes): binary keys travel as their bytes, string keys as their UTF-8.
  * Replies (a `kind` byte, then): done (put, delete, auth); value (get, found); missing (get, not
  * found); rows (scan: key, value pairs); error (code, message, regionId). The id 0 is never a
- * request's: an error under id 0 is about the connection (a malformed frame, a request before
- * authentication), and the node closes the connection after it.
+ * request's: an error under id 0 is about the connection (a request before authentication), and
+ * the node closes the connection after it.
+ *
+ * GOAWAY (HTTP/2's): a node that closes a connection — it is stopping, or a frame was malformed —
+ * says so last, with the id of the last request it started. Ids increase in the order the client
+ * sent them, so every request after `lastId` certainly never ran, whatever the kernel took: the
+ * client fails those as never sent (retried), and only the ones up to `lastId` that got no reply
+ * are unknown. Without it, a batch written into a socket the node had just closed would be one
+ * unknown outcome per operation.
  *
  * Batching. Each side coalesces what it has to send within one tick into one frame
  * (FrameBuilder): the client every operation issued in the tick to that node, the node every
@@ -90,13 +98,14 @@ const REPLY_ITEM = struct({ id: u32, reply: REPLY });
 const REQUESTS = list(REQUEST_ITEM, MAX_BATCH_COUNT);
 const REPLIES = list(REPLY_ITEM, MAX_BATCH_COUNT);
 
-export const FRAME_KIND = { requests: 1, replies: 2, auth: 3 } as const;
+export const FRAME_KIND = { requests: 1, replies: 2, auth: 3, goaway: 4 } as const;
 
 /** The field table of a frame's body. */
 export const FRAME = variant('kind', {
   requests: [FRAME_KIND.requests, struct({ items: REQUESTS })],
   replies: [FRAME_KIND.replies, struct({ items: REPLIES })],
   auth: [FRAME_KIND.auth, struct({ id: u32, token: str() })],
+  goaway: [FRAME_KIND.goaway, struct({ lastId: u32, code: str(), message: str() })],
 });
 export type ClientFrame = FieldType<typeof FRAME>;
 
@@ -125,6 +134,12 @@ export function encodeFrame(frame: ClientFrame): Buffer {
   if (length > MAX_CLIENT_FRAME_BYTES) throw new InvalidArgumentError(`frame of ${length} bytes`);
   w.buf.writeUInt32LE(length, 0);
   return w.finish();
+}
+
+/** Whether request id `id` was sent after `lastId` (ids increase mod 2^32, skipping 0). */
+export function sentAfter(id: number, lastId: number): boolean {
+  const distance = (id - lastId) >>> 0;
+  return distance !== 0 && distance < 2 ** 31;
 }
 
 /** AUTH: the connection's credentials (an empty token when the client has none). */

@@ -5,8 +5,9 @@
  * KEY_TOO_LARGE, …) so the client can rebuild them. Requests on one connection run concurrently:
  * the operations of a request frame start in frame order (so the store appends them in that
  * order), each reply joins the connection's reply batch when its operation completes, and a
- * tick's replies leave in one frame (FrameBatcher). A malformed frame is answered with a
- * connection error (id 0, PROTOCOL) and the connection closed: none of its operations ran.
+ * tick's replies leave in one frame (FrameBatcher). A malformed frame, and closing the endpoint,
+ * end a connection with GOAWAY (client-protocol.ts) naming the last request started: none of a
+ * malformed frame's operations ran, and the client knows which of its requests never did.
  *
  * Authentication (`authentication`): a connection is authenticated by a client certificate the
  * CA verified (under TLS, when `clientCertificates`), or by an AUTH frame carrying one of
@@ -29,6 +30,7 @@ import {
   type ClientRequest,
   CONNECTION_ID,
   decodeFrame,
+  encodeFrame,
   errorReply,
   FRAME_KIND,
   FrameBatcher,
@@ -64,9 +66,10 @@ export interface ClientServer {
 
 export async function startClientServer(options: ClientServerOptions): Promise<ClientServer> {
   const { host, port: requestedPort } = parseTcpAddress(options.address);
-  const sockets = new Set<Socket>();
+  /** Open connections, each with how to say GOAWAY on it. */
+  const sockets = new Map<Socket, (code: string, message: string) => void>();
   const serve = (socket: Socket): void => {
-    sockets.add(socket);
+    let lastId = 0;
     socket.setNoDelay(true);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
@@ -77,12 +80,16 @@ export async function startClientServer(options: ClientServerOptions): Promise<C
     const gate = authGate(options, socket, replies);
     const splitter = new FrameSplitter();
     let closing = false;
-    /** A connection error: answered under id 0, then the connection is closed. */
-    const abandon = (err: unknown): void => {
+    /** GOAWAY with the last request started, after the replies batched so far; then the close. */
+    const goAway = (code: string, message: string): void => {
+      if (closing) return;
       closing = true;
       replies.flush();
-      socket.end(encodeReplyNow(CONNECTION_ID, errorReply(err, '')));
+      const last = encodeFrame({ kind: 'goaway', lastId, code, message: message.slice(0, 1024) });
+      socket.end(last, () => socket.destroy());
+      setTimeout(() => socket.destroy(), 1000).unref(); // a peer that does not read: closed anyway
     };
+    sockets.set(socket, goAway);
     socket.on('data', (chunk: Buffer) => {
       if (closing) return;
       try {
@@ -91,10 +98,14 @@ export async function startClientServer(options: ClientServerOptions): Promise<C
           const frame = decodeFrame(body);
           if (frame.kind !== 'requests') throw new ProtocolError(`a ${frame.kind} frame from a client`);
           options.observeFrame?.('requests', frame.items.length);
-          for (const { id, request } of frame.items) serveOne(options, replies, id, request);
+          for (const { id, request } of frame.items) {
+            lastId = id;
+            serveOne(options, replies, id, request);
+          }
         });
       } catch (err) {
-        abandon(err instanceof ProtocolError ? err : new ProtocolError(String(err)));
+        const reason = err instanceof ProtocolError ? err : new ProtocolError(String(err));
+        goAway(reason.code, reason.message); // none of the malformed frame's operations ran
       }
     });
   };
@@ -116,7 +127,7 @@ export async function startClientServer(options: ClientServerOptions): Promise<C
     address: `tcp://${host}:${port}`,
     close: () =>
       new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
+        for (const goAway of sockets.values()) goAway('GOING_AWAY', `node ${options.nodeId} is closing`);
         server.close(() => resolve());
       }),
   };

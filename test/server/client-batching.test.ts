@@ -8,6 +8,10 @@
  * - The error contract holds per operation inside a batch: each gets its own outcome; when the
  *   connection breaks, the sent writes are OutcomeUnknownError and the queued ones, which never
  *   left, end as a definite OperationTimeoutError.
+ * - GOAWAY: a closing node names the last request it started; the started writes end unknown, the
+ *   later ones definite. (Whether a late batch was written into the closing socket or refused
+ *   depends on timing here; test/server/node-process.test.ts's stopped node is the case where it
+ *   is written — without GOAWAY every write of that batch came back as an unknown outcome.)
  * - Keys that are not UTF-8 travel as their bytes and route by region in byte order; a string key
  *   is its UTF-8 bytes (so 'abc' and Buffer.from('abc') are one key).
  */
@@ -263,6 +267,38 @@ test('a broken connection: sent writes are unknown outcomes, queued ones never l
     expect(d2).toBeInstanceOf(OutcomeUnknownError);
     expect(d3).toBeInstanceOf(OperationTimeoutError);
     expect(d4).toBeInstanceOf(OperationTimeoutError);
+    expect(session.calls.length - callsBefore).toBe(2);
+  } finally {
+    await client.close();
+    await nodes.stop();
+  }
+});
+
+test('GOAWAY: requests sent after the last one the closing node started end definite; started ones unknown', async () => {
+  const nodes = await twoNodes();
+  const client = await TalosClient.connect({
+    etcd: etcd.endpoints,
+    cluster: nodes.cluster,
+    operationTimeoutMs: 1500,
+  });
+  try {
+    await client.put('e-warmup', 'v');
+    const { session } = nodes.n1;
+    session.hold = true;
+    const callsBefore = session.calls.length;
+    const settle = (k: string): Promise<unknown> =>
+      client.put(k, 'v').then(
+        () => 'acknowledged',
+        (err: unknown) => err,
+      );
+    const started = ['e1', 'e2'].map(settle);
+    await waitFor(() => session.held.length === 2);
+    const closing = nodes.n1.server.close(); // GOAWAY with e2's id, then the close
+    // Sent in the same tick as the close: written into a socket the node is closing, or refused.
+    const late = ['e3', 'e4', 'e5'].map(settle);
+    await closing;
+    for (const outcome of await Promise.all(started)) expect(outcome).toBeInstanceOf(OutcomeUnknownError);
+    for (const outcome of await Promise.all(late)) expect(outcome).toBeInstanceOf(OperationTimeoutError);
     expect(session.calls.length - callsBefore).toBe(2);
   } finally {
     await client.close();
