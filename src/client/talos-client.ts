@@ -607,7 +607,10 @@ class NodeConnection {
 
   private receive(body: Buffer): void {
     const frame = decodeFrame(body);
-    if (frame.kind === 'goaway') return this.goAway(frame.lastId, `${frame.code}: ${frame.message}`);
+    if (frame.kind === 'goaway') {
+      this.goAway(frame.lastId, `${frame.code}: ${frame.message}`);
+      return;
+    }
     if (frame.kind !== 'replies') throw new ProtocolError(`a ${frame.kind} frame from a node`);
     for (const { id, reply } of frame.items) {
       if (id === CONNECTION_ID) {
