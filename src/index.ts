@@ -42,6 +42,7 @@ export { hexRegionSpecs, regionOf } from './cluster/regions.js';
 export * from './engine/index.js';
 export * from './errors.js';
 export * from './fabric/index.js';
+export { compareKeys, type Key } from './keys.js';
 export { RdmaFabric, type RdmaFabricOptions, rdmaDevices } from './fabric/rdma/index.js';
 export { TcpFabric, type TcpFabricOptions } from './fabric/tcp.js';
 export type { TlsCredentials } from './fabric/tls.js';
