@@ -287,7 +287,7 @@ export function encodeMessage(message: ReplicationMessage): Buffer {
   MESSAGE.write(w, message as Tabled);
   const crc = crc32c(w.buf.subarray(0, w.at));
   w.u32(crc);
-  return Buffer.from(w.finish());
+  return w.finish();
 }
 
 export function decodeMessage(bytes: Uint8Array): ReplicationMessage {

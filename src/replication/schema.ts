@@ -188,13 +188,27 @@ function integer(name: string, bytes: 1 | 2 | 4, max: number): Field<number> {
   const check = (v: number): void => {
     if (!(Number.isInteger(v) && v >= 0 && v <= max)) fail(`not a ${name}: ${v}`);
   };
-  const put = bytes === 1 ? 'u8' : bytes === 2 ? 'u16' : 'u32';
-  const get = put;
-  const write = (w: Writer, v: number): void => {
-    check(v);
-    w[put](v);
-  };
-  const read = (r: Reader): number => r[get]();
+  let write: (w: Writer, v: number) => void;
+  let read: (r: Reader) => number;
+  if (bytes === 1) {
+    write = (w, v) => {
+      check(v);
+      w.u8(v);
+    };
+    read = (r) => r.u8();
+  } else if (bytes === 2) {
+    write = (w, v) => {
+      check(v);
+      w.u16(v);
+    };
+    read = (r) => r.u16();
+  } else {
+    write = (w, v) => {
+      check(v);
+      w.u32(v);
+    };
+    read = (r) => r.u32();
+  }
   return { minBytes: bytes, write, read };
 }
 
@@ -455,15 +469,14 @@ export function struct<const S extends Table>(table: S): StructField<StructOf<S>
     readInto,
     write: (w, value) => {
       const record = value as Record<string, unknown>;
-      for (let i = 0; i < fields.length; i++) {
-        try {
-          fields[i]!.write(w, record[names[i]!]);
-        } catch (err) {
-          if (err instanceof InvalidArgumentError) {
-            throw new InvalidArgumentError(`${names[i]}: ${err.message.replace(/^invalid argument: /, '')}`);
-          }
-          throw err;
+      let i = 0;
+      try {
+        for (; i < fields.length; i++) fields[i]!.write(w, record[names[i]!]);
+      } catch (err) {
+        if (err instanceof InvalidArgumentError) {
+          throw new InvalidArgumentError(`${names[i]}: ${err.message}`);
         }
+        throw err;
       }
     },
     read: (r) => {
