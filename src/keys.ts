@@ -27,7 +27,14 @@ export type Key = string | Uint8Array;
 
 /** Negative, zero or positive as `a` sorts before, with or after `b` in (UTF-8) byte order. */
 export function compareKeys(a: Key, b: Key): number {
-  if (typeof a !== 'string' || typeof b !== 'string') return Buffer.compare(keyBytes(a), keyBytes(b));
+  if (typeof a !== 'string' || typeof b !== 'string') {
+    if (typeof b === 'string') return compareBytesWithString(a as Uint8Array, b);
+    if (typeof a === 'string') {
+      const c = compareBytesWithString(b, a);
+      return c === 0 ? 0 : -c; // never -0
+    }
+    return Buffer.compare(a, b);
+  }
   if (a === b) return 0;
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) {
@@ -48,6 +55,23 @@ function orderUnit(unit: number): number {
   if (unit < 0xd800) return unit;
   if (unit < 0xe000) return unit + 0x2000; // 0xD800–0xDFFF → 0xF800–0xFFFF
   return unit - 0x800; // 0xE000–0xFFFF → 0xD800–0xF7FF
+}
+
+/**
+ * Bytes against a string's UTF-8 without encoding it while the string is ASCII (region bounds
+ * are, as a rule): a code unit below 0x80 is its own UTF-8 byte. At the first other unit the rest
+ * is compared as bytes.
+ */
+function compareBytesWithString(a: Uint8Array, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const unit = b.charCodeAt(i);
+    if (unit >= 0x80) return Buffer.compare(a.subarray(i), Buffer.from(b.slice(i), 'utf8'));
+    if (a[i] !== unit) return a[i]! - unit;
+  }
+  if (a.length === b.length) return 0;
+  if (a.length < b.length) return -1;
+  return 1;
 }
 
 /** The larger of two keys in byte order. */
