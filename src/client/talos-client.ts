@@ -588,6 +588,10 @@ class NodeConnection {
     if (this.queueHead === this.queue.length && this.queueHead > 0) {
       this.queue = [];
       this.queueHead = 0;
+    } else if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      // A backlog that never drains: drop the admitted head instead of keeping it forever.
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
     }
   }
 
