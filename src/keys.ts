@@ -23,10 +23,10 @@
  */
 
 /** A key as users give it: a string (its UTF-8 bytes) or bytes. */
-export type Key = string | Uint8Array;
+export type KeyLike = string | Uint8Array;
 
 /** Negative, zero or positive as `a` sorts before, with or after `b` in (UTF-8) byte order. */
-export function compareKeys(a: Key, b: Key): number {
+export function compareKeys(a: KeyLike, b: KeyLike): number {
   if (typeof a !== 'string' || typeof b !== 'string') {
     if (typeof b === 'string') return compareBytesWithString(a as Uint8Array, b);
     if (typeof a === 'string') {
@@ -75,39 +75,42 @@ function compareBytesWithString(a: Uint8Array, b: string): number {
 }
 
 /** The larger of two keys in byte order. */
-export function maxKeyOf<A extends Key, B extends Key>(a: A, b: B): A | B {
+export function maxKeyOf<A extends KeyLike, B extends KeyLike>(a: A, b: B): A | B {
   return compareKeys(a, b) >= 0 ? a : b;
 }
 
 /** The smaller of two keys in byte order. */
-export function minKeyOf<A extends Key, B extends Key>(a: A, b: B): A | B {
+export function minKeyOf<A extends KeyLike, B extends KeyLike>(a: A, b: B): A | B {
   return compareKeys(a, b) <= 0 ? a : b;
 }
 
 /** Whether `key` lies in `[minKey, maxKey)` (maxKey undefined = unbounded) in byte order. */
-export function keyInRange(key: Key, minKey: Key, maxKey: Key | undefined): boolean {
+export function keyInRange(key: KeyLike, minKey: KeyLike, maxKey: KeyLike | undefined): boolean {
   return compareKeys(key, minKey) >= 0 && (maxKey === undefined || compareKeys(key, maxKey) < 0);
 }
 
 /** The key's bytes: a string's UTF-8, or a view of the given bytes (no copy). */
-export function keyBytes(key: Key): Buffer {
+export function keyBytesOf(key: KeyLike): Buffer {
   if (typeof key === 'string') return Buffer.from(key, 'utf8');
   return Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength);
 }
 
 /** How many bytes the key is: a string's UTF-8 length. */
-export function keyByteLength(key: Key): number {
+export function keyByteLength(key: KeyLike): number {
   return typeof key === 'string' ? Buffer.byteLength(key, 'utf8') : key.byteLength;
 }
 
-/** A key for an error message: a string as JSON, bytes as hex (the first 64 bytes). */
-export function describeKey(key: Key): string {
+/** A key for a message: strings as JSON, bytes as text when they are valid UTF-8, else hex (64 bytes at most). */
+export function describeKeyLike(key: KeyLike): string {
   if (typeof key === 'string') return JSON.stringify(key);
-  const hex = Buffer.from(key.buffer, key.byteOffset, Math.min(key.byteLength, 64)).toString('hex');
-  return `0x${hex}${key.byteLength > 64 ? `… (${key.byteLength} bytes)` : ''}`;
+  const bytes = keyBytesOf(key);
+  const text = bytes.toString('utf8');
+  if (Buffer.from(text, 'utf8').equals(bytes)) return JSON.stringify(text);
+  const hex = bytes.subarray(0, 64).toString('hex');
+  return `0x${hex}${bytes.length > 64 ? `… (${bytes.length} bytes)` : ''}`;
 }
 
 /** Whether `value` is something a client accepts as a key. */
-export function isKey(value: unknown): value is Key {
+export function isKey(value: unknown): value is KeyLike {
   return typeof value === 'string' || value instanceof Uint8Array;
 }

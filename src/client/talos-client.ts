@@ -58,7 +58,7 @@ import {
 } from '../errors.js';
 import { parseTcpAddress } from '../fabric/tcp.js';
 import { type TlsCredentials, tlsClientOptions, tlsRefusal } from '../fabric/tls.js';
-import { describeKey, type Key, keyBytes } from '../keys.js';
+import { describeKeyLike, type KeyLike, keyBytesOf } from '../keys.js';
 import {
   type ClientReply,
   type ClientRequest,
@@ -147,15 +147,15 @@ export class TalosClient {
     return client;
   }
 
-  put(key: Key, value: Uint8Array | string): Promise<void> {
+  put(key: KeyLike, value: Uint8Array | string): Promise<void> {
     return this.client.put(key, value);
   }
 
-  delete(key: Key): Promise<void> {
+  delete(key: KeyLike): Promise<void> {
     return this.client.delete(key);
   }
 
-  get(key: Key): Promise<Buffer | undefined> {
+  get(key: KeyLike): Promise<Buffer | undefined> {
     return this.client.get(key);
   }
 
@@ -265,23 +265,23 @@ class RemoteSession implements RegionSession {
     private readonly regionId: string,
   ) {}
 
-  async put(key: Key, value: Uint8Array | string, deadlineMs?: number): Promise<void> {
+  async put(key: KeyLike, value: Uint8Array | string, deadlineMs?: number): Promise<void> {
     const request: ClientRequest = {
       op: 'put',
       regionId: this.regionId,
-      key: keyBytes(key),
+      key: keyBytesOf(key),
       value: bytesOf(value),
     };
     expectKind(await this.call(request, key, true, deadlineMs), 'done', request, key);
   }
 
-  async delete(key: Key, deadlineMs?: number): Promise<void> {
-    const request: ClientRequest = { op: 'delete', regionId: this.regionId, key: keyBytes(key) };
+  async delete(key: KeyLike, deadlineMs?: number): Promise<void> {
+    const request: ClientRequest = { op: 'delete', regionId: this.regionId, key: keyBytesOf(key) };
     expectKind(await this.call(request, key, true, deadlineMs), 'done', request, key);
   }
 
-  async get(key: Key, deadlineMs?: number): Promise<Buffer | undefined> {
-    const request: ClientRequest = { op: 'get', regionId: this.regionId, key: keyBytes(key) };
+  async get(key: KeyLike, deadlineMs?: number): Promise<Buffer | undefined> {
+    const request: ClientRequest = { op: 'get', regionId: this.regionId, key: keyBytesOf(key) };
     const reply = await this.call(request, key, false, deadlineMs);
     if (reply.kind === 'missing') return undefined;
     // A copy: the reply is a view into the connection's receive buffer.
@@ -292,10 +292,10 @@ class RemoteSession implements RegionSession {
     const request: ClientRequest = {
       op: 'scan',
       regionId: this.regionId,
-      gte: keyBytes(options.gte ?? ''),
+      gte: keyBytesOf(options.gte ?? ''),
       limit: Math.min(options.limit ?? 0xffffffff, 0xffffffff),
       reverse: options.reverse ?? false,
-      ...(options.lt === undefined ? {} : { lt: keyBytes(options.lt) }),
+      ...(options.lt === undefined ? {} : { lt: keyBytesOf(options.lt) }),
     };
     const gte = options.gte ?? '';
     const { rows } = expectKind(await this.call(request, gte, false, deadlineMs), 'rows', request, gte);
@@ -305,7 +305,7 @@ class RemoteSession implements RegionSession {
   /** Sends `request` and waits for its reply; an error reply is thrown as its typed error. */
   private call(
     request: ClientRequest,
-    key: Key,
+    key: KeyLike,
     isWrite: boolean,
     deadlineMs?: number,
   ): Promise<ClientReply> {
@@ -328,7 +328,7 @@ class RemoteSession implements RegionSession {
         if (err instanceof NotSentError) throw new UnreachableError(`${this.nodeId} (connection closed)`);
         // Sent, then the connection broke or the deadline passed: a write may have been applied.
         if (isWrite) {
-          throw new OutcomeUnknownError(`${request.op} of ${describeKey(key)} on ${this.nodeId}`, {
+          throw new OutcomeUnknownError(`${request.op} of ${describeKeyLike(key)} on ${this.nodeId}`, {
             cause: err,
           });
         }
@@ -339,20 +339,20 @@ class RemoteSession implements RegionSession {
 }
 
 const bytesOf = (value: Uint8Array | string): Buffer =>
-  typeof value === 'string' ? Buffer.from(value) : keyBytes(value);
+  typeof value === 'string' ? Buffer.from(value) : keyBytesOf(value);
 
 /** The reply, if it is of the kind `request` expects: anything else is the node's protocol error. */
 function expectKind<K extends ClientReply['kind']>(
   reply: ClientReply,
   kind: K,
   request: ClientRequest,
-  key: Key,
+  key: KeyLike,
 ): Extract<ClientReply, { kind: K }> {
   if (reply.kind === kind) return reply as Extract<ClientReply, { kind: K }>;
   const err = new ProtocolError(`a ${reply.kind} reply to a ${request.op}`);
   // The node answered a write with nonsense: whether it applied it is not known.
   if (request.op === 'put' || request.op === 'delete') {
-    throw new OutcomeUnknownError(`${request.op} of ${describeKey(key)}`, { cause: err });
+    throw new OutcomeUnknownError(`${request.op} of ${describeKeyLike(key)}`, { cause: err });
   }
   throw err;
 }

@@ -27,7 +27,15 @@ import {
   UnreachableError,
   WrongPrimaryError,
 } from '../errors.js';
-import { compareKeys, describeKey, isKey, type Key, keyByteLength, maxKeyOf, minKeyOf } from '../keys.js';
+import {
+  compareKeys,
+  describeKeyLike,
+  isKey,
+  type KeyLike,
+  keyByteLength,
+  maxKeyOf,
+  minKeyOf,
+} from '../keys.js';
 import { regionOf } from './regions.js';
 
 export interface LocalClientOptions {
@@ -45,9 +53,9 @@ export interface LocalClientOptions {
  */
 export interface RegionSession {
   readonly isServing: boolean;
-  put(key: Key, value: Uint8Array | string, deadlineMs?: number): Promise<void>;
-  delete(key: Key, deadlineMs?: number): Promise<void>;
-  get(key: Key, deadlineMs?: number): Promise<Buffer | undefined>;
+  put(key: KeyLike, value: Uint8Array | string, deadlineMs?: number): Promise<void>;
+  delete(key: KeyLike, deadlineMs?: number): Promise<void>;
+  get(key: KeyLike, deadlineMs?: number): Promise<Buffer | undefined>;
   scan(options: ScanOptions, deadlineMs?: number): Promise<KeyValue[]>;
 }
 
@@ -58,8 +66,8 @@ export interface ClientPorts {
 }
 
 export interface ClientScanOptions {
-  gte?: Key;
-  lt?: Key;
+  gte?: KeyLike;
+  lt?: KeyLike;
   limit?: number;
   reverse?: boolean;
 }
@@ -94,15 +102,15 @@ export class LocalClient {
     this.maxBackoffMs = options.maxBackoffMs ?? 200;
   }
 
-  put(key: Key, value: Uint8Array | string): Promise<void> {
+  put(key: KeyLike, value: Uint8Array | string): Promise<void> {
     return this.onPrimary('put', key, (session, deadlineMs) => session.put(key, value, deadlineMs));
   }
 
-  delete(key: Key): Promise<void> {
+  delete(key: KeyLike): Promise<void> {
     return this.onPrimary('delete', key, (session, deadlineMs) => session.delete(key, deadlineMs));
   }
 
-  get(key: Key): Promise<Buffer | undefined> {
+  get(key: KeyLike): Promise<Buffer | undefined> {
     return this.onPrimary('get', key, (session, deadlineMs) => session.get(key, deadlineMs));
   }
 
@@ -131,14 +139,14 @@ export class LocalClient {
 
   private onPrimary<T>(
     op: 'put' | 'delete' | 'get',
-    key: Key,
+    key: KeyLike,
     attempt: (session: RegionSession, deadlineMs: number) => Promise<T>,
   ): Promise<T> {
     if (!isKey(key)) throw new TypeError('keys are strings (UTF-8) or Uint8Arrays');
     const keyBytes = keyByteLength(key);
     if (keyBytes > 65535) return Promise.reject(new KeyTooLargeError(keyBytes, 65535));
     const find = (): RegionSession => this.serving(regionOf(this.ports.regions(), key).regionId);
-    return this.withRetry(`${op} of ${describeKey(key)}`, find, attempt);
+    return this.withRetry(`${op} of ${describeKeyLike(key)}`, find, attempt);
   }
 
   /** The session serving `regionId` on its current primary, or WrongPrimaryError. */
@@ -179,7 +187,7 @@ export class LocalClient {
 }
 
 /** The lower of two exclusive upper bounds (undefined = unbounded). */
-function clipUpper(a: Key | undefined, b: string | undefined): Key | undefined {
+function clipUpper(a: KeyLike | undefined, b: string | undefined): KeyLike | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;
   return minKeyOf(a, b);

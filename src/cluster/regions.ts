@@ -9,7 +9,7 @@
 import type { RegionConfig } from '../../coordination/types.js';
 import type { RegionSpec } from '../actors/controller.js';
 import { InvalidArgumentError, UnknownRegionError } from '../errors.js';
-import { compareKeys, describeKey, type Key, keyInRange } from '../keys.js';
+import { compareKeys, describeKeyLike, type KeyLike, keyInRange } from '../keys.js';
 
 /** `count` regions splitting two-hex-digit prefixes evenly: r0 = ['', '55'), r1 = ['55', 'aa'), … */
 export function hexRegionSpecs(count: number): RegionSpec[] {
@@ -54,7 +54,7 @@ export function byMinKey(a: { minKey: string }, b: { minKey: string }): number {
 /** The region of `key` among configurations sorted by minKey (byMinKey). */
 export function regionOf<T extends Pick<RegionConfig, 'minKey' | 'maxKey' | 'regionId'>>(
   sorted: readonly T[],
-  key: Key,
+  key: KeyLike,
 ): T {
   let lo = 0;
   let hi = sorted.length;
@@ -65,7 +65,7 @@ export function regionOf<T extends Pick<RegionConfig, 'minKey' | 'maxKey' | 'reg
   }
   const region = sorted[lo - 1];
   if (region === undefined || !keyInRange(key, region.minKey, region.maxKey)) {
-    throw new UnknownRegionError(`key ${describeKey(key)}`);
+    throw new UnknownRegionError(`key ${describeKeyLike(key)}`);
   }
   return region;
 }

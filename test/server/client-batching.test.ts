@@ -27,7 +27,7 @@ import {
   OutcomeUnknownError,
   TalosError,
 } from '../../src/errors.js';
-import { type Key, keyBytes } from '../../src/keys.js';
+import { type KeyLike, keyBytesOf } from '../../src/keys.js';
 import { type ClientServer, startClientServer } from '../../src/server/client-server.js';
 
 jest.setTimeout(60_000);
@@ -56,8 +56,8 @@ class MemorySession implements RegionSession {
   /** Keys (hex) a put refuses with KeyTooLargeError, a definite failure. */
   readonly refuse = new Set<string>();
 
-  async put(key: Key, value: Uint8Array | string): Promise<void> {
-    const k = Buffer.from(keyBytes(key));
+  async put(key: KeyLike, value: Uint8Array | string): Promise<void> {
+    const k = Buffer.from(keyBytesOf(key));
     this.calls.push({ op: 'put', key: k });
     if (this.refuse.has(k.toString('hex'))) throw new KeyTooLargeError(k.length, 1);
     if (this.hold) {
@@ -69,21 +69,21 @@ class MemorySession implements RegionSession {
     this.rows.set(k.toString('hex'), Buffer.from(value));
   }
 
-  async delete(key: Key): Promise<void> {
-    const k = Buffer.from(keyBytes(key));
+  async delete(key: KeyLike): Promise<void> {
+    const k = Buffer.from(keyBytesOf(key));
     this.calls.push({ op: 'delete', key: k });
     this.rows.delete(k.toString('hex'));
   }
 
-  async get(key: Key): Promise<Buffer | undefined> {
-    const k = Buffer.from(keyBytes(key));
+  async get(key: KeyLike): Promise<Buffer | undefined> {
+    const k = Buffer.from(keyBytesOf(key));
     this.calls.push({ op: 'get', key: k });
     return this.rows.get(k.toString('hex'));
   }
 
   async scan(options: ScanOptions): Promise<KeyValue[]> {
-    const gte = keyBytes(options.gte ?? '');
-    const lt = options.lt === undefined ? undefined : keyBytes(options.lt);
+    const gte = keyBytesOf(options.gte ?? '');
+    const lt = options.lt === undefined ? undefined : keyBytesOf(options.lt);
     const rows = [...this.rows]
       .map(([hex, value]) => ({ key: Buffer.from(hex, 'hex'), value }))
       .filter((r) => Buffer.compare(r.key, gte) >= 0 && (lt === undefined || Buffer.compare(r.key, lt) < 0))
@@ -310,7 +310,7 @@ test('binary keys travel as bytes and route by region in byte order', async () =
   const nodes = await twoNodes();
   const client = await TalosClient.connect({ etcd: etcd.endpoints, cluster: nodes.cluster });
   try {
-    const cases: { key: Key; node: 'n1' | 'n2' }[] = [
+    const cases: { key: KeyLike; node: 'n1' | 'n2' }[] = [
       { key: Buffer.from([0xff, 0xfe]), node: 'n2' }, // not UTF-8; above 'm' (0x6d)
       { key: Buffer.from([0x6c, 0xff, 0x00]), node: 'n1' }, // 'l' then non-UTF-8: below 'm'
       { key: new Uint8Array([0x6d]), node: 'n2' }, // exactly the bound: the upper region
@@ -321,7 +321,7 @@ test('binary keys travel as bytes and route by region in byte order', async () =
     ];
     for (const [i, c] of cases.entries()) await client.put(c.key, Buffer.from([i, 0xff]));
     for (const [i, c] of cases.entries()) {
-      const hex = keyBytes(c.key).toString('hex');
+      const hex = keyBytesOf(c.key).toString('hex');
       const here = nodes[c.node].session.rows;
       const there = nodes[c.node === 'n1' ? 'n2' : 'n1'].session.rows;
       expect({ hex, stored: here.get(hex), elsewhere: there.has(hex) }).toEqual({
@@ -337,7 +337,7 @@ test('binary keys travel as bytes and route by region in byte order', async () =
     // A scan with binary bounds crosses both regions in byte order.
     const rows = await client.scan({ gte: Buffer.from([0x01]), lt: Buffer.from([0xff, 0xff]) });
     const expected = cases
-      .map((c) => keyBytes(c.key))
+      .map((c) => keyBytesOf(c.key))
       .filter(
         (k) =>
           Buffer.compare(k, Buffer.from([0x01])) >= 0 && Buffer.compare(k, Buffer.from([0xff, 0xff])) < 0,
