@@ -19,7 +19,7 @@
  * the whole used prefix (`crc32c(bytes)`), computed by the caller.
  */
 import { assert } from '../assert.js';
-import { CorruptSegmentError, MissingSegmentMappingError } from '../errors.js';
+import { CorruptSegmentError } from '../errors.js';
 import { crc32c } from './crc.js';
 import { ENTRY_OVERHEAD_BYTES, type IndexEntry } from './memtable.js';
 
@@ -27,9 +27,9 @@ export const INDEX_FOOTER_BYTES = 32;
 export const INDEX_MAGIC = 0x58494c54; // "TLIX"
 export const INDEX_FORMAT_VERSION = 1;
 export const TARGET_BLOCK_BYTES = 4096;
-const BLOCK_INDEX_ENTRY_FIXED_BYTES = 14;
-const FLAG_TOMBSTONE = 1;
-const TWO_32 = 2 ** 32;
+export const BLOCK_INDEX_ENTRY_FIXED_BYTES = 14;
+export const FLAG_TOMBSTONE = 1;
+export const TWO_32 = 2 ** 32;
 
 /** Entries of one block, decoded; keys are latin1 strings (byte order = string order). */
 export interface DecodedBlock {
@@ -398,45 +398,4 @@ export function verifyIndexSegment(bytes: Buffer, name: string): IndexSegmentMet
   return meta;
 }
 
-/**
- * Pointer translation (PROTOCOL §5.3), a pure function over bytes: returns a copy of the index
- * segment in which every value pointer p becomes `map(base(p)) + (p - base(p))`, where base(p) is
- * the start of the primary's segment holding p. Block CRCs and the metadata CRC are recomputed.
- * A pointer whose segment has no mapping throws MissingSegmentMappingError — never a guess.
- */
-export function translateIndexSegment(
-  bytes: Buffer,
-  segmentBytes: number,
-  mapSegment: (primarySegmentOffset: number) => number | undefined,
-  name = 'shipped index segment',
-): Buffer {
-  const meta = verifyIndexSegment(bytes, name);
-  const out = Buffer.from(bytes);
-  let blockIndexEntry = meta.blockIndexOffset;
-  for (let i = 0; i < meta.blockCount; i++) {
-    const start = meta.blockOffsets[i]!;
-    const end = start + meta.blockLengths[i]!;
-    const count = out.readUInt16LE(start);
-    let o = start + 2;
-    for (let e = 0; e < count; e++) {
-      o += 2 + out.readUInt16LE(o);
-      const pointer = out.readUInt32LE(o) + out.readUInt32LE(o + 4) * TWO_32;
-      const inSegment = pointer % segmentBytes;
-      const primaryBase = pointer - inSegment;
-      const localBase = mapSegment(primaryBase);
-      if (localBase === undefined) throw new MissingSegmentMappingError(primaryBase);
-      assert(localBase % segmentBytes === 0, 'a mapped segment must start on a segment boundary');
-      const translated = localBase + inSegment;
-      out.writeUInt32LE(translated % TWO_32, o);
-      out.writeUInt32LE(Math.floor(translated / TWO_32), o + 4);
-      o += 17;
-    }
-    assert(o === end, 'translation must walk each block exactly');
-    // The block's CRC sits at offset +8 of its block-index entry.
-    out.writeUInt32LE(crc32c(out.subarray(start, end)), blockIndexEntry + 8);
-    blockIndexEntry += BLOCK_INDEX_ENTRY_FIXED_BYTES + meta.blockFirstKeys[i]!.length;
-  }
-  const f = meta.usedBytes - INDEX_FOOTER_BYTES;
-  out.writeUInt32LE(crc32c(out.subarray(meta.blockIndexOffset, f + 28)), f + 28);
-  return out;
-}
+export { translateIndexSegment, translateIndexSegmentChecked } from './index-translate.js';

@@ -1,5 +1,5 @@
 /**
- * Build-Index mode on the engine alone (PROTOCOL §5, last paragraph): a backup store persists
+ * Build-Index mode on engine stores alone (the backup side, src/replication/backup-store.ts) (PROTOCOL §5, last paragraph): a backup store persists
  * shipped log segments and indexes their records into its own L0 (`indexShippedLogSegment`), with
  * local pointers, then flushes and compacts by itself. Partial seals followed by the full seal index
  * each record once; segments are indexed in order; corrupt bytes are refused; a restart with
