@@ -60,7 +60,7 @@ it('the background loop compacts in bounded jobs (one source segment each) and a
   });
   const model = new Map<string, string>();
   for (let i = 0; i < 3000; i++) {
-    const key = `k${String((i * 7919) % 1009).padStart(4, '0')}`;
+    const key = `k${String((i * 7919) % 2999).padStart(4, '0')}`;
     const value = `v${i}`;
     await store.put(key, value);
     model.set(Buffer.from(key).toString('hex'), Buffer.from(value).toString('hex'));

@@ -240,7 +240,7 @@ describe('a Build-Index backup flushes and compacts on its own', () => {
     const backup = await openBackup();
     feed(primary, { backup });
     for (let i = 0; i < 600; i++) {
-      const key = `k${String((i * 37) % 180).padStart(3, '0')}`;
+      const key = `k${String((i * 37) % 451).padStart(3, '0')}`;
       if (i % 11 === 0) await primary.delete(key);
       else await primary.put(key, `v${i}-${'x'.repeat(i % 60)}`);
     }
