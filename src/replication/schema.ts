@@ -36,8 +36,8 @@
  * checks enum values, list bounds or UTF-8 well-formedness without a second hand-written pass —
  * which is the code this module replaces. Their wire formats also carry per-field tags the
  * tables here do not need (all nodes run one build: wire compatibility across versions is not a
- * goal). The whole codec is one module (about 440 lines of code) with no dependency, and encodes a client operation into a
- * shared batch buffer without allocating per field.
+ * goal). The whole codec is this module (about 440 lines of code) with no dependency, and it
+ * encodes a client operation into a shared batch buffer without allocating per field.
  */
 import { InvalidArgumentError } from '../errors.js';
 
