@@ -11,6 +11,10 @@
  * `deadlineMs`, on the client's clock): a remote session bounds its wait for the reply by it.
  *
  * Scans cross regions in key order (reverse order for `reverse`), each clipped to its region.
+ *
+ * Keys are strings (their UTF-8 bytes) or Uint8Arrays (their own bytes, which need not be UTF-8),
+ * routed by region in byte order (src/keys.ts); a key longer than 65535 bytes is KeyTooLargeError
+ * before any attempt.
  */
 import type { RegionConfig } from '../../coordination/types.js';
 import type { Clock } from '../clock/index.js';
@@ -23,7 +27,15 @@ import {
   UnreachableError,
   WrongPrimaryError,
 } from '../errors.js';
-import { compareKeys, maxKeyOf, minKeyOf } from '../keys.js';
+import {
+  compareKeys,
+  describeKeyLike,
+  isKey,
+  type KeyLike,
+  keyByteLength,
+  maxKeyOf,
+  minKeyOf,
+} from '../keys.js';
 import { regionOf } from './regions.js';
 
 export interface LocalClientOptions {
@@ -41,9 +53,9 @@ export interface LocalClientOptions {
  */
 export interface RegionSession {
   readonly isServing: boolean;
-  put(key: string, value: Uint8Array | string, deadlineMs?: number): Promise<void>;
-  delete(key: string, deadlineMs?: number): Promise<void>;
-  get(key: string, deadlineMs?: number): Promise<Buffer | undefined>;
+  put(key: KeyLike, value: Uint8Array | string, deadlineMs?: number): Promise<void>;
+  delete(key: KeyLike, deadlineMs?: number): Promise<void>;
+  get(key: KeyLike, deadlineMs?: number): Promise<Buffer | undefined>;
   scan(options: ScanOptions, deadlineMs?: number): Promise<KeyValue[]>;
 }
 
@@ -54,8 +66,8 @@ export interface ClientPorts {
 }
 
 export interface ClientScanOptions {
-  gte?: string;
-  lt?: string;
+  gte?: KeyLike;
+  lt?: KeyLike;
   limit?: number;
   reverse?: boolean;
 }
@@ -90,15 +102,15 @@ export class LocalClient {
     this.maxBackoffMs = options.maxBackoffMs ?? 200;
   }
 
-  put(key: string, value: Uint8Array | string): Promise<void> {
+  put(key: KeyLike, value: Uint8Array | string): Promise<void> {
     return this.onPrimary('put', key, (session, deadlineMs) => session.put(key, value, deadlineMs));
   }
 
-  delete(key: string): Promise<void> {
+  delete(key: KeyLike): Promise<void> {
     return this.onPrimary('delete', key, (session, deadlineMs) => session.delete(key, deadlineMs));
   }
 
-  get(key: string): Promise<Buffer | undefined> {
+  get(key: KeyLike): Promise<Buffer | undefined> {
     return this.onPrimary('get', key, (session, deadlineMs) => session.get(key, deadlineMs));
   }
 
@@ -127,13 +139,14 @@ export class LocalClient {
 
   private onPrimary<T>(
     op: 'put' | 'delete' | 'get',
-    key: string,
+    key: KeyLike,
     attempt: (session: RegionSession, deadlineMs: number) => Promise<T>,
   ): Promise<T> {
-    if (typeof key !== 'string') throw new TypeError('keys are strings (latin1)');
-    if (key.length > 65535) return Promise.reject(new KeyTooLargeError(key.length, 65535));
+    if (!isKey(key)) throw new TypeError('keys are strings (UTF-8) or Uint8Arrays');
+    const keyBytes = keyByteLength(key);
+    if (keyBytes > 65535) return Promise.reject(new KeyTooLargeError(keyBytes, 65535));
     const find = (): RegionSession => this.serving(regionOf(this.ports.regions(), key).regionId);
-    return this.withRetry(`${op} of ${JSON.stringify(key)}`, find, attempt);
+    return this.withRetry(`${op} of ${describeKeyLike(key)}`, find, attempt);
   }
 
   /** The session serving `regionId` on its current primary, or WrongPrimaryError. */
@@ -174,7 +187,7 @@ export class LocalClient {
 }
 
 /** The lower of two exclusive upper bounds (undefined = unbounded). */
-function clipUpper(a: string | undefined, b: string | undefined): string | undefined {
+function clipUpper(a: KeyLike | undefined, b: string | undefined): KeyLike | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;
   return minKeyOf(a, b);

@@ -34,7 +34,7 @@ import {
   WrongPrimaryError,
 } from '../errors.js';
 import type { Connection } from '../fabric/types.js';
-import { keyInRange } from '../keys.js';
+import { describeKeyLike, type KeyLike, keyInRange } from '../keys.js';
 import { mutant } from '../mutants.js';
 import { trace } from '../trace.js';
 import { BackupLink } from './backup-link.js';
@@ -321,12 +321,12 @@ export class PrimarySession {
     return total;
   }
 
-  async put(key: string, value: Uint8Array | string): Promise<void> {
+  async put(key: KeyLike, value: Uint8Array | string): Promise<void> {
     this.checkServing(key);
     await this.replicated(key, this.store.put(key, value));
   }
 
-  async delete(key: string): Promise<void> {
+  async delete(key: KeyLike): Promise<void> {
     this.checkServing(key);
     await this.replicated(key, this.store.delete(key));
   }
@@ -343,7 +343,7 @@ export class PrimarySession {
    * acknowledged a newer value. A read refused there changed nothing, so it is WRONG_PRIMARY (the
    * client retries on the new primary).
    */
-  async get(key: string): Promise<Buffer | undefined> {
+  async get(key: KeyLike): Promise<Buffer | undefined> {
     this.checkServing(key);
     const value = await this.store.get(key);
     this.answerRead();
@@ -397,7 +397,7 @@ export class PrimarySession {
   }
 
   /** A write's promise, with failures after the append reported as unknown outcomes. */
-  private async replicated(key: string, write: Promise<void>): Promise<void> {
+  private async replicated(key: KeyLike, write: Promise<void>): Promise<void> {
     try {
       await write;
     } catch (err) {
@@ -405,7 +405,7 @@ export class PrimarySession {
       // below it raises only before the append.
       if (definiteFailure(err)) throw err;
       throw new OutcomeUnknownError(
-        `region ${this.regionId}: write of ${JSON.stringify(key)} may or may not have been applied`,
+        `region ${this.regionId}: write of ${describeKeyLike(key)} may or may not have been applied`,
         { cause: err },
       );
     }
@@ -414,7 +414,7 @@ export class PrimarySession {
     // (or with it), so it is not acknowledged — its outcome is unknown (PROTOCOL §6).
     if (!this.leaseHolds()) {
       throw new OutcomeUnknownError(
-        `region ${this.regionId}: the lease of ${this.options.nodeId} ran out before ${JSON.stringify(key)} was acknowledged`,
+        `region ${this.regionId}: the lease of ${this.options.nodeId} ran out before ${describeKeyLike(key)} was acknowledged`,
       );
     }
     trace(() => ({
@@ -422,11 +422,12 @@ export class PrimarySession {
       node: this.options.nodeId,
       regionId: this.regionId,
       epoch: this.epoch,
-      key,
+      // The simulator's keys are strings; a binary key is traced as its bytes in latin1.
+      key: typeof key === 'string' ? key : Buffer.from(key).toString('latin1'),
     }));
   }
 
-  private checkServing(key: string): void {
+  private checkServing(key: KeyLike): void {
     if (!this.serving || !this.leaseHolds()) {
       throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
     }
