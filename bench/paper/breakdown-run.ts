@@ -28,10 +28,12 @@ import {
   deploymentRatios,
   deploymentTable,
   eventLoopTable,
+  jsThreadTable,
   runLabel,
 } from './breakdown.js';
 import { type Config, type PhaseResult, round, runPhase } from './phase.js';
 import { deploy, type StoreLayout } from './processes.js';
+import { codePathMs, readProfiles } from './profile-summary.js';
 import { type Operation, recordKey, valueBytes } from './workload.js';
 
 const CONFIG: Omit<Config, 'replicas'> = { mix: 'SD80', gf: 8, runs: false };
@@ -47,6 +49,8 @@ export interface BreakdownOptions {
   pool: Buffer;
   progress: boolean;
   say: (line: string) => void;
+  /** Profile every node process (node --cpu-prof) under this directory and report the JS thread by code path. */
+  profileDir?: string;
 }
 
 export interface BreakdownSummary {
@@ -85,6 +89,8 @@ export async function runBreakdown(o: BreakdownOptions): Promise<BreakdownSummar
       if (c.kind === 'in-process') {
         run = await inProcess(o, load, dir);
       } else {
+        const profileDir =
+          o.profileDir === undefined ? undefined : join(o.profileDir, `${n}-rf${c.replicas}-${c.mode}`);
         const dep = await deploy({
           etcd: o.etcd,
           cluster: `breakdown-${process.pid}-${n}`,
@@ -94,25 +100,29 @@ export async function runBreakdown(o: BreakdownOptions): Promise<BreakdownSummar
           layout: o.layout,
           nodes: c.nodes,
           replicas: c.replicas,
+          ...(profileDir === undefined ? {} : { profileDir }),
         });
+        let phase: PhaseResult | undefined;
         try {
           const config: Config = { ...CONFIG, replicas: c.replicas };
-          const r = await runPhase(dep, config, c.mode, 'loadA', load, o.pool, o.concurrency, o.progress);
-          phases.push(r);
-          run = {
-            ...c,
-            ops: r.ops,
-            opsPerSec: r.opsPerSec,
-            p50Us: r.p50Us,
-            p99Us: r.p99Us,
-            nodeCpuUsPerOp: r.nodeCpuUsPerOp,
-            clientCpuUsPerOp: r.clientCpuUsPerOp,
-            eventLoop: r.eventLoop,
-            cpu: cpuPhases(r.cpuSeconds),
-          };
+          phase = await runPhase(dep, config, c.mode, 'loadA', load, o.pool, o.concurrency, o.progress);
+          phases.push(phase);
         } finally {
           await dep.stop();
         }
+        // The node processes wrote their profiles as they exited.
+        run = {
+          ...c,
+          ops: phase.ops,
+          opsPerSec: phase.opsPerSec,
+          p50Us: phase.p50Us,
+          p99Us: phase.p99Us,
+          nodeCpuUsPerOp: phase.nodeCpuUsPerOp,
+          clientCpuUsPerOp: phase.clientCpuUsPerOp,
+          eventLoop: phase.eventLoop,
+          cpu: cpuPhases(phase.cpuSeconds),
+          jsThreadMs: profileDir === undefined ? null : codePathMs(readProfiles(profileDir)),
+        };
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -194,6 +204,7 @@ async function inProcess(o: BreakdownOptions, load: Operation[], dir: string): P
       clientCpuUsPerOp: null,
       eventLoop: [{ nodeId: 'in-process', ...worst }],
       cpu: null,
+      jsThreadMs: null,
     };
   } finally {
     await cluster.close();
@@ -239,6 +250,7 @@ export function breakdownReport(s: BreakdownSummary): string[] {
     '',
     ...eventLoopTable(s.runs),
     '',
+    ...(s.runs.some((r) => r.jsThreadMs !== null) ? [...jsThreadTable(s.runs), ''] : []),
     ...s.targets.map((t) => `target ${t.name}: ${cell(t.value)} (${t.goal}) ${t.met ? 'met' : 'missed'}`),
   ];
 }

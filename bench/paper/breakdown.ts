@@ -31,6 +31,7 @@
  */
 import type { ReplicationMode } from '../../src/replication/messages.js';
 import { ratio } from '../support.js';
+import { CODE_PATHS, type CodePath } from './profile-summary.js';
 
 /** A phase's CPU seconds, summed over the nodes. */
 export interface CpuSeconds {
@@ -106,6 +107,11 @@ export interface BreakdownRun {
   eventLoop: { nodeId: string; p99Ms: number; maxMs: number }[];
   /** CPU seconds by role and phase (processes only: the in-process cluster shares one process). */
   cpu: CpuPhases | null;
+  /**
+   * With --profile: the nodes' JS-thread samples by code path (profile-summary.ts codePathMs), ms,
+   * over each process's lifetime (start-up and the quiet wait included); null otherwise.
+   */
+  jsThreadMs: Record<CodePath, number> | null;
 }
 
 export function runLabel(r: Pick<BreakdownRun, 'kind' | 'nodes' | 'replicas' | 'mode'>): string {
@@ -236,5 +242,21 @@ export function eventLoopTable(runs: BreakdownRun[]): string[] {
     ...runs.flatMap((r) =>
       r.eventLoop.map((l) => `| ${runLabel(r)} | ${l.nodeId} | ${l.p99Ms} | ${l.maxMs} |`),
     ),
+  ];
+}
+
+/** The exclusive view: JS-thread samples by code path per configuration (profiled runs only). */
+export function jsThreadTable(runs: BreakdownRun[]): string[] {
+  const rows = runs.filter((r) => r.jsThreadMs !== null);
+  if (rows.length === 0) return [];
+  return [
+    `| configuration | ${CODE_PATHS.map((p) => `${p} ms`).join(' | ')} | non-idle ms | µs/put outside startup |`,
+    `| --- | ${CODE_PATHS.map(() => '--:').join(' | ')} | --: | --: |`,
+    ...rows.map((r) => {
+      const ms = r.jsThreadMs!;
+      const all = CODE_PATHS.reduce((sum, p) => sum + ms[p], 0);
+      const perPut = Number((((all - ms.startup) * 1000) / r.ops).toFixed(2));
+      return `| ${runLabel(r)} | ${CODE_PATHS.map((p) => ms[p]).join(' | ')} | ${all} | ${perPut} |`;
+    }),
   ];
 }

@@ -248,7 +248,7 @@ async function main(): Promise<void> {
     )
     .option(
       '--breakdown',
-      "where a put's CPU goes (issue 16 item 6): in-process cluster, RF 1 on one process, RF 3 and RF 2 on three, Load A SD80 GF 8 (default 200 000 keys; 30 000 with --quick)",
+      "where a put's CPU goes (issue 16 item 6): in-process cluster, RF 1 on one process, RF 3 and RF 2 on three, Load A SD80 GF 8 (default 200 000 keys; 60 000 with --quick)",
       false,
     )
     .option('--profile <dir>', 'write a V8 CPU profile of every node process under this directory')
@@ -259,7 +259,7 @@ async function main(): Promise<void> {
   program.parse(process.argv);
   const o = program.opts<Options>();
   const keyCount = Number(
-    o.keys ?? (o.breakdown ? (o.quick ? 30_000 : 200_000) : o.quick ? 120_000 : 400_000),
+    o.keys ?? (o.breakdown ? (o.quick ? 60_000 : 200_000) : o.quick ? 120_000 : 400_000),
   );
   const runOps = Number(o.runOps ?? 100_000);
   const concurrency = Number(o.concurrency);
@@ -444,6 +444,7 @@ async function breakdownMain(b: {
   json: boolean;
   progress: boolean;
   say: (line: string) => void;
+  profileDir?: string;
 }): Promise<void> {
   b.say(
     `CPU breakdown: Load A ${HEADLINE.mix} GF ${HEADLINE.gf}, ${b.keyCount} puts per configuration, ${b.concurrency} in flight, ${b.regions} regions, L0 ${b.layout.l0Bytes} B, segments ${b.layout.segmentBytes} B`,
@@ -463,6 +464,7 @@ async function breakdownMain(b: {
       pool: valuePool(11),
       progress: b.progress,
       say: b.say,
+      ...(b.profileDir === undefined ? {} : { profileDir: b.profileDir }),
     });
     const durationS = Math.round((performance.now() - started) / 1000);
     b.say('');

@@ -14,6 +14,7 @@ import {
   PHASES,
 } from '../../bench/paper/breakdown.js';
 import { BREAKDOWN_MATRIX } from '../../bench/paper/breakdown-run.js';
+import { codePathMs } from '../../bench/paper/profile-summary.js';
 
 function run(over: Partial<BreakdownRun>): BreakdownRun {
   return {
@@ -29,6 +30,7 @@ function run(over: Partial<BreakdownRun>): BreakdownRun {
     clientCpuUsPerOp: 20,
     eventLoop: [{ nodeId: 'n1', p99Ms: 3, maxMs: 9 }],
     cpu: null,
+    jsThreadMs: null,
     ...over,
   };
 }
@@ -128,4 +130,41 @@ test('tables: one row per run, node processes only in the CPU table, every row a
   expect(cpu).toHaveLength(3);
   expect(cpu[2]).toContain('RF 3, 3 processes, send-index | 0.5 | 0.5 | 0 | 0 | 1 | 100 | 0.5 |');
   expect(deploymentTable(runs)[2]).toContain('| – |'); // in-process: its client CPU is in node CPU
+});
+
+test('JS-thread samples go to one code path each, the highest-priority talos file on the stack winning', () => {
+  const src = (file: string): string => `file:///w/dist/src/${file}.js`;
+  const frames: [number, string, string, number[]][] = [
+    [1, '(root)', '', [2, 5, 7, 8, 9, 10, 11]],
+    [2, 'onData', src('fabric/tcp'), [3, 12]],
+    [3, 'handle', src('replication/backup-region'), [4]],
+    [4, 'append', src('engine/value-log'), []], // a backup persisting through the write path
+    [5, 'mergeInto', src('engine/compaction'), [6]],
+    [6, 'ship', src('replication/region-replicator'), []], // a compaction shipping its index
+    [7, '(garbage collector)', '', []],
+    [8, '(idle)', '', []],
+    [9, 'load', 'node:internal/modules/esm/loader', []],
+    [10, 'emit', 'node:events', []],
+    [11, 'put', src('server/client-server'), [13]],
+    [12, 'copy', src('fabric/frames'), []], // only fabric frames: the receive of a one-sided write
+    [13, 'send', src('fabric/tcp'), []], // a put shipping log bytes
+  ];
+  const profile = {
+    nodes: frames.map(([id, functionName, url, children]) => ({
+      id,
+      callFrame: { functionName, url, lineNumber: 0 },
+      children,
+    })),
+    samples: [4, 6, 7, 8, 9, 10, 12, 13, 4],
+    timeDeltas: [1000, 2000, 3000, 50_000, 4000, 5000, 6000, 7000, 1000],
+  };
+  expect(codePathMs([profile, profile])).toEqual({
+    'backup handlers': 4,
+    'flush + compaction': 4,
+    'put path': 14,
+    fabric: 12,
+    gc: 6,
+    startup: 8,
+    other: 10,
+  });
 });
