@@ -294,6 +294,7 @@ async function main(): Promise<void> {
       json: o.json,
       progress,
       say,
+      ...(o.profile === undefined ? {} : { profileDir: o.profile }),
     });
     return;
   }
