@@ -144,16 +144,22 @@ function main(): void {
  * ran during its awaits): each sample goes to one path, by the talos source files on its stack
  * (`PATH_FILES`), the highest-priority path present winning — a put that ships log bytes is the put
  * path, a compaction that ships an index segment is flush + compaction, a backup handler that
- * appends through the engine's write path is the backup's. A stack with only fabric frames (a
- * socket read or write callback, the receive of a one-sided write) is the fabric's. V8's own
- * garbage-collector samples are GC; module loading is startup; the rest (metrics, etcd client,
- * xstate, logging, timers) is other. Only the JS thread: libuv's pool threads are not sampled.
+ * appends through the engine's write path is the backup's; shipping is the primary's replication
+ * work after the put returned (link chains, completions); storage I/O is engine I/O completions
+ * and syncs reached from none of those. A stack with only fabric frames (a socket read or write
+ * callback, the receive of a one-sided write) is the fabric's; grpc / etcd3 / coordination/ is the
+ * etcd client (leases, watches). V8's garbage-collector samples are GC; module loading is startup;
+ * the rest (metrics scrapes, xstate, logging, timers, `(program)` native code) is other. Only the
+ * JS thread: libuv's pool threads are not sampled.
  */
 export const CODE_PATHS = [
   'backup handlers',
   'flush + compaction',
   'put path',
+  'shipping',
+  'storage I/O',
   'fabric',
+  'etcd client',
   'gc',
   'startup',
   'other',
@@ -167,7 +173,6 @@ export const PATH_FILES: readonly [CodePath, readonly string[]][] = [
     [
       'replication/backup-region',
       'replication/backup-store',
-      'replication/backup-link',
       'engine/index-translate',
       'actors/region-backup',
     ],
@@ -179,20 +184,36 @@ export const PATH_FILES: readonly [CodePath, readonly string[]][] = [
       'server/client-server',
       'server/client-protocol',
       'replication/primary-session',
-      'replication/region-replicator',
       'engine/write-path',
       'engine/group-commit',
       'engine/value-log',
       'engine/memtable',
     ],
   ],
+  // The primary's side of replication once a put returned: link chains, write completions, seals.
+  ['shipping', ['replication/backup-link', 'replication/region-replicator']],
+  // Engine I/O completions and syncs reached from no path above (libuv callbacks, the manifest).
+  [
+    'storage I/O',
+    [
+      'engine/io-lane',
+      'engine/file-device',
+      'engine/manifest',
+      'engine/group-sync',
+      'engine/segment-allocator',
+    ],
+  ],
   ['fabric', ['fabric/']],
+  ['etcd client', ['coordination/']],
 ];
 
 function pathOfUrl(url: string): CodePath | undefined {
+  if (url.startsWith('node:internal/modules')) return 'startup';
+  if (url.includes('/node_modules/@grpc/') || url.includes('/node_modules/etcd3/')) return 'etcd client';
+  if (url.includes('/node_modules/')) return undefined;
   const at = url.lastIndexOf('/src/');
-  if (at < 0) return url.startsWith('node:internal/modules') ? 'startup' : undefined;
-  const file = url.slice(at + 5);
+  const file = at >= 0 ? url.slice(at + 5) : url.includes('/coordination/') ? 'coordination/' : undefined;
+  if (file === undefined) return undefined;
   for (const [path, files] of PATH_FILES) if (files.some((f) => file.startsWith(f))) return path;
   return undefined;
 }
