@@ -3,7 +3,6 @@
  * phases derived from the nodes' role accounting, the ratios between deployments, the targets and
  * the tables. The benchmark itself (node processes, etcd) is not run here.
  */
-
 import {
   type BreakdownRun,
   breakdownTargets,
@@ -11,10 +10,11 @@ import {
   cpuPhaseTable,
   deploymentRatios,
   deploymentTable,
+  jsThreadTable,
   PHASES,
 } from '../../bench/paper/breakdown.js';
 import { BREAKDOWN_MATRIX } from '../../bench/paper/breakdown-run.js';
-import { codePathMs } from '../../bench/paper/profile-summary.js';
+import { CODE_PATHS, type CodePath, codePathMs } from '../../bench/paper/profile-summary.js';
 
 function run(over: Partial<BreakdownRun>): BreakdownRun {
   return {
@@ -170,4 +170,13 @@ test('JS-thread samples go to one code path each, the highest-priority talos fil
     startup: 8,
     other: 10,
   });
+});
+
+test('the JS-thread table: profiled runs only, µs per put without start-up', () => {
+  const ms = Object.fromEntries(CODE_PATHS.map((p) => [p, 100])) as Record<CodePath, number>;
+  expect(jsThreadTable([run({})])).toEqual([]);
+  const table = jsThreadTable([run({}), run({ replicas: 2, jsThreadMs: { ...ms, startup: 1000 } })]);
+  expect(table).toHaveLength(3);
+  // 9 paths × 100 ms outside start-up over 1000 puts = 900 µs per put.
+  expect(table[2]).toMatch(/^\| RF 2, 3 processes, send-index \| .* \| 1900 \| 900 \|$/);
 });
