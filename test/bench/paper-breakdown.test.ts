@@ -172,11 +172,13 @@ test('JS-thread samples go to one code path each, the highest-priority talos fil
   });
 });
 
-test('the JS-thread table: profiled runs only, µs per put without start-up', () => {
+test('the JS-thread table: profiled runs only, shares of non-idle samples outside start-up', () => {
   const ms = Object.fromEntries(CODE_PATHS.map((p) => [p, 100])) as Record<CodePath, number>;
   expect(jsThreadTable([run({})])).toEqual([]);
-  const table = jsThreadTable([run({}), run({ replicas: 2, jsThreadMs: { ...ms, startup: 1000 } })]);
+  const table = jsThreadTable([run({}), run({ replicas: 2, jsThreadMs: { ...ms, startup: 1000, gc: 500 } })]);
   expect(table).toHaveLength(3);
-  // 9 paths × 100 ms outside start-up over 1000 puts = 900 µs per put.
-  expect(table[2]).toMatch(/^\| RF 2, 3 processes, send-index \| .* \| 1900 \| 900 \|$/);
+  // 8 paths × 100 ms + 500 ms of GC outside start-up: GC is 500 / 1300.
+  expect(table[2]).toBe(
+    '| RF 2, 3 processes, send-index | 7.7 | 7.7 | 7.7 | 7.7 | 7.7 | 7.7 | 7.7 | 38.5 | 7.7 | 1300 |',
+  );
 });
