@@ -12,7 +12,7 @@
  * column measures). The configurations run one after another on a fresh cluster each, so machine
  * load shifts between them: the ratios are of one run, not of one instant.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
@@ -29,11 +29,13 @@ import {
   deploymentTable,
   eventLoopTable,
   jsThreadTable,
+  processRolePhases,
+  processRoleTable,
   runLabel,
 } from './breakdown.js';
 import { type Config, type PhaseResult, round, runPhase } from './phase.js';
 import { deploy, type StoreLayout } from './processes.js';
-import { codePathMs, readProfiles } from './profile-summary.js';
+import { codePathMs, type Profile, readProfiles } from './profile-summary.js';
 import { type Operation, recordKey, valueBytes } from './workload.js';
 
 const CONFIG: Omit<Config, 'replicas'> = { mix: 'SD80', gf: 8, runs: false };
@@ -76,12 +78,34 @@ export const BREAKDOWN_MATRIX: readonly {
   { kind: 'processes', nodes: 3, replicas: 2, mode: 'build-index' },
 ];
 
+/**
+ * With --profile, also RF 3 and RF 2 with one region (n1..n3: one process holds the only primary
+ * store, the others only backups), so that the process is the role and its profile gives the phase.
+ */
+export const ROLE_PER_PROCESS_MATRIX: readonly {
+  kind: 'processes';
+  nodes: number;
+  replicas: number;
+  mode: ReplicationMode;
+}[] = [
+  { kind: 'processes', nodes: 3, replicas: 3, mode: 'send-index' },
+  { kind: 'processes', nodes: 3, replicas: 3, mode: 'build-index' },
+  { kind: 'processes', nodes: 3, replicas: 2, mode: 'send-index' },
+  { kind: 'processes', nodes: 3, replicas: 2, mode: 'build-index' },
+];
+
 export async function runBreakdown(o: BreakdownOptions): Promise<BreakdownSummary> {
   const load: Operation[] = Array.from({ length: o.keyCount }, (_, i) => ({ kind: 'insert', record: i }));
   const runs: BreakdownRun[] = [];
   const phases: PhaseResult[] = [];
   let n = 0;
-  for (const c of BREAKDOWN_MATRIX) {
+  const matrix = [
+    ...BREAKDOWN_MATRIX.map((c) => ({ ...c, rolePerProcess: false })),
+    ...(o.profileDir === undefined
+      ? []
+      : ROLE_PER_PROCESS_MATRIX.map((c) => ({ ...c, rolePerProcess: true }))),
+  ];
+  for (const c of matrix) {
     n++;
     const dir = join(o.root, `breakdown-${n}`);
     let run: BreakdownRun;
@@ -96,7 +120,7 @@ export async function runBreakdown(o: BreakdownOptions): Promise<BreakdownSummar
           cluster: `breakdown-${process.pid}-${n}`,
           dir,
           mode: c.mode,
-          regions: o.regions,
+          regions: c.rolePerProcess ? 1 : o.regions,
           layout: o.layout,
           nodes: c.nodes,
           replicas: c.replicas,
@@ -111,8 +135,10 @@ export async function runBreakdown(o: BreakdownOptions): Promise<BreakdownSummar
           await dep.stop();
         }
         // The node processes wrote their profiles as they exited.
+        const { rolePerProcess, ...shape } = c;
         run = {
-          ...c,
+          ...shape,
+          ...(rolePerProcess ? { rolePerProcess, processCpu: roleProcesses(phase, profileDir) } : {}),
           ops: phase.ops,
           opsPerSec: phase.opsPerSec,
           p50Us: phase.p50Us,
@@ -134,6 +160,19 @@ export async function runBreakdown(o: BreakdownOptions): Promise<BreakdownSummar
   }
   const ratios = deploymentRatios(runs);
   return { runs, ratios, targets: breakdownTargets(runs, ratios), phases };
+}
+
+/** The RubbleDB phases of a one-region run: each process's /proc CPU split by its own profile. */
+function roleProcesses(phase: PhaseResult, profileDir: string | undefined): BreakdownRun['processCpu'] {
+  if (profileDir === undefined) return null;
+  return processRolePhases(
+    phase.perNode.map((n) => ({
+      ...n,
+      jsThreadMs: codePathMs([
+        JSON.parse(readFileSync(join(profileDir, `${n.nodeId}.cpuprofile`), 'utf8')) as Profile,
+      ]),
+    })),
+  );
 }
 
 /**
@@ -251,6 +290,7 @@ export function breakdownReport(s: BreakdownSummary): string[] {
     ...eventLoopTable(s.runs),
     '',
     ...(s.runs.some((r) => r.jsThreadMs !== null) ? [...jsThreadTable(s.runs), ''] : []),
+    ...(s.runs.some((r) => r.processCpu != null) ? [...processRoleTable(s.runs), ''] : []),
     ...s.targets.map((t) => `target ${t.name}: ${cell(t.value)} (${t.goal}) ${t.met ? 'met' : 'missed'}`),
   ];
 }

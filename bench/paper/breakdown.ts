@@ -112,14 +112,25 @@ export interface BreakdownRun {
    * over each process's lifetime (start-up and the quiet wait included); null otherwise.
    */
   jsThreadMs: Record<CodePath, number> | null;
+  /**
+   * Only in role-per-process runs (`--regions 1`: one node holds the only primary store, the others
+   * only backups): the four phases from each process's /proc CPU split by its profile's code paths
+   * (`processRolePhases`); null otherwise.
+   */
+  processCpu?: CpuPhases | null;
+  /** A role-per-process run (one region): it is left out of the deployment ratios. */
+  rolePerProcess?: boolean;
 }
 
-export function runLabel(r: Pick<BreakdownRun, 'kind' | 'nodes' | 'replicas' | 'mode'>): string {
+export function runLabel(
+  r: Pick<BreakdownRun, 'kind' | 'nodes' | 'replicas' | 'mode' | 'rolePerProcess'>,
+): string {
+  const one = r.rolePerProcess === true ? ', 1 region' : '';
   const where =
     r.kind === 'in-process'
       ? `in-process (${r.nodes} nodes)`
       : `${r.nodes} process${r.nodes === 1 ? '' : 'es'}`;
-  return `RF ${r.replicas}, ${where}, ${r.mode}`;
+  return `RF ${r.replicas}, ${where}${one}, ${r.mode}`;
 }
 
 export interface DeploymentRatios {
@@ -147,6 +158,7 @@ function find(
 ): BreakdownRun | undefined {
   return runs.find(
     (r) =>
+      r.rolePerProcess !== true &&
       r.kind === kind &&
       r.replicas === replicas &&
       r.mode === mode &&
@@ -263,6 +275,68 @@ export function jsThreadTable(runs: BreakdownRun[]): string[] {
       const all = paths.reduce((sum, p) => sum + ms[p], 0);
       const share = (p: CodePath): string => (all === 0 ? '–' : ((100 * ms[p]) / all).toFixed(1));
       return `| ${runLabel(r)} | ${paths.map(share).join(' | ')} | ${all} |`;
+    }),
+  ];
+}
+
+/** One node process of a profiled phase. */
+export interface ProcessProfile {
+  nodeId: string;
+  /** /proc CPU seconds in the phase. */
+  cpuSeconds: number;
+  /** Holds a primary store. */
+  primary: boolean;
+  /** Holds a backup store. */
+  backup: boolean;
+  jsThreadMs: Record<CodePath, number>;
+}
+
+/**
+ * The four phases exactly by role where each process has one role (one region: the primary's
+ * process, the backups' processes): each process's phase CPU (/proc) split by its JS thread's
+ * code-path shares outside start-up — compaction = flush + compaction (and, on a backup, backup
+ * index: IndexSegment, CompactionCommit, InstallLevels, translation), request handling = the rest
+ * (GC, fabric, etcd client and other included, in proportion to where they ran). Null when a
+ * process holds both roles (they cannot be told apart inside one process). A process with neither
+ * (RF 2 on three nodes, one region) is left out.
+ */
+export function processRolePhases(all: ProcessProfile[]): CpuPhases | null {
+  const nodes = all.filter((n) => n.primary || n.backup);
+  if (nodes.length === 0 || nodes.some((n) => n.primary && n.backup)) return null;
+  const out = { primaryRequest: 0, primaryCompaction: 0, backupRequest: 0, backupCompaction: 0 };
+  for (const n of nodes) {
+    const ms = n.jsThreadMs;
+    const nonIdleMs = CODE_PATHS.reduce((sum, p) => (p === 'startup' ? sum : sum + ms[p]), 0);
+    const compactionMs = ms['flush + compaction'] + (n.primary ? 0 : ms['backup index']);
+    const compaction = nonIdleMs === 0 ? 0 : (n.cpuSeconds * compactionMs) / nonIdleMs;
+    if (n.primary) {
+      out.primaryCompaction += compaction;
+      out.primaryRequest += n.cpuSeconds - compaction;
+    } else {
+      out.backupCompaction += compaction;
+      out.backupRequest += n.cpuSeconds - compaction;
+    }
+  }
+  return {
+    primaryRequest: round3(out.primaryRequest),
+    primaryCompaction: round3(out.primaryCompaction),
+    backupRequest: round3(out.backupRequest),
+    backupCompaction: round3(out.backupCompaction),
+    total: round3(nodes.reduce((sum, n) => sum + n.cpuSeconds, 0)),
+    attributedShare: null,
+  };
+}
+
+/** RubbleDB's table from role-per-process runs (exclusive by process; phase split by profile). */
+export function processRoleTable(runs: BreakdownRun[]): string[] {
+  const rows = runs.filter((r) => r.processCpu !== undefined && r.processCpu !== null);
+  if (rows.length === 0) return [];
+  return [
+    `| configuration | ${PHASES.map((p) => `${PHASE_LABEL[p]} s`).join(' | ')} | total s | puts/s | µs/put |`,
+    `| --- | ${PHASES.map(() => '--:').join(' | ')} | --: | --: | --: |`,
+    ...rows.map((r) => {
+      const c = r.processCpu!;
+      return `| ${runLabel(r)} | ${PHASES.map((p) => c[p]).join(' | ')} | ${c.total} | ${r.opsPerSec} | ${r.nodeCpuUsPerOp} |`;
     }),
   ];
 }

@@ -70,6 +70,8 @@ export interface PhaseResult {
    * its client on this one thread) can be compared with node + client CPU.
    */
   clientCpuUsPerOp: number;
+  /** Per node: its /proc CPU seconds in the phase and whether it holds a primary / a backup store. */
+  perNode: { nodeId: string; cpuSeconds: number; primary: boolean; backup: boolean }[];
   /** The phase's CPU seconds summed over the nodes: /proc process CPU and the actors' role accounting. */
   cpuSeconds: CpuSeconds;
   /** Process CPU of the nodes that hold no primary store (only with --regions 1), per op; null otherwise. */
@@ -245,6 +247,12 @@ export async function runPhase(
     primaryCpuUsPerOp: perOp(d((s) => s.primaryCpuSeconds)),
     nodeCpuUsPerOp: perOp(d((s) => s.processCpuSeconds)),
     clientCpuUsPerOp: perOp((clientCpu.user + clientCpu.system) / 1e6),
+    perNode: after.map((a) => ({
+      nodeId: a.nodeId,
+      cpuSeconds: a.processCpuSeconds - (before.find((b) => b.nodeId === a.nodeId)?.processCpuSeconds ?? 0),
+      primary: Object.keys(a.levels).some((k) => k.startsWith('primary:')),
+      backup: Object.keys(a.levels).some((k) => k.startsWith('backup:')),
+    })),
     cpuSeconds: {
       process: d((s) => s.processCpuSeconds),
       primaryRole: d((s) => s.primaryCpuSeconds),

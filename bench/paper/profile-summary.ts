@@ -144,7 +144,9 @@ function main(): void {
  * ran during its awaits): each sample goes to one path, by the talos source files on its stack
  * (`PATH_FILES`), the highest-priority path present winning — a put that ships log bytes is the put
  * path, a compaction that ships an index segment is flush + compaction, a backup handler that
- * appends through the engine's write path is the backup's; shipping is the primary's replication
+ * appends through the engine's write path is the backup's (backup index: the handlers that keep the
+ * backup's index — IndexSegment, CompactionCommit, InstallLevels, translation; backup handlers: the
+ * rest, persisting the log); shipping is the primary's replication
  * work after the put returned (link chains, completions); storage I/O is engine I/O completions
  * and syncs reached from none of those. A stack with only fabric frames (a socket read or write
  * callback, the receive of a one-sided write) is the fabric's; grpc / etcd3 / coordination/ is the
@@ -153,6 +155,7 @@ function main(): void {
  * JS thread: libuv's pool threads are not sampled.
  */
 export const CODE_PATHS = [
+  'backup index',
   'backup handlers',
   'flush + compaction',
   'put path',
@@ -166,8 +169,12 @@ export const CODE_PATHS = [
 ] as const;
 export type CodePath = (typeof CODE_PATHS)[number];
 
+/** Backup handlers that keep the backup's index (backup-region.ts): backup index, not backup handlers. */
+const BACKUP_INDEX_HANDLERS = new Set(['indexSegment', 'commit', 'installLevels']);
+
 /** Source files (under src/) that mark a path, highest priority first. */
 export const PATH_FILES: readonly [CodePath, readonly string[]][] = [
+  ['backup index', ['engine/index-translate']],
   [
     'backup handlers',
     [
@@ -207,6 +214,15 @@ export const PATH_FILES: readonly [CodePath, readonly string[]][] = [
   ['etcd client', ['coordination/']],
 ];
 
+function pathOfFrame(frame: { functionName: string; url: string }): CodePath | undefined {
+  const path = pathOfUrl(frame.url);
+  return path === 'backup handlers' &&
+    frame.url.endsWith('replication/backup-region.js') &&
+    BACKUP_INDEX_HANDLERS.has(frame.functionName)
+    ? 'backup index'
+    : path;
+}
+
 function pathOfUrl(url: string): CodePath | undefined {
   if (url.startsWith('node:internal/modules')) return 'startup';
   if (url.includes('/node_modules/@grpc/') || url.includes('/node_modules/etcd3/')) return 'etcd client';
@@ -238,7 +254,7 @@ export function codePathMs(profiles: Profile[]): Record<CodePath, number> {
         if (!memo.has(leaf)) {
           let best: CodePath | undefined;
           for (let id: number | undefined = leaf; id !== undefined; id = parent.get(id)) {
-            const p = pathOfUrl(byId.get(id)!.callFrame.url);
+            const p = pathOfFrame(byId.get(id)!.callFrame);
             if (p !== undefined && (best === undefined || rank(p) < rank(best))) best = p;
           }
           memo.set(leaf, best);

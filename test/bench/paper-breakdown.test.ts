@@ -12,6 +12,8 @@ import {
   deploymentTable,
   jsThreadTable,
   PHASES,
+  processRolePhases,
+  processRoleTable,
 } from '../../bench/paper/breakdown.js';
 import { BREAKDOWN_MATRIX } from '../../bench/paper/breakdown-run.js';
 import { CODE_PATHS, type CodePath, codePathMs } from '../../bench/paper/profile-summary.js';
@@ -106,6 +108,9 @@ test('a missing configuration gives null ratios and missed targets, never a numb
   const ratios = deploymentRatios(runs);
   expect(Object.values(ratios).every((v) => v === null)).toBe(true);
   expect(breakdownTargets(runs, ratios).every((t) => t.value === null && !t.met)).toBe(true);
+  // One-region runs (a process per role) are not today's deployment: never in the ratios.
+  const oneRegion = BREAKDOWN_MATRIX.map((c) => run({ ...c, rolePerProcess: true }));
+  expect(Object.values(deploymentRatios(oneRegion)).every((v) => v === null)).toBe(true);
 });
 
 test('the matrix runs every configuration the ratios need, and RF 2 and RF 3 in both modes', () => {
@@ -136,7 +141,7 @@ test('JS-thread samples go to one code path each, the highest-priority talos fil
   const src = (file: string): string => `file:///w/dist/src/${file}.js`;
   const frames: [number, string, string, number[]][] = [
     [1, '(root)', '', [2, 5, 7, 8, 9, 10, 11]],
-    [2, 'onData', src('fabric/tcp'), [3, 12]],
+    [2, 'onData', src('fabric/tcp'), [3, 12, 14]],
     [3, 'handle', src('replication/backup-region'), [4]],
     [4, 'append', src('engine/value-log'), []], // a backup persisting through the write path
     [5, 'mergeInto', src('engine/compaction'), [6]],
@@ -148,6 +153,7 @@ test('JS-thread samples go to one code path each, the highest-priority talos fil
     [11, 'put', src('server/client-server'), [13]],
     [12, 'copy', src('fabric/frames'), []], // only fabric frames: the receive of a one-sided write
     [13, 'send', src('fabric/tcp'), []], // a put shipping log bytes
+    [14, 'commit', src('replication/backup-region'), []], // a backup installing a compaction
   ];
   const profile = {
     nodes: frames.map(([id, functionName, url, children]) => ({
@@ -155,10 +161,11 @@ test('JS-thread samples go to one code path each, the highest-priority talos fil
       callFrame: { functionName, url, lineNumber: 0 },
       children,
     })),
-    samples: [4, 6, 7, 8, 9, 10, 12, 13, 4],
-    timeDeltas: [1000, 2000, 3000, 50_000, 4000, 5000, 6000, 7000, 1000],
+    samples: [4, 6, 7, 8, 9, 10, 12, 13, 4, 14],
+    timeDeltas: [1000, 2000, 3000, 50_000, 4000, 5000, 6000, 7000, 1000, 500],
   };
   expect(codePathMs([profile, profile])).toEqual({
+    'backup index': 1,
     'backup handlers': 4,
     'flush + compaction': 4,
     'put path': 14,
@@ -177,8 +184,46 @@ test('the JS-thread table: profiled runs only, shares of non-idle samples outsid
   expect(jsThreadTable([run({})])).toEqual([]);
   const table = jsThreadTable([run({}), run({ replicas: 2, jsThreadMs: { ...ms, startup: 1000, gc: 500 } })]);
   expect(table).toHaveLength(3);
-  // 8 paths × 100 ms + 500 ms of GC outside start-up: GC is 500 / 1300.
+  // 9 paths × 100 ms + 500 ms of GC outside start-up: GC is 500 / 1400.
   expect(table[2]).toBe(
-    '| RF 2, 3 processes, send-index | 7.7 | 7.7 | 7.7 | 7.7 | 7.7 | 7.7 | 7.7 | 38.5 | 7.7 | 1300 |',
+    '| RF 2, 3 processes, send-index | 7.1 | 7.1 | 7.1 | 7.1 | 7.1 | 7.1 | 7.1 | 7.1 | 35.7 | 7.1 | 1400 |',
+  );
+});
+
+test('one region: each process is its role, its /proc CPU split by its profile; mixed roles give null', () => {
+  const zero = Object.fromEntries(CODE_PATHS.map((p) => [p, 0])) as Record<CodePath, number>;
+  const primary = {
+    nodeId: 'n1',
+    cpuSeconds: 4,
+    primary: true,
+    backup: false,
+    jsThreadMs: {
+      ...zero,
+      'flush + compaction': 100,
+      'put path': 250,
+      gc: 50,
+      startup: 900,
+      'backup index': 0,
+    },
+  };
+  const backup = {
+    nodeId: 'n2',
+    cpuSeconds: 2,
+    primary: false,
+    backup: true,
+    jsThreadMs: { ...zero, 'backup index': 30, 'flush + compaction': 20, 'backup handlers': 150 },
+  };
+  const idle = { nodeId: 'n3', cpuSeconds: 0.5, primary: false, backup: false, jsThreadMs: zero };
+  expect(processRolePhases([primary, backup, idle])).toEqual({
+    primaryRequest: 3, // 4 s × 300 / 400 (start-up left out)
+    primaryCompaction: 1,
+    backupRequest: 1.5, // 2 s × 150 / 200
+    backupCompaction: 0.5,
+    total: 6,
+    attributedShare: null,
+  });
+  expect(processRolePhases([{ ...primary, backup: true }, backup])).toBeNull();
+  expect(processRoleTable([run({ rolePerProcess: true, processCpu: processRolePhases([primary]) })])[2]).toBe(
+    '| RF 3, 3 processes, 1 region, send-index | 3 | 1 | 0 | 0 | 4 | 1000 | 100 |',
   );
 });
