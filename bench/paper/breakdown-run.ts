@@ -9,7 +9,9 @@
  *   3. three node processes at RF 3 and RF 2, Send-Index and Build-Index — today's deployment.
  * For every configuration: throughput, p50 / p99, node CPU per put, each node's event-loop delay;
  * for the node processes also the CPU seconds by role and phase (breakdown.ts says what each
- * column measures). The configurations run one after another on a fresh cluster each, so machine
+ * column measures). With `--profile DIR` every node process is profiled (the JS thread by code
+ * path, profile-summary.ts) and RF 3 / RF 2 also run with one region, where each process has one
+ * role: RubbleDB's table exclusive by process (`processRolePhases`). The configurations run one after another on a fresh cluster each, so machine
  * load shifts between them: the ratios are of one run, not of one instant.
  */
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
