@@ -16,9 +16,10 @@
  *
  * Compaction never starves the foreground (issue 15 item 4):
  * - Bounded jobs: a due compaction (the background loop, `compactLevel(level, { bounded })` from a
- *   Compaction actor) takes ONE segment of Li — the next after the level's compaction pointer,
- *   round-robin over the key space, as LevelDB's compact_pointer_ — with the Li+1 segments it
- *   overlaps: at most about growthFactor + 1 segments of work. Explicit whole-level calls
+ *   Compaction actor) takes ONE segment of Li — the one with the least Li+1 overlap per byte
+ *   (RocksDB's kMinOverlappingRatio; ties round-robin from a compaction pointer, as LevelDB's
+ *   compact_pointer_) — with the Li+1 segments it overlaps: at most about growthFactor + 1
+ *   segments of work. Explicit whole-level calls
  *   (compactAll, compactLevelNow without `bounded`) still merge all of Li.
  * - Slices: a merge yields a macrotask turn every MERGE_SLICE_ENTRIES entries and after each output
  *   segment, so reads, writes and keepalives run between slices.
@@ -243,11 +244,35 @@ export class Compactor {
     this.compactionCount++;
   }
 
-  /** The segment of Li a bounded job takes: the first after the compaction pointer, else the first. */
+  /**
+   * The segment of Li a bounded job takes: the one whose overlap with Li+1 is smallest relative to
+   * its own size (RocksDB's kMinOverlappingRatio: the least rewriting per byte moved down); ties go
+   * to the first after the level's compaction pointer (round-robin, as LevelDB's compact_pointer_).
+   */
   private pickBounded(srcLevel: number, level: LevelSegment[]): LevelSegment {
+    const next = this.d.versions.levels[srcLevel]!;
     const pointer = this.compactPointer[srcLevel - 1];
-    const next = pointer === undefined ? undefined : level.find((s) => s.descriptor.minKey > pointer);
-    const picked = next ?? level[0]!;
+    const start =
+      pointer === undefined
+        ? 0
+        : Math.max(
+            0,
+            level.findIndex((s) => s.descriptor.minKey > pointer),
+          );
+    let picked = level[start]!;
+    let best = Number.POSITIVE_INFINITY;
+    for (let k = 0; k < level.length; k++) {
+      const s = level[(start + k) % level.length]!;
+      const { minKey, maxKey, usedBytes } = s.descriptor;
+      let overlap = 0;
+      for (const t of next)
+        if (t.descriptor.maxKey >= minKey && t.descriptor.minKey <= maxKey) overlap += t.descriptor.usedBytes;
+      const ratio = overlap / Math.max(1, usedBytes);
+      if (ratio < best) {
+        best = ratio;
+        picked = s;
+      }
+    }
     this.compactPointer[srcLevel - 1] = picked.descriptor.maxKey;
     return picked;
   }
