@@ -4,9 +4,9 @@ import {
   KeyTooLargeError,
   OutcomeUnknownError,
   StoreClosedError,
-  ValueTooLargeError,
 } from '../errors.js';
 import { Compactor } from './compaction.js';
+import { type CursorOptions, StoreCursor } from './cursor.js';
 import { cloneIoStats, type Device, type IoStats } from './device.js';
 import { FailStop, NotWritableError } from './fail-stop.js';
 import { FileDevice } from './file-device.js';
@@ -17,7 +17,6 @@ import { createBlockCache, type IndexSegmentDescriptor } from './index-segment-r
 import type { LogPosition, LogSegmentEntry, ManifestData, StoreRole } from './manifest.js';
 import { ManifestLog } from './manifest-log.js';
 import type { IndexEntry } from './memtable.js';
-import { type EntryStream, mergeStreams } from './merge.js';
 import {
   type Bytes,
   type ResolvedOptions,
@@ -25,18 +24,21 @@ import {
   type StoreOptions,
   type SyncPolicy,
   toKey,
-  toValue,
 } from './options.js';
-import { recordBytes } from './record.js';
 import { type RecoveryDeps, type RecoveryReport, recoverBackupL0, recoverPrimary } from './recovery.js';
 import { SegmentAllocator } from './segment-allocator.js';
+import { SnapshotRegistry, type StoreSnapshot } from './snapshot.js';
 import { ValueLog } from './value-log.js';
 import { type LevelInstall, sum, VersionSet } from './version-set.js';
+import { appendBatch, type BatchOperation, describeKey, prepareBatch } from './write-batch.js';
 
+export type { CursorEntry, CursorOptions, StoreCursor } from './cursor.js';
 export { NotWritableError, StoreFailedError } from './fail-stop.js';
 export type { CommitGate, CommitTail, ShipGate } from './group-commit.js';
 export type { Bytes, StoreOptions, SyncPolicy } from './options.js';
 export type { RecoveryReport } from './recovery.js';
+export type { StoreSnapshot } from './snapshot.js';
+export type { BatchOperation } from './write-batch.js';
 
 export interface ScanOptions {
   gte?: Bytes;
@@ -44,6 +46,14 @@ export interface ScanOptions {
   limit?: number;
   reverse?: boolean;
 }
+
+export interface ReadOptions {
+  /** Read as of this snapshot (Store.snapshot()). */
+  snapshot?: StoreSnapshot;
+}
+
+/** Keys deleted per batch by clear(): small enough to fit any segment size's batch. */
+const CLEAR_BATCH_KEYS = 32;
 
 export interface KeyValue {
   key: Buffer;
@@ -113,6 +123,8 @@ export class Store {
   private readonly versions: VersionSet;
   private readonly compactor: Compactor;
   private readonly commits: GroupCommit;
+  /** Live snapshots and the segment frees they defer (snapshot.ts). */
+  private readonly snapshots = new SnapshotRegistry((offset) => this.allocator.release(offset));
 
   private readonly segmentMap: Map<number, number>;
   private readonly indexMap: Map<number, number>;
@@ -193,6 +205,7 @@ export class Store {
       for (const p of batch) this.compactor.l0.insert(p.key, p.entry);
       this.compactor.afterApply();
     });
+    this.versions.releaseSegment = (offset) => this.snapshots.release(offset);
     this.valueLog.nextLsn = this.versions.replayFrom.lsn;
     this.indexedPosition = { ...this.versions.replayFrom };
   }
@@ -241,35 +254,91 @@ export class Store {
     return this.write(key, null);
   }
 
-  async get(key: Bytes): Promise<Buffer | undefined> {
-    this.checkUsable();
+  /** The value of `key` (as of `options.snapshot` when given), or undefined. */
+  async get(key: Bytes, options: ReadOptions = {}): Promise<Buffer | undefined> {
+    return this.getNow(key, options);
+  }
+
+  /** Values of `keys` in order (undefined where absent), read from one snapshot. */
+  async getMany(keys: readonly Bytes[], options: ReadOptions = {}): Promise<(Buffer | undefined)[]> {
+    const snapshot = options.snapshot ?? this.snapshot();
+    try {
+      return keys.map((key) => this.getNow(key, { snapshot }));
+    } finally {
+      if (options.snapshot === undefined) snapshot.release();
+    }
+  }
+
+  /** Whether `key` holds a value (as of `options.snapshot`); reads no value bytes. */
+  async has(key: Bytes, options: ReadOptions = {}): Promise<boolean> {
+    const entry = this.entryOf(key, options);
+    return entry !== undefined && !entry.tombstone;
+  }
+
+  private getNow(key: Bytes, options: ReadOptions): Buffer | undefined {
     const k = toKey(key);
-    if (k.length > this.maxKeyBytes) throw new KeyTooLargeError(k.length, this.maxKeyBytes);
-    const entry = this.lookup(k.toString('latin1'), k);
+    const entry = this.entryOf(k, options);
     if (entry === undefined || entry.tombstone) return undefined;
     return this.valueLog.readValue(entry, k);
   }
 
+  private entryOf(key: Bytes, options: ReadOptions): IndexEntry | undefined {
+    this.checkUsable();
+    const k = toKey(key);
+    if (k.length > this.maxKeyBytes) throw new KeyTooLargeError(k.length, this.maxKeyBytes);
+    if (options.snapshot !== undefined) return options.snapshot.lookup(k.toString('latin1'), k);
+    return this.lookup(k.toString('latin1'), k);
+  }
+
+  /**
+   * A consistent read view as of now (snapshot.ts); the caller releases it. Until then compaction
+   * keeps the index segments it reads.
+   */
+  snapshot(): StoreSnapshot {
+    this.checkUsable();
+    const { l0, frozen } = this.compactor;
+    return this.snapshots.take({ l0, frozen: frozen?.memtable, versions: this.versions });
+  }
+
+  /** A streaming cursor (cursor.ts) over `options.snapshot`, or over a snapshot of its own. */
+  iterator(options: CursorOptions = {}): StoreCursor {
+    const own = options.snapshot === undefined;
+    const snapshot = options.snapshot ?? this.snapshot();
+    try {
+      return new StoreCursor(snapshot, own, (entry, key) => this.valueLog.readValue(entry, key), options);
+    } catch (err) {
+      if (own) snapshot.release();
+      throw err;
+    }
+  }
+
   async scan(options: ScanOptions = {}): Promise<KeyValue[]> {
     this.checkUsable();
-    const gte = options.gte === undefined ? undefined : toKey(options.gte).toString('latin1');
-    const lt = options.lt === undefined ? undefined : toKey(options.lt).toString('latin1');
     const limit = options.limit ?? Number.POSITIVE_INFINITY;
-    const reverse = options.reverse ?? false;
     if (!(limit >= 0)) throw new InvalidArgumentError('scan limit must be >= 0');
-    const out: KeyValue[] = [];
-    if (limit === 0 || (gte !== undefined && lt !== undefined && gte >= lt)) return out;
-    const { l0, frozen } = this.compactor;
-    const streams: EntryStream[] = [l0.range(gte, lt, reverse)];
-    if (frozen !== undefined) streams.push(frozen.memtable.range(gte, lt, reverse));
-    streams.push(...this.versions.streams(gte, lt, reverse));
-    for (const [key, entry] of mergeStreams(streams, reverse)) {
-      if (entry.tombstone) continue;
-      const keyBytes = Buffer.from(key, 'latin1');
-      out.push({ key: keyBytes, value: this.valueLog.readValue(entry, keyBytes) });
-      if (out.length >= limit) break;
+    const cursor = this.iterator({ ...options, limit: limit === Number.POSITIVE_INFINITY ? -1 : limit });
+    try {
+      return cursor.all();
+    } finally {
+      cursor.close();
     }
-    return out;
+  }
+
+  /**
+   * Deletes every key in the range (all keys without bounds): the keys a snapshot holds are deleted
+   * in batches, each atomic (write-batch.ts); the clear as a whole is not one batch.
+   */
+  async clear(options: Omit<CursorOptions, 'values' | 'snapshot'> = {}): Promise<void> {
+    const cursor = this.iterator({ ...options, values: false });
+    try {
+      for (;;) {
+        const keys = cursor.nextv(CLEAR_BATCH_KEYS);
+        if (keys.length === 0) return;
+        await this.batch(keys.map((e) => ({ type: 'del', key: e.key })));
+      }
+    } finally {
+      cursor.close();
+    }
   }
 
   private lookup(key: string, keyBytes: Buffer): IndexEntry | undefined {
@@ -589,7 +658,7 @@ export class Store {
         applyFields();
         await this.persistManifest();
       }
-      for (const offset of edit.release ?? []) this.allocator.release(offset);
+      for (const offset of edit.release ?? []) this.snapshots.release(offset);
     });
   }
 
@@ -623,18 +692,21 @@ export class Store {
   // ───────────────────────────── write path ─────────────────────────────
 
   private async write(key: Bytes, value: Bytes | null): Promise<void> {
+    const op: BatchOperation = value === null ? { type: 'del', key } : { type: 'put', key, value };
+    return this.batch([op]);
+  }
+
+  /**
+   * Applies `operations` atomically (write-batch.ts): validated whole first (one bad entry rejects
+   * the batch, nothing written), appended as one run of records in one step, acknowledged as one.
+   */
+  async batch(operations: readonly BatchOperation[]): Promise<void> {
     this.checkUsable();
     if (this.closing !== undefined) throw new StoreClosedError(); // closing: nothing new is appended
     if (this.role !== 'primary') throw new NotWritableError(this.role);
-    const k = toKey(key);
-    const v = value === null ? null : toValue(value);
-    if (k.length > this.maxKeyBytes) throw new KeyTooLargeError(k.length, this.maxKeyBytes);
-    const valueBytes = v?.length ?? 0;
-    const fitsSegment = this.segmentBytes - recordBytes(k.length, 0);
-    if (valueBytes > this.maxValueBytes || valueBytes > fitsSegment) {
-      throw new ValueTooLargeError(valueBytes, Math.min(this.maxValueBytes, fitsSegment));
-    }
-    const length = recordBytes(k.length, valueBytes);
+    const prepared = prepareBatch(operations, this);
+    if (prepared.writes.length === 0) return;
+    const length = prepared.recordBytes;
     // Checked again after each wait: another write may have taken the room meanwhile.
     while (this.needsRoom(length)) {
       // Admitted before any close: close() waits for it to append (then commits it).
@@ -646,31 +718,40 @@ export class Store {
         this.makingRoom.delete(room);
       }
     }
-    const { compactor } = this;
-    const keyString = k.toString('latin1');
-    const entry = this.failStop.run(() => this.valueLog.append(k, v));
-    this.userBytes += k.length + valueBytes;
-    if (this.commits.waits) {
-      const active = this.valueLog.active!;
-      const position = { seq: active.seq, offset: entry.pointer - active.offset, lsn: entry.lsn };
-      return new Promise<void>((resolve, reject) => {
-        this.commits.enqueue({ key: keyString, entry, position, resolve, reject });
-      });
-    }
+    const entries = this.failStop.run(() => appendBatch(this.valueLog, prepared));
+    this.userBytes += prepared.userBytes;
+    const keys = prepared.writes.map((w) => w.key.toString('latin1'));
+    if (this.commits.waits) return this.enqueueBatch(keys, entries);
     try {
       this.failStop.run(() => {
-        compactor.l0.insert(keyString, entry);
-        compactor.afterApply();
+        for (let i = 0; i < keys.length; i++) this.compactor.l0.insert(keys[i]!, entries[i]!);
+        this.compactor.afterApply();
       });
     } catch (err) {
-      // The record is in the log (and in L0): whatever failed after it, the outcome is unknown.
-      throw new OutcomeUnknownError(
-        `write of ${JSON.stringify(keyString)} was appended, then the store failed`,
-        {
-          cause: err,
-        },
-      );
+      // The records are in the log (and in L0): whatever failed after them, the outcome is unknown.
+      const what = describeKey(prepared.writes[0]!.key);
+      throw new OutcomeUnknownError(`write of ${what} was appended, then the store failed`, { cause: err });
     }
+  }
+
+  /** Hands an appended batch to group commit: one group, one answer (write-batch.ts). */
+  private enqueueBatch(keys: string[], entries: IndexEntry[]): Promise<void> {
+    const active = this.valueLog.active!;
+    return new Promise<void>((resolve, reject) => {
+      const last = entries.length - 1;
+      for (let i = 0; i <= last; i++) {
+        const entry = entries[i]!;
+        const position = { seq: active.seq, offset: entry.pointer - active.offset, lsn: entry.lsn };
+        // Every record rejects the one promise (settling twice is a no-op); the last resolves it.
+        this.commits.enqueue({
+          key: keys[i]!,
+          entry,
+          position,
+          resolve: i === last ? resolve : noop,
+          reject,
+        });
+      }
+    });
   }
 
   /** Whether a write of `length` record bytes must wait before it appends (see makeRoom). */
@@ -770,6 +851,8 @@ export class Store {
     if (this.role !== role) throw new NotWritableError(this.role);
   }
 }
+
+function noop(): void {}
 
 function replaceMap(map: Map<number, number>, entries: [number, number][]): void {
   map.clear();
