@@ -49,19 +49,19 @@ export interface KeyRange {
   upper: string | undefined;
 }
 
-/** Turns gt/gte/lt/lte into [lower, upper) (see the header); the tighter of two bounds wins. */
+/**
+ * Turns gt/gte/lt/lte into [lower, upper) (see the header). Given both, gte wins over gt and lte
+ * over lt, as abstract-level specifies.
+ */
 export function keyRange(options: Pick<CursorOptions, 'gt' | 'gte' | 'lt' | 'lte'>): KeyRange {
   const latin1 = (k: Bytes): string => toKey(k).toString('latin1');
-  const lowers: string[] = [];
-  if (options.gte !== undefined) lowers.push(latin1(options.gte));
-  if (options.gt !== undefined) lowers.push(`${latin1(options.gt)}\u0000`);
-  const uppers: string[] = [];
-  if (options.lt !== undefined) uppers.push(latin1(options.lt));
-  if (options.lte !== undefined) uppers.push(`${latin1(options.lte)}\u0000`);
-  return {
-    lower: lowers.reduce<string | undefined>((a, b) => (a === undefined || b > a ? b : a), undefined),
-    upper: uppers.reduce<string | undefined>((a, b) => (a === undefined || b < a ? b : a), undefined),
-  };
+  let lower: string | undefined;
+  if (options.gte !== undefined) lower = latin1(options.gte);
+  else if (options.gt !== undefined) lower = `${latin1(options.gt)}\u0000`;
+  let upper: string | undefined;
+  if (options.lte !== undefined) upper = `${latin1(options.lte)}\u0000`;
+  else if (options.lt !== undefined) upper = latin1(options.lt);
+  return { lower, upper };
 }
 
 export class StoreCursor {
@@ -70,6 +70,8 @@ export class StoreCursor {
   private readonly limit: number;
   private readonly values: boolean;
   private merged: Iterator<[string, IndexEntry]> | undefined;
+  /** Where the merge (re)starts on the next read: set at creation and by seek, opened lazily. */
+  private restart: KeyRange | undefined;
   private yielded = 0;
   private closed = false;
 
@@ -87,12 +89,17 @@ export class StoreCursor {
       throw new InvalidArgumentError('limit must be a number');
     this.limit = limit < 0 ? Number.POSITIVE_INFINITY : limit;
     this.values = options.values ?? true;
-    this.merged = this.open(this.range);
+    // Opened on the first read: a cursor over a snapshot released meanwhile fails there, not here.
+    this.restart = this.range;
   }
 
   /** The next entry in order, or undefined at the end (of the range, or of the limit). */
   next(): CursorEntry | undefined {
     this.check();
+    if (this.restart !== undefined) {
+      this.merged = this.open(this.restart);
+      this.restart = undefined;
+    }
     if (this.yielded >= this.limit || this.merged === undefined) return undefined;
     for (;;) {
       const step = this.merged.next();
@@ -131,11 +138,12 @@ export class StoreCursor {
     this.check();
     const t = toKey(target).toString('latin1');
     const { lower, upper } = this.range;
+    this.merged = undefined;
     if (!this.reverse) {
-      this.merged = this.open({ lower: lower === undefined || t > lower ? t : lower, upper });
+      this.restart = { lower: lower === undefined || t > lower ? t : lower, upper };
     } else {
       const after = `${t}\u0000`;
-      this.merged = this.open({ lower, upper: upper === undefined || after < upper ? after : upper });
+      this.restart = { lower, upper: upper === undefined || after < upper ? after : upper };
     }
   }
 
@@ -144,6 +152,7 @@ export class StoreCursor {
     if (this.closed) return;
     this.closed = true;
     this.merged = undefined;
+    this.restart = undefined;
     if (this.ownsSnapshot) this.snapshot.release();
   }
 

@@ -259,6 +259,11 @@ export class Store {
     return this.getNow(key, options);
   }
 
+  /** `get`, synchronously (the engine reads without waiting: abstract-level's getSync). */
+  getSync(key: Bytes, options: ReadOptions = {}): Buffer | undefined {
+    return this.getNow(key, options);
+  }
+
   /** Values of `keys` in order (undefined where absent), read from one snapshot. */
   async getMany(keys: readonly Bytes[], options: ReadOptions = {}): Promise<(Buffer | undefined)[]> {
     const snapshot = options.snapshot ?? this.snapshot();
@@ -328,7 +333,7 @@ export class Store {
    * Deletes every key in the range (all keys without bounds): the keys a snapshot holds are deleted
    * in batches, each atomic (write-batch.ts); the clear as a whole is not one batch.
    */
-  async clear(options: Omit<CursorOptions, 'values' | 'snapshot'> = {}): Promise<void> {
+  async clear(options: Omit<CursorOptions, 'values'> = {}): Promise<void> {
     const cursor = this.iterator({ ...options, values: false });
     try {
       for (;;) {
