@@ -101,8 +101,14 @@ export class IncarnationDevice implements Device {
     return this.inner.io();
   }
 
+  settled(): Promise<void> {
+    return this.inner.settled();
+  }
+
   /** The inner device is closed by its owner (the cluster), not through a view. */
-  close(): void {}
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
 
   private check(): void {
     if (this.isCut) throw new NodeKilledError(this.name);

@@ -355,8 +355,8 @@ export class LocalCluster {
       if (!key.startsWith(`${nodeId}/`)) continue;
       if (device instanceof SimDevice) device.crash();
       else {
-        device.close();
         this.devices.delete(key);
+        await device.close();
       }
     }
   }
@@ -751,7 +751,7 @@ export class LocalCluster {
     for (const nodeId of this.dead) this.coordinator.expireLease(nodeId);
     await this.watcher.close();
     await this.fabric.close();
-    for (const device of this.devices.values()) device.close();
+    await Promise.all([...this.devices.values()].map((device) => device.close()));
     this.devices.clear();
   }
 

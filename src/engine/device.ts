@@ -4,13 +4,13 @@
  * each is replaced atomically (`writeMetaAtomic`) or grown by appends made durable by `syncMeta`.
  * The store divides the byte space into fixed-size segments; the device knows nothing of segments.
  *
- * The waits are asynchronous (issue 15 item 1, docs/bench/io.md): `sync()`, `syncMeta()` and
- * `writeMetaAtomic()` return promises, and a FileDevice runs them in libuv's thread pool (fs
- * callbacks), so an fdatasync never blocks the JS thread. Concurrent `sync()` (or `syncMeta(name)`)
- * requests share one fdatasync per file (GroupSync). Reads and page-cache writes (`write`,
- * `appendMeta`: a memcpy into the page cache, microseconds) stay synchronous in this slice, as do
- * `removeMeta` and opening. `sync()` is the durability point: a write is durable only after a
- * `sync()` called after it resolved.
+ * The waits are asynchronous (issue 15 item 1, docs/bench/io.md): `sync()`, `syncMeta()`,
+ * `writeMetaAtomic()` and `close()` return promises, and `write`, `appendMeta` and `removeMeta`
+ * only queue their work — a FileDevice runs all of it in libuv's thread pool (fs callbacks), so no
+ * write, fdatasync, rename or unlink blocks the JS thread. A read sees every write issued before it,
+ * landed or not. Concurrent `sync()` (or `syncMeta(name)`) requests share one fdatasync per file
+ * (GroupSync). `sync()` is the durability point: a write is durable only after a `sync()` called
+ * after it resolved. Reads stay synchronous (page-cache hits; the read path is synchronous).
  *
  * Both implementations count bytes read and written per category, so I/O amplification is a
  * first-class metric (`Store.stats().io`).
@@ -52,8 +52,15 @@ export interface Device {
    * back): callers remove only files nothing names any more.
    */
   removeMeta(name: string): void;
+  /**
+   * Resolves once every write and metadata operation issued before it reached the file (not
+   * durably: that is `sync`/`syncMeta`). `readMeta` requires it: a store awaits it before it reads
+   * its manifest, so a device reused by a new incarnation reads what the last one queued.
+   */
+  settled(): Promise<void>;
   io(): IoStats;
-  close(): void;
+  /** Lets the queued operations land, then releases the device; idempotent (one close for every call). */
+  close(): Promise<void>;
 }
 
 export function emptyIoStats(): IoStats {

@@ -390,8 +390,9 @@ export class SimDevice implements Device {
         live();
       },
       removeMeta: (name) => mutating().removeMeta(name),
+      settled: () => Promise.resolve(),
       io: () => this.io(),
-      close: () => {},
+      close: () => Promise.resolve(),
     };
   }
 
@@ -404,7 +405,13 @@ export class SimDevice implements Device {
     this.stats = emptyIoStats();
   }
 
-  close(): void {
+  /** Writes land in memory at once (their durability is `sync`'s): nothing is ever in flight. */
+  settled(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
     // Memory stays: a SimDevice outlives the store that used it, so tests can reopen or crash it.
+    return Promise.resolve();
   }
 }

@@ -217,12 +217,14 @@ export class Store {
     }
     const device = options.device ?? FileDevice.open(options.dir!);
     try {
+      // A device reused by a new incarnation may still be landing what the last one queued.
+      await device.settled();
       const manifestLog = ManifestLog.open(device, { rotateBytes: options.manifestRotateBytes });
       const store = new Store(device, options.device === undefined, options, manifestLog);
       await store.recover(manifestLog.exists);
       return store;
     } catch (err) {
-      if (options.device === undefined) device.close();
+      if (options.device === undefined) await device.close();
       throw err;
     }
   }
@@ -479,7 +481,7 @@ export class Store {
       }
     } finally {
       this.failStop.closed = true;
-      if (this.ownsDevice) this.device.close();
+      if (this.ownsDevice) await this.device.close();
     }
   }
 
@@ -691,7 +693,7 @@ export class Store {
    */
   async rewriteManifestAndAbandon(overrides: Partial<ManifestData>): Promise<void> {
     await this.failStop.runAsync(() => this.persistManifest(overrides));
-    this.abandon();
+    await this.abandon();
   }
 
   // ───────────────────────────── write path ─────────────────────────────
@@ -843,9 +845,9 @@ export class Store {
   }
 
   /** Ends this instance without the closing flush: its manifest already says what the device holds. */
-  private abandon(): void {
+  private async abandon(): Promise<void> {
     this.failStop.closed = true;
-    if (this.ownsDevice) this.device.close();
+    if (this.ownsDevice) await this.device.close();
   }
 
   private checkUsable(): void {

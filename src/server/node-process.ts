@@ -315,7 +315,7 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
       await client.close();
       metricsServer?.close();
       loopHealth.close();
-      for (const device of devices.values()) device.close();
+      await Promise.all([...devices.values()].map((device) => device.close()));
       log.info('node stopped');
     },
   };

@@ -13,7 +13,7 @@ import { encodeManifest } from '../../src/engine/manifest.js';
 import { readManifest } from '../../src/engine/manifest-log.js';
 import { DeviceCrashedError, SimDevice } from '../../src/engine/sim-device.js';
 import { Store } from '../../src/engine/store.js';
-import { CorruptManifestError, DeviceLockedError, DiskFullError } from '../../src/errors.js';
+import { CorruptManifestError, DeviceIoError, DeviceLockedError, DiskFullError } from '../../src/errors.js';
 
 const tempDirs: string[] = [];
 function tempDir(): string {
@@ -66,6 +66,7 @@ describe.each(implementations)('%s conformance', (_name, create) => {
     device.appendMeta('LOG', Buffer.from('cd'));
     await device.syncMeta('LOG');
     device.appendMeta('LOG', Buffer.from('e'));
+    await device.settled(); // readMeta reads what landed: every queued operation first
     expect(device.readMeta('LOG')?.toString()).toBe('abcde');
     await device.writeMetaAtomic('LOG', Buffer.from('X'));
     device.appendMeta('LOG', Buffer.from('y'));
@@ -73,6 +74,7 @@ describe.each(implementations)('%s conformance', (_name, create) => {
     expect(device.readMeta('LOG')?.toString()).toBe('Xy');
     device.removeMeta('LOG');
     device.removeMeta('LOG'); // absent is fine
+    await device.settled();
     expect(device.readMeta('LOG')).toBeUndefined();
     device.appendMeta('LOG', Buffer.from('new'));
     await device.syncMeta('LOG');
@@ -115,7 +117,7 @@ describe('group sync', () => {
       const metaBefore = d.io().syncCount;
       await Promise.all(Array.from({ length: 8 }, () => d.syncMeta('LOG')));
       expect(d.io().syncCount - metaBefore).toBeLessThanOrEqual(2);
-      d.close();
+      await d.close();
     },
   );
 
@@ -269,12 +271,12 @@ describe('FileDevice specifics', () => {
     d.write(8192, Buffer.from('durable'), 'log');
     await d.sync();
     await d.writeMetaAtomic('MANIFEST', Buffer.from('m'));
-    d.close();
+    await d.close();
     const again = FileDevice.open(dir);
     expect(again.read(8192, 7, 'log').toString()).toBe('durable');
     expect(again.readMeta('MANIFEST')?.toString()).toBe('m');
     expect(fs.existsSync(path.join(dir, 'MANIFEST.tmp'))).toBe(false);
-    again.close();
+    await again.close();
   });
 
   it('keeps metadata appends across close and reopen; append failures are typed (ENOSPC: DiskFullError)', async () => {
@@ -283,14 +285,40 @@ describe('FileDevice specifics', () => {
     d.appendMeta('LOG', Buffer.from('a'));
     d.appendMeta('LOG', Buffer.from('b'));
     await d.syncMeta('LOG');
-    d.close();
+    await d.close();
     const again = FileDevice.open(dir);
     again.appendMeta('LOG', Buffer.from('c'));
     await again.syncMeta('LOG');
     expect(fs.readFileSync(path.join(dir, 'LOG'), 'utf8')).toBe('abc');
     fs.symlinkSync('/dev/full', path.join(dir, 'FULL'));
-    expect(() => again.appendMeta('FULL', Buffer.from('x'))).toThrow(DiskFullError);
-    again.close();
+    // The append is queued for the thread pool: its failure is the answer of the sync, and of every
+    // later metadata operation.
+    again.appendMeta('FULL', Buffer.from('x'));
+    await expect(again.syncMeta('FULL')).rejects.toThrow(DiskFullError);
+    expect(() => again.appendMeta('LOG', Buffer.from('y'))).toThrow(DiskFullError);
+    await again.close();
+  });
+
+  it('queues writes off the JS thread: reads see them at once, close lets them land, sync reports their failure', async () => {
+    const dir = tempDir();
+    const d = FileDevice.open(dir);
+    const segment = Buffer.alloc(2 * 1024 * 1024, 7);
+    d.write(0, segment, 'log');
+    segment.fill(9); // the caller may reuse its buffer once write returned: the device copied it
+    d.write(100, Buffer.from('over'), 'log'); // a later overlapping write wins, landed or not
+    const back = d.read(96, 12, 'log');
+    expect([...back.subarray(0, 4)]).toEqual([7, 7, 7, 7]);
+    expect(back.subarray(4, 8).toString()).toBe('over');
+    await d.close(); // no sync: close still lets the queued writes land (the page cache's view)
+    const again = FileDevice.open(dir);
+    const landed = again.read(0, segment.length, 'log');
+    expect(landed.subarray(100, 104).toString()).toBe('over');
+    expect(landed[0]).toBe(7);
+    expect(landed[segment.length - 1]).toBe(7);
+    await again.close();
+    // Every operation after close is refused with a typed error.
+    expect(() => again.write(0, Buffer.from('x'), 'log')).toThrow(DeviceIoError);
+    await expect(again.sync()).rejects.toThrow(DeviceIoError);
   });
 
   it('opens a store written with the legacy whole-file MANIFEST and migrates it', async () => {
@@ -302,7 +330,7 @@ describe('FileDevice specifics', () => {
     // Rewrite it as the code before the manifest log left it: one MANIFEST file, no CURRENT.
     const device = FileDevice.open(dir);
     const data = readManifest(device)!;
-    device.close();
+    await device.close();
     for (const name of fs.readdirSync(dir))
       if (name.startsWith('MANIFEST') || name === 'CURRENT') fs.rmSync(path.join(dir, name));
     fs.writeFileSync(path.join(dir, 'MANIFEST'), encodeManifest(data));
@@ -324,7 +352,7 @@ describe('FileDevice specifics', () => {
     fs.writeFileSync(path.join(dir, 'LOCK'), '999999999');
     const d = FileDevice.open(dir);
     expect(fs.readFileSync(path.join(dir, 'LOCK'), 'utf8')).toBe(String(process.pid));
-    d.close();
+    await d.close();
     expect(fs.existsSync(path.join(dir, 'LOCK'))).toBe(false);
   });
 
@@ -381,8 +409,8 @@ describe('FileDevice lock', () => {
     for (let round = 0; round < 3; round++) {
       const d = FileDevice.open(dir);
       expect(() => FileDevice.open(dir)).toThrow(DeviceLockedError);
-      d.close();
-      d.close(); // idempotent: the second close releases nothing a later open holds
+      await d.close();
+      await d.close(); // idempotent: the second close releases nothing a later open holds
       expect(fs.existsSync(path.join(dir, 'LOCK'))).toBe(false);
     }
     for (let round = 0; round < 3; round++) {
@@ -402,7 +430,7 @@ describe('FileDevice lock', () => {
     expect(() => FileDevice.open(dir)).toThrow(expect.objectContaining({ code: 'EISDIR' }));
     expect(fs.existsSync(path.join(dir, 'LOCK'))).toBe(false);
     fs.rmdirSync(path.join(dir, 'data'));
-    FileDevice.open(dir).close();
+    await FileDevice.open(dir).close();
 
     // The store fails after its device opened: an unreadable manifest.
     const storeDir = tempDir();

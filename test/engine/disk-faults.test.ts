@@ -73,7 +73,12 @@ class FailingDevice implements Device {
   io() {
     return this.inner.io();
   }
-  close(): void {}
+  settled(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
 }
 
 async function settle<T>(p: Promise<T>): Promise<{ ok: true } | { ok: false; error: unknown }> {
@@ -114,24 +119,26 @@ describe('device errors are typed', () => {
   });
 
   const devFull = fs.existsSync('/dev/full') ? it : it.skip;
-  devFull('a FileDevice on a full disk raises DiskFullError naming its directory and the write', () => {
+  devFull('a FileDevice on a full disk raises DiskFullError naming its directory and the write', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'talos-enospc-'));
     try {
       fs.symlinkSync('/dev/full', path.join(dir, 'data'));
       const device = FileDevice.open(dir);
       try {
+        // The write is queued for the thread pool: its failure is the answer of the next sync,
+        // and of every later write.
+        device.write(0, Buffer.from('hello'), 'log');
         let caught: unknown;
-        try {
-          device.write(0, Buffer.from('hello'), 'log');
-        } catch (err) {
+        await device.sync().catch((err: unknown) => {
           caught = err;
-        }
+        });
         expect(caught).toBeInstanceOf(DiskFullError);
+        expect(() => device.write(8, Buffer.from('later'), 'log')).toThrow(DiskFullError);
         expect((caught as DiskFullError).device).toBe(dir);
         expect((caught as DiskFullError).operation).toBe('write');
         expect((caught as DiskFullError).errno).toBe('ENOSPC');
       } finally {
-        device.close();
+        await device.close();
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -154,7 +161,7 @@ describe('device errors are typed', () => {
       expect((later as { error: StoreFailedError }).error).toBeInstanceOf(StoreFailedError);
       expect(((later as { error: StoreFailedError }).error.cause as DiskFullError).device).toBe(dir);
       await store.close();
-      device.close();
+      await device.close();
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -92,7 +92,12 @@ export class MetaCrashView implements Device {
   io(): IoStats {
     return this.sim.io();
   }
-  close(): void {}
+  settled(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
 }
 
 /** The manifest the device holds now (reads the current view, unsynced appends included). */
