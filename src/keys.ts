@@ -51,7 +51,30 @@ export function minKeyOf(a: string, b: string): string {
   return compareKeys(a, b) <= 0 ? a : b;
 }
 
+/** A user key: a string (stored as its UTF-8 bytes) or the bytes themselves. */
+export type KeyLike = string | Uint8Array;
+
+/** The bytes a store holds for `key` (a view for byte arrays, UTF-8 for strings). */
+export function keyBytesOf(key: KeyLike): Buffer {
+  if (typeof key === 'string') return Buffer.from(key, 'utf8');
+  return Buffer.from(key.buffer, key.byteOffset, key.byteLength);
+}
+
+/** `compareKeys` for keys that may be bytes: the same byte order (strings compared unencoded). */
+export function compareKeyLike(a: KeyLike, b: KeyLike): number {
+  if (typeof a === 'string' && typeof b === 'string') return compareKeys(a, b);
+  return Buffer.compare(keyBytesOf(a), keyBytesOf(b));
+}
+
+/** A key for a message: strings as JSON, bytes as UTF-8 text when they are valid UTF-8, else hex. */
+export function describeKeyLike(key: KeyLike): string {
+  if (typeof key === 'string') return JSON.stringify(key);
+  const bytes = keyBytesOf(key);
+  const text = bytes.toString('utf8');
+  return Buffer.from(text, 'utf8').equals(bytes) ? JSON.stringify(text) : `0x${bytes.toString('hex')}`;
+}
+
 /** Whether `key` lies in `[minKey, maxKey)` (maxKey undefined = unbounded) in byte order. */
-export function keyInRange(key: string, minKey: string, maxKey: string | undefined): boolean {
-  return compareKeys(key, minKey) >= 0 && (maxKey === undefined || compareKeys(key, maxKey) < 0);
+export function keyInRange(key: KeyLike, minKey: string, maxKey: string | undefined): boolean {
+  return compareKeyLike(key, minKey) >= 0 && (maxKey === undefined || compareKeyLike(key, maxKey) < 0);
 }

@@ -8,7 +8,7 @@
 import type { RegionConfig } from '../../coordination/types.js';
 import type { RegionSpec } from '../actors/controller.js';
 import { InvalidArgumentError, UnknownRegionError } from '../errors.js';
-import { compareKeys, keyInRange } from '../keys.js';
+import { compareKeyLike, compareKeys, describeKeyLike, type KeyLike, keyInRange } from '../keys.js';
 
 /** `count` regions splitting two-hex-digit prefixes evenly: r0 = ['', '55'), r1 = ['55', 'aa'), … */
 export function hexRegionSpecs(count: number): RegionSpec[] {
@@ -50,21 +50,21 @@ export function byMinKey(a: { minKey: string }, b: { minKey: string }): number {
   return compareKeys(a.minKey, b.minKey);
 }
 
-/** The region of `key` among configurations sorted by minKey (byMinKey). */
+/** The region of `key` (a string or bytes) among configurations sorted by minKey (byMinKey). */
 export function regionOf<T extends Pick<RegionConfig, 'minKey' | 'maxKey' | 'regionId'>>(
   sorted: readonly T[],
-  key: string,
+  key: KeyLike,
 ): T {
   let lo = 0;
   let hi = sorted.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (compareKeys(sorted[mid]!.minKey, key) <= 0) lo = mid + 1;
+    if (compareKeyLike(sorted[mid]!.minKey, key) <= 0) lo = mid + 1;
     else hi = mid;
   }
   const region = sorted[lo - 1];
   if (region === undefined || !keyInRange(key, region.minKey, region.maxKey)) {
-    throw new UnknownRegionError(`key ${JSON.stringify(key)}`);
+    throw new UnknownRegionError(`key ${describeKeyLike(key)}`);
   }
   return region;
 }

@@ -64,7 +64,16 @@ export function keyRange(options: Pick<CursorOptions, 'gt' | 'gte' | 'lt' | 'lte
   return { lower, upper };
 }
 
-export class StoreCursor {
+/** What every cursor offers (a store's, a cluster's: src/cluster/cluster-cursor.ts). */
+export interface Cursor {
+  next(): CursorEntry | undefined;
+  nextv(size: number): CursorEntry[];
+  all(): CursorEntry[];
+  seek(target: Bytes): void;
+  close(): void;
+}
+
+export class StoreCursor implements Cursor {
   private readonly range: KeyRange;
   private readonly reverse: boolean;
   private readonly limit: number;

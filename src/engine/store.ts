@@ -32,7 +32,14 @@ import { ValueLog } from './value-log.js';
 import { type LevelInstall, sum, VersionSet } from './version-set.js';
 import { appendBatch, type BatchOperation, describeKey, prepareBatch } from './write-batch.js';
 
-export type { CursorEntry, CursorOptions, StoreCursor } from './cursor.js';
+export {
+  type Cursor,
+  type CursorEntry,
+  type CursorOptions,
+  type KeyRange,
+  keyRange,
+  StoreCursor,
+} from './cursor.js';
 export { NotWritableError, StoreFailedError } from './fail-stop.js';
 export type { CommitGate, CommitTail, ShipGate } from './group-commit.js';
 export type { Bytes, StoreOptions, SyncPolicy } from './options.js';

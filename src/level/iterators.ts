@@ -14,11 +14,19 @@ import {
   AbstractSnapshot,
   AbstractValueIterator,
 } from 'abstract-level';
-import type { CursorEntry, CursorOptions, StoreCursor, StoreSnapshot } from '../engine/store.js';
+import type { Cursor, CursorEntry, CursorOptions } from '../engine/store.js';
+
+/** A snapshot handle an adapter's reads take: a StoreSnapshot, or a cluster's (one per region). */
+export interface SnapshotHandle {
+  release(): void;
+}
+
+/** Cursor options with the adapter's own snapshot handle type. */
+export type SourceCursorOptions<S> = Omit<CursorOptions, 'snapshot'> & { snapshot?: S };
 
 /** What an adapter's iterators read through: a cursor factory (Store.iterator, or a cluster's). */
-export interface CursorSource {
-  iterator(options: CursorOptions): StoreCursor;
+export interface CursorSource<S = unknown> {
+  iterator(options: SourceCursorOptions<S>): Cursor;
 }
 
 /** The range and ordering options abstract-level hands to `_iterator` (keys already encoded). */
@@ -51,44 +59,49 @@ const ValueIteratorBase = AbstractValueIterator as unknown as new (
   options: unknown,
 ) => AbstractValueIterator<Db, Buffer, Buffer>;
 
+/** An explicit snapshot (db.snapshot()): it holds an engine (or cluster) snapshot until closed. */
 export class LevelSnapshot extends SnapshotBase {
   constructor(
-    readonly storeSnapshot: StoreSnapshot,
+    readonly handle: SnapshotHandle,
     options: { owner: unknown },
   ) {
     super(options);
   }
 
   async _close(): Promise<void> {
-    this.storeSnapshot.release();
+    this.handle.release();
   }
 }
 
-/** The engine snapshot an operation's `{ snapshot }` option names, if any. */
-export function storeSnapshotOf(snapshot: unknown): StoreSnapshot | undefined {
-  return snapshot instanceof LevelSnapshot ? snapshot.storeSnapshot : undefined;
+/** The snapshot handle an operation's `{ snapshot }` option names, if any. */
+export function snapshotHandleOf<S>(snapshot: unknown): S | undefined {
+  return snapshot instanceof LevelSnapshot ? (snapshot.handle as S) : undefined;
 }
 
 /** Cursor options for abstract-level's (already encoded) range options. */
-export function cursorOptions(options: LevelRangeOptions, values: boolean): CursorOptions {
-  const out: CursorOptions = { reverse: options.reverse === true, limit: options.limit ?? -1, values };
+export function cursorOptions<S>(options: LevelRangeOptions, values: boolean): SourceCursorOptions<S> {
+  const out: SourceCursorOptions<S> = {
+    reverse: options.reverse === true,
+    limit: options.limit ?? -1,
+    values,
+  };
   if (options.gt !== undefined) out.gt = options.gt;
   if (options.gte !== undefined) out.gte = options.gte;
   if (options.lt !== undefined) out.lt = options.lt;
   if (options.lte !== undefined) out.lte = options.lte;
-  const snapshot = storeSnapshotOf(options.snapshot);
+  const snapshot = snapshotHandleOf<S>(options.snapshot);
   if (snapshot !== undefined) out.snapshot = snapshot;
   return out;
 }
 
-export class LevelEntryIterator extends EntryIteratorBase {
-  private readonly cursor: StoreCursor;
+export class LevelEntryIterator<S = unknown> extends EntryIteratorBase {
+  private readonly cursor: Cursor;
   private readonly keys: boolean;
 
-  constructor(db: Db, source: CursorSource, options: LevelRangeOptions) {
+  constructor(db: Db, source: CursorSource<S>, options: LevelRangeOptions) {
     super(db, options);
     this.keys = options.keys !== false;
-    this.cursor = source.iterator(cursorOptions(options, options.values !== false));
+    this.cursor = source.iterator(cursorOptions<S>(options, options.values !== false));
   }
 
   private entry(e: CursorEntry): [Buffer, Buffer] {
@@ -117,12 +130,12 @@ export class LevelEntryIterator extends EntryIteratorBase {
   }
 }
 
-export class LevelKeyIterator extends KeyIteratorBase {
-  private readonly cursor: StoreCursor;
+export class LevelKeyIterator<S = unknown> extends KeyIteratorBase {
+  private readonly cursor: Cursor;
 
-  constructor(db: Db, source: CursorSource, options: LevelRangeOptions) {
+  constructor(db: Db, source: CursorSource<S>, options: LevelRangeOptions) {
     super(db, options);
-    this.cursor = source.iterator(cursorOptions(options, false));
+    this.cursor = source.iterator(cursorOptions<S>(options, false));
   }
 
   async _next(): Promise<Buffer | undefined> {
@@ -146,12 +159,12 @@ export class LevelKeyIterator extends KeyIteratorBase {
   }
 }
 
-export class LevelValueIterator extends ValueIteratorBase {
-  private readonly cursor: StoreCursor;
+export class LevelValueIterator<S = unknown> extends ValueIteratorBase {
+  private readonly cursor: Cursor;
 
-  constructor(db: Db, source: CursorSource, options: LevelRangeOptions) {
+  constructor(db: Db, source: CursorSource<S>, options: LevelRangeOptions) {
     super(db, options);
-    this.cursor = source.iterator(cursorOptions(options, true));
+    this.cursor = source.iterator(cursorOptions<S>(options, true));
   }
 
   async _next(): Promise<Buffer | undefined> {

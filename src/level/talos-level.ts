@@ -10,7 +10,7 @@
  * `clear` deletes what a snapshot of the range holds, in atomic chunks (not one batch).
  */
 import { type AbstractDatabaseOptions, AbstractLevel } from 'abstract-level';
-import { type BatchOperation, Store, type StoreOptions } from '../engine/store.js';
+import { type BatchOperation, Store, type StoreOptions, type StoreSnapshot } from '../engine/store.js';
 import { InvalidArgumentError } from '../errors.js';
 import {
   cursorOptions,
@@ -19,7 +19,7 @@ import {
   type LevelRangeOptions,
   LevelSnapshot,
   LevelValueIterator,
-  storeSnapshotOf,
+  snapshotHandleOf,
 } from './iterators.js';
 
 /** Store options a TalosLevel passes through (the location gives `dir`; a device replaces it). */
@@ -116,20 +116,20 @@ export class TalosLevel<K = string, V = string> extends AbstractLevel<Buffer, K,
   }
 
   async _clear(options: LevelRangeOptions): Promise<void> {
-    const { values: _values, ...range } = cursorOptions(options, false);
+    const { values: _values, ...range } = cursorOptions<StoreSnapshot>(options, false);
     await this.store.clear(range);
   }
 
-  _iterator(options: LevelRangeOptions): LevelEntryIterator {
-    return new LevelEntryIterator(this, this.store, options);
+  _iterator(options: LevelRangeOptions): LevelEntryIterator<StoreSnapshot> {
+    return new LevelEntryIterator<StoreSnapshot>(this, this.store, options);
   }
 
-  _keys(options: LevelRangeOptions): LevelKeyIterator {
-    return new LevelKeyIterator(this, this.store, options);
+  _keys(options: LevelRangeOptions): LevelKeyIterator<StoreSnapshot> {
+    return new LevelKeyIterator<StoreSnapshot>(this, this.store, options);
   }
 
-  _values(options: LevelRangeOptions): LevelValueIterator {
-    return new LevelValueIterator(this, this.store, options);
+  _values(options: LevelRangeOptions): LevelValueIterator<StoreSnapshot> {
+    return new LevelValueIterator<StoreSnapshot>(this, this.store, options);
   }
 
   _snapshot(options: { owner: unknown }): LevelSnapshot {
@@ -137,7 +137,7 @@ export class TalosLevel<K = string, V = string> extends AbstractLevel<Buffer, K,
   }
 }
 
-function readOptions(options: ReadOptions | undefined): { snapshot?: ReturnType<typeof storeSnapshotOf> } {
-  const snapshot = storeSnapshotOf(options?.snapshot);
+function readOptions(options: ReadOptions | undefined): { snapshot?: StoreSnapshot } {
+  const snapshot = snapshotHandleOf<StoreSnapshot>(options?.snapshot);
   return snapshot === undefined ? {} : { snapshot };
 }

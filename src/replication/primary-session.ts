@@ -18,11 +18,23 @@
  * is reported as OutcomeUnknownError, never as failed.
  *
  * Client path: `put`/`delete`/`get`/`scan` check that the session is serving and the key is in the
- * region's range, then call the engine directly (no actor event per operation, DESIGN §1).
+ * region's range, then call the engine directly (no actor event per operation, DESIGN §1). Keys are
+ * strings (UTF-8) or bytes. `batch` is the engine's atomic batch (every key in the region, else
+ * WRONG_PRIMARY: the client splits nothing, it refuses a cross-region batch first); `snapshot` and
+ * `iterator` are lease-checked once, when taken: a cursor then reads its snapshot of this store.
  */
 import { assert } from '../assert.js';
 import { crc32c } from '../engine/crc.js';
-import { type KeyValue, type ScanOptions, type Store, StoreFailedError } from '../engine/store.js';
+import {
+  type BatchOperation,
+  type CursorOptions,
+  type KeyValue,
+  type ScanOptions,
+  type Store,
+  type StoreCursor,
+  StoreFailedError,
+  type StoreSnapshot,
+} from '../engine/store.js';
 import {
   InvalidArgumentError,
   isDeviceError,
@@ -34,7 +46,7 @@ import {
   WrongPrimaryError,
 } from '../errors.js';
 import type { Connection } from '../fabric/types.js';
-import { keyInRange } from '../keys.js';
+import { describeKeyLike, type KeyLike, keyInRange } from '../keys.js';
 import { mutant } from '../mutants.js';
 import { trace } from '../trace.js';
 import { BackupLink } from './backup-link.js';
@@ -321,14 +333,46 @@ export class PrimarySession {
     return total;
   }
 
-  async put(key: string, value: Uint8Array | string): Promise<void> {
+  async put(key: KeyLike, value: Uint8Array | string): Promise<void> {
     this.checkServing(key);
     await this.replicated(key, this.store.put(key, value));
   }
 
-  async delete(key: string): Promise<void> {
+  async delete(key: KeyLike): Promise<void> {
     this.checkServing(key);
     await this.replicated(key, this.store.delete(key));
+  }
+
+  /** An atomic batch (src/engine/write-batch.ts); every key must lie in this region. */
+  async batch(operations: readonly BatchOperation[]): Promise<void> {
+    for (const op of operations) this.checkServing(op.key);
+    if (operations.length === 0) return;
+    await this.replicated(operations[0]!.key, this.store.batch(operations));
+  }
+
+  async has(key: KeyLike): Promise<boolean> {
+    this.checkServing(key);
+    const found = await this.store.has(key);
+    this.answerRead();
+    return found;
+  }
+
+  /** A snapshot of this region's store (the caller releases it); lease-checked when taken. */
+  snapshot(): StoreSnapshot {
+    this.checkServingRead();
+    return this.store.snapshot();
+  }
+
+  /** A streaming cursor over this region's store (the caller clips to the range and closes it). */
+  iterator(options: CursorOptions): StoreCursor {
+    this.checkServingRead();
+    return this.store.iterator(options);
+  }
+
+  private checkServingRead(): void {
+    if (!this.serving || !this.leaseHolds()) {
+      throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
+    }
   }
 
   /** True while the lease allows acknowledging and serving (always, without a lease check). */
@@ -343,7 +387,7 @@ export class PrimarySession {
    * acknowledged a newer value. A read refused there changed nothing, so it is WRONG_PRIMARY (the
    * client retries on the new primary).
    */
-  async get(key: string): Promise<Buffer | undefined> {
+  async get(key: KeyLike): Promise<Buffer | undefined> {
     this.checkServing(key);
     const value = await this.store.get(key);
     this.answerRead();
@@ -397,7 +441,7 @@ export class PrimarySession {
   }
 
   /** A write's promise, with failures after the append reported as unknown outcomes. */
-  private async replicated(key: string, write: Promise<void>): Promise<void> {
+  private async replicated(key: KeyLike, write: Promise<void>): Promise<void> {
     try {
       await write;
     } catch (err) {
@@ -405,7 +449,7 @@ export class PrimarySession {
       // below it raises only before the append.
       if (definiteFailure(err)) throw err;
       throw new OutcomeUnknownError(
-        `region ${this.regionId}: write of ${JSON.stringify(key)} may or may not have been applied`,
+        `region ${this.regionId}: write of ${describeKeyLike(key)} may or may not have been applied`,
         { cause: err },
       );
     }
@@ -414,7 +458,7 @@ export class PrimarySession {
     // (or with it), so it is not acknowledged — its outcome is unknown (PROTOCOL §6).
     if (!this.leaseHolds()) {
       throw new OutcomeUnknownError(
-        `region ${this.regionId}: the lease of ${this.options.nodeId} ran out before ${JSON.stringify(key)} was acknowledged`,
+        `region ${this.regionId}: the lease of ${this.options.nodeId} ran out before ${describeKeyLike(key)} was acknowledged`,
       );
     }
     trace(() => ({
@@ -422,11 +466,11 @@ export class PrimarySession {
       node: this.options.nodeId,
       regionId: this.regionId,
       epoch: this.epoch,
-      key,
+      key: typeof key === 'string' ? key : Buffer.from(key).toString('latin1'),
     }));
   }
 
-  private checkServing(key: string): void {
+  private checkServing(key: KeyLike): void {
     if (!this.serving || !this.leaseHolds()) {
       throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
     }

@@ -45,7 +45,7 @@ afterAll(() => pki.remove());
 /** A session that counts the requests it ran (the gate must stop them before it). */
 function countingSession(): { session: RegionSession; calls: () => number } {
   let calls = 0;
-  const store = new Map<string, Buffer>();
+  const store = new Map<unknown, Buffer>();
   return {
     calls: () => calls,
     session: {
