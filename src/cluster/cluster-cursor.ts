@@ -6,9 +6,10 @@
  * are disjoint and ordered, so their concatenation is in key order. All region cursors are opened
  * in one synchronous step at creation, each on an implicit snapshot of its region's store (or on
  * the region's part of an explicit `ClusterSnapshot`), so an in-process cluster cursor reads one
- * point in time across regions. `seek` seeks every region cursor (each clamps the target to its
- * own bounds: a region wholly before the target, forward, yields nothing) and restarts at the
- * first region. `limit` is counted here, across regions.
+ * point in time across regions. `seek(target)` outside the cursor's bounds ends it; inside, the
+ * region holding the target seeks there, regions wholly past it (in the cursor's order) rewind,
+ * regions wholly before it end, and reading restarts at the first region. `limit` is counted here,
+ * across regions.
  *
  * What it does not survive: a failover. Its snapshots are of the stores that were primary when it
  * was created; once such a store closes, reads through it fail (STORE_CLOSED) — take a new one.
@@ -17,7 +18,7 @@
 
 import type { RegionConfig } from '../../coordination/types.js';
 import { assert } from '../assert.js';
-import type { Bytes } from '../engine/options.js';
+import { type Bytes, toKey } from '../engine/options.js';
 import {
   type Cursor,
   type CursorEntry,
@@ -74,6 +75,10 @@ function intersect(a: KeyRange, b: KeyRange): KeyRange | undefined {
 
 export class ClusterCursor implements Cursor {
   private readonly cursors: Cursor[] = [];
+  /** Each region cursor's bounds (the cursor's range clipped to its region), in cursor order. */
+  private readonly ranges: KeyRange[] = [];
+  private readonly range: KeyRange;
+  private readonly reverse: boolean;
   private readonly limit: number;
   private current = 0;
   private yielded = 0;
@@ -85,11 +90,13 @@ export class ClusterCursor implements Cursor {
     if (typeof limit !== 'number' || Number.isNaN(limit))
       throw new InvalidArgumentError('limit must be a number');
     this.limit = limit < 0 ? Number.POSITIVE_INFINITY : limit;
+    this.range = keyRange(options);
+    this.reverse = options.reverse ?? false;
     if (options.snapshot?.isReleased) {
       this.failure = new SnapshotReleasedError();
       return;
     }
-    const range = keyRange(options);
+    const range = this.range;
     const ordered = options.reverse ? [...regions].reverse() : regions;
     try {
       for (const region of ordered) {
@@ -107,6 +114,7 @@ export class ClusterCursor implements Cursor {
           regionOptions.snapshot = snapshot;
         }
         this.cursors.push(open(region.regionId, regionOptions));
+        this.ranges.push(clipped);
       }
     } catch (err) {
       for (const cursor of this.cursors) cursor.close();
@@ -146,7 +154,24 @@ export class ClusterCursor implements Cursor {
 
   seek(target: Bytes): void {
     this.check();
-    for (const cursor of this.cursors) cursor.seek(target);
+    const t = toKey(target).toString('latin1');
+    const { lower, upper } = this.range;
+    const outside = (lower !== undefined && t < lower) || (upper !== undefined && t >= upper);
+    this.cursors.forEach((cursor, i) => {
+      const r = this.ranges[i]!;
+      // Wholly past the target in reading order: read it all; else the cursor's own seek decides.
+      const past = this.reverse
+        ? r.upper !== undefined && r.upper <= `${t}\u0000`
+        : r.lower !== undefined && t <= r.lower;
+      if (past && !outside) cursor.rewind();
+      else cursor.seek(target);
+    });
+    this.current = 0;
+  }
+
+  rewind(): void {
+    this.check();
+    for (const cursor of this.cursors) cursor.rewind();
     this.current = 0;
   }
 

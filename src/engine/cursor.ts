@@ -11,7 +11,8 @@
  * Bounds are byte-order key bounds (gt/gte/lt/lte). Internally a cursor works on a half-open
  * range [lower, upper) of latin1 key strings (memtable.ts): `gt x` is `gte x·00` and `lte x` is
  * `lt x·00`, since x·00 is the first key after x in byte order. `seek(target)` rebuilds the merge
- * from the target (the first key ≥ target forward, ≤ target in reverse), clamped to the bounds.
+ * from the target (the first key ≥ target forward, ≤ target in reverse); a target outside the
+ * bounds ends the cursor. `rewind()` restarts at the bounds.
  * `limit` counts the entries yielded over the cursor's life (seeks do not reset it).
  */
 import { assert } from '../assert.js';
@@ -70,6 +71,8 @@ export interface Cursor {
   nextv(size: number): CursorEntry[];
   all(): CursorEntry[];
   seek(target: Bytes): void;
+  /** Restarts at the start of the cursor's bounds. */
+  rewind(): void;
   close(): void;
 }
 
@@ -148,12 +151,17 @@ export class StoreCursor implements Cursor {
     const t = toKey(target).toString('latin1');
     const { lower, upper } = this.range;
     this.merged = undefined;
-    if (!this.reverse) {
-      this.restart = { lower: lower === undefined || t > lower ? t : lower, upper };
-    } else {
-      const after = `${t}\u0000`;
-      this.restart = { lower, upper: upper === undefined || after < upper ? after : upper };
-    }
+    this.restart = undefined;
+    // A target outside the bounds ends the cursor (as memory-level and classic-level do).
+    if ((lower !== undefined && t < lower) || (upper !== undefined && t >= upper)) return;
+    this.restart = this.reverse ? { lower, upper: `${t}\u0000` } : { lower: t, upper };
+  }
+
+  /** Restarts at the first entry of the bounds (the last, in reverse); the limit's count stays. */
+  rewind(): void {
+    this.check();
+    this.merged = undefined;
+    this.restart = this.range;
   }
 
   /** Ends the cursor (and its own snapshot). Idempotent. */

@@ -10,9 +10,9 @@
  * it. Snapshots and cursors are of the stores that were primary when they were taken: after a
  * failover they fail (take new ones).
  *
- * `{ cluster: LocalClusterOptions }` makes the adapter own an in-process cluster: created at open,
- * closed at close (its data lives in memory, or in `dataDir` files): so it is not permanent.
- * `{ client }` uses a client whose cluster the caller owns.
+ * `{ cluster: LocalClusterOptions }` makes the adapter own an in-process cluster: created at the
+ * first open, kept across close and reopen (as memory-level keeps its data), ended by `destroy()`
+ * — it is not permanent. `{ client }` uses a client whose cluster the caller owns.
  */
 import { type AbstractDatabaseOptions, AbstractLevel } from 'abstract-level';
 import type { LocalClient } from '../cluster/client.js';
@@ -35,7 +35,7 @@ import { TALOS_LEVEL_MANIFEST } from './talos-level.js';
 export interface TalosClusterLevelOptions<K, V> extends AbstractDatabaseOptions<K, V> {
   /** A client of a cluster the caller owns (exactly one of `client` and `cluster`). */
   client?: LocalClient;
-  /** Options of an in-process cluster this database owns (created at open, closed at close). */
+  /** Options of an in-process cluster this database owns (first open to `destroy()`). */
   cluster?: LocalClusterOptions;
 }
 
@@ -83,15 +83,20 @@ export class TalosClusterLevel<K = string, V = string> extends AbstractLevel<Buf
 
   async _open(): Promise<void> {
     if (this.clusterOptions !== undefined) {
-      this.owned = await createLocalCluster(this.clusterOptions);
+      this.owned ??= await createLocalCluster(this.clusterOptions);
       this.active = this.owned.client();
     } else this.active = this.given;
   }
 
   async _close(): Promise<void> {
+    this.active = undefined;
+  }
+
+  /** Closes the database and ends the cluster it owns (if it owns one). */
+  async destroy(): Promise<void> {
+    await this.close();
     const owned = this.owned;
     this.owned = undefined;
-    this.active = undefined;
     await owned?.close();
   }
 

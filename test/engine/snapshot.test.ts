@@ -85,7 +85,9 @@ describe('cursors', () => {
     expect(keys(forward.nextv(3))).toEqual(['k011', 'k012', 'k013']);
     forward.seek('k018');
     expect(keys(forward.all())).toEqual(['k018', 'k019', 'k020']);
-    forward.seek('k000'); // before the lower bound: clamped to it
+    forward.seek('k000'); // outside the bounds: the cursor ends, as memory-level's
+    expect(keys(forward.nextv(1))).toEqual([]);
+    forward.rewind();
     expect(keys(forward.nextv(1))).toEqual(['k011']);
     forward.close();
 

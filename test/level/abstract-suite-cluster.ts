@@ -1,19 +1,36 @@
 /**
  * abstract-level's whole test suite against TalosClusterLevel over an in-process cluster (two
- * nodes, three regions, two copies each, so keys of one test spread over regions and every write
- * is replicated), with the suite's own runner, tape. See abstract-suite.ts; jest runs it from
- * abstract-suite.test.ts.
+ * nodes, one region with two copies: every write is replicated and acknowledged by the backup),
+ * with the suite's own runner, tape. See abstract-suite.ts; jest runs it from abstract-suite.test.ts.
+ *
+ * One region: the suite's batches mix keys freely, and a batch over several regions is refused
+ * (CROSS_REGION_BATCH: batches are atomic within a region only). Routing, cross-region cursors and
+ * that refusal are tested on a multi-region cluster in cluster-level.test.ts.
  */
 import { createRequire } from 'node:module';
 import { TalosClusterLevel } from '../../src/level/index.js';
 
 const require = createRequire(import.meta.url);
-const test = require('tape');
+const tape = require('tape');
 const suite = require('abstract-level/test');
+
+// Every database made during a test is destroyed (its cluster ended) when the test ends.
+const created: TalosClusterLevel[] = [];
+type TapeTest = { teardown(fn: () => Promise<void>): void };
+function test(name: string, ...rest: unknown[]): unknown {
+  const fn = rest.pop() as (this: unknown, t: TapeTest) => unknown;
+  return tape(name, ...rest, function (this: unknown, t: TapeTest) {
+    t.teardown(async () => {
+      for (const db of created.splice(0)) await db.destroy();
+    });
+    return fn.call(this, t);
+  });
+}
+Object.assign(test, tape);
 
 const cluster = {
   nodes: 2,
-  regions: 3,
+  regions: 1,
   replicas: 2,
   leaseTtlMs: 5000,
   store: { segmentBytes: 64 * 1024, l0Bytes: 2 * 1024, blockCacheBytes: 1024 * 1024 },
@@ -22,6 +39,8 @@ const cluster = {
 suite({
   test,
   factory(options?: Record<string, unknown>) {
-    return new TalosClusterLevel({ ...options, cluster });
+    const db = new TalosClusterLevel({ ...options, cluster });
+    created.push(db);
+    return db;
   },
 });
