@@ -14,19 +14,25 @@ const require = createRequire(import.meta.url);
 const tape = require('tape');
 const suite = require('abstract-level/test');
 
-// Every database made during a test is destroyed (its cluster ended) when the test ends.
-const created: TalosClusterLevel[] = [];
+// A database a test leaves closed is destroyed (its cluster ended) when the test ends; one left
+// open is shared with later tests (the suite's setUp/tearDown pattern) and destroyed at the end.
+let created: TalosClusterLevel[] = [];
 type TapeTest = { teardown(fn: () => Promise<void>): void };
 function test(name: string, ...rest: unknown[]): unknown {
   const fn = rest.pop() as (this: unknown, t: TapeTest) => unknown;
   return tape(name, ...rest, function (this: unknown, t: TapeTest) {
     t.teardown(async () => {
-      for (const db of created.splice(0)) await db.destroy();
+      const closed = created.filter((db) => db.status === 'closed');
+      created = created.filter((db) => db.status !== 'closed');
+      for (const db of closed) await db.destroy();
     });
     return fn.call(this, t);
   });
 }
 Object.assign(test, tape);
+tape.onFinish(async () => {
+  for (const db of created.splice(0)) await db.destroy();
+});
 
 const cluster = {
   nodes: 2,
