@@ -32,6 +32,7 @@ import type { ReplicationMode } from '../../src/replication/messages.js';
 import { keptAnalysis, ratio, runWorkers } from '../support.js';
 import { barChartSvg, type ChartPoint } from './charts.js';
 import { type Deployment, deploy, type NodeSample, type StoreLayout } from './processes.js';
+import { type IoShares, ioShares, readProfiles } from './profile-summary.js';
 import {
   MIX_NAMES,
   type MixName,
@@ -114,6 +115,13 @@ export interface PhaseResult {
   peakRssBytes: number;
   levelsMin: number;
   levelsMax: number;
+  /**
+   * Per node: the worst event-loop delay p99 of the run's 1 s scrape intervals, and the longest
+   * delay seen (prom-client's histogram, reset at every scrape).
+   */
+  eventLoop: { nodeId: string; p99Ms: number; maxMs: number }[];
+  /** With --profile: where the nodes' JS threads waited on I/O, as shares of non-idle samples. */
+  jsThreadIo?: IoShares;
 }
 
 interface Pair {
@@ -136,6 +144,7 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 const total = (samples: NodeSample[], f: (s: NodeSample) => number): number =>
   samples.reduce((sum, s) => sum + f(s), 0);
 const round = (x: number, digits = 2): number => Number(x.toFixed(digits));
+const pct = (share: number): string => `${(share * 100).toFixed(2)} %`;
 
 /** Values: views into one pool of random bytes (deterministic per seed). */
 function valuePool(seed: number): Buffer {
@@ -177,12 +186,22 @@ async function runPhase(
   };
   const before = await dep.sample();
   let l0Peak = total(before, (s) => s.backupL0Bytes);
+  const loop = new Map<string, { p99Ms: number; maxMs: number }>();
+  const noteLoop = (samples: NodeSample[]): void => {
+    for (const s of samples) {
+      const seen = loop.get(s.nodeId) ?? { p99Ms: 0, maxMs: 0 };
+      if (Number.isFinite(s.loop.p99Ms)) seen.p99Ms = Math.max(seen.p99Ms, s.loop.p99Ms);
+      if (Number.isFinite(s.loop.maxMs)) seen.maxMs = Math.max(seen.maxMs, s.loop.maxMs);
+      loop.set(s.nodeId, seen);
+    }
+  };
   let sampling = true;
   const sampler = (async () => {
     while (sampling) {
       await sleep(1000);
       if (!sampling) break;
       const now = await dep.sample().catch(() => undefined);
+      if (now !== undefined) noteLoop(now);
       if (now !== undefined)
         l0Peak = Math.max(
           l0Peak,
@@ -221,6 +240,7 @@ async function runPhase(
     if (++done % 512 === 0) bar?.update(done);
   });
   const seconds = (performance.now() - started) / 1000;
+  noteLoop(await dep.sample()); // the last interval of the run, before the quiet wait
   bar?.update(done);
   bar?.stop();
   const after = await quiet(dep);
@@ -288,6 +308,7 @@ async function runPhase(
     peakRssBytes: Math.max(...after.map((s) => s.peakRssBytes)),
     levelsMin: levels.length === 0 ? 0 : Math.min(...levels),
     levelsMax: levels.length === 0 ? 0 : Math.max(...levels),
+    eventLoop: [...loop].map(([nodeId, l]) => ({ nodeId, ...l })),
   };
 }
 
@@ -530,6 +551,11 @@ async function main(): Promise<void> {
       for (const mode of MODES) {
         run++;
         const dir = join(root, `run-${run}`);
+        const profileDir =
+          o.profile === undefined
+            ? undefined
+            : join(o.profile, `${run}-${config.mix}-gf${config.gf}-${mode}`);
+        const resultsBefore = results.length;
         const dep = await deploy({
           etcd: etcd.endpoints,
           cluster: `paper-${process.pid}-${run}`,
@@ -537,9 +563,7 @@ async function main(): Promise<void> {
           mode,
           regions,
           layout: layoutOf(config.gf),
-          ...(o.profile === undefined
-            ? {}
-            : { profileDir: join(o.profile, `${run}-${config.mix}-gf${config.gf}-${mode}`) }),
+          ...(profileDir === undefined ? {} : { profileDir }),
         });
         try {
           const load: Operation[] = Array.from({ length: keyCount }, (_, i) => ({
@@ -563,6 +587,14 @@ async function main(): Promise<void> {
         } finally {
           await dep.stop();
           rmSync(dir, { recursive: true, force: true });
+        }
+        // The node processes wrote their profiles as they exited.
+        if (profileDir !== undefined) {
+          const shares = ioShares(readProfiles(profileDir));
+          for (const r of results.slice(resultsBefore)) r.jsThreadIo = shares;
+          say(
+            `    JS-thread I/O (${mode}, share of ${shares.nonIdleMs} ms non-idle): sync fs ${pct(shares.syncFs)}, async fs dispatch ${pct(shares.asyncFsDispatch)}, socket writes ${pct(shares.socketWrite)}`,
+          );
         }
       }
     }
@@ -629,6 +661,9 @@ async function main(): Promise<void> {
         regions,
         sendBackupVsFloor: h?.send.backupVsFloor ?? null,
         levels: h === undefined ? null : { min: h.send.levelsMin, max: h.send.levelsMax },
+        eventLoop: h === undefined ? null : { send: h.send.eventLoop, build: h.build.eventLoop },
+        jsThreadIo:
+          h?.send.jsThreadIo === undefined ? null : { send: h.send.jsThreadIo, build: h.build.jsThreadIo },
         records: keyCount,
         durationS,
         results,

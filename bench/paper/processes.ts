@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { freePort } from '../../coordination/etcd-server.js';
 import { TalosClient } from '../../src/client/talos-client.js';
 import type { ReplicationMode } from '../../src/replication/messages.js';
+import { type LoopHealthSnapshot, readMetricsHealth } from '../../src/server/loop-health.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 const CLOCK_TICKS = (() => {
@@ -60,6 +61,8 @@ export interface NodeSample {
   procReadBytes: number;
   procWriteBytes: number;
   peakRssBytes: number;
+  /** Event-loop delay since the previous scrape (prom-client resets its histogram on each). */
+  loop: LoopHealthSnapshot;
 }
 
 interface NodeProc {
@@ -221,6 +224,7 @@ async function sampleNode(node: NodeProc): Promise<NodeSample> {
   const pid = node.proc.pid!;
   return {
     nodeId: node.id,
+    loop: readMetricsHealth(text),
     primaryReadBytes: sum('talos_role_io_bytes', { role: 'primary', direction: 'read' }),
     primaryWrittenBytes: sum('talos_role_io_bytes', { role: 'primary', direction: 'written' }),
     primaryLogWrittenBytes: sum('talos_role_io_bytes', {

@@ -1,6 +1,7 @@
 /**
  * Compaction actor (PROTOCOL §5.2–5.5): on CHECK (sent by the parent after each flush) it asks the
- * engine for the shallowest level over its size limit and merges it into the next one; on a
+ * engine for the shallowest level over its size limit and merges one segment of it (a bounded job:
+ * the next after the level's compaction pointer, with what it overlaps) into the next level; on a
  * primary the engine's ship gate sends every finished index segment to the backups and the commit
  * hook installs the level change on them, so this actor only decides *when*. It loops until no
  * level is due, one compaction at a time. A failure is fatal for the region: WORK_FAILED.
@@ -20,7 +21,7 @@ export const compactionMachine = setup({
   },
   actors: {
     compactLevel: fromPromise<void, CompactInput>(({ input }) =>
-      measured(input.cpu, input.role, () => input.store.compactLevelNow(input.level)),
+      measured(input.cpu, input.role, () => input.store.compactLevelNow(input.level, { bounded: true })),
     ),
   },
   guards: {

@@ -1,6 +1,8 @@
 /**
  * The `talos` command line. Subcommands are added as the layers beneath them land.
  */
+// First: sizes libuv's thread pool before any module uses it.
+import './thread-pool.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { MUTANTS } from '../mutants.js';
 import { FAULT_KINDS, type Fault, type FaultKind, FIRST_FAULT_KINDS, PHASES } from '../sim/faults.js';

@@ -12,8 +12,19 @@
  *   dropped when no deeper level holds data). If nothing in Li+1 overlaps, Li's segments move down
  *   unchanged (trivial move) — unless that would carry tombstones into the deepest populated level.
  *   Hooks `indexSegmentWritten` per output segment (then the ship gate is awaited: shipping
- *   back-pressure) and `compactionCommitted` per commit. One job runs at a time; writers wait
- *   only if L0 fills again while the previous L0 is still being flushed.
+ *   back-pressure) and `compactionCommitted` per commit.
+ *
+ * Compaction never starves the foreground (issue 15 item 4):
+ * - Bounded jobs: a due compaction (the background loop, `compactLevel(level, { bounded })` from a
+ *   Compaction actor) takes ONE segment of Li — the next after the level's compaction pointer,
+ *   round-robin over the key space, as LevelDB's compact_pointer_ — with the Li+1 segments it
+ *   overlaps: at most about growthFactor + 1 segments of work. Explicit whole-level calls
+ *   (compactAll, compactLevelNow without `bounded`) still merge all of Li.
+ * - Slices: a merge yields a macrotask turn every MERGE_SLICE_ENTRIES entries and after each output
+ *   segment, so reads, writes and keepalives run between slices.
+ * - Flush first: the loop flushes a frozen L0 before it starts another compaction job.
+ * - L0 back-pressure: a writer waits only while L0 is full AND the previous L0 is still frozen, and
+ *   only until that flush installed (`flushed()`), never for the compactions queued after it.
  *
  * Without autoCompact a full L0 is announced once (`l0Full`) and compactions are the owner's.
  */
@@ -31,6 +42,9 @@ import { Memtable } from './memtable.js';
 import { type EntryStream, mergeStreams } from './merge.js';
 import type { SegmentAllocator } from './segment-allocator.js';
 import { concatScan, type LevelSegment, type VersionSet } from './version-set.js';
+
+/** A merge yields a turn after this many entries (and after each output segment). */
+export const MERGE_SLICE_ENTRIES = 4096;
 
 export interface CompactorDeps {
   device: Device;
@@ -57,6 +71,10 @@ export class Compactor {
   compactionCount = 0;
   trivialMoveCount = 0;
   private l0FullAnnounced = false;
+  /** Per level (index 0 = L1): the max key of the last segment a bounded job took from it. */
+  private readonly compactPointer: (string | undefined)[] = [];
+  /** Settles when the frozen L0 has been flushed (or the background job failed). */
+  private frozenFlushed: { promise: Promise<void>; resolve: () => void } | undefined;
 
   constructor(private readonly d: CompactorDeps) {}
 
@@ -78,6 +96,11 @@ export class Compactor {
     tailSynced.catch(() => {}); // observed by the flush
     // Records appended but not yet in L0 (group commit, replication) are replayed, not flushed.
     this.frozen = { memtable: this.l0, replayFrom: this.d.firstUnappliedPosition(), tailSynced };
+    let resolve!: () => void;
+    const promise = new Promise<void>((res) => {
+      resolve = res;
+    });
+    this.frozenFlushed = { promise, resolve };
     this.l0 = new Memtable();
     this.l0FullAnnounced = false;
     this.startBackground();
@@ -92,9 +115,25 @@ export class Compactor {
       (err: unknown) => {
         this.background = undefined;
         this.d.failStop.note(err);
+        this.settleFrozenFlushed(); // writers waiting for the flush see the failure
       },
     );
     this.background = job;
+  }
+
+  /**
+   * Settles once no frozen L0 waits for its flush (at once when none does) — what a writer held
+   * back by a full L0 waits for; the compactions after the flush run without holding it.
+   */
+  flushed(): Promise<void> {
+    if (this.frozen === undefined || this.frozenFlushed === undefined) return Promise.resolve();
+    return this.frozenFlushed.promise;
+  }
+
+  private settleFrozenFlushed(): void {
+    const waiting = this.frozenFlushed;
+    this.frozenFlushed = undefined;
+    waiting?.resolve();
   }
 
   private async backgroundLoop(): Promise<void> {
@@ -107,7 +146,7 @@ export class Compactor {
       if (!this.d.autoCompact) return;
       const level = this.d.versions.overfullLevel();
       if (level === undefined) return;
-      await this.compactLevel(level);
+      await this.compactLevel(level, { bounded: true });
     }
   }
 
@@ -129,6 +168,7 @@ export class Compactor {
     })();
     const finished = (): void => {
       this.background = undefined;
+      if (this.frozen === undefined || this.d.failStop.closed) this.settleFrozenFlushed();
       // An L0 frozen while the exclusive job ran still needs its flush.
       if (!this.d.failStop.closed && this.frozen !== undefined) this.startBackground();
     };
@@ -152,18 +192,24 @@ export class Compactor {
     // install's manifest edit is awaited): in between, a read would see each record twice — in
     // the frozen L0 and in L1, with one lsn (found by the simulator, seed 799926141: a scan's
     // merge assertion on a Build-Index backup once device syncs became asynchronous).
-    await this.mergeInto(0, input, overlapping, frozen.replayFrom, () => {
+    await this.mergeInto(0, [], input, overlapping, frozen.replayFrom, () => {
       assert(this.frozen === frozen, 'the frozen L0 being flushed is the frozen L0');
       this.frozen = undefined;
+      this.settleFrozenFlushed();
     });
     assert(this.frozen !== frozen, 'a flushed L0 is not frozen any more');
     this.flushCount++;
   }
 
-  async compactLevel(srcLevel: number): Promise<void> {
+  /**
+   * Merges Li into Li+1: all of Li, or with `bounded` one segment of it (the next after the level's
+   * compaction pointer, wrapping around).
+   */
+  async compactLevel(srcLevel: number, options: { bounded?: boolean } = {}): Promise<void> {
     const { versions } = this.d;
-    const src = versions.levels[srcLevel - 1]!;
-    if (src.length === 0) return;
+    const level = versions.levels[srcLevel - 1]!;
+    if (level.length === 0) return;
+    const src = options.bounded === true ? [this.pickBounded(srcLevel, level)] : level;
     const minKey = src[0]!.descriptor.minKey;
     const maxKey = src[src.length - 1]!.descriptor.maxKey;
     const overlapping = versions.levels[srcLevel]!.filter(
@@ -178,8 +224,17 @@ export class Compactor {
       await this.trivialMove(srcLevel, src);
       return;
     }
-    await this.mergeInto(srcLevel, concatScan(src), overlapping, versions.replayFrom);
+    await this.mergeInto(srcLevel, src, concatScan(src), overlapping, versions.replayFrom);
     this.compactionCount++;
+  }
+
+  /** The segment of Li a bounded job takes: the first after the compaction pointer, else the first. */
+  private pickBounded(srcLevel: number, level: LevelSegment[]): LevelSegment {
+    const pointer = this.compactPointer[srcLevel - 1];
+    const next = pointer === undefined ? undefined : level.find((s) => s.descriptor.minKey > pointer);
+    const picked = next ?? level[0]!;
+    this.compactPointer[srcLevel - 1] = picked.descriptor.maxKey;
+    return picked;
   }
 
   private async trivialMove(srcLevel: number, src: LevelSegment[]): Promise<void> {
@@ -212,6 +267,8 @@ export class Compactor {
    */
   private async mergeInto(
     srcLevel: number,
+    /** The Li segments merged (they leave Li at the install); none for a flush. */
+    srcSegments: LevelSegment[],
     input: EntryStream,
     overlapping: LevelSegment[],
     replayFrom: LogPosition,
@@ -221,13 +278,18 @@ export class Compactor {
     const { versions, allocator } = this.d;
     const dstLevel = srcLevel + 1;
     const compactionId = versions.nextCompactionId++;
-    const srcSegments = srcLevel === 0 ? [] : versions.levels[srcLevel - 1]!;
     const dropTombstones = versions.levels.slice(dstLevel).every((level) => level.length === 0);
     const merged = mergeStreams([input, concatScan(overlapping)], false);
     const outputs: IndexSegmentDescriptor[] = [];
     let builder = new IndexSegmentBuilder(this.d.segmentBytes);
+    let sliceEntries = 0;
     try {
       for (const [key, entry] of merged) {
+        if (++sliceEntries === MERGE_SLICE_ENTRIES) {
+          sliceEntries = 0;
+          await yieldTurn(); // a bounded slice: let reads, writes and keepalives run
+          if (this.d.failStop.closed) throw new StoreClosedError();
+        }
         if (entry.tombstone && dropTombstones) continue;
         if (!builder.add(key, entry)) {
           await this.finishSegment(builder, compactionId, dstLevel, outputs);
@@ -297,6 +359,11 @@ export class Compactor {
     // Shipping back-pressure: the next segment waits until the gate lets this one go.
     if (this.shipGate !== undefined) await this.shipGate(written);
     // Let writers and readers run between output segments.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await yieldTurn();
   }
+}
+
+/** One macrotask turn (setImmediate): the I/O callbacks and timers due run before the merge goes on. */
+function yieldTurn(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
 }

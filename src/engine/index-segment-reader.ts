@@ -27,8 +27,12 @@ export type BlockCache = LRUCache<number, BlockView>;
 export function createBlockCache(maxBytes: number): BlockCache {
   return new LRUCache<number, BlockView>({
     maxSize: Math.max(maxBytes, 1),
-    // Encoded bytes plus the two offset arrays and object headers.
-    sizeCalculation: (view) => 160 + view.bytes.length + view.keyStarts.length * 6,
+    // Encoded bytes, the expanded keys, the three offset arrays and object headers.
+    sizeCalculation: (view) =>
+      160 +
+      view.bytes.length +
+      (view.keys === view.bytes ? 0 : view.keys.length) +
+      view.keyStarts.length * 10,
   });
 }
 
@@ -85,7 +89,7 @@ export class IndexSegmentReader {
     const bytes = this.device.read(this.descriptor.offset + start, length, 'index');
     if (crc32c(bytes) !== meta.blockCrcs[i])
       throw new CorruptSegmentError(this.name, `block ${i} crc mismatch`);
-    const view = viewBlock(bytes, 0, length, this.name);
+    const view = viewBlock(bytes, 0, length, this.name, meta.version);
     this.cache.set(cacheKey, view);
     return view;
   }
@@ -110,7 +114,7 @@ export class IndexSegmentReader {
     const i = blockLowerBound(view, keyBytes);
     if (i >= view.keyStarts.length) return undefined;
     const start = view.keyStarts[i]!;
-    if (view.bytes.compare(keyBytes, 0, keyBytes.length, start, start + view.keyLengths[i]!) !== 0)
+    if (view.keys.compare(keyBytes, 0, keyBytes.length, start, start + view.keyLengths[i]!) !== 0)
       return undefined;
     return blockEntryAt(view, i);
   }
@@ -155,7 +159,7 @@ export class IndexSegmentReader {
       if (crc32c(bytes.subarray(start, start + length)) !== meta.blockCrcs[b]) {
         throw new CorruptSegmentError(this.name, `block ${b} crc mismatch`);
       }
-      const block = decodeBlock(bytes, start, length, this.name);
+      const block = decodeBlock(bytes, start, length, this.name, meta.version);
       for (let i = 0; i < block.keys.length; i++) {
         yield [
           block.keys[i]!,

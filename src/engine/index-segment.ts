@@ -7,39 +7,58 @@
  *
  *   block 0 | block 1 | … | block index | minKey, maxKey | footer (32 bytes)
  *
- *   block         entryCount u16, then per entry:
- *                 keyLen u16 | key | pointer u64 | lsn u64 | flags u8 (bit 0 = tombstone)
+ *   block         format 2 (index-block.ts, LevelDB's block format as the model): entryCount u16 |
+ *                 restartCount u16 | entries with shared-prefix keys (shared varint | unshared
+ *                 varint | suffix | pointer u48 | lsn·2+tombstone varint) | restart offsets u32;
+ *                 format 1 (still read): entryCount u16, then keyLen u16 | key | pointer u64 |
+ *                 lsn u64 | flags u8 per entry
  *   block index   per block: offset u32 | length u32 | crc32c u32 | firstKeyLen u16 | firstKey
  *   keys          minKeyLen u16 | minKey | maxKeyLen u16 | maxKey
  *   footer        magic u32 'TLIX' | version u16 | reserved u16 | blockCount u32 | entryCount u32 |
  *                 blockIndexOffset u32 | segmentUsedBytes u32 | tombstoneCount u32 | metaCrc u32
  *
  * Each block carries its own CRC (in the block index) so a point read verifies just the block it
- * reads; `metaCrc` covers the block index, the keys and the footer before it. Shipping uses a CRC of
- * the whole used prefix (`crc32c(bytes)`), computed by the caller.
+ * reads; `metaCrc` covers the block index, the keys and the footer before it: together they cover
+ * every byte, which is what a backup's one-pass translation checks (index-translate.ts).
  */
 import { assert } from '../assert.js';
-import { CorruptSegmentError, MissingSegmentMappingError } from '../errors.js';
+import { CorruptSegmentError } from '../errors.js';
 import { crc32c } from './crc.js';
-import { ENTRY_OVERHEAD_BYTES, type IndexEntry } from './memtable.js';
+import {
+  BLOCK_HEADER_BYTES,
+  decodeBlock,
+  entryBytes,
+  MAX_LSN,
+  MAX_POINTER,
+  RESTART_INTERVAL,
+  sharedPrefix,
+  TARGET_BLOCK_BYTES,
+  writeEntry,
+} from './index-block.js';
+import type { IndexEntry } from './memtable.js';
+
+export {
+  type BlockView,
+  blockEntryAt,
+  blockKeyAt,
+  blockLowerBound,
+  compareBlockKey,
+  type DecodedBlock,
+  decodeBlock,
+  FLAG_TOMBSTONE,
+  TARGET_BLOCK_BYTES,
+  TWO_32,
+  viewBlock,
+} from './index-block.js';
 
 export const INDEX_FOOTER_BYTES = 32;
 export const INDEX_MAGIC = 0x58494c54; // "TLIX"
-export const INDEX_FORMAT_VERSION = 1;
-export const TARGET_BLOCK_BYTES = 4096;
-const BLOCK_INDEX_ENTRY_FIXED_BYTES = 14;
-const FLAG_TOMBSTONE = 1;
-const TWO_32 = 2 ** 32;
-
-/** Entries of one block, decoded; keys are latin1 strings (byte order = string order). */
-export interface DecodedBlock {
-  keys: string[];
-  pointers: number[];
-  lsns: number[];
-  tombstones: boolean[];
-}
+export const INDEX_FORMAT_VERSION = 2;
+export const BLOCK_INDEX_ENTRY_FIXED_BYTES = 14;
 
 export interface IndexSegmentMeta {
+  /** Block format (index-block.ts): 2, or 1 for segments written before it. */
+  version: number;
   blockCount: number;
   entryCount: number;
   blockIndexOffset: number;
@@ -62,7 +81,10 @@ export class IndexSegmentBuilder {
   private readonly buf: Buffer;
   private blockStart = 0;
   private blockEntryCount = 0;
-  private cursor = 2; // past the current block's entryCount field
+  private cursor = BLOCK_HEADER_BYTES; // past the current block's header
+  /** Block-relative offsets of the current block's restart points. */
+  private restarts: number[] = [];
+  private previousKey = '';
   private indexBytes = 0;
   private readonly blockOffsets: number[] = [];
   private readonly blockLengths: number[] = [];
@@ -91,13 +113,27 @@ export class IndexSegmentBuilder {
       this.maxKey === undefined || key > this.maxKey,
       'index entries must be added in ascending key order',
     );
-    const entryBytes = key.length + ENTRY_OVERHEAD_BYTES;
-    const startsBlock =
-      this.blockEntryCount === 0 || this.cursor - this.blockStart + entryBytes > TARGET_BLOCK_BYTES;
+    assert(entry.pointer >= 0 && entry.pointer <= MAX_POINTER, 'a value pointer fits 48 bits');
+    assert(entry.lsn >= 0 && entry.lsn <= MAX_LSN, 'an lsn fits 52 bits');
+    const restartHere = (count: number): boolean => count % RESTART_INTERVAL === 0;
+    const sizeIn = (count: number): number =>
+      entryBytes(
+        key.length - (restartHere(count) ? 0 : sharedPrefix(this.previousKey, key)),
+        restartHere(count) ? 0 : sharedPrefix(this.previousKey, key),
+        entry.lsn,
+        entry.tombstone,
+      ) + (restartHere(count) ? 4 : 0);
+    const blockBytesWith =
+      this.cursor - this.blockStart + 4 * this.restarts.length + sizeIn(this.blockEntryCount);
+    const startsBlock = this.blockEntryCount === 0 || blockBytesWith > TARGET_BLOCK_BYTES;
+    const added = startsBlock ? sizeIn(0) : sizeIn(this.blockEntryCount);
     const projectedIndexBytes =
       this.indexBytes + (startsBlock ? BLOCK_INDEX_ENTRY_FIXED_BYTES + key.length : 0);
+    // The current block's restarts are written when it closes; a new block needs a header.
     const projectedDataEnd =
-      (startsBlock && this.blockEntryCount > 0 ? this.cursor + 2 : this.cursor) + entryBytes;
+      startsBlock && this.blockEntryCount > 0
+        ? this.cursor + 4 * this.restarts.length + BLOCK_HEADER_BYTES + added
+        : this.cursor + 4 * this.restarts.length + added;
     const minKeyBytes = (this.minKey ?? key).length;
     const projected =
       projectedDataEnd + projectedIndexBytes + 4 + minKeyBytes + key.length + INDEX_FOOTER_BYTES;
@@ -110,16 +146,11 @@ export class IndexSegmentBuilder {
       this.blockFirstKeys.push(key);
       this.indexBytes += BLOCK_INDEX_ENTRY_FIXED_BYTES + key.length;
     }
-    const b = this.buf;
-    let o = this.cursor;
-    o = b.writeUInt16LE(key.length, o);
-    o += b.write(key, o, 'latin1');
-    o = b.writeUInt32LE(entry.pointer % TWO_32, o);
-    o = b.writeUInt32LE(Math.floor(entry.pointer / TWO_32), o);
-    o = b.writeUInt32LE(entry.lsn % TWO_32, o);
-    o = b.writeUInt32LE(Math.floor(entry.lsn / TWO_32), o);
-    o = b.writeUInt8(entry.tombstone ? FLAG_TOMBSTONE : 0, o);
-    this.cursor = o;
+    const restart = restartHere(this.blockEntryCount);
+    if (restart) this.restarts.push(this.cursor - this.blockStart);
+    const shared = restart ? 0 : sharedPrefix(this.previousKey, key);
+    this.cursor = writeEntry(this.buf, this.cursor, key, shared, entry);
+    this.previousKey = key;
     this.blockEntryCount++;
     this.entryCount++;
     if (entry.tombstone) this.tombstoneCount++;
@@ -129,14 +160,19 @@ export class IndexSegmentBuilder {
   }
 
   private closeBlock(): void {
-    this.buf.writeUInt16LE(this.blockEntryCount, this.blockStart);
+    const b = this.buf;
+    for (const r of this.restarts) this.cursor = b.writeUInt32LE(r, this.cursor);
+    b.writeUInt16LE(this.blockEntryCount, this.blockStart);
+    b.writeUInt16LE(this.restarts.length, this.blockStart + 2);
     const length = this.cursor - this.blockStart;
     this.blockOffsets.push(this.blockStart);
     this.blockLengths.push(length);
-    this.blockCrcs.push(crc32c(this.buf.subarray(this.blockStart, this.cursor)));
+    this.blockCrcs.push(crc32c(b.subarray(this.blockStart, this.cursor)));
     this.blockStart = this.cursor;
-    this.cursor = this.blockStart + 2;
+    this.cursor = this.blockStart + BLOCK_HEADER_BYTES;
     this.blockEntryCount = 0;
+    this.restarts = [];
+    this.previousKey = '';
   }
 
   /** Finishes the segment; returns exactly its used bytes (a copy owned by the caller). */
@@ -214,8 +250,8 @@ export function decodeIndexMeta(
   if (usedBytes < INDEX_FOOTER_BYTES || trailer.length < INDEX_FOOTER_BYTES) fail('shorter than a footer');
   const f = trailer.length - INDEX_FOOTER_BYTES;
   if (trailer.readUInt32LE(f) !== INDEX_MAGIC) fail('bad footer magic');
-  if (trailer.readUInt16LE(f + 4) !== INDEX_FORMAT_VERSION)
-    fail(`unknown format version ${trailer.readUInt16LE(f + 4)}`);
+  const version = trailer.readUInt16LE(f + 4);
+  if (version !== 1 && version !== INDEX_FORMAT_VERSION) fail(`unknown format version ${version}`);
   const blockCount = trailer.readUInt32LE(f + 8);
   const entryCount = trailer.readUInt32LE(f + 12);
   const blockIndexOffset = trailer.readUInt32LE(f + 16);
@@ -229,6 +265,7 @@ export function decodeIndexMeta(
   if (blockCount === 0 || entryCount < blockCount) fail('empty index segment');
   if (tombstoneCount > entryCount) fail('more tombstones than entries');
   const meta: IndexSegmentMeta = {
+    version,
     blockCount,
     entryCount,
     blockIndexOffset,
@@ -276,99 +313,6 @@ export function decodeIndexMeta(
   return meta;
 }
 
-/**
- * A block as the point-read path keeps it: its bytes plus where each entry's key starts. Point
- * reads binary-search the raw bytes instead of decoding every key into a string, so a cached
- * block costs about its encoded size and a cache miss costs one pass over the length fields.
- */
-export interface BlockView {
-  bytes: Buffer;
-  /** Offset in `bytes` of entry i's key (its u16 length sits just before). */
-  keyStarts: Uint32Array;
-  keyLengths: Uint16Array;
-}
-
-/** Indexes one block (after its CRC was checked). Structural errors become CorruptSegmentError. */
-export function viewBlock(buf: Buffer, start: number, length: number, name: string): BlockView {
-  const end = start + length;
-  const fail = (detail: string): never => {
-    throw new CorruptSegmentError(name, detail);
-  };
-  if (length < 2 || end > buf.length) fail('block out of range');
-  const count = buf.readUInt16LE(start);
-  const keyStarts = new Uint32Array(count);
-  const keyLengths = new Uint16Array(count);
-  let o = start + 2;
-  for (let i = 0; i < count; i++) {
-    if (o + 2 > end) fail('block entry runs past its block');
-    const keyLen = buf.readUInt16LE(o);
-    o += 2;
-    if (o + keyLen + 17 > end) fail('block entry runs past its block');
-    keyStarts[i] = o;
-    keyLengths[i] = keyLen;
-    o += keyLen + 17;
-  }
-  if (o !== end) fail('block has trailing bytes');
-  return { bytes: buf, keyStarts, keyLengths };
-}
-
-export function blockKeyAt(view: BlockView, i: number): string {
-  const start = view.keyStarts[i]!;
-  return view.bytes.toString('latin1', start, start + view.keyLengths[i]!);
-}
-
-export function blockEntryAt(view: BlockView, i: number): IndexEntry {
-  const buf = view.bytes;
-  const o = view.keyStarts[i]! + view.keyLengths[i]!;
-  return {
-    pointer: buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * TWO_32,
-    lsn: buf.readUInt32LE(o + 8) + buf.readUInt32LE(o + 12) * TWO_32,
-    tombstone: (buf[o + 16]! & FLAG_TOMBSTONE) !== 0,
-  };
-}
-
-/**
- * Unsigned byte order of `view`'s key i against `key`: < 0, 0, > 0. A plain loop: for index keys
- * (tens of bytes) it beats Buffer#compare, whose argument checks and native call dominate.
- */
-export function compareBlockKey(view: BlockView, i: number, key: Uint8Array): number {
-  const bytes = view.bytes;
-  const start = view.keyStarts[i]!;
-  const length = view.keyLengths[i]!;
-  const n = Math.min(length, key.length);
-  for (let j = 0; j < n; j++) {
-    const d = bytes[start + j]! - key[j]!;
-    if (d !== 0) return d;
-  }
-  return length - key.length;
-}
-
-/** First entry index whose key is >= `key` (the entry count if none), by unsigned byte order. */
-export function blockLowerBound(view: BlockView, key: Uint8Array): number {
-  let lo = 0;
-  let hi = view.keyStarts.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (compareBlockKey(view, mid, key) < 0) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-/** Decodes one block into arrays (after its CRC was checked), for whole-segment passes. */
-export function decodeBlock(buf: Buffer, start: number, length: number, name: string): DecodedBlock {
-  const view = viewBlock(buf, start, length, name);
-  const block: DecodedBlock = { keys: [], pointers: [], lsns: [], tombstones: [] };
-  for (let i = 0; i < view.keyStarts.length; i++) {
-    block.keys.push(blockKeyAt(view, i));
-    const entry = blockEntryAt(view, i);
-    block.pointers.push(entry.pointer);
-    block.lsns.push(entry.lsn);
-    block.tombstones.push(entry.tombstone);
-  }
-  return block;
-}
-
 /** Verifies every checksum and structure of a complete index segment held in memory. */
 export function verifyIndexSegment(bytes: Buffer, name: string): IndexSegmentMeta {
   const meta = decodeIndexMeta(bytes, 0, bytes.length, name);
@@ -381,7 +325,7 @@ export function verifyIndexSegment(bytes: Buffer, name: string): IndexSegmentMet
     if (crc32c(bytes.subarray(start, start + length)) !== meta.blockCrcs[i]) {
       throw new CorruptSegmentError(name, `block ${i} crc mismatch`);
     }
-    const block = decodeBlock(bytes, start, length, name);
+    const block = decodeBlock(bytes, start, length, name, meta.version);
     if (block.keys[0] !== meta.blockFirstKeys[i])
       throw new CorruptSegmentError(name, `block ${i} first key mismatch`);
     for (const key of block.keys) {
@@ -398,45 +342,4 @@ export function verifyIndexSegment(bytes: Buffer, name: string): IndexSegmentMet
   return meta;
 }
 
-/**
- * Pointer translation (PROTOCOL §5.3), a pure function over bytes: returns a copy of the index
- * segment in which every value pointer p becomes `map(base(p)) + (p - base(p))`, where base(p) is
- * the start of the primary's segment holding p. Block CRCs and the metadata CRC are recomputed.
- * A pointer whose segment has no mapping throws MissingSegmentMappingError — never a guess.
- */
-export function translateIndexSegment(
-  bytes: Buffer,
-  segmentBytes: number,
-  mapSegment: (primarySegmentOffset: number) => number | undefined,
-  name = 'shipped index segment',
-): Buffer {
-  const meta = verifyIndexSegment(bytes, name);
-  const out = Buffer.from(bytes);
-  let blockIndexEntry = meta.blockIndexOffset;
-  for (let i = 0; i < meta.blockCount; i++) {
-    const start = meta.blockOffsets[i]!;
-    const end = start + meta.blockLengths[i]!;
-    const count = out.readUInt16LE(start);
-    let o = start + 2;
-    for (let e = 0; e < count; e++) {
-      o += 2 + out.readUInt16LE(o);
-      const pointer = out.readUInt32LE(o) + out.readUInt32LE(o + 4) * TWO_32;
-      const inSegment = pointer % segmentBytes;
-      const primaryBase = pointer - inSegment;
-      const localBase = mapSegment(primaryBase);
-      if (localBase === undefined) throw new MissingSegmentMappingError(primaryBase);
-      assert(localBase % segmentBytes === 0, 'a mapped segment must start on a segment boundary');
-      const translated = localBase + inSegment;
-      out.writeUInt32LE(translated % TWO_32, o);
-      out.writeUInt32LE(Math.floor(translated / TWO_32), o + 4);
-      o += 17;
-    }
-    assert(o === end, 'translation must walk each block exactly');
-    // The block's CRC sits at offset +8 of its block-index entry.
-    out.writeUInt32LE(crc32c(out.subarray(start, end)), blockIndexEntry + 8);
-    blockIndexEntry += BLOCK_INDEX_ENTRY_FIXED_BYTES + meta.blockFirstKeys[i]!.length;
-  }
-  const f = meta.usedBytes - INDEX_FOOTER_BYTES;
-  out.writeUInt32LE(crc32c(out.subarray(meta.blockIndexOffset, f + 28)), f + 28);
-  return out;
-}
+export { translateIndexSegment, translateIndexSegmentChecked } from './index-translate.js';

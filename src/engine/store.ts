@@ -1,19 +1,32 @@
-import {
-  CorruptSegmentError,
-  InvalidArgumentError,
-  KeyTooLargeError,
-  OutcomeUnknownError,
-  StoreClosedError,
-} from '../errors.js';
-import { Compactor } from './compaction.js';
+/**
+ * Store: the engine's facade — a key-value store with KV separation (values in an append-only log
+ * of fixed-size segments, an LSM index of value pointers: L0 in memory, L1..Ln on the device).
+ * Each job lives in its own module; the facade validates calls, checks fail-stop and delegates:
+ *
+ * - options and their validation: options.ts · wiring the parts: store-parts.ts
+ * - the value log (append, seal, tail sync, verified reads): value-log.ts
+ * - the write path (validate, make room, append, commit): write-path.ts, group-commit.ts
+ * - the read path (point reads, merged scans): read-path.ts, merge.ts
+ * - L0, flush and bounded compaction jobs: compaction.ts · the levels and installs: version-set.ts
+ * - durable state and version edits (persist, applyEdit; the CRC-framed manifest log): store-edits.ts,
+ *   manifest-log.ts · recovery (one replay for primaries and Build-Index backups): recovery.ts
+ * - fail-stop (the first device or integrity error ends the store): fail-stop.ts · integrity
+ *   checks and verified reads for shipping: store-integrity.ts · statistics: store-stats.ts
+ *
+ * It knows nothing about replication: src/replication builds the backup side (shipped log and
+ * index segments, segment and index maps, rebase, Build-Index indexing) and promotion on the
+ * generic operations below (allocate, write and read a raw segment, apply a version edit, apply
+ * records to L0, rewrite the manifest and abandon) and on the hooks and gates it exposes.
+ */
+import { type CorruptSegmentError, InvalidArgumentError } from '../errors.js';
+import type { Compactor } from './compaction.js';
 import { type CursorOptions, StoreCursor } from './cursor.js';
-import { cloneIoStats, type Device, type IoStats } from './device.js';
+import type { Device } from './device.js';
 import { FailStop, NotWritableError } from './fail-stop.js';
 import { FileDevice } from './file-device.js';
-import { type CommitGate, GroupCommit, type ShipGate } from './group-commit.js';
+import type { CommitGate, GroupCommit, ShipGate } from './group-commit.js';
 import { StoreHooks } from './hooks.js';
-import { verifyIndexSegment } from './index-segment.js';
-import { createBlockCache, type IndexSegmentDescriptor } from './index-segment-reader.js';
+import type { IndexSegmentDescriptor } from './index-segment-reader.js';
 import type { LogPosition, LogSegmentEntry, ManifestData, StoreRole } from './manifest.js';
 import { ManifestLog } from './manifest-log.js';
 import type { IndexEntry } from './memtable.js';
@@ -23,14 +36,25 @@ import {
   resolveOptions,
   type StoreOptions,
   type SyncPolicy,
-  toKey,
 } from './options.js';
+import { entryOf, getValue, type ReadPathDeps, scanRange } from './read-path.js';
 import { type RecoveryDeps, type RecoveryReport, recoverBackupL0, recoverPrimary } from './recovery.js';
-import { SegmentAllocator } from './segment-allocator.js';
-import { SnapshotRegistry, type StoreSnapshot } from './snapshot.js';
-import { ValueLog } from './value-log.js';
-import { type LevelInstall, sum, VersionSet } from './version-set.js';
-import { appendBatch, type BatchOperation, describeKey, prepareBatch } from './write-batch.js';
+import type { SegmentAllocator } from './segment-allocator.js';
+import type { SnapshotRegistry, StoreSnapshot } from './snapshot.js';
+import type { StoreEdits } from './store-edits.js';
+import {
+  type IntegrityDeps,
+  persistedSegments,
+  readIndexSegmentVerified,
+  readLogSegmentVerified,
+  verifyPersisted,
+} from './store-integrity.js';
+import { assembleStore } from './store-parts.js';
+import { storeStats } from './store-stats.js';
+import type { ValueLog } from './value-log.js';
+import type { VersionSet } from './version-set.js';
+import type { BatchOperation } from './write-batch.js';
+import type { WritePath } from './write-path.js';
 
 export {
   type Cursor,
@@ -45,14 +69,8 @@ export type { CommitGate, CommitTail, ShipGate } from './group-commit.js';
 export type { Bytes, StoreOptions, SyncPolicy } from './options.js';
 export type { RecoveryReport } from './recovery.js';
 export type { StoreSnapshot } from './snapshot.js';
+export type { KeyValue, LevelStats, ScanOptions, StoreEdit, StoreStats } from './store-types.js';
 export type { BatchOperation } from './write-batch.js';
-
-export interface ScanOptions {
-  gte?: Bytes;
-  lt?: Bytes;
-  limit?: number;
-  reverse?: boolean;
-}
 
 export interface ReadOptions {
   /** Read as of this snapshot (Store.snapshot()). */
@@ -62,52 +80,7 @@ export interface ReadOptions {
 /** Keys deleted per batch by clear(): small enough to fit any segment size's batch. */
 const CLEAR_BATCH_KEYS = 32;
 
-export interface KeyValue {
-  key: Buffer;
-  value: Buffer;
-}
-
-export interface LevelStats {
-  level: number;
-  segmentCount: number;
-  bytes: number;
-  entryCount: number;
-  maxBytes: number;
-}
-
-export interface StoreStats {
-  role: StoreRole;
-  nextLsn: number;
-  l0: { entryCount: number; bytes: number; frozenEntryCount: number };
-  levels: LevelStats[];
-  logSegmentCount: number;
-  segmentsInUse: number;
-  flushCount: number;
-  compactionCount: number;
-  trivialMoveCount: number;
-  /** Key + value bytes accepted from users. */
-  userBytes: number;
-  /** Device bytes written (all categories) ÷ userBytes. */
-  writeAmplification: number;
-  io: IoStats;
-  recovery: RecoveryReport;
-}
-
-/** A version edit (Store.applyEdit): each field given replaces the store's. */
-export interface StoreEdit {
-  log?: LogSegmentEntry[];
-  segmentMap?: [number, number][];
-  indexMap?: [number, number][];
-  mapOwner?: string;
-  /** Every level at once (sorted, non-overlapping); installed segments keep their readers. */
-  levels?: IndexSegmentDescriptor[][];
-  /** One level install (VersionSet.install); offsets are local. */
-  install?: Omit<LevelInstall, 'beforePersist'>;
-  replayFrom?: LogPosition;
-  nextCompactionId?: number;
-  /** Segments freed after the manifest write, in this order. */
-  release?: number[];
-}
+import type { KeyValue, ScanOptions, StoreEdit, StoreStats } from './store-types.js';
 
 export class Store {
   readonly hooks = new StoreHooks();
@@ -121,7 +94,6 @@ export class Store {
   readonly role: StoreRole;
 
   private readonly device: Device;
-  private readonly manifestLog: ManifestLog;
   private readonly ownsDevice: boolean;
   private readonly options: ResolvedOptions;
   private readonly allocator: SegmentAllocator;
@@ -130,13 +102,9 @@ export class Store {
   private readonly versions: VersionSet;
   private readonly compactor: Compactor;
   private readonly commits: GroupCommit;
-  /** Live snapshots and the segment frees they defer (snapshot.ts). */
-  private readonly snapshots = new SnapshotRegistry((offset) => this.allocator.release(offset));
 
-  private readonly segmentMap: Map<number, number>;
-  private readonly indexMap: Map<number, number>;
-  /** The node whose offsets key segmentMap and indexMap (see ManifestData.mapOwner). */
-  private owner: string | undefined;
+  /** The maps, their owner, and every durable change's way to the manifest (store-edits.ts). */
+  private readonly edits: StoreEdits;
   /**
    * Backup (Build-Index): the log position right after the last record indexed into L0 — every
    * record before it is in L0, the frozen L0 or a level. It plays the role a primary's active tail
@@ -144,9 +112,9 @@ export class Store {
    */
   private indexedPosition: LogPosition;
   private closing: Promise<void> | undefined;
-  /** Writes waiting to append (makeRoom): close() lets them append first. */
-  private readonly makingRoom = new Set<Promise<void>>();
-  private userBytes = 0;
+  private readonly writes: WritePath;
+  /** Live snapshots and the segment frees they defer (snapshot.ts). */
+  private readonly snapshots: SnapshotRegistry;
   private readonly recovery: RecoveryReport = {
     replayedRecordCount: 0,
     replayedBytes: 0,
@@ -156,7 +124,6 @@ export class Store {
   private constructor(device: Device, ownsDevice: boolean, options: StoreOptions, manifestLog: ManifestLog) {
     const manifest = manifestLog.data;
     this.device = device;
-    this.manifestLog = manifestLog;
     this.ownsDevice = ownsDevice;
     const o = resolveOptions(options, manifest);
     this.options = o;
@@ -168,52 +135,24 @@ export class Store {
     this.maxKeyBytes = o.maxKeyBytes;
     this.maxValueBytes = o.maxValueBytes;
     this.role = o.role;
-    const cache = createBlockCache(o.blockCacheBytes);
-    this.segmentMap = new Map(manifest?.segmentMap ?? []);
-    this.indexMap = new Map(manifest?.indexMap ?? []);
-    this.owner = manifest?.mapOwner;
-    const log = manifest?.log.map((e) => ({ ...e })) ?? [];
-    const inUse = [...log.map((e) => e.offset), ...(manifest?.levels.flat().map((d) => d.offset) ?? [])];
-    this.allocator = new SegmentAllocator(
-      this.segmentBytes,
-      manifest?.allocatedSegmentCount ?? 0,
-      inUse,
-      o.reservedSegments,
-    );
-    const persist = (): Promise<void> => this.persistManifest();
-    this.valueLog = new ValueLog(device, this.allocator, this.hooks, this.segmentBytes, log, persist);
-    this.versions = new VersionSet(
+    const parts = assembleStore({
       device,
-      cache,
-      this.allocator,
-      o.l0Bytes,
-      o.growthFactor,
-      o.maxLevels,
-      {
-        levels: manifest?.levels ?? [],
-        replayFrom: manifest === undefined ? { seq: 0, offset: 0, lsn: 1 } : { ...manifest.replayFrom },
-        nextCompactionId: manifest?.nextCompactionId ?? 1,
-      },
-      persist,
-    );
-    this.compactor = new Compactor({
-      device,
-      allocator: this.allocator,
+      options: o,
+      manifestLog,
+      manifest,
       hooks: this.hooks,
-      versions: this.versions,
       failStop: this.failStop,
-      segmentBytes: this.segmentBytes,
-      l0Bytes: o.l0Bytes,
-      autoCompact: o.autoCompact,
-      syncTail: (partial) => this.valueLog.syncTail(partial),
       firstUnappliedPosition: () => this.firstUnappliedPosition(),
+      closing: () => this.closing !== undefined,
     });
-    this.commits = new GroupCommit(this.syncPolicy, this.failStop, this.valueLog, (batch) => {
-      for (const p of batch) this.compactor.l0.insert(p.key, p.entry);
-      this.compactor.afterApply();
-    });
-    this.versions.releaseSegment = (offset) => this.snapshots.release(offset);
-    this.valueLog.nextLsn = this.versions.replayFrom.lsn;
+    this.allocator = parts.allocator;
+    this.edits = parts.edits;
+    this.valueLog = parts.valueLog;
+    this.versions = parts.versions;
+    this.compactor = parts.compactor;
+    this.commits = parts.commits;
+    this.writes = parts.writes;
+    this.snapshots = parts.snapshots;
     this.indexedPosition = { ...this.versions.replayFrom };
   }
 
@@ -246,7 +185,7 @@ export class Store {
       report: this.recovery,
     };
     if (this.role === 'primary') await recoverPrimary(deps, existing);
-    else if (!existing) await this.persistManifest();
+    else if (!existing) await this.edits.persist();
     else if (this.options.rebuildL0) {
       this.indexedPosition = recoverBackupL0(deps);
       this.compactor.afterApply();
@@ -256,28 +195,34 @@ export class Store {
   // ───────────────────────────── public API ─────────────────────────────
 
   async put(key: Bytes, value: Bytes): Promise<void> {
-    return this.write(key, value);
+    return this.writes.write(key, value);
   }
 
   async delete(key: Bytes): Promise<void> {
-    return this.write(key, null);
+    return this.writes.write(key, null);
+  }
+
+  /** Applies puts and deletes atomically (write-path.ts, write-batch.ts). */
+  async batch(operations: readonly BatchOperation[]): Promise<void> {
+    return this.writes.batch(operations);
   }
 
   /** The value of `key` (as of `options.snapshot` when given), or undefined. */
   async get(key: Bytes, options: ReadOptions = {}): Promise<Buffer | undefined> {
-    return this.getNow(key, options);
+    return this.getSync(key, options);
   }
 
   /** `get`, synchronously (the engine reads without waiting: abstract-level's getSync). */
   getSync(key: Bytes, options: ReadOptions = {}): Buffer | undefined {
-    return this.getNow(key, options);
+    this.checkUsable();
+    return getValue(this.reads, key, options.snapshot);
   }
 
   /** Values of `keys` in order (undefined where absent), read from one snapshot. */
   async getMany(keys: readonly Bytes[], options: ReadOptions = {}): Promise<(Buffer | undefined)[]> {
     const snapshot = options.snapshot ?? this.snapshot();
     try {
-      return keys.map((key) => this.getNow(key, { snapshot }));
+      return keys.map((key) => this.getSync(key, { snapshot }));
     } finally {
       if (options.snapshot === undefined) snapshot.release();
     }
@@ -285,29 +230,12 @@ export class Store {
 
   /** Whether `key` holds a value (as of `options.snapshot`); reads no value bytes. */
   async has(key: Bytes, options: ReadOptions = {}): Promise<boolean> {
-    const entry = this.entryOf(key, options);
+    this.checkUsable();
+    const entry = entryOf(this.reads, key, options.snapshot);
     return entry !== undefined && !entry.tombstone;
   }
 
-  private getNow(key: Bytes, options: ReadOptions): Buffer | undefined {
-    const k = toKey(key);
-    const entry = this.entryOf(k, options);
-    if (entry === undefined || entry.tombstone) return undefined;
-    return this.valueLog.readValue(entry, k);
-  }
-
-  private entryOf(key: Bytes, options: ReadOptions): IndexEntry | undefined {
-    this.checkUsable();
-    const k = toKey(key);
-    if (k.length > this.maxKeyBytes) throw new KeyTooLargeError(k.length, this.maxKeyBytes);
-    if (options.snapshot !== undefined) return options.snapshot.lookup(k.toString('latin1'), k);
-    return this.lookup(k.toString('latin1'), k);
-  }
-
-  /**
-   * A consistent read view as of now (snapshot.ts); the caller releases it. Until then compaction
-   * keeps the index segments it reads.
-   */
+  /** A consistent read view as of now (snapshot.ts); the caller releases it. */
   snapshot(): StoreSnapshot {
     this.checkUsable();
     const { l0, frozen } = this.compactor;
@@ -323,18 +251,6 @@ export class Store {
     } catch (err) {
       if (own) snapshot.release();
       throw err;
-    }
-  }
-
-  async scan(options: ScanOptions = {}): Promise<KeyValue[]> {
-    this.checkUsable();
-    const limit = options.limit ?? Number.POSITIVE_INFINITY;
-    if (!(limit >= 0)) throw new InvalidArgumentError('scan limit must be >= 0');
-    const cursor = this.iterator({ ...options, limit: limit === Number.POSITIVE_INFINITY ? -1 : limit });
-    try {
-      return cursor.all();
-    } finally {
-      cursor.close();
     }
   }
 
@@ -355,10 +271,9 @@ export class Store {
     }
   }
 
-  private lookup(key: string, keyBytes: Buffer): IndexEntry | undefined {
-    const hit = this.compactor.l0.get(key) ?? this.compactor.frozen?.memtable.get(key);
-    if (hit !== undefined) return hit;
-    return this.versions.lookup(key, keyBytes);
+  async scan(options: ScanOptions = {}): Promise<KeyValue[]> {
+    this.checkUsable();
+    return scanRange(this.reads, options);
   }
 
   /** The error the store fail-stopped on, or undefined while it is usable. */
@@ -367,28 +282,13 @@ export class Store {
   }
 
   /**
-   * Reads back every persisted segment and checks it: each sealed log segment must hold CRC-valid,
-   * lsn-continuous records up to the length the manifest records for it, each index segment of
-   * the levels must pass verifyIndexSegment (block CRCs, metadata CRC, key order). Returns the
-   * first corruption found, or undefined. Reads only; the store stays usable either way (the
-   * caller decides: `scrub` fail-stops, a node opening a backup store resets it).
+   * Reads back every persisted segment and checks it (store-integrity.ts); returns the first
+   * corruption found, or undefined. Reads only; the store stays usable either way (the caller
+   * decides: `scrub` fail-stops, a node opening a backup store resets it).
    */
   verifyPersisted(): CorruptSegmentError | undefined {
     this.checkUsable();
-    const corruptLog = this.valueLog.verify();
-    if (corruptLog !== undefined) return corruptLog;
-    for (const level of this.versions.levels) {
-      for (const segment of level) {
-        const { offset, usedBytes } = segment.descriptor;
-        try {
-          verifyIndexSegment(this.device.read(offset, usedBytes, 'index'), `index@${offset}`);
-        } catch (err) {
-          if (err instanceof CorruptSegmentError) return err;
-          throw err;
-        }
-      }
-    }
-    return undefined;
+    return verifyPersisted(this.integrity);
   }
 
   /** Verifies every persisted segment (verifyPersisted); a corrupt one makes the store fail-stop. */
@@ -400,21 +300,9 @@ export class Store {
       });
   }
 
-  /**
-   * The persisted segments the manifest names (sealed log segments and level index segments):
-   * where each lies on the device and how many bytes of it are in use. For fault injection and
-   * tools.
-   */
+  /** The persisted segments the manifest names, where each lies (for fault injection and tools). */
   persistedSegments(): { kind: 'log' | 'index'; offset: number; usedBytes: number }[] {
-    const out: { kind: 'log' | 'index'; offset: number; usedBytes: number }[] = [];
-    for (const e of this.valueLog.log) {
-      if (e.usedBytes !== null && e.usedBytes > 0)
-        out.push({ kind: 'log', offset: e.offset, usedBytes: e.usedBytes });
-    }
-    for (const s of this.versions.levels.flat()) {
-      out.push({ kind: 'index', offset: s.descriptor.offset, usedBytes: s.descriptor.usedBytes });
-    }
-    return out;
+    return persistedSegments(this.integrity);
   }
 
   /** Makes every write issued so far durable (log tail written and synced). */
@@ -446,13 +334,17 @@ export class Store {
     }
   }
 
-  /** Merges level `level` (1 ≤ level < maxLevels) into the next one now. */
-  async compactLevelNow(level: number): Promise<void> {
+  /**
+   * Merges level `level` (1 ≤ level < maxLevels) into the next one now: all of it, or with
+   * `bounded` one segment of it and what it overlaps (a due compaction's bounded job, see
+   * compaction.ts).
+   */
+  async compactLevelNow(level: number, options: { bounded?: boolean } = {}): Promise<void> {
     this.checkUsable();
     if (!(Number.isInteger(level) && level >= 1 && level < this.maxLevels)) {
       throw new InvalidArgumentError(`level must be in [1, ${this.maxLevels - 1}]`);
     }
-    await this.compactor.runExclusive(() => this.compactor.compactLevel(level));
+    await this.compactor.runExclusive(() => this.compactor.compactLevel(level, options));
   }
 
   /** The shallowest level over its size limit, whose compaction is due; undefined when none. */
@@ -473,7 +365,7 @@ export class Store {
   private async closeOnce(): Promise<void> {
     if (this.failStop.closed) return;
     // Writes admitted before the close and still making room (a seal, back-pressure) append first.
-    while (this.makingRoom.size > 0) await Promise.allSettled([...this.makingRoom]);
+    while (this.writes.makingRoom.size > 0) await Promise.allSettled([...this.writes.makingRoom]);
     await this.compactor.drainBackground();
     try {
       this.commits.commitPending();
@@ -483,7 +375,7 @@ export class Store {
       if (this.failStop.error === undefined && this.role === 'primary') {
         await this.failStop.runAsync(async () => {
           await this.valueLog.syncTail(false);
-          await this.persistManifest();
+          await this.edits.persist();
         });
       }
     } finally {
@@ -497,34 +389,16 @@ export class Store {
   }
 
   stats(): StoreStats {
-    const io = cloneIoStats(this.device.io());
-    const written = io.writtenBytes.log + io.writtenBytes.index + io.writtenBytes.manifest;
-    const { compactor } = this;
-    return {
+    return storeStats({
       role: this.role,
-      nextLsn: this.valueLog.nextLsn,
-      l0: {
-        entryCount: compactor.l0.size,
-        bytes: compactor.l0.bytes,
-        frozenEntryCount: compactor.frozen?.memtable.size ?? 0,
-      },
-      levels: this.versions.levels.map((segments, i) => ({
-        level: i + 1,
-        segmentCount: segments.length,
-        bytes: sum(segments.map((s) => s.descriptor.usedBytes)),
-        entryCount: sum(segments.map((s) => s.descriptor.entryCount)),
-        maxBytes: this.versions.levelMaxBytes(i + 1),
-      })),
-      logSegmentCount: this.valueLog.log.length,
-      segmentsInUse: this.allocator.inUseCount,
-      flushCount: compactor.flushCount,
-      compactionCount: compactor.compactionCount,
-      trivialMoveCount: compactor.trivialMoveCount,
-      userBytes: this.userBytes,
-      writeAmplification: this.userBytes === 0 ? 0 : written / this.userBytes,
-      io,
-      recovery: { ...this.recovery, corruptSegments: [...this.recovery.corruptSegments] },
-    };
+      device: this.device,
+      valueLog: this.valueLog,
+      versions: this.versions,
+      compactor: this.compactor,
+      allocator: this.allocator,
+      userBytes: this.writes.userBytes,
+      recovery: this.recovery,
+    });
   }
 
   /** The level descriptors (L1..Ln), for replication and inspection. */
@@ -544,32 +418,13 @@ export class Store {
    */
   readLogSegment(seq: number): Buffer {
     this.checkUsable();
-    return this.readVerified(() => this.valueLog.readSegment(seq));
+    return readLogSegmentVerified(this.integrity, seq);
   }
 
   /** Reads the bytes of an index segment of this store (for shipping), verified as readLogSegment. */
   readIndexSegment(offset: number): Buffer {
     this.checkUsable();
-    const seg = this.versions.findLevelSegment(offset);
-    if (seg === undefined) throw new InvalidArgumentError(`no index segment at ${offset}`);
-    return this.readVerified(() => {
-      const bytes = this.device.read(offset, seg.descriptor.usedBytes, 'index');
-      verifyIndexSegment(bytes, `index@${offset}`);
-      return bytes;
-    });
-  }
-
-  /** A read whose corruption makes the store fail-stop (other errors propagate as they are). */
-  private readVerified(read: () => Buffer): Buffer {
-    try {
-      return read();
-    } catch (err) {
-      if (err instanceof CorruptSegmentError)
-        this.failStop.run(() => {
-          throw err;
-        });
-      throw err;
-    }
+    return readIndexSegmentVerified(this.integrity, offset);
   }
 
   // ─────────────── generic operations (replication builds on them) ───────────────
@@ -586,17 +441,17 @@ export class Store {
 
   /** The node whose offsets key the segment and index maps; undefined while none does. */
   mapOwner(): string | undefined {
-    return this.owner;
+    return this.edits.owner;
   }
 
   /** The segment map the manifest persists (another node's log segment offset → local offset). */
   segmentMapEntries(): [number, number][] {
-    return [...this.segmentMap];
+    return [...this.edits.segmentMap];
   }
 
   /** The index map the manifest persists (another node's index segment offset → local offset). */
   indexMapEntries(): [number, number][] {
-    return [...this.indexMap];
+    return [...this.edits.indexMap];
   }
 
   /**
@@ -655,25 +510,8 @@ export class Store {
    * VersionSet.install), one manifest write makes them durable, then `release` is freed in order.
    * The in-memory change and the manifest capture are one synchronous step; resolves once durable.
    */
-  async applyEdit(edit: StoreEdit): Promise<void> {
-    await this.failStop.runAsync(async () => {
-      const applyFields = (): void => {
-        if (edit.log !== undefined) this.valueLog.log = edit.log;
-        if (edit.segmentMap !== undefined) replaceMap(this.segmentMap, edit.segmentMap);
-        if (edit.indexMap !== undefined) replaceMap(this.indexMap, edit.indexMap);
-        if (edit.mapOwner !== undefined) this.owner = edit.mapOwner;
-        if (edit.levels !== undefined) this.versions.replaceLevels(edit.levels);
-        if (edit.replayFrom !== undefined) this.versions.replayFrom = { ...edit.replayFrom };
-        if (edit.nextCompactionId !== undefined) this.versions.nextCompactionId = edit.nextCompactionId;
-      };
-      if (edit.install !== undefined)
-        await this.versions.install({ ...edit.install, beforePersist: applyFields });
-      else {
-        applyFields();
-        await this.persistManifest();
-      }
-      for (const offset of edit.release ?? []) this.snapshots.release(offset);
-    });
+  applyEdit(edit: StoreEdit): Promise<void> {
+    return this.edits.applyEdit(edit);
   }
 
   /** Records that the levels reflect compaction `id` (in memory; the next manifest write keeps it). */
@@ -699,120 +537,21 @@ export class Store {
    * reset) and ends the instance; the caller reopens the device.
    */
   async rewriteManifestAndAbandon(overrides: Partial<ManifestData>): Promise<void> {
-    await this.failStop.runAsync(() => this.persistManifest(overrides));
+    await this.failStop.runAsync(() => this.edits.persist(overrides));
     await this.abandon();
   }
 
   // ───────────────────────────── write path ─────────────────────────────
 
-  private async write(key: Bytes, value: Bytes | null): Promise<void> {
-    const op: BatchOperation = value === null ? { type: 'del', key } : { type: 'put', key, value };
-    return this.batch([op]);
-  }
-
   /**
-   * Applies `operations` atomically (write-batch.ts): validated whole first (one bad entry rejects
-   * the batch, nothing written), appended as one run of records in one step, acknowledged as one.
-   */
-  async batch(operations: readonly BatchOperation[]): Promise<void> {
-    this.checkUsable();
-    if (this.closing !== undefined) throw new StoreClosedError(); // closing: nothing new is appended
-    if (this.role !== 'primary') throw new NotWritableError(this.role);
-    const prepared = prepareBatch(operations, this);
-    if (prepared.writes.length === 0) return;
-    const length = prepared.recordBytes;
-    // Checked again after each wait: another write may have taken the room meanwhile.
-    while (this.needsRoom(length)) {
-      // Admitted before any close: close() waits for it to append (then commits it).
-      const room = this.makeRoom(length);
-      this.makingRoom.add(room);
-      try {
-        await room;
-      } finally {
-        this.makingRoom.delete(room);
-      }
-    }
-    const entries = this.failStop.run(() => appendBatch(this.valueLog, prepared));
-    this.userBytes += prepared.userBytes;
-    const keys = prepared.writes.map((w) => w.key.toString('latin1'));
-    if (this.commits.waits) return this.enqueueBatch(keys, entries);
-    try {
-      this.failStop.run(() => {
-        for (let i = 0; i < keys.length; i++) this.compactor.l0.insert(keys[i]!, entries[i]!);
-        this.compactor.afterApply();
-      });
-    } catch (err) {
-      // The records are in the log (and in L0): whatever failed after them, the outcome is unknown.
-      const what = describeKey(prepared.writes[0]!.key);
-      throw new OutcomeUnknownError(`write of ${what} was appended, then the store failed`, { cause: err });
-    }
-  }
-
-  /** Hands an appended batch to group commit: one group, one answer (write-batch.ts). */
-  private enqueueBatch(keys: string[], entries: IndexEntry[]): Promise<void> {
-    const active = this.valueLog.active!;
-    return new Promise<void>((resolve, reject) => {
-      const last = entries.length - 1;
-      for (let i = 0; i <= last; i++) {
-        const entry = entries[i]!;
-        const position = { seq: active.seq, offset: entry.pointer - active.offset, lsn: entry.lsn };
-        // Every record rejects the one promise (settling twice is a no-op); the last resolves it.
-        this.commits.enqueue({
-          key: keys[i]!,
-          entry,
-          position,
-          resolve: i === last ? resolve : noop,
-          reject,
-        });
-      }
-    });
-  }
-
-  /** Whether a write of `length` record bytes must wait before it appends (see makeRoom). */
-  private needsRoom(length: number): boolean {
-    const { compactor, valueLog } = this;
-    return (
-      (compactor.l0.bytes >= this.l0Bytes &&
-        compactor.frozen !== undefined &&
-        compactor.background !== undefined) ||
-      valueLog.sealing !== undefined ||
-      !valueLog.fits(length)
-    );
-  }
-
-  /** Waits until a record of `length` bytes can be appended: back-pressure, a seal. */
-  private async makeRoom(length: number): Promise<void> {
-    const { compactor, valueLog } = this;
-    for (;;) {
-      if (
-        compactor.l0.bytes >= this.l0Bytes &&
-        compactor.frozen !== undefined &&
-        compactor.background !== undefined
-      ) {
-        // Back-pressure: L0 is full and the previous one is still being flushed.
-        await compactor.background;
-      } else if (valueLog.sealing !== undefined) {
-        // Nothing is appended while a seal runs (its failure is the store's: checked below).
-        await valueLog.sealing.catch(() => {});
-      } else if (!valueLog.fits(length)) {
-        // The record does not fit the active segment: seal it (its failure is this write's).
-        await this.failStop.runAsync(() => valueLog.seal());
-      } else break;
-      this.checkUsable();
-    }
-  }
-
-  /**
-   * The log position from which replay must start to rebuild what is not in L0: the first record
-   * appended but not yet applied (pending or in a gated group), else the log's tail.
+   * The log position from which replay must start to rebuild what is not in L0: on a primary the
+   * first record appended but not yet applied, else the log's tail (WritePath); on a backup the
+   * position after the last record indexed.
    */
   private firstUnappliedPosition(): LogPosition {
     // A backup has no active segment: what it indexed is all in L0 (or frozen, or in a level).
     if (this.role === 'backup') return { ...this.indexedPosition };
-    const first = this.commits.firstUnapplied();
-    if (first !== undefined) return { ...first.position };
-    const active = this.valueLog.active!;
-    return { seq: active.seq, offset: active.usedBytes, lsn: this.valueLog.nextLsn };
+    return this.writes.firstUnappliedPosition();
   }
 
   /** Installs (or removes) replication's commit gate; see CommitGate. */
@@ -833,28 +572,23 @@ export class Store {
     await this.commits.chain;
   }
 
-  /** Writes the manifest of the current state; `overrides` replace fields (a role change, a reset). */
-  private persistManifest(overrides: Partial<ManifestData> = {}): Promise<void> {
-    return this.manifestLog.commit({
-      formatVersion: 1,
-      role: this.role,
-      segmentBytes: this.segmentBytes,
-      allocatedSegmentCount: this.allocator.highWaterCount,
-      log: this.valueLog.log,
-      replayFrom: this.versions.replayFrom,
-      levels: this.versions.descriptors(),
-      nextCompactionId: this.versions.nextCompactionId,
-      segmentMap: [...this.segmentMap],
-      indexMap: [...this.indexMap],
-      ...(this.owner === undefined ? {} : { mapOwner: this.owner }),
-      ...overrides,
-    });
-  }
-
   /** Ends this instance without the closing flush: its manifest already says what the device holds. */
   private async abandon(): Promise<void> {
     this.failStop.closed = true;
     if (this.ownsDevice) await this.device.close();
+  }
+
+  private get reads(): ReadPathDeps {
+    return {
+      maxKeyBytes: this.maxKeyBytes,
+      compactor: this.compactor,
+      versions: this.versions,
+      valueLog: this.valueLog,
+    };
+  }
+
+  private get integrity(): IntegrityDeps {
+    return { device: this.device, failStop: this.failStop, valueLog: this.valueLog, versions: this.versions };
   }
 
   private checkUsable(): void {
@@ -864,11 +598,4 @@ export class Store {
   private requireRole(role: StoreRole): void {
     if (this.role !== role) throw new NotWritableError(this.role);
   }
-}
-
-function noop(): void {}
-
-function replaceMap(map: Map<number, number>, entries: [number, number][]): void {
-  map.clear();
-  for (const [k, v] of entries) map.set(k, v);
 }

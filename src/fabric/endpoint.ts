@@ -8,6 +8,22 @@ import { assert } from '../assert.js';
 import { ConnectionClosedError, FabricError, RegionRevokedError, WriteOutOfBoundsError } from '../errors.js';
 import type { ConnectionStats, LocalRegion, RegionHandle, RemoteRegion } from './types.js';
 
+let stashedResolve: () => void = () => {};
+let stashedReject: (err: Error) => void = () => {};
+function stash(resolve: () => void, reject: (err: Error) => void): void {
+  stashedResolve = resolve;
+  stashedReject = reject;
+}
+
+/**
+ * A promise with its resolve and reject, made through one shared executor: no closure per
+ * promise (the fabrics make one per write or per group of writes).
+ */
+export function completion(): { promise: Promise<void>; resolve: () => void; reject: (err: Error) => void } {
+  const promise = new Promise<void>(stash);
+  return { promise, resolve: stashedResolve, reject: stashedReject };
+}
+
 export class FabricRegion implements LocalRegion {
   revoked = false;
   readonly bytes: Uint8Array;

@@ -19,6 +19,14 @@ export class LengthPrefixedFrames {
     this.buffered += chunk.length;
   }
 
+  /** Hands over the bytes pushed but not yet taken (a stream that changes framing) and empties. */
+  release(): Buffer[] {
+    const rest = this.chunks;
+    this.chunks = [];
+    this.buffered = 0;
+    return rest;
+  }
+
   /** The next whole frame's body, or undefined until one has arrived. */
   take(): Buffer | undefined {
     if (this.buffered < 4) return undefined;

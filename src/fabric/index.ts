@@ -4,4 +4,5 @@
  * and rdma fabrics satisfy the same contract (test/fabric/conformance.ts).
  */
 export * from './memory.js';
+export * from './transfer.js';
 export type * from './types.js';

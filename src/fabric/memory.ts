@@ -8,8 +8,15 @@
  * peer's registered region and then resolves the writer's promise (the completion); a message is
  * handed to the peer's handler. Because both kinds share one FIFO, a message sent after a write
  * resolved is delivered after that write's bytes are in place (RC ordering), and writes on one
- * connection land in issue order. Bytes are copied when the operation is issued, as a NIC would
- * have them once posted; the caller may reuse its buffer at once.
+ * connection land in issue order. A write's bytes are copied when it is issued, as a NIC would
+ * have them once posted, so the caller may reuse its buffer at once — unless they are
+ * `TransferredBytes` (transfer.ts): memory the caller gave up and nobody may change, which the
+ * lane keeps by reference until delivery, so the bytes are copied once (into the peer's region)
+ * instead of twice. (Copies of plain payloads from 64 KiB up go into recycled memory,
+ * copy-pool.ts: a fresh array per write costs more than the copy.) What the caller may do after
+ * posting is the transfer's contract: with a plain Uint8Array anything; after
+ * `transferBytes(view)` anything with `view` (it is empty or untouched, and no longer the
+ * payload) and nothing with the TransferredBytes but read it and post it again.
  *
  * Scheduling. Each direction's pump runs through `scheduler` (default: a microtask), one operation
  * per call, so a simulator can interleave deliveries of different connections in any order it
@@ -39,7 +46,9 @@ import { assert } from '../assert.js';
 import type { Clock } from '../clock/index.js';
 import { ConnectionClosedError, FabricError, HandshakeRefusedError, UnreachableError } from '../errors.js';
 import { trace } from '../trace.js';
-import { EndpointBase } from './endpoint.js';
+import { CopyPool } from './copy-pool.js';
+import { completion, EndpointBase } from './endpoint.js';
+import { TransferredBytes } from './transfer.js';
 import type { Connection, Fabric, Handshake, Listener, ListenOptions, RemoteRegion } from './types.js';
 
 export interface MemoryFabricOptions {
@@ -62,6 +71,8 @@ type Operation =
       regionKey: number;
       offset: number;
       bytes: Uint8Array;
+      /** `bytes` is the fabric's own copy (copy-pool.ts), to recycle once placed. */
+      copied: boolean;
       resolve: () => void;
       reject: (error: Error) => void;
     }
@@ -103,16 +114,20 @@ export class MemoryEndpoint extends EndpointBase implements Connection {
   write(remote: RemoteRegion, offset: number, bytes: Uint8Array): Promise<void> {
     const refused = this.checkWrite(remote, offset, bytes);
     if (refused !== undefined) return Promise.reject(refused);
-    return new Promise<void>((resolve, reject) => {
-      this.enqueue({
-        kind: 'write',
-        regionKey: remote.handle.regionKey,
-        offset,
-        bytes: new Uint8Array(bytes), // a copy (Buffer#slice would be a view)
-        resolve,
-        reject,
-      });
+    const { promise, resolve, reject } = completion();
+    const transferred = bytes instanceof TransferredBytes;
+    this.enqueue({
+      kind: 'write',
+      regionKey: remote.handle.regionKey,
+      offset,
+      // Transferred bytes are immutable by contract (transfer.ts): kept, not copied. Anything
+      // else is copied now (Buffer#slice would be a view), so the caller may reuse it at once.
+      bytes: transferred ? bytes : this.fabric.copies.copy(bytes),
+      copied: !transferred,
+      resolve,
+      reject,
     });
+    return promise;
   }
 
   send(message: Uint8Array): void {
@@ -141,6 +156,7 @@ export class MemoryEndpoint extends EndpointBase implements Connection {
       return;
     }
     const refused = this.place(op.regionKey, op.offset, op.bytes);
+    if (op.copied) this.fabric.copies.recycle(op.bytes); // nothing reads it any more
     if (refused === undefined)
       trace(() => ({ kind: 'placed', node: this.localNodeId, regionKey: op.regionKey }));
     const complete = refused === undefined ? () => op.resolve() : () => op.reject(refused);
@@ -178,6 +194,8 @@ export class MemoryFabric implements Fabric {
   private readonly heldNodes = new Map<string, { queue: (() => void)[]; sink: (run: () => void) => void }>();
   private readonly scheduler: (step: () => void) => void;
   private readonly clock: Clock | undefined;
+  /** Recycled memory for the copies plain payloads get at issue. */
+  readonly copies = new CopyPool();
   private regionKeySeq = 0;
   private closed = false;
   /** Bytes of closed connections, so totals survive reconnects. */

@@ -87,11 +87,13 @@ export class FrameReader {
   private waiter: ((f: { type: number; payload: Buffer } | undefined) => void) | undefined;
   private ended = false;
 
+  private readonly onData = (chunk: Buffer): void => {
+    this.frames.push(chunk);
+    this.drain();
+  };
+
   constructor(private readonly socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.frames.push(chunk);
-      this.drain();
-    });
+    socket.on('data', this.onData);
     const end = (): void => {
       this.ended = true;
       const waiter = this.waiter;
@@ -110,6 +112,15 @@ export class FrameReader {
     return new Promise((resolve) => {
       this.waiter = resolve;
     });
+  }
+
+  /**
+   * Stops reading (the connection parses the stream itself from here) and returns the bytes that
+   * arrived after the last frame taken, in order.
+   */
+  release(): Buffer[] {
+    this.socket.off('data', this.onData);
+    return this.frames.release();
   }
 
   onFrame(handler: (type: number, payload: Buffer) => void): void {

@@ -1,20 +1,24 @@
 /**
  * The TCP fabric: the Fabric contract (types.ts) over one TCP connection per peer pair, for
- * deployments without an RDMA NIC. The receiving side places written bytes straight into the
- * registered region as frames arrive — no protocol code runs on receipt — and acknowledges each
- * write; one ordered byte stream per connection gives RC ordering (a message sent after a write
- * completed arrives after the bytes are in place).
+ * deployments without an RDMA NIC. One ordered byte stream per connection gives RC ordering: a
+ * message sent after a write completed arrives after the write's bytes are in place.
  *
- * Frames: `u32 length | u8 type | payload`; the handshake's (CHALLENGE … REFUSED) are shared
- * with the rdma fabric's side channel (socket-frames.ts).
- *   CHALLENGE  server → client  nonce(32) | server node id
- *   HELLO      client → server  JSON {nodeId, epoch, nonce (the client's), mac}
- *   WELCOME    server → client  JSON {mac over the client's nonce} (the server proves the secret too)
- *   REFUSED    server → client  reason (then close)
- *   WRITE      regionKey u32 | offset u64 | writeId u32 | bytes
- *   WRITE_ACK  writeId u32 | status u8 (0 placed, 1 revoked/unknown, 2 out of bounds)
- *   MESSAGE    bytes
- *   CLOSE      (the peer closed on purpose)
+ * Batching (issue 16). Everything one side issues in a tick — one-sided writes, control messages,
+ * acknowledgements — goes into one BATCH frame, and the tick's frames reach the socket as one
+ * writev (tcp-outbound.ts). The receiver parses the stream as it arrives and copies each write's
+ * payload from the socket's chunk straight into the registered region — no frame is assembled and
+ * no protocol code runs (tcp-inbound.ts) — and acknowledges, once per frame, every group of writes
+ * the frame completed. Consecutive writes into one region in one tick are a group: they share one
+ * promise (made without a closure) and one outcome, resolved or rejected together when the ack
+ * arrives, in issue order. A payload passed as `TransferredBytes` (transfer.ts) is referenced by
+ * the frame instead of copied into it. Wire format: tcp-wire.ts; the handshake's frames
+ * (CHALLENGE … REFUSED) are shared with the rdma fabric's side channel (socket-frames.ts).
+ *
+ * Outcomes: a write into a revoked or unknown region rejects with RegionRevokedError, one beyond
+ * the region (checked at issue against the handle, and again on receipt) with
+ * WriteOutOfBoundsError; when one write of a group is refused, every write of the group rejects
+ * with that error (the others may have landed). A region revoked while a write's bytes arrive
+ * gets none of the rest.
  *
  * Authentication: with a cluster secret (`secret`, or the file `secretFile`, or TALOS_CLUSTER_SECRET),
  * the server sends a fresh nonce and accepts only a HELLO whose HMAC-SHA256 over (nonce, node id,
@@ -28,33 +32,26 @@
  * `tls` the bytes after the handshake (log records: keys and values) travel in clear text.
  *
  * Back-pressure: frames queue while the socket's buffer is above `highWaterBytes` and flow again
- * on 'drain'. A connection that breaks fails its pending writes (ConnectionClosedError) and tells
- * both sides' close handlers once.
+ * on 'drain'. A connection that breaks, or whose stream is malformed, fails its pending writes
+ * (ConnectionClosedError) and tells both sides' close handlers once. `close()` sends what was
+ * issued before it, then CLOSE.
  */
 import type { Server, Socket } from 'node:net';
+import { assert } from '../assert.js';
 import { ConnectionClosedError, FabricError, RegionRevokedError, WriteOutOfBoundsError } from '../errors.js';
-import { EndpointBase } from './endpoint.js';
+import { completion, EndpointBase } from './endpoint.js';
 import {
   answerHandshake,
   clusterSecret,
   dialHandshake,
-  FIRST_FABRIC_FRAME,
   type FrameReader,
-  frame,
   listenOnSocket,
 } from './socket-frames.js';
+import { type InboundSink, InboundStream, type PlacementRegion } from './tcp-inbound.js';
+import { type Coalesce, OutboundBatch } from './tcp-outbound.js';
+import { FRAME_CLOSE, FRAME_HEADER_BYTES, type GroupFailure, STATUS_OUT_OF_BOUNDS } from './tcp-wire.js';
 import type { TlsCredentials } from './tls.js';
 import type { Connection, Fabric, Handshake, Listener, ListenOptions, RemoteRegion } from './types.js';
-
-// Frames 1–4 are the handshake's (socket-frames.ts).
-const WRITE = FIRST_FABRIC_FRAME;
-const WRITE_ACK = FIRST_FABRIC_FRAME + 1;
-const MESSAGE = FIRST_FABRIC_FRAME + 2;
-const CLOSE = FIRST_FABRIC_FRAME + 3;
-
-const ACK_OK = 0;
-const ACK_REVOKED = 1;
-const ACK_BOUNDS = 2;
 
 export interface TcpFabricOptions {
   /** Cluster secret for the HMAC handshake. */
@@ -67,6 +64,8 @@ export interface TcpFabricOptions {
   highWaterBytes?: number;
   /** Mutual TLS: the CA, this node's certificate and its key (PEM). */
   tls?: TlsCredentials;
+  /** How a tick's frames reach the socket: one writev (default) or one Buffer.concat (bench:fabric compares). */
+  coalesce?: Coalesce;
 }
 
 export class TcpFabric implements Fabric {
@@ -148,21 +147,29 @@ export class TcpFabric implements Fabric {
   }
 }
 
-type PendingWrite = {
+/** Writes issued together into one region (tcp-wire.ts): one promise, one outcome. */
+interface Group {
+  seq: number;
+  promise: Promise<void>;
   resolve: () => void;
   reject: (err: Error) => void;
   regionKey: number;
-  offset: number;
-  length: number;
   regionBytes: number;
-};
+  offsets: number[];
+  lengths: number[];
+}
 
-export class TcpConnection extends EndpointBase implements Connection {
+export class TcpConnection extends EndpointBase implements Connection, InboundSink {
   private regionKeys = 1;
-  private nextWriteId = 1;
-  private readonly pending = new Map<number, PendingWrite>();
-  private readonly queued: Buffer[] = [];
-  private draining = false;
+  private readonly outbound: OutboundBatch;
+  private readonly inbound: InboundStream;
+  /** The group the last write opened or continued (undefined once the outbound batch ended it). */
+  private openGroup: Group | undefined;
+  private lastGroupSeq = 0;
+  /** Groups sent and not yet acknowledged, in send order (a FIFO: acks come in order). */
+  private unacked: Group[] = [];
+  private unackedHead = 0;
+  private lastAckedSeq = 0;
 
   constructor(
     private readonly fabric: TcpFabric,
@@ -172,14 +179,21 @@ export class TcpConnection extends EndpointBase implements Connection {
     peerNodeId: string,
   ) {
     super(localNodeId, peerNodeId);
+    this.outbound = new OutboundBatch(
+      socket,
+      fabric.options.highWaterBytes ?? 8 * 1024 * 1024,
+      fabric.options.coalesce ?? 'writev',
+    );
+    this.inbound = new InboundStream(this);
     socket.on('error', (err) =>
       this.shutDown(new ConnectionClosedError(`${this.describe()}: ${err.message}`)),
     );
     socket.on('close', () =>
       this.shutDown(new ConnectionClosedError(`${this.describe()}: the connection broke`)),
     );
-    socket.on('drain', () => this.flush());
-    reader.onFrame((type, payload) => this.receive(type, payload));
+    const early = reader.release();
+    socket.on('data', (chunk: Buffer) => this.inbound.push(chunk));
+    for (const chunk of early) this.inbound.push(chunk);
   }
 
   protected nextRegionKey(): number {
@@ -189,111 +203,119 @@ export class TcpConnection extends EndpointBase implements Connection {
   write(remote: RemoteRegion, offset: number, bytes: Uint8Array): Promise<void> {
     const refused = this.checkWrite(remote, offset, bytes);
     if (refused !== undefined) return Promise.reject(refused);
-    const writeId = this.nextWriteId++;
-    const header = Buffer.alloc(16);
-    header.writeUInt32LE(remote.handle.regionKey, 0);
-    header.writeUInt32LE(offset % 2 ** 32, 4);
-    header.writeUInt32LE(Math.floor(offset / 2 ** 32), 8);
-    header.writeUInt32LE(writeId, 12);
-    return new Promise<void>((resolve, reject) => {
-      this.pending.set(writeId, {
-        resolve,
-        reject,
-        regionKey: remote.handle.regionKey,
-        offset,
-        length: bytes.length,
+    const regionKey = remote.handle.regionKey;
+    const continues = this.outbound.write(regionKey, offset, bytes);
+    let group = this.openGroup;
+    if (!continues || group === undefined) {
+      assert(!continues, 'the outbound batch continues only a group this connection opened');
+      this.lastGroupSeq = (this.lastGroupSeq + 1) >>> 0;
+      group = {
+        seq: this.lastGroupSeq,
+        ...completion(),
+        regionKey,
         regionBytes: remote.handle.bytes,
-      });
-      // The frame is a copy: the caller may reuse `bytes` at once.
-      this.enqueue(frame(WRITE, Buffer.concat([header, bytes])));
-    });
+        offsets: [],
+        lengths: [],
+      };
+      this.unacked.push(group);
+      this.openGroup = group;
+    }
+    assert(group.regionKey === regionKey, 'a group stays in one region');
+    group.offsets.push(offset);
+    group.lengths.push(bytes.length);
+    return group.promise;
   }
 
   send(message: Uint8Array): void {
     this.countSend(message);
-    this.enqueue(frame(MESSAGE, Buffer.from(message)));
+    this.openGroup = undefined;
+    this.outbound.message(message);
   }
 
   close(): void {
     if (this.closed) return;
+    // What was issued before the close leaves first, as it would have without batching.
+    this.outbound.flush(true);
     try {
-      this.socket.write(frame(CLOSE, Buffer.alloc(0)));
+      const closing = Buffer.alloc(FRAME_HEADER_BYTES);
+      closing.writeUInt32LE(1, 0);
+      closing[4] = FRAME_CLOSE;
+      this.socket.write(closing);
     } catch {}
     this.shutDown(new ConnectionClosedError(`closed by ${this.localNodeId}`));
     this.socket.end();
   }
 
-  private receive(type: number, payload: Buffer): void {
-    if (this.closed) return;
-    switch (type) {
-      case WRITE: {
-        const regionKey = payload.readUInt32LE(0);
-        const offset = payload.readUInt32LE(4) + payload.readUInt32LE(8) * 2 ** 32;
-        const writeId = payload.readUInt32LE(12);
-        const refused = this.place(regionKey, offset, payload.subarray(16));
-        const ack = Buffer.alloc(5);
-        ack.writeUInt32LE(writeId, 0);
-        ack.writeUInt8(
-          refused === undefined
-            ? ACK_OK
-            : refused instanceof WriteOutOfBoundsError
-              ? ACK_BOUNDS
-              : ACK_REVOKED,
-          4,
-        );
-        this.enqueue(frame(WRITE_ACK, ack));
-        return;
-      }
-      case WRITE_ACK: {
-        const writeId = payload.readUInt32LE(0);
-        const status = payload.readUInt8(4);
-        const write = this.pending.get(writeId);
-        if (write === undefined) return;
-        this.pending.delete(writeId);
-        if (status === ACK_OK) write.resolve();
-        else if (status === ACK_BOUNDS)
-          write.reject(new WriteOutOfBoundsError(write.offset, write.length, write.regionBytes));
-        else write.reject(new RegionRevokedError(write.regionKey));
-        return;
-      }
-      case MESSAGE:
-        this.deliverMessage(new Uint8Array(payload));
-        return;
-      case CLOSE:
-        this.shutDown(new ConnectionClosedError(`closed by peer ${this.peerNodeId}`));
-        this.socket.end();
-        return;
-      default:
-        this.shutDown(new ConnectionClosedError(`${this.describe()}: unknown frame type ${type}`));
-        this.socket.destroy();
-    }
+  // ---- InboundSink: what the parser reports ----
+
+  get open(): boolean {
+    return !this.closed;
   }
 
-  private enqueue(bytes: Buffer): void {
-    if (this.draining || this.queued.length > 0) {
-      this.queued.push(bytes);
+  region(regionKey: number): PlacementRegion | undefined {
+    return this.regions.get(regionKey);
+  }
+
+  message(bytes: Uint8Array): void {
+    this.deliverMessage(bytes);
+  }
+
+  completed(throughGroup: number, failures: GroupFailure[]): void {
+    if (this.closed) return;
+    this.openGroup = undefined;
+    this.outbound.ack(throughGroup, failures);
+  }
+
+  acknowledged(throughGroup: number, failures: GroupFailure[]): void {
+    let count = (throughGroup - this.lastAckedSeq) >>> 0;
+    if (count > this.unacked.length - this.unackedHead) {
+      this.malformed(`ack through group ${throughGroup}, beyond the groups sent`);
       return;
     }
-    this.socket.write(bytes);
-    if (this.socket.writableLength > (this.fabric.options.highWaterBytes ?? 8 * 1024 * 1024))
-      this.draining = true;
+    this.lastAckedSeq = throughGroup;
+    let f = 0;
+    for (; count > 0; count--) {
+      const group = this.unacked[this.unackedHead++]!;
+      if (group === this.openGroup) this.openGroup = undefined;
+      const failure = failures[f];
+      if (failure === undefined || failure.group !== group.seq) {
+        group.resolve();
+        continue;
+      }
+      f += 1;
+      if (failure.status === STATUS_OUT_OF_BOUNDS) {
+        const i = Math.min(failure.write, group.offsets.length - 1);
+        group.reject(new WriteOutOfBoundsError(group.offsets[i]!, group.lengths[i]!, group.regionBytes));
+      } else group.reject(new RegionRevokedError(group.regionKey));
+    }
+    if (f < failures.length) {
+      this.malformed(`ack lists group ${failures[f]!.group}, not acknowledged`);
+      return;
+    }
+    if (this.unackedHead > 1024 && this.unackedHead * 2 > this.unacked.length) {
+      this.unacked = this.unacked.slice(this.unackedHead);
+      this.unackedHead = 0;
+    }
   }
 
-  private flush(): void {
-    this.draining = false;
-    while (this.queued.length > 0 && !this.draining && !this.closed) {
-      this.socket.write(this.queued.shift()!);
-      if (this.socket.writableLength > (this.fabric.options.highWaterBytes ?? 8 * 1024 * 1024))
-        this.draining = true;
-    }
+  closedByPeer(): void {
+    this.shutDown(new ConnectionClosedError(`closed by peer ${this.peerNodeId}`));
+    this.socket.end();
+  }
+
+  malformed(reason: string): void {
+    this.shutDown(new ConnectionClosedError(`${this.describe()}: malformed stream: ${reason}`));
+    this.socket.destroy();
   }
 
   private shutDown(reason: Error): void {
     if (!this.markClosed(reason)) return;
     this.fabric.forget(this);
-    this.queued.length = 0;
-    for (const write of this.pending.values()) write.reject(reason);
-    this.pending.clear();
+    this.outbound.discard();
+    this.openGroup = undefined;
+    for (let i = this.unackedHead; i < this.unacked.length; i++) this.unacked[i]!.reject(reason);
+    this.unacked = [];
+    this.unackedHead = 0;
   }
 }
 

@@ -9,7 +9,15 @@
  *   into a `RemoteRegion` and writes at offsets within it.
  * - `write` resolves once the bytes are placed in the peer's region (the RDMA completion) and
  *   rejects with a typed FabricError when they cannot be (revoked region, out of bounds, closed or
- *   broken connection). Writes on one connection are placed in issue order.
+ *   broken connection). Writes on one connection are placed in issue order. Writes issued together
+ *   may complete together (tcp: consecutive writes into one region in one tick share an outcome;
+ *   if one is refused, all of them reject, and those not refused may have landed).
+ * - The caller may reuse a write's buffer as soon as `write` returns: a fabric that reads it later
+ *   copies it at issue. To spare that copy, pass `TransferredBytes` (transfer.ts): `transferBytes`
+ *   takes the caller's memory (its view is then empty, or left alone when the bytes were copied
+ *   once instead), and the result is immutable by contract — read and post it any number of times,
+ *   never write into it — so a fabric may keep a reference until the write completes (memory, tcp)
+ *   or copy it as any Uint8Array (rdma). The caller's guarantee is the same either way.
  * - `send` carries ordered two-sided control messages (bytes; the codec is replication's). The
  *   ordering rule the protocol relies on (RC semantics): a message sent after a write's promise
  *   resolved is delivered after that write's bytes are in place. Messages are delivered in send
@@ -65,7 +73,10 @@ export interface Connection {
 
   registerRegion(bytes: number): LocalRegion;
   remoteRegion(handle: RegionHandle): RemoteRegion;
-  /** One-sided write of `bytes` at `offset` of the peer's region; resolves when placed. */
+  /**
+   * One-sided write of `bytes` at `offset` of the peer's region; resolves when placed. The caller
+   * may reuse `bytes` at once; `TransferredBytes` (transfer.ts) spare the fabric a copy.
+   */
   write(remote: RemoteRegion, offset: number, bytes: Uint8Array): Promise<void>;
   /** Ordered control message to the peer (copied; the caller may reuse `message`). */
   send(message: Uint8Array): void;

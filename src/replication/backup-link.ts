@@ -19,6 +19,7 @@ import { assert } from '../assert.js';
 import { crc32c } from '../engine/crc.js';
 import type { CompactionCommittedEvent, IndexSegmentWrittenEvent } from '../engine/hooks.js';
 import { StaleEpochError, TalosError } from '../errors.js';
+import { TransferredBytes } from '../fabric/transfer.js';
 import type { Connection, RemoteRegion } from '../fabric/types.js';
 import { mutant } from '../mutants.js';
 import { trace } from '../trace.js';
@@ -236,7 +237,7 @@ export class BackupLink {
     persisted.catch(() => {});
     const slotFree = this.indexSlotFree[slot]!;
     this.indexSlotFree[slot] = persisted.catch(() => {});
-    const bytes = Buffer.from(event.bytes);
+    const bytes = TransferredBytes.copyOf(event.bytes); // one copy; the fabric sends it by reference
     const issued = this.issueChain.then(() => slotFree);
     this.issueChain = issued.catch(() => {});
     const written = issued.then(() => {

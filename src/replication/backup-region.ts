@@ -8,7 +8,8 @@
  *   of one segment each, answer BackupReady with their handles and the persisted position.
  * - SegmentSealed: check epoch and the CRC of the buffer's used prefix, persist it as a local
  *   segment and record it in the segment map (one manifest write), answer SegmentPersisted.
- * - IndexSegment: check the CRC, translate every value pointer through the segment map (a missing
+ * - IndexSegment: verify and translate in one pass (index-translate.ts: each block's CRC checked
+ *   once on a private copy, every value pointer rewritten through the segment map — a missing
  *   mapping is refused, never guessed), persist, answer IndexSegmentPersisted.
  * - CompactionCommit: install the level change atomically, answer CompactionCommitted.
  * - Re-sync (§7): InstallLevels replaces every level at once (LevelsInstalled); Rebase re-keys the
@@ -20,7 +21,6 @@
  *   gets Refused with the error's code, and the region stops accepting (fail-stop).
  */
 import { assert } from '../assert.js';
-import { crc32c } from '../engine/crc.js';
 import { translateIndexSegment } from '../engine/index-segment.js';
 import type { Store } from '../engine/store.js';
 import { TalosError } from '../errors.js';
@@ -361,9 +361,10 @@ export class BackupRegion {
     if (buffer === undefined) throw new TalosError('BAD_SLOT', `no index buffer ${message.slot}`);
     if (message.usedBytes > buffer.bytes.length)
       throw new TalosError('BAD_INDEX', 'usedBytes beyond the buffer');
-    const bytes = Buffer.from(buffer.bytes.subarray(0, message.usedBytes));
-    if (crc32c(bytes) !== message.crc32c)
-      throw new TalosError('CORRUPT_SEGMENT', 'shipped index segment crc mismatch');
+    // No copy and no whole-segment CRC here: the translation copies the bytes first and checks
+    // every block's CRC and the metadata CRC on its copy (one pass, index-translate.ts), which
+    // covers every byte the shipping CRC covers.
+    const bytes = Buffer.from(buffer.bytes.buffer, buffer.bytes.byteOffset, message.usedBytes);
     if (tracing()) {
       const pointedInto = new Set<number>();
       translateIndexSegment(bytes, store.segmentBytes, (primary) => {

@@ -23,8 +23,8 @@
 import { assert, assertOffset } from '../assert.js';
 import { crc32c } from '../engine/crc.js';
 import type { CompactionCommittedEvent } from '../engine/hooks.js';
-import { translateIndexSegment, verifyIndexSegment } from '../engine/index-segment.js';
 import type { IndexSegmentDescriptor } from '../engine/index-segment-reader.js';
+import { translateIndexSegmentChecked } from '../engine/index-translate.js';
 import type { LogPosition, LogSegmentEntry } from '../engine/manifest.js';
 import { parseRecords } from '../engine/record.js';
 import type { Store } from '../engine/store.js';
@@ -123,8 +123,13 @@ export class BackupStore {
     const name = `shipped index segment @${args.primarySegmentOffset}`;
     if (args.bytes.length > store.segmentBytes) throw new CorruptSegmentError(name, 'larger than a segment');
     const segmentMap = new Map(store.segmentMapEntries());
-    const translated = translateIndexSegment(args.bytes, store.segmentBytes, (p) => segmentMap.get(p), name);
-    const meta = verifyIndexSegment(translated, name);
+    // One pass: every block's CRC checked once, pointers and CRCs rewritten (index-translate.ts).
+    const { bytes: translated, meta } = translateIndexSegmentChecked(
+      args.bytes,
+      store.segmentBytes,
+      (p) => segmentMap.get(p),
+      name,
+    );
     const offset = store.mutate(() => {
       const allocated = store.allocateSegment();
       store.writeRaw(allocated, translated, 'index');

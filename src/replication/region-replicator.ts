@@ -31,6 +31,7 @@ import type {
   SegmentSealedEvent,
 } from '../engine/hooks.js';
 import type { CommitTail, Store } from '../engine/store.js';
+import { TransferredBytes } from '../fabric/transfer.js';
 import { mutant } from '../mutants.js';
 import type { BackupLink } from './backup-link.js';
 import type { ReplicationMode } from './messages.js';
@@ -103,7 +104,8 @@ export class RegionReplicator {
     assert(seq === this.replicatedSeq, () => `replication of segment ${seq} while at ${this.replicatedSeq}`);
     assert(usedBytes >= this.replicatedOffset, 'the log only grows');
     if (usedBytes === this.replicatedOffset) return;
-    const chunk = Buffer.from(bytes.subarray(this.replicatedOffset, usedBytes));
+    // One copy per group, however many backups: every link posts the same transferred bytes.
+    const chunk = TransferredBytes.copyOf(bytes.subarray(this.replicatedOffset, usedBytes));
     const offset = this.replicatedOffset;
     const writes = this.links.map((link) => link.writeLog(seq, offset, chunk));
     this.lastWrite = Promise.all([this.lastWrite, ...writes]).then(() => {});

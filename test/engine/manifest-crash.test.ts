@@ -18,8 +18,8 @@ import { TINY } from '../support/store.js';
 jest.setTimeout(120_000);
 
 const OPTIONS = { ...TINY, syncPolicy: 'always' as const, manifestRotateBytes: 1024 };
-const WRITES = 300;
-const keyOf = (i: number): string => `key-${(i * 7) % 131}`;
+const WRITES = 400;
+const keyOf = (i: number): string => `key-${(i * 7) % 331}`;
 const valueFor = (i: number): string => `value-${i}-${'x'.repeat(10 + (i % 40))}`;
 
 const CRASHES = [

@@ -396,7 +396,8 @@ describe('replication gates', () => {
     const { store } = await openTiny(new SimDevice(), { autoCompact: false });
     const full: number[] = [];
     store.hooks.on('l0Full', (e) => full.push(e.entryCount));
-    for (let i = 0; i < 200; i++) await store.put(`k${String(i).padStart(3, '0')}`, 'v'.repeat(10));
+    // Enough keys for several index segments of the flush (4 KiB each, prefix-compressed).
+    for (let i = 0; i < 600; i++) await store.put(`k${String(i).padStart(3, '0')}`, 'v'.repeat(10));
     expect(full).toHaveLength(1);
     const shipped: number[] = [];
     let release: (() => void) | undefined;

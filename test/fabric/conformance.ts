@@ -5,6 +5,8 @@
  * - listen/connect with a handshake the acceptor sees (node id, epoch) and may refuse;
  * - one-sided writes placing bytes exactly at an offset of the peer's registered region, resolving
  *   only once placed; bounds checked before anything is placed; large and concurrent writes;
+ *   the caller may reuse its buffer at once, a plain one or one it transferred (transfer.ts);
+ *   writes issued together into a revoked and a live region fail only for the revoked one;
  * - ordering: a message sent after a write completed is delivered after its bytes are visible;
  *   messages arrive in send order in both directions (RC semantics);
  * - revoke: later writes into a revoked region fail, earlier bytes stay, the connection stays usable;
@@ -26,6 +28,7 @@ import {
   RegionRevokedError,
   WriteOutOfBoundsError,
 } from '../../src/errors.js';
+import { TRANSFER_MIN_BYTES, transferBytes } from '../../src/fabric/transfer.js';
 import type { Connection, Fabric, Handshake, Listener, LocalRegion } from '../../src/fabric/types.js';
 import { propertyParams } from '../support/property.js';
 
@@ -134,6 +137,56 @@ export function describeFabricConformance(
       reused.fill(0x7a);
       await done;
       expect(Buffer.from(local.bytes.subarray(0, 3)).toString()).toBe('abc');
+    });
+
+    test('transferred bytes (transfer.ts): land like any write; the caller reusing its view changes nothing; posting them again carries the same bytes', async () => {
+      const p = await pair();
+      const size = 2 * TRANSFER_MIN_BYTES;
+      const { local, remote } = region(p, 2 * size);
+      const view = Buffer.alloc(size, 0x41);
+      const moved = transferBytes(view);
+      // Posted twice, at two offsets; the caller's view is empty now (detached): writing into it
+      // is ignored or throws, and never reaches the posted bytes.
+      const first = p.client.write(remote, 0, moved);
+      const second = p.client.write(remote, size, moved);
+      expect(view.length).toBe(0);
+      view[0] = 0x5a;
+      expect(() => view.fill(0x5a)).toThrow(/detached/);
+      await Promise.all([first, second]);
+      expect(local.bytes.every((b) => b === 0x41)).toBe(true);
+      // A slice of a larger buffer is copied by transferBytes: the source stays the caller's.
+      const big = Buffer.alloc(3 * size, 0x42);
+      const slice = big.subarray(size, 2 * size);
+      const copied = p.client.write(remote, 0, transferBytes(slice));
+      slice.fill(0x5b);
+      await copied;
+      expect(Buffer.from(local.bytes.subarray(0, size)).every((b) => b === 0x42)).toBe(true);
+      expect(big[size]).toBe(0x5b);
+    });
+
+    test('writes issued together into a revoked and a live region: only those into the revoked one fail', async () => {
+      const p = await pair();
+      const gone = region(p, 64);
+      const live = region(p, 64);
+      p.server.revoke(gone.local);
+      const outcomes = await Promise.allSettled([
+        p.client.write(live.remote, 0, Buffer.from('ab')),
+        p.client.write(live.remote, 2, Buffer.from('cd')),
+        p.client.write(gone.remote, 0, Buffer.from('xx')),
+        p.client.write(gone.remote, 2, Buffer.from('yy')),
+        p.client.write(live.remote, 4, Buffer.from('ef')),
+      ]);
+      expect(outcomes.map((o) => o.status)).toEqual([
+        'fulfilled',
+        'fulfilled',
+        'rejected',
+        'rejected',
+        'fulfilled',
+      ]);
+      for (const o of outcomes.slice(2, 4))
+        expect((o as PromiseRejectedResult).reason).toBeInstanceOf(RegionRevokedError);
+      expect(Buffer.from(live.local.bytes.subarray(0, 6)).toString()).toBe('abcdef');
+      expect(gone.local.bytes.every((b) => b === 0)).toBe(true);
     });
 
     test('out-of-bounds writes are rejected with WriteOutOfBoundsError and place nothing', async () => {

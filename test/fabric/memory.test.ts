@@ -1,10 +1,12 @@
 /**
  * The memory fabric: the conformance suite every fabric passes, then its fault API (partition,
- * heal, drop, delay, failed writes, broken connections), its scheduler hook and its totals.
+ * heal, drop, delay, failed writes, broken connections), its scheduler hook and its totals, and
+ * that it keeps transferred bytes by reference instead of copying them.
  */
 import { ManualClock } from '../../src/clock/index.js';
 import { ConnectionClosedError, UnreachableError } from '../../src/errors.js';
 import { MemoryFabric } from '../../src/fabric/memory.js';
+import { TRANSFER_MIN_BYTES, transferBytes } from '../../src/fabric/transfer.js';
 import type { Connection } from '../../src/fabric/types.js';
 import { describeFabricConformance, eventually } from './conformance.js';
 
@@ -26,6 +28,26 @@ async function connected(fabric: MemoryFabric): Promise<{ client: Connection; se
   const client = await fabric.connect('mem://b', { nodeId: 'a', epoch: 1 });
   return { client, server: server! };
 }
+
+describe('memory fabric: transferred bytes', () => {
+  test('are delivered by reference, not copied at issue — which is why their holder must not change them', async () => {
+    const fabric = new MemoryFabric();
+    const { client, server } = await connected(fabric);
+    const local = server.registerRegion(2 * TRANSFER_MIN_BYTES);
+    const remote = client.remoteRegion(local.handle);
+    const moved = transferBytes(Buffer.alloc(TRANSFER_MIN_BYTES, 1));
+    const plain = Buffer.alloc(TRANSFER_MIN_BYTES, 1);
+    const writes = [client.write(remote, 0, moved), client.write(remote, TRANSFER_MIN_BYTES, plain)];
+    // Both changed after posting, before delivery: the contract forbids it for `moved`; the lane
+    // kept a reference to it, so the change lands. The plain buffer was copied: its change does not.
+    moved.fill(2);
+    plain.fill(2);
+    await Promise.all(writes);
+    expect(local.bytes[0]).toBe(2);
+    expect(local.bytes[TRANSFER_MIN_BYTES]).toBe(1);
+    await fabric.close();
+  });
+});
 
 describe('memory fabric faults', () => {
   test("partition breaks a node's connections and refuses new ones until healed", async () => {

@@ -171,7 +171,7 @@ describe('replication data plane (memory fabric)', () => {
   test('build-index: backups index sealed segments themselves and compact; no index segment is shipped', async () => {
     const s = await setUp(2, {}, 'build-index');
     for (let i = 0; i < 600; i++) {
-      const key = `k${String((i * 7) % 170).padStart(3, '0')}`;
+      const key = `k${String((i * 7) % 409).padStart(3, '0')}`;
       if (i % 13 === 0) await s.primary.delete(key);
       else await s.primary.put(key, `v${i}-${'x'.repeat(i % 50)}`);
     }

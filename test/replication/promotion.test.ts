@@ -1,5 +1,5 @@
 /**
- * Promotion on the engine alone (PROTOCOL §6): a backup fed by a primary's hooks loses its primary;
+ * Promotion on engine stores alone (src/replication/promotion.ts) (PROTOCOL §6): a backup fed by a primary's hooks loses its primary;
  * its log buffer (the primary's unsealed active segment, as one-sided writes left it) is the tail.
  * Promoted and reopened, it must serve exactly what the primary acknowledged, keep working as a
  * primary, and survive a reopen. Rebase then lets another backup follow the new primary.

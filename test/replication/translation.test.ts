@@ -1,5 +1,5 @@
 /**
- * Index shipping on the engine alone: a primary store's hooks feed a backup store on another
+ * Index shipping on engine stores alone (the backup side, src/replication/backup-store.ts): a primary store's hooks feed a backup store on another
  * device whose segment numbers differ (it starts with unrelated segments in use). The backup
  * persists shipped log segments through its segment map, translates each shipped index segment's
  * value pointers, installs every compaction commit — and must then answer a full scan exactly as

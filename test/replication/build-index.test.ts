@@ -1,5 +1,5 @@
 /**
- * Build-Index mode on the engine alone (PROTOCOL §5, last paragraph): a backup store persists
+ * Build-Index mode on engine stores alone (the backup side, src/replication/backup-store.ts) (PROTOCOL §5, last paragraph): a backup store persists
  * shipped log segments and indexes their records into its own L0 (`indexShippedLogSegment`), with
  * local pointers, then flushes and compacts by itself. Partial seals followed by the full seal index
  * each record once; segments are indexed in order; corrupt bytes are refused; a restart with
@@ -240,7 +240,7 @@ describe('a Build-Index backup flushes and compacts on its own', () => {
     const backup = await openBackup();
     feed(primary, { backup });
     for (let i = 0; i < 600; i++) {
-      const key = `k${String((i * 37) % 180).padStart(3, '0')}`;
+      const key = `k${String((i * 37) % 451).padStart(3, '0')}`;
       if (i % 11 === 0) await primary.delete(key);
       else await primary.put(key, `v${i}-${'x'.repeat(i % 60)}`);
     }
