@@ -1,5 +1,5 @@
 /**
- * abstract-level's whole test suite against TalosLevel, run by its own runner (tape) in a child
+ * abstract-level's whole test suite against TalosLevel and TalosClusterLevel, run by its own runner (tape) in a child
  * process (abstract-suite.ts). Fails on any failed assertion, on a suite that did not finish, and
  * on one that ran suspiciously few assertions; the failures' TAP is in the message.
  */
@@ -44,15 +44,22 @@ function runSuite(script: string): Promise<TapSummary> {
 }
 
 describe('abstract-level suite', () => {
-  it('TalosLevel passes every case', async () => {
-    const summary = await runSuite('test/level/abstract-suite.ts');
-    const report = `${summary.passCount} passed, ${summary.failCount} failed\n${summary.failures.slice(0, 20).join('\n')}`;
-    expect({ failCount: summary.failCount, exitCode: summary.exitCode, report }).toEqual({
-      failCount: 0,
-      exitCode: 0,
-      report: `${summary.passCount} passed, 0 failed\n`,
-    });
-    // The whole suite (its sublevel rerun included) is some 5 000 assertions.
-    expect(summary.passCount).toBeGreaterThan(4000);
-  }, 600_000);
+  it.each([
+    ['TalosLevel', 'test/level/abstract-suite.ts'],
+    ['TalosClusterLevel', 'test/level/abstract-suite-cluster.ts'],
+  ])(
+    '%s passes every case',
+    async (_name, script) => {
+      const summary = await runSuite(script);
+      const report = `${summary.passCount} passed, ${summary.failCount} failed\n${summary.failures.slice(0, 20).join('\n')}`;
+      expect({ failCount: summary.failCount, exitCode: summary.exitCode, report }).toEqual({
+        failCount: 0,
+        exitCode: 0,
+        report: `${summary.passCount} passed, 0 failed\n`,
+      });
+      // The whole suite (its sublevel rerun included) is some 5 000 assertions.
+      expect(summary.passCount).toBeGreaterThan(4000);
+    },
+    600_000,
+  );
 });

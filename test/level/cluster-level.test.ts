@@ -88,3 +88,43 @@ describe('TalosClusterLevel', () => {
     await db.close();
   });
 });
+
+describe('batches across a failover', () => {
+  it('acknowledged batches are wholly on the promoted primary, in both replication modes', async () => {
+    for (const mode of ['send-index', 'build-index'] as const) {
+      const c = await createLocalCluster({
+        nodes: 3,
+        regions: 1,
+        replicas: 3,
+        mode,
+        leaseTtlMs: 300,
+        store: { segmentBytes: 4096, l0Bytes: 1024, growthFactor: 2, maxLevels: 4, maxKeyBytes: 64 },
+      });
+      try {
+        const client = c.client();
+        for (let i = 0; i < 40; i++) {
+          await client.batch(
+            Array.from({ length: 5 }, (_, j) => ({
+              type: 'put' as const,
+              key: `b${i}-${j}`,
+              value: `v${i}-${'x'.repeat(60)}`,
+            })),
+          );
+        }
+        const primary = c.regions()[0]!.primary;
+        await c.killNode(primary);
+        await c.waitForRegions((map) => map.every((r) => r.primary !== primary), 20_000);
+        const rows = await client.scan();
+        expect(rows.length).toBe(200);
+        const counts = new Map<string, number>();
+        for (const row of rows) {
+          const batch = row.key.toString().split('-')[0]!;
+          counts.set(batch, (counts.get(batch) ?? 0) + 1);
+        }
+        expect([...counts.values()].every((n) => n === 5)).toBe(true);
+      } finally {
+        await c.close();
+      }
+    }
+  }, 120_000);
+});
