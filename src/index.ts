@@ -45,6 +45,7 @@ export * from './fabric/index.js';
 export { RdmaFabric, type RdmaFabricOptions, rdmaDevices } from './fabric/rdma/index.js';
 export { TcpFabric, type TcpFabricOptions } from './fabric/tcp.js';
 export type { TlsCredentials } from './fabric/tls.js';
+export { compareKeys, type KeyLike } from './keys.js';
 export { BackupRefusedError } from './replication/backup-link.js';
 export type { ReplicationMode } from './replication/messages.js';
 export { PrimarySession, ResyncRequiredError } from './replication/primary-session.js';

@@ -15,10 +15,26 @@
  * Buffer.from(…, 'utf8') as U+FFFD (EF BF BD); keys holding one are not well-formed Unicode, and
  * `compareKeys` then orders by code unit (a lone surrogate is not a key a store can round-trip).
  * test/unit/keys.test.ts checks agreement with Buffer.compare on UTF-8 for well-formed strings.
+ *
+ * Binary keys (a `Uint8Array`, on the client protocol and in the clients) are their own bytes;
+ * a string key is its UTF-8 bytes, so `'a'` and `Buffer.from('a')` are the same key. Comparing a
+ * binary key with a string (a region bound, say) compares the string's UTF-8 bytes with
+ * Buffer.compare: byte order again, whatever bytes the key holds (it need not be UTF-8).
  */
 
-/** Negative, zero or positive as `a` sorts before, with or after `b` in UTF-8 byte order. */
-export function compareKeys(a: string, b: string): number {
+/** A key as users give it: a string (its UTF-8 bytes) or bytes. */
+export type KeyLike = string | Uint8Array;
+
+/** Negative, zero or positive as `a` sorts before, with or after `b` in (UTF-8) byte order. */
+export function compareKeys(a: KeyLike, b: KeyLike): number {
+  if (typeof a !== 'string' || typeof b !== 'string') {
+    if (typeof b === 'string') return compareBytesWithString(a as Uint8Array, b);
+    if (typeof a === 'string') {
+      const c = compareBytesWithString(b, a);
+      return c === 0 ? 0 : -c; // never -0
+    }
+    return Buffer.compare(a, b);
+  }
   if (a === b) return 0;
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) {
@@ -41,40 +57,60 @@ function orderUnit(unit: number): number {
   return unit - 0x800; // 0xE000–0xFFFF → 0xD800–0xF7FF
 }
 
+/**
+ * Bytes against a string's UTF-8 without encoding it while the string is ASCII (region bounds
+ * are, as a rule): a code unit below 0x80 is its own UTF-8 byte. At the first other unit the rest
+ * is compared as bytes.
+ */
+function compareBytesWithString(a: Uint8Array, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const unit = b.charCodeAt(i);
+    if (unit >= 0x80) return Buffer.compare(a.subarray(i), Buffer.from(b.slice(i), 'utf8'));
+    if (a[i] !== unit) return a[i]! - unit;
+  }
+  if (a.length === b.length) return 0;
+  if (a.length < b.length) return -1;
+  return 1;
+}
+
 /** The larger of two keys in byte order. */
-export function maxKeyOf(a: string, b: string): string {
+export function maxKeyOf<A extends KeyLike, B extends KeyLike>(a: A, b: B): A | B {
   return compareKeys(a, b) >= 0 ? a : b;
 }
 
 /** The smaller of two keys in byte order. */
-export function minKeyOf(a: string, b: string): string {
+export function minKeyOf<A extends KeyLike, B extends KeyLike>(a: A, b: B): A | B {
   return compareKeys(a, b) <= 0 ? a : b;
 }
 
-/** A user key: a string (stored as its UTF-8 bytes) or the bytes themselves. */
-export type KeyLike = string | Uint8Array;
+/** Whether `key` lies in `[minKey, maxKey)` (maxKey undefined = unbounded) in byte order. */
+export function keyInRange(key: KeyLike, minKey: KeyLike, maxKey: KeyLike | undefined): boolean {
+  return compareKeys(key, minKey) >= 0 && (maxKey === undefined || compareKeys(key, maxKey) < 0);
+}
 
-/** The bytes a store holds for `key` (a view for byte arrays, UTF-8 for strings). */
+/** The key's bytes: a string's UTF-8, or a view of the given bytes (no copy). */
 export function keyBytesOf(key: KeyLike): Buffer {
   if (typeof key === 'string') return Buffer.from(key, 'utf8');
-  return Buffer.from(key.buffer, key.byteOffset, key.byteLength);
+  return Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength);
 }
 
-/** `compareKeys` for keys that may be bytes: the same byte order (strings compared unencoded). */
-export function compareKeyLike(a: KeyLike, b: KeyLike): number {
-  if (typeof a === 'string' && typeof b === 'string') return compareKeys(a, b);
-  return Buffer.compare(keyBytesOf(a), keyBytesOf(b));
+/** How many bytes the key is: a string's UTF-8 length. */
+export function keyByteLength(key: KeyLike): number {
+  return typeof key === 'string' ? Buffer.byteLength(key, 'utf8') : key.byteLength;
 }
 
-/** A key for a message: strings as JSON, bytes as UTF-8 text when they are valid UTF-8, else hex. */
+/** A key for a message: strings as JSON, bytes as text when they are valid UTF-8, else hex (64 bytes at most). */
 export function describeKeyLike(key: KeyLike): string {
   if (typeof key === 'string') return JSON.stringify(key);
   const bytes = keyBytesOf(key);
   const text = bytes.toString('utf8');
-  return Buffer.from(text, 'utf8').equals(bytes) ? JSON.stringify(text) : `0x${bytes.toString('hex')}`;
+  if (Buffer.from(text, 'utf8').equals(bytes)) return JSON.stringify(text);
+  const hex = bytes.subarray(0, 64).toString('hex');
+  return `0x${hex}${bytes.length > 64 ? `… (${bytes.length} bytes)` : ''}`;
 }
 
-/** Whether `key` lies in `[minKey, maxKey)` (maxKey undefined = unbounded) in byte order. */
-export function keyInRange(key: KeyLike, minKey: string, maxKey: string | undefined): boolean {
-  return compareKeyLike(key, minKey) >= 0 && (maxKey === undefined || compareKeyLike(key, maxKey) < 0);
+/** Whether `value` is something a client accepts as a key. */
+export function isKey(value: unknown): value is KeyLike {
+  return typeof value === 'string' || value instanceof Uint8Array;
 }

@@ -1,7 +1,8 @@
 /**
  * Paper reproduction: Send-Index vs Build-Index side by side, measured the way the Talos / Tebis
  * papers do. `npm run bench:paper -- [--quick] [--json] [--keys N] [--run-ops N] [--mixes SD80,SD]
- * [--gfs 4,8] [--no-runs] [--doc PATH]`.
+ * [--gfs 4,8] [--no-runs] [--doc PATH]`; `--breakdown` runs breakdown-run.ts instead (where a put's CPU
+ * goes: in-process cluster, RF 1 on one process, RF 3 / RF 2 on three).
  *
  * Deployment per (configuration, mode): one etcd for the whole run; three `talos node` processes
  * (TCP fabric on loopback, files under a fresh directory), RF = 3, three regions, so each node is
@@ -23,24 +24,22 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { Presets, SingleBar } from 'cli-progress';
 import { Command } from 'commander';
-import * as hdr from 'hdr-histogram-js';
 import { type LocalEtcd, startLocalEtcd } from '../../coordination/etcd-server.js';
 import { createPrng } from '../../src/engine/prng.js';
 import type { ReplicationMode } from '../../src/replication/messages.js';
-import { keptAnalysis, ratio, runWorkers } from '../support.js';
+import { keptAnalysis, ratio } from '../support.js';
+import { breakdownReport, runBreakdown } from './breakdown-run.js';
 import { barChartSvg, type ChartPoint } from './charts.js';
-import { type Deployment, deploy, type NodeSample, type StoreLayout } from './processes.js';
-import { type IoShares, ioShares, readProfiles } from './profile-summary.js';
+import { type Config, CPU_PARTS, type PhaseResult, round, runPhase, valuePool } from './phase.js';
+import { deploy, type StoreLayout } from './processes.js';
+import { ioShares, readProfiles } from './profile-summary.js';
 import {
   MIX_NAMES,
   type MixName,
   type Operation,
   RUN_WORKLOADS,
-  recordKey,
   runOperations,
-  valueBytes,
   WORKLOAD_LABEL,
   type WorkloadName,
 } from './workload.js';
@@ -65,63 +64,7 @@ interface Options {
   l0Bytes: string;
   profile?: string;
   regions: string;
-}
-
-interface Config {
-  mix: MixName;
-  gf: number;
-  /** Run A–D after the load (the headline configuration of a full run). */
-  runs: boolean;
-}
-
-export interface PhaseResult {
-  workload: WorkloadName;
-  mode: ReplicationMode;
-  mix: MixName;
-  gf: number;
-  ops: number;
-  appBytes: number;
-  seconds: number;
-  opsPerSec: number;
-  p50Us: number;
-  p99Us: number;
-  notFound: number;
-  backupIoBytes: number;
-  backupIoAmp: number | null;
-  floorAmp: number | null;
-  backupVsFloor: number | null;
-  backupLogWrittenBytes: number;
-  backupIndexWrittenBytes: number;
-  backupIndexReadBytes: number;
-  backupManifestBytes: number;
-  backupOtherBytes: number;
-  backupCpuUsPerOp: number;
-  /**
-   * Backup CPU per op by where it went: log segments persisted (SegmentSealed), shipped index
-   * segments verified + translated + written (IndexSegment), compactions installed
-   * (CompactionCommit / InstallLevels), other messages, and the rest: Build-Index backups' own
-   * flushes and compactions.
-   */
-  backupCpuBreakdown: Record<string, number>;
-  primaryCpuUsPerOp: number;
-  nodeCpuUsPerOp: number;
-  /** Process CPU of the nodes that hold no primary store (only with --regions 1), per op; null otherwise. */
-  pureBackupCpuUsPerOp: number | null;
-  networkBytes: number;
-  networkAmp: number | null;
-  procWriteBytes: number;
-  backupBufferBytes: number;
-  backupL0PeakBytes: number;
-  peakRssBytes: number;
-  levelsMin: number;
-  levelsMax: number;
-  /**
-   * Per node: the worst event-loop delay p99 of the run's 1 s scrape intervals, and the longest
-   * delay seen (prom-client's histogram, reset at every scrape).
-   */
-  eventLoop: { nodeId: string; p99Ms: number; maxMs: number }[];
-  /** With --profile: where the nodes' JS threads waited on I/O, as shares of non-idle samples. */
-  jsThreadIo?: IoShares;
+  breakdown: boolean;
 }
 
 interface Pair {
@@ -140,207 +83,7 @@ interface Pair {
   throughputRatio: number;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-const total = (samples: NodeSample[], f: (s: NodeSample) => number): number =>
-  samples.reduce((sum, s) => sum + f(s), 0);
-const round = (x: number, digits = 2): number => Number(x.toFixed(digits));
 const pct = (share: number): string => `${(share * 100).toFixed(2)} %`;
-
-/** Values: views into one pool of random bytes (deterministic per seed). */
-function valuePool(seed: number): Buffer {
-  const rng = createPrng(seed);
-  const pool = Buffer.alloc(1 << 20);
-  for (let i = 0; i < pool.length; i += 4) pool.writeUInt32LE(rng.int(0, 0x7fffffff), i);
-  return pool;
-}
-
-/** Waits until backup bytes, CPU and fabric bytes stop moving (two equal samples), up to 30 s. */
-async function quiet(dep: Deployment): Promise<NodeSample[]> {
-  let last = '';
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    await sleep(500);
-    const samples = await dep.sample();
-    const key = JSON.stringify(
-      samples.map((s) => [s.backupWrittenBytes, s.backupReadBytes, s.fabricBytes, s.primaryWrittenBytes]),
-    );
-    if (key === last || Date.now() > deadline) return samples;
-    last = key;
-  }
-}
-
-async function runPhase(
-  dep: Deployment,
-  config: Config,
-  mode: ReplicationMode,
-  workload: WorkloadName,
-  ops: Operation[],
-  pool: Buffer,
-  concurrency: number,
-  progress: boolean,
-): Promise<PhaseResult> {
-  const value = (record: number, version: number): Buffer => {
-    const bytes = valueBytes(config.mix, record);
-    const at = ((record * 7919 + version * 104729) >>> 0) % (pool.length - bytes);
-    return pool.subarray(at, at + bytes);
-  };
-  const before = await dep.sample();
-  let l0Peak = total(before, (s) => s.backupL0Bytes);
-  const loop = new Map<string, { p99Ms: number; maxMs: number }>();
-  const noteLoop = (samples: NodeSample[]): void => {
-    for (const s of samples) {
-      const seen = loop.get(s.nodeId) ?? { p99Ms: 0, maxMs: 0 };
-      if (Number.isFinite(s.loop.p99Ms)) seen.p99Ms = Math.max(seen.p99Ms, s.loop.p99Ms);
-      if (Number.isFinite(s.loop.maxMs)) seen.maxMs = Math.max(seen.maxMs, s.loop.maxMs);
-      loop.set(s.nodeId, seen);
-    }
-  };
-  let sampling = true;
-  const sampler = (async () => {
-    while (sampling) {
-      await sleep(1000);
-      if (!sampling) break;
-      const now = await dep.sample().catch(() => undefined);
-      if (now !== undefined) noteLoop(now);
-      if (now !== undefined)
-        l0Peak = Math.max(
-          l0Peak,
-          total(now, (s) => s.backupL0Bytes),
-        );
-    }
-  })();
-  const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000 });
-  const bar = progress
-    ? new SingleBar(
-        {
-          format: `  ${`${WORKLOAD_LABEL[workload]} ${config.mix} GF${config.gf} ${mode}`.padEnd(34)} [{bar}] {value}/{total} {eta}s`,
-          stream: process.stderr,
-        },
-        Presets.shades_classic,
-      )
-    : undefined;
-  bar?.start(ops.length, 0);
-  let done = 0;
-  let appBytes = 0;
-  let notFound = 0;
-  const client = dep.client;
-  const started = performance.now();
-  await runWorkers(ops.length, concurrency, async (i) => {
-    const op = ops[i]!;
-    const key = recordKey(op.record);
-    const t = performance.now();
-    if (op.kind === 'read') {
-      if ((await client.get(key)) === undefined) notFound++;
-    } else {
-      const v = value(op.record, op.kind === 'update' ? i + 1 : 0);
-      appBytes += key.length + v.length;
-      await client.put(key, v);
-    }
-    histogram.recordValue(Math.max(1, Math.round((performance.now() - t) * 1000)));
-    if (++done % 512 === 0) bar?.update(done);
-  });
-  const seconds = (performance.now() - started) / 1000;
-  noteLoop(await dep.sample()); // the last interval of the run, before the quiet wait
-  bar?.update(done);
-  bar?.stop();
-  const after = await quiet(dep);
-  sampling = false;
-  await sampler;
-  const d = (f: (s: NodeSample) => number): number => total(after, f) - total(before, f);
-  const backupIoBytes = d((s) => s.backupReadBytes + s.backupWrittenBytes);
-  const floorBytes = (REPLICAS - 1) * d((s) => s.primaryLogWrittenBytes + s.primaryIndexWrittenBytes);
-  const backupLogWrittenBytes = d((s) => s.backupLogWrittenBytes);
-  const backupIndexWrittenBytes = d((s) => s.backupIndexWrittenBytes);
-  const backupIndexReadBytes = d((s) => s.backupIndexReadBytes);
-  const backupManifestBytes = d((s) => s.backupManifestBytes);
-  const networkBytes = d((s) => s.fabricBytes);
-  const levels = after.flatMap((s) => Object.values(s.levels));
-  const pureBackups = after
-    .filter((s) => !Object.keys(s.levels).some((k) => k.startsWith('primary:')))
-    .map((s) => s.nodeId);
-  const perOp = (seconds: number): number => round((seconds * 1e6) / ops.length);
-  const amp = (bytes: number): number | null => (appBytes === 0 ? null : round(bytes / appBytes, 3));
-  return {
-    workload,
-    mode,
-    mix: config.mix,
-    gf: config.gf,
-    ops: ops.length,
-    appBytes,
-    seconds: round(seconds),
-    opsPerSec: Math.round(ops.length / seconds),
-    p50Us: histogram.getValueAtPercentile(50),
-    p99Us: histogram.getValueAtPercentile(99),
-    notFound,
-    backupIoBytes,
-    backupIoAmp: amp(backupIoBytes),
-    floorAmp: amp(floorBytes),
-    backupVsFloor: floorBytes === 0 ? null : round(backupIoBytes / floorBytes, 3),
-    backupLogWrittenBytes,
-    backupIndexWrittenBytes,
-    backupIndexReadBytes,
-    backupManifestBytes,
-    backupOtherBytes:
-      backupIoBytes -
-      backupLogWrittenBytes -
-      backupIndexWrittenBytes -
-      backupIndexReadBytes -
-      backupManifestBytes,
-    backupCpuUsPerOp: perOp(d((s) => s.backupCpuSeconds)),
-    backupCpuBreakdown: cpuBreakdown(before, after, perOp),
-    primaryCpuUsPerOp: perOp(d((s) => s.primaryCpuSeconds)),
-    nodeCpuUsPerOp: perOp(d((s) => s.processCpuSeconds)),
-    pureBackupCpuUsPerOp:
-      pureBackups.length === 0
-        ? null
-        : perOp(
-            pureBackups.reduce((sum, id) => {
-              const a = after.find((s) => s.nodeId === id)!;
-              const b = before.find((s) => s.nodeId === id)!;
-              return sum + a.processCpuSeconds - b.processCpuSeconds;
-            }, 0),
-          ),
-    networkBytes,
-    networkAmp: amp(networkBytes),
-    procWriteBytes: d((s) => s.procWriteBytes),
-    backupBufferBytes: total(after, (s) => s.backupBufferBytes),
-    backupL0PeakBytes: l0Peak,
-    peakRssBytes: Math.max(...after.map((s) => s.peakRssBytes)),
-    levelsMin: levels.length === 0 ? 0 : Math.min(...levels),
-    levelsMax: levels.length === 0 ? 0 : Math.max(...levels),
-    eventLoop: [...loop].map(([nodeId, l]) => ({ nodeId, ...l })),
-  };
-}
-
-const CPU_PARTS = ['SegmentSealed', 'IndexSegment', 'install', 'other messages', 'own flush + compaction'];
-
-function cpuBreakdown(
-  before: NodeSample[],
-  after: NodeSample[],
-  perOp: (seconds: number) => number,
-): Record<string, number> {
-  const seconds = (samples: NodeSample[]): Record<string, number> => {
-    const out: Record<string, number> = Object.fromEntries(CPU_PARTS.map((p) => [p, 0]));
-    for (const s of samples) {
-      let messages = 0;
-      for (const [message, sec] of Object.entries(s.backupCpuSecondsByMessage)) {
-        const part =
-          message === 'SegmentSealed' || message === 'IndexSegment'
-            ? message
-            : message === 'CompactionCommit' || message === 'InstallLevels'
-              ? 'install'
-              : 'other messages';
-        out[part] = (out[part] ?? 0) + sec;
-        messages += sec;
-      }
-      out['own flush + compaction'] = (out['own flush + compaction'] ?? 0) + s.backupCpuSeconds - messages;
-    }
-    return out;
-  };
-  const a = seconds(after);
-  const b = seconds(before);
-  return Object.fromEntries(CPU_PARTS.map((p) => [p, perOp((a[p] ?? 0) - (b[p] ?? 0))]));
-}
 
 function cpuTable(results: PhaseResult[]): string[] {
   return [
@@ -503,6 +246,11 @@ async function main(): Promise<void> {
       'regions (3: every node is a primary and a backup; 1: n1 is the only primary, n2 and n3 pure backups)',
       String(DEFAULT_REGIONS),
     )
+    .option(
+      '--breakdown',
+      "where a put's CPU goes (issue 16 item 6): in-process cluster, RF 1 on one process, RF 3 and RF 2 on three, Load A SD80 GF 8 (default 200 000 keys; 60 000 with --quick)",
+      false,
+    )
     .option('--profile <dir>', 'write a V8 CPU profile of every node process under this directory')
     .option(
       '--doc <path>',
@@ -510,7 +258,9 @@ async function main(): Promise<void> {
     );
   program.parse(process.argv);
   const o = program.opts<Options>();
-  const keyCount = Number(o.keys ?? (o.quick ? 120_000 : 400_000));
+  const keyCount = Number(
+    o.keys ?? (o.breakdown ? (o.quick ? 60_000 : 200_000) : o.quick ? 120_000 : 400_000),
+  );
   const runOps = Number(o.runOps ?? 100_000);
   const concurrency = Number(o.concurrency);
   const segmentBytes = Number(o.segmentBytes);
@@ -535,6 +285,19 @@ async function main(): Promise<void> {
   };
   const progress = process.stderr.isTTY === true && !o.json;
   const layoutOf = (gf: number): StoreLayout => ({ segmentBytes, l0Bytes, growthFactor: gf, maxLevels: 6 });
+  if (o.breakdown) {
+    await breakdownMain({
+      keyCount,
+      concurrency,
+      regions,
+      layout: layoutOf(HEADLINE.gf),
+      json: o.json,
+      progress,
+      say,
+      ...(o.profile === undefined ? {} : { profileDir: o.profile }),
+    });
+    return;
+  }
   say(
     `paper benchmark: ${configs.length} configuration(s) × ${MODES.length} modes, ${keyCount} records, ${concurrency} in flight, 3 node processes, RF ${REPLICAS}, ${regions} regions, L0 ${l0Bytes} B, segments ${segmentBytes} B`,
   );
@@ -671,6 +434,55 @@ async function main(): Promise<void> {
     );
   }
   if (results.some((r) => r.workload !== 'runD' && r.notFound > 0)) process.exitCode = 1;
+}
+
+/** `--breakdown`: the deployments of breakdown-run.ts on one etcd; Markdown to stdout, then the JSON. */
+async function breakdownMain(b: {
+  keyCount: number;
+  concurrency: number;
+  regions: number;
+  layout: StoreLayout;
+  json: boolean;
+  progress: boolean;
+  say: (line: string) => void;
+  profileDir?: string;
+}): Promise<void> {
+  b.say(
+    `CPU breakdown: Load A ${HEADLINE.mix} GF ${HEADLINE.gf}, ${b.keyCount} puts per configuration, ${b.concurrency} in flight, ${b.regions} regions, L0 ${b.layout.l0Bytes} B, segments ${b.layout.segmentBytes} B`,
+  );
+  const started = performance.now();
+  const root = mkdtempSync(join(tmpdir(), 'talos-bench-breakdown-'));
+  let etcd: LocalEtcd | undefined;
+  try {
+    etcd = await startLocalEtcd({ dataDir: join(root, 'etcd') });
+    const summary = await runBreakdown({
+      etcd: etcd.endpoints,
+      root,
+      keyCount: b.keyCount,
+      concurrency: b.concurrency,
+      regions: b.regions,
+      layout: b.layout,
+      pool: valuePool(11),
+      progress: b.progress,
+      say: b.say,
+      ...(b.profileDir === undefined ? {} : { profileDir: b.profileDir }),
+    });
+    const durationS = Math.round((performance.now() - started) / 1000);
+    b.say('');
+    for (const line of breakdownReport(summary)) b.say(line);
+    b.say(`duration ${durationS} s`);
+    if (b.json)
+      b.say(
+        JSON.stringify({
+          breakdown: { mix: HEADLINE.mix, gf: HEADLINE.gf, records: b.keyCount, concurrency: b.concurrency },
+          ...summary,
+          durationS,
+        }),
+      );
+  } finally {
+    await etcd?.stop({ removeData: true });
+    rmSync(root, { recursive: true, force: true });
+  }
 }
 
 function targetsOf(p: Pair): { name: string; value: number | null; goal: string; met: boolean }[] {

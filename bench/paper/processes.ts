@@ -1,5 +1,5 @@
 /**
- * The paper benchmark's deployment: three `talos node` processes (compiled CLI, TCP fabric on
+ * The paper benchmark's deployment: three (or `nodes`) `talos node` processes (compiled CLI, TCP fabric on
  * loopback, files, one shared etcd) and what is measured from outside them:
  *   - each node's Prometheus gauges (device bytes, actor-charged CPU and L0 bytes per role, fabric
  *     bytes, deepest level per store, backup log buffers: src/server/node-process.ts);
@@ -79,7 +79,10 @@ export interface Deployment {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Starts three node processes in `mode` on a fresh cluster name and waits until every region has its backups. */
+/**
+ * Starts `nodes` node processes (default 3, RF `replicas`, default 3) in `mode` on a fresh cluster
+ * name and waits until every region has its backups.
+ */
 export async function deploy(options: {
   etcd: string[];
   cluster: string;
@@ -87,12 +90,20 @@ export async function deploy(options: {
   mode: ReplicationMode;
   regions: number;
   layout: StoreLayout;
+  /** Node processes (default 3). */
+  nodes?: number;
+  /** Copies per region, primary included (default 3, at most `nodes`). */
+  replicas?: number;
   /** Write a V8 CPU profile of each node process into this directory (node --cpu-prof). */
   profileDir?: string;
 }): Promise<Deployment> {
   mkdirSync(options.dir, { recursive: true });
+  const nodeCount = options.nodes ?? 3;
+  const replicas = options.replicas ?? 3;
+  if (!(replicas >= 1 && replicas <= nodeCount))
+    throw new Error(`RF ${replicas} needs 1..${nodeCount} nodes`);
   const nodes: NodeProc[] = [];
-  for (const id of ['n1', 'n2', 'n3']) {
+  for (const id of Array.from({ length: nodeCount }, (_, i) => `n${i + 1}`)) {
     const metricsPort = await freePort();
     const log = openSync(join(options.dir, `${id}.log`), 'a');
     const l = options.layout;
@@ -121,7 +132,9 @@ export async function deploy(options: {
         '--regions',
         String(options.regions),
         '--replicas',
-        '3',
+        String(replicas),
+        '--nodes',
+        String(nodeCount),
         '--metrics-port',
         String(metricsPort),
         '--segment-bytes',
@@ -168,7 +181,7 @@ export async function deploy(options: {
       const map = client.regions();
       if (
         map.length === options.regions &&
-        map.every((r) => r.backups.length === 2 && (r.joining ?? []).length === 0)
+        map.every((r) => r.backups.length === replicas - 1 && (r.joining ?? []).length === 0)
       )
         break;
       for (const n of nodes)

@@ -137,3 +137,132 @@ function main(): void {
     `I/O on the JS thread, of ${shares.nonIdleMs} ms non-idle: ${JSON.stringify(shares)}\n`,
   );
 }
+
+/**
+ * Where a process's JS thread spent its non-idle samples, by code path (`bench:paper --breakdown
+ * --profile`). Exclusive, unlike the actors' CPU accounting (which charges a job everything that
+ * ran during its awaits): each sample goes to one path, by the talos source files on its stack
+ * (`PATH_FILES`), the highest-priority path present winning — a put that ships log bytes is the put
+ * path, a compaction that ships an index segment is flush + compaction, a backup handler that
+ * appends through the engine's write path is the backup's (backup index: the handlers that keep the
+ * backup's index — IndexSegment, CompactionCommit, InstallLevels, translation; backup handlers: the
+ * rest, persisting the log); shipping is the primary's replication
+ * work after the put returned (link chains, completions); storage I/O is engine I/O completions
+ * and syncs reached from none of those. A stack with only fabric frames (a socket read or write
+ * callback, the receive of a one-sided write) is the fabric's; grpc / etcd3 / coordination/ is the
+ * etcd client (leases, watches). V8's garbage-collector samples are GC; module loading is startup;
+ * the rest (metrics scrapes, xstate, logging, timers, `(program)` native code) is other. Only the
+ * JS thread: libuv's pool threads are not sampled.
+ */
+export const CODE_PATHS = [
+  'backup index',
+  'backup handlers',
+  'flush + compaction',
+  'put path',
+  'shipping',
+  'storage I/O',
+  'fabric',
+  'etcd client',
+  'gc',
+  'startup',
+  'other',
+] as const;
+export type CodePath = (typeof CODE_PATHS)[number];
+
+/** Backup handlers that keep the backup's index (backup-region.ts): backup index, not backup handlers. */
+const BACKUP_INDEX_HANDLERS = new Set(['indexSegment', 'commit', 'installLevels']);
+
+/** Source files (under src/) that mark a path, highest priority first. */
+export const PATH_FILES: readonly [CodePath, readonly string[]][] = [
+  ['backup index', ['engine/index-translate']],
+  [
+    'backup handlers',
+    [
+      'replication/backup-region',
+      'replication/backup-store',
+      'engine/index-translate',
+      'actors/region-backup',
+    ],
+  ],
+  ['flush + compaction', ['engine/compaction', 'engine/merge', 'actors/compaction', 'actors/flush']],
+  [
+    'put path',
+    [
+      'server/client-server',
+      'server/client-protocol',
+      'replication/primary-session',
+      'engine/write-path',
+      'engine/group-commit',
+      'engine/value-log',
+      'engine/memtable',
+    ],
+  ],
+  // The primary's side of replication once a put returned: link chains, write completions, seals.
+  ['shipping', ['replication/backup-link', 'replication/region-replicator']],
+  // Engine I/O completions and syncs reached from no path above (libuv callbacks, the manifest).
+  [
+    'storage I/O',
+    [
+      'engine/io-lane',
+      'engine/file-device',
+      'engine/manifest',
+      'engine/group-sync',
+      'engine/segment-allocator',
+    ],
+  ],
+  ['fabric', ['fabric/']],
+  ['etcd client', ['coordination/']],
+];
+
+function pathOfFrame(frame: { functionName: string; url: string }): CodePath | undefined {
+  const path = pathOfUrl(frame.url);
+  return path === 'backup handlers' &&
+    frame.url.endsWith('replication/backup-region.js') &&
+    BACKUP_INDEX_HANDLERS.has(frame.functionName)
+    ? 'backup index'
+    : path;
+}
+
+function pathOfUrl(url: string): CodePath | undefined {
+  if (url.startsWith('node:internal/modules')) return 'startup';
+  if (url.includes('/node_modules/@grpc/') || url.includes('/node_modules/etcd3/')) return 'etcd client';
+  if (url.includes('/node_modules/')) return undefined;
+  const at = url.lastIndexOf('/src/');
+  const file = at >= 0 ? url.slice(at + 5) : url.includes('/coordination/') ? 'coordination/' : undefined;
+  if (file === undefined) return undefined;
+  for (const [path, files] of PATH_FILES) if (files.some((f) => file.startsWith(f))) return path;
+  return undefined;
+}
+
+/** Milliseconds of non-idle JS-thread samples by code path, summed over `profiles`. */
+export function codePathMs(profiles: Profile[]): Record<CodePath, number> {
+  const us = Object.fromEntries(CODE_PATHS.map((p) => [p, 0])) as Record<CodePath, number>;
+  const rank = (p: CodePath): number => CODE_PATHS.indexOf(p);
+  for (const profile of profiles) {
+    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+    const parent = new Map<number, number>();
+    for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+    const memo = new Map<number, CodePath | undefined>();
+    profile.samples.forEach((leaf, i) => {
+      const node = byId.get(leaf);
+      if (node === undefined) return;
+      const name = node.callFrame.functionName;
+      if (name === '(idle)' || name === '(root)') return; // (program): native code, counted as other
+      let path: CodePath | undefined;
+      if (name === '(garbage collector)') path = 'gc';
+      else {
+        if (!memo.has(leaf)) {
+          let best: CodePath | undefined;
+          for (let id: number | undefined = leaf; id !== undefined; id = parent.get(id)) {
+            const p = pathOfFrame(byId.get(id)!.callFrame);
+            if (p !== undefined && (best === undefined || rank(p) < rank(best))) best = p;
+          }
+          memo.set(leaf, best);
+        }
+        path = memo.get(leaf);
+      }
+      us[path ?? 'other'] += profile.timeDeltas[i] ?? 0;
+    });
+  }
+  return Object.fromEntries(CODE_PATHS.map((p) => [p, Math.round(us[p] / 1000)])) as Record<CodePath, number>;
+}

@@ -11,6 +11,20 @@
  * operation's budget. A write whose connection broke or timed out after it was sent may have been
  * applied: it is reported as OutcomeUnknownError, never retried blindly and never reported as failed.
  *
+ * Batching and the in-flight window (client-protocol.ts): the operations issued in one tick to
+ * one node leave in one frame, and the node's replies come back batched; a connection carries at
+ * most `maxInFlight` operations that were handed to it and not yet answered (default 1024 per
+ * node). An operation beyond the window waits in the connection's queue, unsent, until a reply
+ * frees room; `inFlight` counts the operations in the windows now. The error contract holds per
+ * operation inside a batch: an operation still queued or in a frame the kernel did not take when
+ * the connection broke never left (UnreachableError: retried); one in a frame the kernel took is
+ * sent, so a write there ends acknowledged, refused by its own error, or OutcomeUnknownError.
+ * One timer per connection (armed for the earliest deadline) bounds every operation's wait.
+ *
+ * Keys are strings (sent as their UTF-8) or Uint8Arrays (sent as their bytes, UTF-8 or not),
+ * routed by region in byte order (src/keys.ts); values likewise. Keys and values come back as
+ * Buffers (copies: they do not hold the connection's receive buffers).
+ *
  * Security: with `tls` every connection to a node is TLS (the node's certificate verified against
  * `tls.ca` and the address dialed; `tls.cert`/`tls.key` for mutual TLS), and with `token` the
  * client authenticates with a bearer token. Every connection sends AUTH and waits for its answer
@@ -22,6 +36,7 @@ import { createConnection, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { EtcdCoordinator, type EtcdCoordinatorOptions } from '../../coordination/etcd.js';
 import type { NodeInfo, RegionConfig, Unsubscribe } from '../../coordination/types.js';
+import { assert } from '../assert.js';
 import { SystemClock } from '../clock/index.js';
 import {
   type ClientScanOptions,
@@ -43,13 +58,17 @@ import {
 } from '../errors.js';
 import { parseTcpAddress } from '../fabric/tcp.js';
 import { type TlsCredentials, tlsClientOptions, tlsRefusal } from '../fabric/tls.js';
+import { describeKeyLike, type KeyLike, keyBytesOf } from '../keys.js';
 import {
+  type ClientReply,
   type ClientRequest,
+  CONNECTION_ID,
+  decodeFrame,
   encodeAuth,
-  encodeRequest,
+  FrameBatcher,
   FrameSplitter,
-  OP,
-  Reader,
+  ProtocolError,
+  sentAfter,
 } from '../server/client-protocol.js';
 
 /** TLS for the client: the CA that signed the nodes' certificates; `cert`/`key` for mutual TLS. */
@@ -67,6 +86,11 @@ export interface TalosClientOptions extends LocalClientOptions {
   tls?: TalosClientTlsOptions;
   /** Bearer token for nodes started with `--client-token-file`. */
   token?: string;
+  /**
+   * Operations one node connection carries at once, sent and not yet answered (default 1024).
+   * Operations beyond it wait, unsent, until a reply frees room.
+   */
+  maxInFlight?: number;
 }
 
 export class TalosClient {
@@ -79,9 +103,14 @@ export class TalosClient {
   private readonly clock = new SystemClock();
   private readonly unwatch: Unsubscribe[] = [];
   private readonly client: LocalClient;
+  private readonly window: number;
   private closed = false;
 
   private constructor(private readonly options: TalosClientOptions) {
+    this.window = options.maxInFlight ?? 1024;
+    if (!(Number.isInteger(this.window) && this.window >= 1)) {
+      throw new InvalidArgumentError(`maxInFlight must be a positive integer, got ${options.maxInFlight}`);
+    }
     const tls = options.tls;
     const etcdTls =
       tls !== undefined &&
@@ -118,16 +147,28 @@ export class TalosClient {
     return client;
   }
 
-  put(key: string, value: Uint8Array | string): Promise<void> {
+  put(key: KeyLike, value: Uint8Array | string): Promise<void> {
     return this.client.put(key, value);
   }
 
-  delete(key: string): Promise<void> {
+  delete(key: KeyLike): Promise<void> {
     return this.client.delete(key);
   }
 
-  get(key: string): Promise<Buffer | undefined> {
+  get(key: KeyLike): Promise<Buffer | undefined> {
     return this.client.get(key);
+  }
+
+  /** Operations in the node connections' windows now: handed to a connection, not yet answered. */
+  get inFlight(): number {
+    let count = 0;
+    for (const connection of this.connections.values()) count += connection.inFlight;
+    return count;
+  }
+
+  /** The per-node window (`maxInFlight`). */
+  get maxInFlight(): number {
+    return this.window;
   }
 
   scan(options: ClientScanOptions = {}): Promise<KeyValue[]> {
@@ -154,6 +195,12 @@ export class TalosClient {
     return Math.max(1, Math.min(requestMs, deadlineMs - this.clock.now()));
   }
 
+  /** @internal The pooled connection to `nodeId` when it is open (the fast path: no promise). */
+  openConnection(nodeId: string): NodeConnection | undefined {
+    const existing = this.connections.get(nodeId);
+    return !this.closed && existing !== undefined && !existing.broken ? existing : undefined;
+  }
+
   /** @internal A pooled, authenticated connection to `nodeId`'s client endpoint. */
   async connectionTo(nodeId: string, deadlineMs?: number): Promise<NodeConnection> {
     if (this.closed) throw new TalosError('CLIENT_CLOSED', 'the client is closed');
@@ -167,6 +214,7 @@ export class TalosClient {
       connectTimeoutMs: this.requestBudgetMs(deadlineMs),
       ...(this.options.tls === undefined ? {} : { tls: this.options.tls }),
       token: this.options.token ?? '',
+      maxInFlight: this.window,
     });
     this.opening.set(nodeId, opened);
     try {
@@ -217,52 +265,96 @@ class RemoteSession implements RegionSession {
     private readonly regionId: string,
   ) {}
 
-  async put(key: string, value: Uint8Array | string, deadlineMs?: number): Promise<void> {
-    const bytes = typeof value === 'string' ? Buffer.from(value) : Buffer.from(value);
-    await this.call({ op: 'put', regionId: this.regionId, key, value: bytes }, true, deadlineMs);
+  async put(key: KeyLike, value: Uint8Array | string, deadlineMs?: number): Promise<void> {
+    const request: ClientRequest = {
+      op: 'put',
+      regionId: this.regionId,
+      key: keyBytesOf(key),
+      value: bytesOf(value),
+    };
+    expectKind(await this.call(request, key, true, deadlineMs), 'done', request, key);
   }
 
-  async delete(key: string, deadlineMs?: number): Promise<void> {
-    await this.call({ op: 'delete', regionId: this.regionId, key }, true, deadlineMs);
+  async delete(key: KeyLike, deadlineMs?: number): Promise<void> {
+    const request: ClientRequest = { op: 'delete', regionId: this.regionId, key: keyBytesOf(key) };
+    expectKind(await this.call(request, key, true, deadlineMs), 'done', request, key);
   }
 
-  async get(key: string, deadlineMs?: number): Promise<Buffer | undefined> {
-    const r = await this.call({ op: 'get', regionId: this.regionId, key }, false, deadlineMs);
-    return r.u8() === 1 ? r.bytes() : undefined;
+  async get(key: KeyLike, deadlineMs?: number): Promise<Buffer | undefined> {
+    const request: ClientRequest = { op: 'get', regionId: this.regionId, key: keyBytesOf(key) };
+    const reply = await this.call(request, key, false, deadlineMs);
+    if (reply.kind === 'missing') return undefined;
+    // A copy: the reply is a view into the connection's receive buffer.
+    return Buffer.from(expectKind(reply, 'value', request, key).value);
   }
 
   async scan(options: ScanOptions, deadlineMs?: number): Promise<KeyValue[]> {
     const request: ClientRequest = {
       op: 'scan',
       regionId: this.regionId,
-      gte: latin1(options.gte ?? ''),
+      gte: keyBytesOf(options.gte ?? ''),
       limit: Math.min(options.limit ?? 0xffffffff, 0xffffffff),
       reverse: options.reverse ?? false,
-      ...(options.lt === undefined ? {} : { lt: latin1(options.lt) }),
+      ...(options.lt === undefined ? {} : { lt: keyBytesOf(options.lt) }),
     };
-    const r = await this.call(request, false, deadlineMs);
-    const count = r.u32();
-    return Array.from({ length: count }, () => ({ key: r.bytes(), value: r.bytes() }));
+    const gte = options.gte ?? '';
+    const { rows } = expectKind(await this.call(request, gte, false, deadlineMs), 'rows', request, gte);
+    return rows.map((row) => ({ key: Buffer.from(row.key), value: Buffer.from(row.value) }));
   }
 
-  private async call(request: ClientRequest, isWrite: boolean, deadlineMs?: number): Promise<Reader> {
-    // UnreachableError: retried; UnauthenticatedError: not.
-    const connection = await this.client.connectionTo(this.nodeId, deadlineMs);
+  /** Sends `request` and waits for its reply; an error reply is thrown as its typed error. */
+  private call(
+    request: ClientRequest,
+    key: KeyLike,
+    isWrite: boolean,
+    deadlineMs?: number,
+  ): Promise<ClientReply> {
     const timeoutMs = this.client.requestBudgetMs(deadlineMs);
-    const reply = await connection.request(request, timeoutMs).catch((err: unknown) => {
-      if (err instanceof NotSentError) throw new UnreachableError(`${this.nodeId} (connection closed)`);
-      // Sent, then the connection broke or the deadline passed: a write may have been applied.
-      if (isWrite) {
-        const key = 'key' in request ? request.key : '';
-        throw new OutcomeUnknownError(`${request.op} of ${JSON.stringify(key)} on ${this.nodeId}`, {
-          cause: err,
-        });
-      }
-      throw new UnreachableError(`${this.nodeId} (${err instanceof Error ? err.message : String(err)})`);
-    });
-    if (reply.op === OP.OK) return reply.body;
-    throw rebuildError(reply.body, this.nodeId);
+    const open = this.client.openConnection(this.nodeId);
+    const sent =
+      open !== undefined
+        ? open.request(request, timeoutMs)
+        : // UnreachableError: retried; UnauthenticatedError: not.
+          this.client
+            .connectionTo(this.nodeId, deadlineMs)
+            .then((connection) => connection.request(request, this.client.requestBudgetMs(deadlineMs)));
+    return sent.then(
+      (reply) => {
+        if (reply.kind === 'error') throw rebuildError(reply, this.nodeId);
+        return reply;
+      },
+      (err: unknown) => {
+        if (err instanceof TalosError && !(err instanceof ConnectionLostError)) throw err;
+        if (err instanceof NotSentError) throw new UnreachableError(`${this.nodeId} (connection closed)`);
+        // Sent, then the connection broke or the deadline passed: a write may have been applied.
+        if (isWrite) {
+          throw new OutcomeUnknownError(`${request.op} of ${describeKeyLike(key)} on ${this.nodeId}`, {
+            cause: err,
+          });
+        }
+        throw new UnreachableError(`${this.nodeId} (${err instanceof Error ? err.message : String(err)})`);
+      },
+    );
   }
+}
+
+const bytesOf = (value: Uint8Array | string): Buffer =>
+  typeof value === 'string' ? Buffer.from(value) : keyBytesOf(value);
+
+/** The reply, if it is of the kind `request` expects: anything else is the node's protocol error. */
+function expectKind<K extends ClientReply['kind']>(
+  reply: ClientReply,
+  kind: K,
+  request: ClientRequest,
+  key: KeyLike,
+): Extract<ClientReply, { kind: K }> {
+  if (reply.kind === kind) return reply as Extract<ClientReply, { kind: K }>;
+  const err = new ProtocolError(`a ${reply.kind} reply to a ${request.op}`);
+  // The node answered a write with nonsense: whether it applied it is not known.
+  if (request.op === 'put' || request.op === 'delete') {
+    throw new OutcomeUnknownError(`${request.op} of ${describeKeyLike(key)}`, { cause: err });
+  }
+  throw err;
 }
 
 /** Whether the (sorted) map's regions are adjacent from '' to unbounded: every key has a region. */
@@ -271,14 +363,9 @@ function coversEveryKey(map: readonly RegionConfig[]): boolean {
   return map.every((r, i) => i === map.length - 1 || r.maxKey === map[i + 1]!.minKey);
 }
 
-const latin1 = (key: string | Uint8Array): string =>
-  typeof key === 'string' ? key : Buffer.from(key).toString('latin1');
-
-/** A typed error from an ERROR reply. */
-function rebuildError(body: Reader, nodeId: string): Error {
-  const code = body.str('utf8');
-  const message = body.str('utf8');
-  const regionId = body.str();
+/** A typed error from an error reply. */
+function rebuildError(reply: Extract<ClientReply, { kind: 'error' }>, nodeId: string): Error {
+  const { code, message, regionId } = reply;
   switch (code) {
     case 'WRONG_PRIMARY':
       return new WrongPrimaryError(regionId, nodeId, undefined);
@@ -297,41 +384,70 @@ function rebuildError(body: Reader, nodeId: string): Error {
   }
 }
 
-/** The request never left: the connection was already gone (safe to retry elsewhere). */
+/** The request never left: it was queued, or in a frame the kernel never took (safe to retry). */
 class NotSentError extends Error {}
 
-/** One TCP (or TLS) connection to a node's client endpoint; requests matched to replies by id. */
+/** The connection broke (or the reply did not come in time) after the request was sent. */
+class ConnectionLostError extends TalosError {
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super('CONNECTION_LOST', detail, options);
+  }
+}
+
+/** One operation on a connection: queued for the window, then in a frame, then answered. */
+interface Waiter {
+  request: ClientRequest | undefined;
+  resolve: (reply: ClientReply) => void;
+  reject: (err: Error) => void;
+  deadlineMs: number;
+  id: number;
+  /** The kernel took the frame holding it: from then on it may reach the node. */
+  flushed: boolean;
+}
+
+/**
+ * One TCP (or TLS) connection to a node's client endpoint. Operations are admitted into the
+ * window (`maxInFlight`) in arrival order, encoded into the tick's request frame (FrameBatcher)
+ * and matched to replies by id; the ones beyond the window wait in `queue`, unencoded.
+ */
 class NodeConnection {
   broken = false;
   private nextId = 1;
-  private readonly waiting = new Map<
-    number,
-    {
-      resolve: (r: { op: number; body: Reader }) => void;
-      reject: (e: Error) => void;
-      timer: NodeJS.Timeout;
-      /** The kernel took the request's bytes: from then on it may reach the node. */
-      flushed: boolean;
-    }
-  >();
+  /** Admitted operations by id: in the frame being filled, in a frame sent, awaiting a reply. */
+  private readonly waiting = new Map<number, Waiter>();
+  /** Operations beyond the window, oldest first (`queueHead` is the next to admit). */
+  private queue: Waiter[] = [];
+  private queueHead = 0;
+  /** The operations in the frame being filled (they learn `flushed` from its write). */
+  private unflushed: Waiter[] = [];
+  private readonly requests: FrameBatcher<'requests'>;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAtMs = Number.POSITIVE_INFINITY;
 
-  private constructor(private readonly socket: Socket) {
+  private constructor(
+    private readonly socket: Socket,
+    private readonly maxInFlight: number,
+  ) {
+    this.requests = new FrameBatcher('requests', (frame) => this.sendFrame(frame));
     const splitter = new FrameSplitter();
     socket.on('data', (chunk: Buffer) => {
       try {
-        splitter.push(chunk, (op, requestId, body) => {
-          const waiter = this.waiting.get(requestId);
-          if (waiter === undefined) return;
-          this.waiting.delete(requestId);
-          clearTimeout(waiter.timer);
-          waiter.resolve({ op, body: new Reader(body) });
-        });
+        splitter.push(chunk, (body) => this.receive(body));
       } catch (err) {
-        this.fail(err instanceof Error ? err : new Error(String(err)));
+        this.fail(new ConnectionLostError(err instanceof Error ? err.message : String(err), { cause: err }));
+        socket.destroy();
       }
+      this.admitQueued();
     });
-    socket.on('error', (err) => this.fail(err));
-    socket.on('close', () => this.fail(new Error('connection closed')));
+    socket.on('error', (err) => this.fail(new ConnectionLostError(err.message, { cause: err })));
+    // The node closed its side: nothing more will be answered, and nothing more is sent.
+    socket.on('end', () => this.fail(new ConnectionLostError('the node closed the connection')));
+    socket.on('close', () => this.fail(new ConnectionLostError('connection closed')));
+  }
+
+  /** Operations admitted into the window and not yet answered. */
+  get inFlight(): number {
+    return this.waiting.size;
   }
 
   /**
@@ -341,7 +457,7 @@ class NodeConnection {
    */
   static async open(
     address: string,
-    options: { connectTimeoutMs: number; tls?: TlsCredentials; token: string },
+    options: { connectTimeoutMs: number; tls?: TlsCredentials; token: string; maxInFlight: number },
   ): Promise<NodeConnection> {
     let target: { host: string; port: number };
     try {
@@ -371,18 +487,21 @@ class NodeConnection {
         socket.once(tls === undefined ? 'connect' : 'secureConnect', () => resolve());
         socket.once('close', () => reject(refused() ?? new UnreachableError(address)));
       });
-      const connection = new NodeConnection(socket);
+      const connection = new NodeConnection(socket, options.maxInFlight);
       // The AUTH reply's wait is the connect budget: a node that neither answers nor closes is unreachable.
-      const reply = await connection.request({ auth: options.token }, options.connectTimeoutMs).catch(() => {
+      const reply = await connection.authenticate(options.token, options.connectTimeoutMs).catch(() => {
         throw (
           refused() ??
           new UnreachableError(`${address} (closed the connection before authenticating: a TLS endpoint?)`)
         );
       });
-      if (reply.op !== OP.OK) {
-        const err = rebuildError(reply.body, address);
+      if (reply.kind !== 'done') {
+        const err =
+          reply.kind === 'error' ? rebuildError(reply, address) : new ProtocolError(`${reply.kind} to AUTH`);
         connection.close();
-        throw err instanceof TalosError ? err : new UnauthenticatedError(String(err));
+        throw err instanceof TalosError && err.code === 'UNAUTHENTICATED'
+          ? err
+          : new UnauthenticatedError(String(err));
       }
       return connection;
     } catch (err) {
@@ -393,38 +512,184 @@ class NodeConnection {
     }
   }
 
-  request(
-    request: ClientRequest | { auth: string },
-    timeoutMs: number,
-  ): Promise<{ op: number; body: Reader }> {
+  /**
+   * Sends `request` in this tick's frame, or queues it while the window is full. Rejects with
+   * NotSentError when it never left, the error the tables raised for a request they refuse (its
+   * own definite failure), or ConnectionLostError once it may have reached the node.
+   */
+  request(request: ClientRequest, timeoutMs: number): Promise<ClientReply> {
     if (this.broken || this.socket.destroyed) return Promise.reject(new NotSentError());
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiting.delete(id);
-        reject(new Error(`no reply within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const waiter = { resolve, reject, timer, flushed: false };
-      this.waiting.set(id, waiter);
-      const bytes = 'auth' in request ? encodeAuth(id, request.auth) : encodeRequest(id, request);
-      this.socket.write(bytes, (err) => {
-        if (err === undefined || err === null) waiter.flushed = true;
-      });
+    return new Promise<ClientReply>((resolve, reject) => {
+      const waiter: Waiter = {
+        request,
+        resolve,
+        reject,
+        deadlineMs: Date.now() + timeoutMs,
+        id: 0,
+        flushed: false,
+      };
+      if (this.waiting.size < this.maxInFlight && this.queueHead === this.queue.length) this.admit(waiter);
+      else this.queue.push(waiter);
+      this.armTimer(waiter.deadlineMs);
     });
   }
 
   close(): void {
-    this.fail(new Error('client closed'));
+    this.fail(new ConnectionLostError('client closed'));
     this.socket.destroy();
   }
 
+  /** AUTH, outside any batch (nothing else is sent before its answer). */
+  private authenticate(token: string, timeoutMs: number): Promise<ClientReply> {
+    return new Promise<ClientReply>((resolve, reject) => {
+      const waiter: Waiter = {
+        request: undefined,
+        resolve,
+        reject,
+        deadlineMs: Date.now() + timeoutMs,
+        id: this.takeId(),
+        flushed: false,
+      };
+      this.waiting.set(waiter.id, waiter);
+      this.armTimer(waiter.deadlineMs);
+      this.unflushed.push(waiter);
+      this.sendFrame(encodeAuth(waiter.id, token));
+    });
+  }
+
+  private takeId(): number {
+    const id = this.nextId;
+    this.nextId = id === 0xffffffff ? 1 : id + 1; // 0 is CONNECTION_ID
+    assert(id !== CONNECTION_ID && !this.waiting.has(id), 'request ids are unique on a connection');
+    return id;
+  }
+
+  /** Encodes the operation into the frame being filled and counts it in the window. */
+  private admit(waiter: Waiter): void {
+    const id = this.takeId();
+    try {
+      this.requests.add({ id, request: waiter.request! });
+    } catch (err) {
+      waiter.reject(err as Error); // refused by the tables: never sent, its own definite failure
+      return;
+    }
+    waiter.id = id;
+    waiter.request = undefined; // encoded: the frame holds it now
+    this.waiting.set(id, waiter);
+    this.unflushed.push(waiter);
+  }
+
+  /** Admits queued operations while the window has room. */
+  private admitQueued(): void {
+    while (this.queueHead < this.queue.length && this.waiting.size < this.maxInFlight && !this.broken) {
+      const waiter = this.queue[this.queueHead++]!;
+      if (waiter.request !== undefined) this.admit(waiter); // undefined: it timed out in the queue
+    }
+    if (this.queueHead === this.queue.length && this.queueHead > 0) {
+      this.queue = [];
+      this.queueHead = 0;
+    } else if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      // A backlog that never drains: drop the admitted head instead of keeping it forever.
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
+    }
+  }
+
+  private sendFrame(frame: Buffer): void {
+    const sent = this.unflushed;
+    this.unflushed = [];
+    // A socket the node closed (or that closed) takes nothing: fail() rejects them, unflushed, as never sent.
+    if (this.socket.destroyed || this.socket.readableEnded || !this.socket.writable) {
+      this.fail(new ConnectionLostError('connection closed'));
+      return;
+    }
+    this.socket.write(frame, (err) => {
+      if (err !== undefined && err !== null) return;
+      for (const waiter of sent) waiter.flushed = true;
+    });
+  }
+
+  private receive(body: Buffer): void {
+    const frame = decodeFrame(body);
+    if (frame.kind === 'goaway') {
+      this.goAway(frame.lastId, `${frame.code}: ${frame.message}`);
+      return;
+    }
+    if (frame.kind !== 'replies') throw new ProtocolError(`a ${frame.kind} frame from a node`);
+    for (const { id, reply } of frame.items) {
+      if (id === CONNECTION_ID) {
+        const err =
+          reply.kind === 'error' ? rebuildError(reply, 'node') : new ProtocolError('connection reply');
+        throw new ProtocolError(`the node closed the connection: ${err.message}`);
+      }
+      const waiter = this.waiting.get(id);
+      if (waiter === undefined) continue; // timed out meanwhile
+      this.waiting.delete(id);
+      waiter.resolve(reply);
+    }
+  }
+
+  /**
+   * The node's last frame: every request sent after `lastId` never ran there, whatever the kernel
+   * took, so it fails as never sent (retried elsewhere); the rest fail as the connection closes.
+   */
+  private goAway(lastId: number, reason: string): void {
+    for (const [id, waiter] of this.waiting) {
+      if (!sentAfter(id, lastId)) continue;
+      this.waiting.delete(id);
+      waiter.reject(new NotSentError());
+    }
+    this.fail(new ConnectionLostError(`the node closed the connection (${reason})`));
+  }
+
+  /** Arms the connection's one timer for `deadlineMs` unless it fires earlier already. */
+  private armTimer(deadlineMs: number): void {
+    if (deadlineMs >= this.timerAtMs) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerAtMs = deadlineMs;
+    this.timer = setTimeout(this.expire, Math.max(0, deadlineMs - Date.now()));
+  }
+
+  /** Rejects every operation past its deadline, then re-arms for the earliest one left. */
+  private readonly expire = (): void => {
+    this.timer = undefined;
+    this.timerAtMs = Number.POSITIVE_INFINITY;
+    const now = Date.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const [id, waiter] of this.waiting) {
+      if (waiter.deadlineMs <= now) {
+        this.waiting.delete(id);
+        // Admitted: in a frame that is sent (or is being sent this tick), so it may reach the node.
+        waiter.reject(new ConnectionLostError(`no reply within the request budget (${id})`));
+      } else next = Math.min(next, waiter.deadlineMs);
+    }
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const waiter = this.queue[i]!;
+      if (waiter.request === undefined) continue;
+      if (waiter.deadlineMs <= now) {
+        waiter.request = undefined;
+        waiter.reject(new NotSentError()); // still queued: it never left
+      } else next = Math.min(next, waiter.deadlineMs);
+    }
+    this.admitQueued();
+    if (next !== Number.POSITIVE_INFINITY) this.armTimer(next);
+  };
+
   private fail(err: Error): void {
+    if (this.broken) return;
     this.broken = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
     for (const waiter of this.waiting.values()) {
-      clearTimeout(waiter.timer);
-      // A request whose bytes the kernel refused (EPIPE: the node had closed) never left.
+      // A request whose frame the kernel refused or never got (EPIPE: the node had closed) never left.
       waiter.reject(waiter.flushed ? err : new NotSentError());
     }
     this.waiting.clear();
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const waiter = this.queue[i]!;
+      if (waiter.request !== undefined) waiter.reject(new NotSentError());
+    }
+    this.queue = [];
+    this.queueHead = 0;
   }
 }

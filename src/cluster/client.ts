@@ -12,11 +12,13 @@
  *
  * Scans cross regions in key order (reverse order for `reverse`), each clipped to its region.
  *
- * Keys are strings (UTF-8) or bytes, routed in byte order (src/keys.ts). A batch is atomic within
- * its region (the engine's batch: one log group, replicated and recovered as a unit); a batch
- * whose keys lie in more than one region is refused whole, before anything is written
- * (CrossRegionBatchError): there is no cross-region atomicity. `getMany` reads key by key (no
- * common snapshot); `clear` deletes a range region by region, in atomic chunks. `snapshot` and
+ * Keys are strings (their UTF-8 bytes) or Uint8Arrays (their own bytes, which need not be UTF-8),
+ * routed by region in byte order (src/keys.ts); a key longer than 65535 bytes is KeyTooLargeError
+ * before any attempt.
+ * A batch is atomic within its region (the engine's batch: one log group, replicated and recovered
+ * as a unit); a batch whose keys lie in more than one region is refused whole, before anything is
+ * written (CrossRegionBatchError): there is no cross-region atomicity. `getMany` reads key by key
+ * (no common snapshot); `clear` deletes a range region by region, in atomic chunks. `snapshot` and
  * `iterator` (cluster-cursor.ts) need sessions that hand out engine cursors (in-process ones).
  */
 import type { RegionConfig } from '../../coordination/types.js';
@@ -40,7 +42,15 @@ import {
   UnreachableError,
   WrongPrimaryError,
 } from '../errors.js';
-import { compareKeys, describeKeyLike, type KeyLike, maxKeyOf, minKeyOf } from '../keys.js';
+import {
+  compareKeys,
+  describeKeyLike,
+  isKey,
+  type KeyLike,
+  keyByteLength,
+  maxKeyOf,
+  minKeyOf,
+} from '../keys.js';
 import { ClusterCursor, type ClusterCursorOptions, ClusterSnapshot } from './cluster-cursor.js';
 import { regionOf } from './regions.js';
 
@@ -78,8 +88,8 @@ export interface ClientPorts {
 }
 
 export interface ClientScanOptions {
-  gte?: string;
-  lt?: string;
+  gte?: KeyLike;
+  lt?: KeyLike;
   limit?: number;
   reverse?: boolean;
 }
@@ -259,10 +269,8 @@ export class LocalClient {
 
   /** A key is a string (stored as UTF-8) or bytes, of at most 65535 bytes (the record format). */
   private checkKey(key: KeyLike): KeyLike {
-    if (typeof key !== 'string' && !(key instanceof Uint8Array)) {
-      throw new InvalidArgumentError('keys are strings (UTF-8) or Uint8Arrays');
-    }
-    const keyBytes = typeof key === 'string' ? Buffer.byteLength(key, 'utf8') : key.byteLength;
+    if (!isKey(key)) throw new InvalidArgumentError('keys are strings (UTF-8) or Uint8Arrays');
+    const keyBytes = keyByteLength(key);
     if (keyBytes > 65535) throw new KeyTooLargeError(keyBytes, 65535);
     return key;
   }
@@ -320,7 +328,7 @@ function groupByRegion(regions: readonly RegionConfig[], keys: Buffer[]): Buffer
 }
 
 /** The lower of two exclusive upper bounds (undefined = unbounded). */
-function clipUpper(a: string | undefined, b: string | undefined): string | undefined {
+function clipUpper(a: KeyLike | undefined, b: string | undefined): KeyLike | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;
   return minKeyOf(a, b);

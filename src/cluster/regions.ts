@@ -1,6 +1,7 @@
 /**
  * Region layout helpers: a region is a key range `[minKey, maxKey)` in the stores' key order, the
- * UTF-8 byte order of the keys (compareKeys, src/keys.ts) — not JS string order.
+ * UTF-8 byte order of the keys (compareKeys, src/keys.ts) — not JS string order. Bounds are strings;
+ * a binary key (Uint8Array) is routed by comparing its bytes with the bounds' UTF-8 bytes.
  * The default layout splits the space of lowercase-hex-prefixed keys evenly (keys such as hashed
  * YCSB keys spread over it); the first region starts at '' and the last is unbounded, so every key
  * falls in exactly one region whatever its shape.
@@ -8,7 +9,7 @@
 import type { RegionConfig } from '../../coordination/types.js';
 import type { RegionSpec } from '../actors/controller.js';
 import { InvalidArgumentError, UnknownRegionError } from '../errors.js';
-import { compareKeyLike, compareKeys, describeKeyLike, type KeyLike, keyInRange } from '../keys.js';
+import { compareKeys, describeKeyLike, type KeyLike, keyInRange } from '../keys.js';
 
 /** `count` regions splitting two-hex-digit prefixes evenly: r0 = ['', '55'), r1 = ['55', 'aa'), … */
 export function hexRegionSpecs(count: number): RegionSpec[] {
@@ -50,7 +51,7 @@ export function byMinKey(a: { minKey: string }, b: { minKey: string }): number {
   return compareKeys(a.minKey, b.minKey);
 }
 
-/** The region of `key` (a string or bytes) among configurations sorted by minKey (byMinKey). */
+/** The region of `key` among configurations sorted by minKey (byMinKey). */
 export function regionOf<T extends Pick<RegionConfig, 'minKey' | 'maxKey' | 'regionId'>>(
   sorted: readonly T[],
   key: KeyLike,
@@ -59,7 +60,7 @@ export function regionOf<T extends Pick<RegionConfig, 'minKey' | 'maxKey' | 'reg
   let hi = sorted.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (compareKeyLike(sorted[mid]!.minKey, key) <= 0) lo = mid + 1;
+    if (compareKeys(sorted[mid]!.minKey, key) <= 0) lo = mid + 1;
     else hi = mid;
   }
   const region = sorted[lo - 1];

@@ -22,7 +22,9 @@
  *   (compactAll, compactLevelNow without `bounded`) still merge all of Li.
  * - Slices: a merge yields a macrotask turn every MERGE_SLICE_ENTRIES entries and after each output
  *   segment, so reads, writes and keepalives run between slices.
- * - Flush first: the loop flushes a frozen L0 before it starts another compaction job.
+ * - Flush and compaction alternate (backgroundLoop): a frozen L0 is flushed before the next
+ *   compaction job starts, and after a flush that leaves a level overfull one job runs before the
+ *   next flush, so a steady writer cannot starve compaction.
  * - L0 back-pressure: a writer waits only while L0 is full AND the previous L0 is still frozen, and
  *   only until that flush installed (`flushed()`), never for the compactions queued after it.
  *
@@ -136,16 +138,29 @@ export class Compactor {
     waiting?.resolve();
   }
 
+  /**
+   * Flushes and bounded compaction jobs, alternating: after a flush that leaves a level overfull,
+   * one bounded job runs before the next flush even when L0 froze again meanwhile. Without that, a
+   * steady writer refills L0 during every flush and compaction never runs: L1 grows past its
+   * limit, and every flush (which merges L0 with all of L1 it overlaps) rewrites more of it — a
+   * 120 000-put load once wrote 780 MiB of index instead of 53. One job (a segment) per flush (an
+   * L0) keeps every level at its limit, and writers wait at most one job longer for a flush.
+   */
   private async backgroundLoop(): Promise<void> {
+    let compactionOwed = false;
     for (;;) {
-      if (this.frozen !== undefined) {
+      if (this.frozen !== undefined && !compactionOwed) {
         await this.flushFrozen();
+        compactionOwed = this.d.autoCompact && this.d.versions.overfullLevel() !== undefined;
         continue;
       }
+      compactionOwed = false;
       // Without autoCompact, compactions are the owner's decision (a Compaction actor).
-      if (!this.d.autoCompact) return;
-      const level = this.d.versions.overfullLevel();
-      if (level === undefined) return;
+      const level = this.d.autoCompact ? this.d.versions.overfullLevel() : undefined;
+      if (level === undefined) {
+        if (this.frozen !== undefined) continue;
+        return;
+      }
       await this.compactLevel(level, { bounded: true });
     }
   }

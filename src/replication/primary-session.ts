@@ -466,6 +466,7 @@ export class PrimarySession {
       node: this.options.nodeId,
       regionId: this.regionId,
       epoch: this.epoch,
+      // The simulator's keys are strings; a binary key is traced as its bytes in latin1.
       key: typeof key === 'string' ? key : Buffer.from(key).toString('latin1'),
     }));
   }

@@ -134,6 +134,8 @@ export async function startNodeProcess(options: NodeProcessOptions): Promise<Run
       metrics.requests.inc({ op, outcome });
       metrics.requestSeconds.observe({ op }, seconds);
     },
+    observeFrame: (direction, operationCount) =>
+      metrics.frameOperations.observe({ direction }, operationCount),
     ...(security.tls === undefined ? {} : { tls: security.tls }),
     ...(security.authentication === undefined ? {} : { authentication: security.authentication }),
     onAuthFailure: (reason) => metrics.authFailures.inc({ reason }),
@@ -472,6 +474,13 @@ export function nodeMetrics(nodeId: string) {
       help: 'client request latency by op',
       labelNames: ['op'],
       buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers: [registry],
+    }),
+    frameOperations: new Histogram({
+      name: 'talos_client_frame_operations',
+      help: 'operations per client protocol frame (requests received, replies sent): the batching',
+      labelNames: ['direction'],
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096],
       registers: [registry],
     }),
     seals: new Counter({

@@ -94,3 +94,37 @@ test('puts on both sides of byte-order bounds are found by get and returned by s
     sorted.filter((k) => inBytes(k, '\ue000', undefined)).slice(0, 6),
   );
 });
+
+test('binary keys, UTF-8 or not, route by their bytes; a string key and its UTF-8 bytes are one key', async () => {
+  c = await createLocalCluster({ nodes: 3, replicas: 3, regions: REGIONS, store: SMALL });
+  const client = c.client();
+  // Bytes that are no UTF-8 at all, on both sides of the bounds (EE 80 80 is '\ue000').
+  const binary = [
+    Buffer.from([0x00]),
+    Buffer.from([0x61, 0xff]),
+    Buffer.from([0xed, 0xff, 0xff]),
+    Buffer.from([0xee, 0x80, 0x80, 0xff]),
+    Buffer.from([0xf0, 0x9f, 0x90, 0x85, 0xc0]),
+    Buffer.from([0xff, 0xfe, 0xfd]),
+  ];
+  for (const [i, key] of binary.entries()) await client.put(key, `b${i}`);
+  for (const [i, key] of binary.entries())
+    expect((await client.get(new Uint8Array(key)))?.toString()).toBe(`b${i}`);
+  const bound = (s: string): Buffer => Buffer.from(s, 'utf8');
+  for (const spec of REGIONS) {
+    const config = c.regions().find((r) => r.regionId === spec.regionId)!;
+    const rows = await c.session(config.primary, config.regionId)!.store.scan();
+    const expected = binary.filter(
+      (k) =>
+        Buffer.compare(k, bound(spec.minKey)) >= 0 &&
+        (spec.maxKey === undefined || Buffer.compare(k, bound(spec.maxKey)) < 0),
+    );
+    expect(rows.map((row) => row.key.toString('hex'))).toEqual(expected.map((k) => k.toString('hex')));
+  }
+  const all = await client.scan({ gte: Buffer.from([0x01]) });
+  expect(all.map((row) => row.key.toString('hex'))).toEqual(binary.slice(1).map((k) => k.toString('hex')));
+  await client.put('\u{1f404}', 'as a string');
+  expect((await client.get(Buffer.from('\u{1f404}', 'utf8')))?.toString()).toBe('as a string');
+  await client.delete(Buffer.from('\u{1f404}', 'utf8'));
+  expect(await client.get('\u{1f404}')).toBeUndefined();
+});

@@ -169,9 +169,13 @@ it('equals the two-pass translation (verify, translate, verify) on valid segment
     const original = verifyIndexSegment(good, 'good');
     expect(original.entryCount).toBe(meta.entryCount);
     for (let b = 0; b < original.blockCount; b++) {
-      const { decodeBlock } =
-        require('../../src/engine/index-segment.js') as typeof import('../../src/engine/index-segment.js');
-      const block = decodeBlock(twoPass, original.blockOffsets[b]!, original.blockLengths[b]!, 'good');
+      const block = decodeBlock(
+        twoPass,
+        original.blockOffsets[b]!,
+        original.blockLengths[b]!,
+        'good',
+        original.version,
+      );
       block.keys.forEach((key, i) => {
         const pointer = block.pointers[i]!;
         const base = pointer - (pointer % SEGMENT_BYTES);

@@ -23,11 +23,10 @@ import { OperationTimeoutError, UnauthenticatedError } from '../../src/errors.js
 import { TokenSet } from '../../src/fabric/tls.js';
 import {
   type ClientRequest,
+  decodeFrame,
   encodeAuth,
-  encodeRequest,
+  encodeFrame,
   FrameSplitter,
-  OP,
-  Reader,
 } from '../../src/server/client-protocol.js';
 import { startClientServer } from '../../src/server/client-server.js';
 import { type RunningNode, startNodeProcess } from '../../src/server/node-process.js';
@@ -45,22 +44,23 @@ afterAll(() => pki.remove());
 /** A session that counts the requests it ran (the gate must stop them before it). */
 function countingSession(): { session: RegionSession; calls: () => number } {
   let calls = 0;
-  const store = new Map<unknown, Buffer>();
+  const store = new Map<string, Buffer>();
+  const hex = (key: string | Uint8Array): string => Buffer.from(key).toString('hex');
   return {
     calls: () => calls,
     session: {
       isServing: true,
       put: async (key, value) => {
         calls++;
-        store.set(key, Buffer.from(value));
+        store.set(hex(key), Buffer.from(value));
       },
       delete: async (key) => {
         calls++;
-        store.delete(key);
+        store.delete(hex(key));
       },
       get: async (key) => {
         calls++;
-        return store.get(key);
+        return store.get(hex(key));
       },
       scan: async () => {
         calls++;
@@ -70,13 +70,15 @@ function countingSession(): { session: RegionSession; calls: () => number } {
   };
 }
 
+type Reply = { op: string; code?: string };
+
 /** A raw connection speaking frames: send, and the replies and whether the node closed it. */
 async function rawClient(
   port: number,
   tls?: { ca: Buffer; cert?: Buffer; key?: Buffer },
 ): Promise<{
   send(frame: Buffer): void;
-  reply(): Promise<{ op: number; code?: string }>;
+  reply(): Promise<Reply>;
   closed: Promise<void>;
   socket: Socket;
 }> {
@@ -89,15 +91,20 @@ async function rawClient(
     socket.once(tls === undefined ? 'connect' : 'secureConnect', () => resolve());
     socket.once('error', reject);
   });
-  const replies: { op: number; code?: string }[] = [];
-  const waiters: ((r: { op: number; code?: string }) => void)[] = [];
+  const replies: Reply[] = [];
+  const waiters: ((r: Reply) => void)[] = [];
   const splitter = new FrameSplitter();
   socket.on('data', (chunk: Buffer) =>
-    splitter.push(chunk, (op, _id, body) => {
-      const reply = op === OP.ERROR ? { op, code: new Reader(body).str('utf8') } : { op };
-      const waiter = waiters.shift();
-      if (waiter !== undefined) waiter(reply);
-      else replies.push(reply);
+    splitter.push(chunk, (body) => {
+      const frame = decodeFrame(body);
+      if (frame.kind !== 'replies') throw new Error(`a ${frame.kind} frame from the node`);
+      // A batched frame holds many replies: each is one reply here, in order.
+      for (const { reply: r } of frame.items) {
+        const reply: Reply = r.kind === 'error' ? { op: 'error', code: r.code } : { op: r.kind };
+        const waiter = waiters.shift();
+        if (waiter !== undefined) waiter(reply);
+        else replies.push(reply);
+      }
     }),
   );
   return {
@@ -111,8 +118,10 @@ async function rawClient(
   };
 }
 
+const request = (id: number, r: ClientRequest): Buffer =>
+  encodeFrame({ kind: 'requests', items: [{ id, request: r }] });
 const put = (id: number, key: string, value: string): Buffer =>
-  encodeRequest(id, { op: 'put', regionId: 'r0', key, value: Buffer.from(value) } satisfies ClientRequest);
+  request(id, { op: 'put', regionId: 'r0', key: Buffer.from(key), value: Buffer.from(value) });
 
 describe('client endpoint: the authentication gate', () => {
   const tokens = new TokenSet(['token-one', 'token-two']);
@@ -131,7 +140,7 @@ describe('client endpoint: the authentication gate', () => {
         const raw = await rawClient(port);
         raw.send(opening);
         raw.send(put(2, 'k', 'v')); // pipelined behind the refused frame: dropped
-        expect(await raw.reply()).toEqual({ op: OP.ERROR, code: 'UNAUTHENTICATED' });
+        expect(await raw.reply()).toEqual({ op: 'error', code: 'UNAUTHENTICATED' });
         await raw.closed;
       }
       expect(calls()).toBe(0);
@@ -139,8 +148,8 @@ describe('client endpoint: the authentication gate', () => {
       const raw = await rawClient(port);
       raw.send(encodeAuth(1, 'token-two'));
       raw.send(put(2, 'k', 'v'));
-      expect(await raw.reply()).toEqual({ op: OP.OK });
-      expect(await raw.reply()).toEqual({ op: OP.OK });
+      expect(await raw.reply()).toEqual({ op: 'done' });
+      expect(await raw.reply()).toEqual({ op: 'done' });
       expect(calls()).toBe(1);
       raw.socket.destroy();
     } finally {
@@ -163,8 +172,8 @@ describe('client endpoint: the authentication gate', () => {
       const ok = await rawClient(port, { ca: caA.cert, cert: good.cert, key: good.key });
       ok.send(encodeAuth(1, ''));
       ok.send(put(2, 'k', 'v'));
-      expect(await ok.reply()).toEqual({ op: OP.OK });
-      expect(await ok.reply()).toEqual({ op: OP.OK });
+      expect(await ok.reply()).toEqual({ op: 'done' });
+      expect(await ok.reply()).toEqual({ op: 'done' });
       expect(calls()).toBe(1);
       ok.socket.destroy();
       const foreign = caB.issue('app');
@@ -173,7 +182,7 @@ describe('client endpoint: the authentication gate', () => {
         const raw = await rawClient(port, { ca: caA.cert, cert: leaf.cert, key: leaf.key });
         raw.send(encodeAuth(1, 'token-one')); // even with a good token: the certificate is bad
         raw.send(put(2, 'k', 'v'));
-        expect(await raw.reply()).toEqual({ op: OP.ERROR, code: 'UNAUTHENTICATED' });
+        expect(await raw.reply()).toEqual({ op: 'error', code: 'UNAUTHENTICATED' });
         await raw.closed;
       }
       expect(calls()).toBe(1);
@@ -200,8 +209,9 @@ describe('client endpoint: the authentication gate', () => {
         const raw = await rawClient(tap.port, tls ? { ca: caA.cert } : undefined);
         raw.send(encodeAuth(1, token));
         raw.send(put(2, key, value));
-        raw.send(encodeRequest(3, { op: 'get', regionId: 'r0', key }));
-        for (let i = 0; i < 3; i++) expect((await raw.reply()).op).toBe(OP.OK);
+        raw.send(request(3, { op: 'get', regionId: 'r0', key: Buffer.from(key) }));
+        // AUTH and the put are done; the get finds the value just put.
+        for (const op of ['done', 'done', 'value']) expect((await raw.reply()).op).toBe(op);
         raw.socket.destroy();
         return tap.seen().toString('latin1');
       } finally {

@@ -122,3 +122,41 @@ describe('routing in byte order', () => {
     );
   });
 });
+
+describe('binary keys (Uint8Array) in byte order', () => {
+  const regions = [
+    { regionId: 'low', minKey: '', maxKey: '\ue000' },
+    { regionId: 'mid', minKey: '\ue000', maxKey: '\u{1f405}' },
+    { regionId: 'high', minKey: '\u{1f405}' },
+  ];
+
+  it('a string and its UTF-8 bytes are the same key; mixed comparisons agree with the strings', () => {
+    fc.assert(
+      fc.property(key, key, (a, b) => {
+        const bytesA = Buffer.from(a, 'utf8');
+        expect(compareKeys(bytesA, a)).toBe(0);
+        expect(Math.sign(compareKeys(bytesA, b))).toBe(utf8Order(a, b));
+        expect(Math.sign(compareKeys(a, new Uint8Array(Buffer.from(b, 'utf8'))))).toBe(utf8Order(a, b));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('routes any bytes, UTF-8 or not, by comparing them with the bounds’ UTF-8', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 6 }), (k) => {
+        const expected = regions.find(
+          (r) =>
+            Buffer.compare(Buffer.from(r.minKey), k) <= 0 &&
+            (r.maxKey === undefined || Buffer.compare(k, Buffer.from(r.maxKey)) < 0),
+        );
+        expect(regionOf(regions, k).regionId).toBe(expected!.regionId);
+      }),
+      { numRuns: 2000 },
+    );
+    expect(regionOf(regions, Buffer.from([0xff, 0xff])).regionId).toBe('high'); // not UTF-8
+    expect(regionOf(regions, Buffer.from([0xee, 0x80, 0x7f])).regionId).toBe('low'); // below EE 80 80
+    expect(regionOf(regions, Buffer.from([0xee, 0x80, 0x80, 0x00])).regionId).toBe('mid');
+    expect(keyInRange(Buffer.from([0xed, 0xff]), '', '\ue000')).toBe(true);
+  });
+});
