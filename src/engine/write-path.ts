@@ -46,7 +46,7 @@ export class WritePath {
 
   constructor(private readonly d: WritePathDeps) {}
 
-  async write(key: Bytes, value: Bytes | null): Promise<void> {
+  write(key: Bytes, value: Bytes | null): Promise<void> {
     const op: BatchOperation = value === null ? { type: 'del', key } : { type: 'put', key, value };
     return this.batch([op]);
   }
