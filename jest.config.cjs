@@ -12,7 +12,11 @@ module.exports = {
   },
   // `talos-kv` (the package's own name, as a user imports it) is its entry point's source:
   // test/package/ imports it that way; tsc resolves the same name through package.json `exports`.
-  moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1', '^talos-kv$': '<rootDir>/src/index.ts' },
+  moduleNameMapper: {
+    '^(\\.{1,2}/.*)\\.js$': '$1',
+    '^talos-kv$': '<rootDir>/src/index.ts',
+    '^talos-kv/level$': '<rootDir>/src/level/index.ts',
+  },
   testTimeout: 120000,
   // A test that times out abandons its in-process cluster (timers, leases); exit anyway rather than
   // hang CI. Leaks on passing paths are caught by the afterEach/finally closes in each suite.

@@ -11,6 +11,9 @@
  * | KEY_TOO_LARGE       | definite       | validation, before the append                               |
  * | VALUE_TOO_LARGE     | definite       | validation, before the append                               |
  * | INVALID_ARGUMENT    | definite       | validation, before the append                               |
+ * | BATCH_TOO_LARGE     | definite       | validation: a batch's records exceed one log segment         |
+ * | CROSS_REGION_BATCH  | definite       | validation: a batch's keys lie in more than one region       |
+ * | SNAPSHOT_RELEASED   | (reads)        | a read through a snapshot its owner already released         |
  * | WRONG_PRIMARY       | definite       | the node does not serve the region (or its lease ran out)   |
  * | UNKNOWN_REGION      | definite       | no region covers the key                                     |
  * | STORE_CLOSED        | definite       | the store was closed or closing before the append            |
@@ -167,6 +170,39 @@ export function isDeviceError(err: unknown): err is DiskFullError | DeviceIoErro
 export class InvalidArgumentError extends TalosError {
   constructor(message: string) {
     super('INVALID_ARGUMENT', message);
+  }
+}
+
+/**
+ * An atomic batch whose records do not fit one log segment (a batch is one run of records inside
+ * one segment: record.ts). Nothing of it was written.
+ */
+export class BatchTooLargeError extends TalosError {
+  constructor(
+    readonly batchBytes: number,
+    readonly maxBatchBytes: number,
+  ) {
+    super(
+      'BATCH_TOO_LARGE',
+      `batch of ${batchBytes} record bytes exceeds one log segment (${maxBatchBytes})`,
+    );
+  }
+}
+
+/** A batch whose keys lie in more than one region: batches are atomic within a region only. */
+export class CrossRegionBatchError extends TalosError {
+  constructor(readonly regionIds: string[]) {
+    super(
+      'CROSS_REGION_BATCH',
+      `batch spans regions ${regionIds.join(', ')}; a batch is atomic within one region only`,
+    );
+  }
+}
+
+/** A read through a snapshot (or an iterator) that was already released or closed. */
+export class SnapshotReleasedError extends TalosError {
+  constructor() {
+    super('SNAPSHOT_RELEASED', 'the snapshot was released');
   }
 }
 

@@ -15,11 +15,26 @@
  * Keys are strings (their UTF-8 bytes) or Uint8Arrays (their own bytes, which need not be UTF-8),
  * routed by region in byte order (src/keys.ts); a key longer than 65535 bytes is KeyTooLargeError
  * before any attempt.
+ * A batch is atomic within its region (the engine's batch: one log group, replicated and recovered
+ * as a unit); a batch whose keys lie in more than one region is refused whole, before anything is
+ * written (CrossRegionBatchError): there is no cross-region atomicity. `getMany` reads key by key
+ * (no common snapshot); `clear` deletes a range region by region, in atomic chunks. `snapshot` and
+ * `iterator` (cluster-cursor.ts) need sessions that hand out engine cursors (in-process ones).
  */
 import type { RegionConfig } from '../../coordination/types.js';
 import type { Clock } from '../clock/index.js';
-import type { KeyValue, ScanOptions } from '../engine/store.js';
+import type {
+  BatchOperation,
+  Cursor,
+  CursorOptions,
+  KeyValue,
+  ScanOptions,
+  StoreCursor,
+  StoreSnapshot,
+} from '../engine/store.js';
 import {
+  CrossRegionBatchError,
+  InvalidArgumentError,
   KeyTooLargeError,
   OperationTimeoutError,
   StaleEpochError,
@@ -36,6 +51,7 @@ import {
   maxKeyOf,
   minKeyOf,
 } from '../keys.js';
+import { ClusterCursor, type ClusterCursorOptions, ClusterSnapshot } from './cluster-cursor.js';
 import { regionOf } from './regions.js';
 
 export interface LocalClientOptions {
@@ -57,6 +73,12 @@ export interface RegionSession {
   delete(key: KeyLike, deadlineMs?: number): Promise<void>;
   get(key: KeyLike, deadlineMs?: number): Promise<Buffer | undefined>;
   scan(options: ScanOptions, deadlineMs?: number): Promise<KeyValue[]>;
+  /** An atomic batch within the region (sessions without it refuse batches). */
+  batch?(operations: readonly BatchOperation[], deadlineMs?: number): Promise<void>;
+  has?(key: KeyLike, deadlineMs?: number): Promise<boolean>;
+  /** An engine snapshot and cursors over the region's store (in-process sessions). */
+  snapshot?(): StoreSnapshot;
+  iterator?(options: CursorOptions): StoreCursor;
 }
 
 export interface ClientPorts {
@@ -114,6 +136,100 @@ export class LocalClient {
     return this.onPrimary('get', key, (session, deadlineMs) => session.get(key, deadlineMs));
   }
 
+  /** Whether `key` holds a value. */
+  has(key: KeyLike): Promise<boolean> {
+    return this.onPrimary('has', key, async (session, deadlineMs) =>
+      session.has !== undefined
+        ? session.has(key, deadlineMs)
+        : (await session.get(key, deadlineMs)) !== undefined,
+    );
+  }
+
+  /** Values of `keys` in order (undefined where absent), read one by one: no common snapshot. */
+  getMany(keys: readonly KeyLike[]): Promise<(Buffer | undefined)[]> {
+    return Promise.all(keys.map((key) => this.get(key)));
+  }
+
+  /**
+   * Applies `operations` atomically in their region (see the header); a batch over several regions
+   * is refused whole with CrossRegionBatchError, before anything is written.
+   */
+  async batch(operations: readonly BatchOperation[]): Promise<void> {
+    if (operations.length === 0) return;
+    const regionIds = new Set(
+      operations.map((op) => regionOf(this.ports.regions(), this.checkKey(op.key)).regionId),
+    );
+    if (regionIds.size > 1) throw new CrossRegionBatchError([...regionIds]);
+    const first = operations[0]!.key;
+    return this.onPrimary('batch', first, (session, deadlineMs) => {
+      if (session.batch === undefined)
+        throw new InvalidArgumentError('this session does not support batches');
+      return session.batch(operations, deadlineMs);
+    });
+  }
+
+  /** Deletes every key in the range, region by region, in batches (each atomic, the whole not). */
+  async clear(options: Omit<ClientScanOptions, 'limit' | 'reverse'> = {}): Promise<void> {
+    for (;;) {
+      const rows = await this.scan({ ...options, limit: CLEAR_BATCH_KEYS });
+      if (rows.length === 0) return;
+      for (const region of groupByRegion(
+        this.ports.regions(),
+        rows.map((r) => r.key),
+      )) {
+        await this.batch(region.map((key) => ({ type: 'del' as const, key })));
+      }
+    }
+  }
+
+  /**
+   * `clear` with byte bounds, reverse, limit and a snapshot (cluster-cursor.ts): the keys a cursor
+   * over the range holds are deleted in per-region batches (each atomic, the whole not).
+   */
+  async clearRange(options: Omit<ClusterCursorOptions, 'values'> = {}): Promise<void> {
+    const cursor = this.iterator({ ...options, values: false });
+    try {
+      for (;;) {
+        const keys = cursor.nextv(CLEAR_BATCH_KEYS).map((e) => e.key);
+        if (keys.length === 0) return;
+        for (const group of groupByRegion(this.ports.regions(), keys)) {
+          await this.batch(group.map((key) => ({ type: 'del' as const, key })));
+        }
+      }
+    } finally {
+      cursor.close();
+    }
+  }
+
+  /** One snapshot per region, taken in one step (in-process sessions); the caller releases it. */
+  snapshot(): ClusterSnapshot {
+    const taken = new Map<string, StoreSnapshot>();
+    try {
+      for (const region of this.ports.regions()) {
+        const session = this.serving(region.regionId);
+        if (session.snapshot === undefined) throw new InvalidArgumentError('this session has no snapshots');
+        taken.set(region.regionId, session.snapshot());
+      }
+    } catch (err) {
+      for (const s of taken.values()) s.release();
+      throw err;
+    }
+    return new ClusterSnapshot(taken);
+  }
+
+  /** A streaming cursor across regions in key order (cluster-cursor.ts). */
+  iterator(options: ClusterCursorOptions = {}): Cursor {
+    return new ClusterCursor(
+      this.ports.regions(),
+      (regionId, regionOptions) => {
+        const session = this.serving(regionId);
+        if (session.iterator === undefined) throw new InvalidArgumentError('this session has no cursors');
+        return session.iterator(regionOptions);
+      },
+      options,
+    );
+  }
+
   async scan(options: ClientScanOptions = {}): Promise<KeyValue[]> {
     const limit = options.limit ?? Number.POSITIVE_INFINITY;
     const out: KeyValue[] = [];
@@ -138,15 +254,25 @@ export class LocalClient {
   }
 
   private onPrimary<T>(
-    op: 'put' | 'delete' | 'get',
+    op: 'put' | 'delete' | 'get' | 'has' | 'batch',
     key: KeyLike,
     attempt: (session: RegionSession, deadlineMs: number) => Promise<T>,
   ): Promise<T> {
-    if (!isKey(key)) throw new TypeError('keys are strings (UTF-8) or Uint8Arrays');
-    const keyBytes = keyByteLength(key);
-    if (keyBytes > 65535) return Promise.reject(new KeyTooLargeError(keyBytes, 65535));
+    try {
+      this.checkKey(key);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const find = (): RegionSession => this.serving(regionOf(this.ports.regions(), key).regionId);
     return this.withRetry(`${op} of ${describeKeyLike(key)}`, find, attempt);
+  }
+
+  /** A key is a string (stored as UTF-8) or bytes, of at most 65535 bytes (the record format). */
+  private checkKey(key: KeyLike): KeyLike {
+    if (!isKey(key)) throw new InvalidArgumentError('keys are strings (UTF-8) or Uint8Arrays');
+    const keyBytes = keyByteLength(key);
+    if (keyBytes > 65535) throw new KeyTooLargeError(keyBytes, 65535);
+    return key;
   }
 
   /** The session serving `regionId` on its current primary, or WrongPrimaryError. */
@@ -184,6 +310,21 @@ export class LocalClient {
       backoff = Math.min(backoff * 2, this.maxBackoffMs);
     }
   }
+}
+
+/** Keys deleted per batch by clear(). */
+const CLEAR_BATCH_KEYS = 32;
+
+/** `keys` grouped by region, in order. */
+function groupByRegion(regions: readonly RegionConfig[], keys: Buffer[]): Buffer[][] {
+  const groups = new Map<string, Buffer[]>();
+  for (const key of keys) {
+    const id = regionOf(regions, key).regionId;
+    const group = groups.get(id) ?? [];
+    group.push(key);
+    groups.set(id, group);
+  }
+  return [...groups.values()];
 }
 
 /** The lower of two exclusive upper bounds (undefined = unbounded). */

@@ -28,10 +28,25 @@ function compareKeys(a: string, b: string): number {
 }
 
 export class Memtable {
-  private readonly tree = new BTree<string, IndexEntry>(undefined, compareKeys);
+  private readonly tree: sortedBtree.default<string, IndexEntry>;
   private byteCount = 0;
   /** Highest lsn inserted, 0 when empty. */
   maxLsn = 0;
+
+  constructor(tree?: sortedBtree.default<string, IndexEntry>) {
+    this.tree = tree ?? new BTree<string, IndexEntry>(undefined, compareKeys);
+  }
+
+  /**
+   * A point-in-time copy for a snapshot (snapshot.ts), in O(1): sorted-btree clones copy-on-write,
+   * so later inserts into this memtable copy the nodes they change and the copy never moves.
+   */
+  clone(): Memtable {
+    const copy = new Memtable(this.tree.clone());
+    copy.byteCount = this.byteCount;
+    copy.maxLsn = this.maxLsn;
+    return copy;
+  }
 
   get bytes(): number {
     return this.byteCount;

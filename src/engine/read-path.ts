@@ -3,13 +3,15 @@
  * (the first hit is the newest: a shallower place always holds newer versions), and resolves the
  * value pointer through the value log (which re-checks the record's CRC, key and lsn). A scan
  * merges L0, the frozen L0 and one stream per level (mergeStreams: the highest lsn of a key wins),
- * skipping tombstones, up to `limit`.
+ * skipping tombstones, up to `limit`. Reads through a snapshot (snapshot.ts) look in its clones of
+ * the same places; streaming reads are cursors (cursor.ts).
  */
 import { InvalidArgumentError, KeyTooLargeError } from '../errors.js';
 import type { Compactor } from './compaction.js';
 import type { IndexEntry } from './memtable.js';
 import { type EntryStream, mergeStreams } from './merge.js';
 import { type Bytes, toKey } from './options.js';
+import type { StoreSnapshot } from './snapshot.js';
 import type { KeyValue, ScanOptions } from './store-types.js';
 import type { ValueLog } from './value-log.js';
 import type { VersionSet } from './version-set.js';
@@ -21,12 +23,20 @@ export interface ReadPathDeps {
   valueLog: ValueLog;
 }
 
-export function getValue(d: ReadPathDeps, key: Bytes): Buffer | undefined {
+/** The value of `key` now, or as of `snapshot` (snapshot.ts) when given. */
+export function getValue(d: ReadPathDeps, key: Bytes, snapshot?: StoreSnapshot): Buffer | undefined {
   const k = toKey(key);
-  if (k.length > d.maxKeyBytes) throw new KeyTooLargeError(k.length, d.maxKeyBytes);
-  const entry = lookup(d, k.toString('latin1'), k);
+  const entry = entryOf(d, k, snapshot);
   if (entry === undefined || entry.tombstone) return undefined;
   return d.valueLog.readValue(entry, k);
+}
+
+/** The newest index entry for `key` (a tombstone included), now or as of `snapshot`. */
+export function entryOf(d: ReadPathDeps, key: Bytes, snapshot?: StoreSnapshot): IndexEntry | undefined {
+  const k = toKey(key);
+  if (k.length > d.maxKeyBytes) throw new KeyTooLargeError(k.length, d.maxKeyBytes);
+  if (snapshot !== undefined) return snapshot.lookup(k.toString('latin1'), k);
+  return lookup(d, k.toString('latin1'), k);
 }
 
 export function scanRange(d: ReadPathDeps, options: ScanOptions): KeyValue[] {

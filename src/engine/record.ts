@@ -6,6 +6,13 @@
  * Little-endian; the CRC covers every byte after it. Records are packed back to back in a segment
  * and never span segments; the unused tail of a segment is zero padding.
  *
+ * Atomic batches (write-batch.ts): lsns stay below 2^53, so the top bit of the lsn field is free;
+ * it marks a record that "continues a batch" — every record of a batch but its last carries it.
+ * A batch is one run of consecutive lsns inside one segment, and it counts only once its last
+ * (unmarked) record is valid: `parseRecords` ends the valid prefix before a batch whose last record
+ * is missing, torn or corrupt, so recovery, Build-Index indexing and promotion (every consumer of
+ * the log's valid prefix) see a batch wholly or not at all.
+ *
  * Recovery finds the valid prefix of a buffer with `parseRecords`: it walks records while each one
  * has a matching CRC, fits in the buffer and carries exactly the next expected lsn. The lsn check is
  * what makes stale bytes harmless: a reused segment, or an old unsynced tail that happens to have a
@@ -17,6 +24,8 @@ import { crc32c } from './crc.js';
 export const RECORD_HEADER_BYTES = 18;
 export const TOMBSTONE_VALUE_LEN = 0xffffffff;
 const TWO_32 = 2 ** 32;
+/** The lsn field's top bit (in its high word): this record continues a batch (see the header). */
+const CONTINUES_BATCH_BIT = 0x80000000;
 
 export function recordBytes(keyBytes: number, valueBytes: number): number {
   return RECORD_HEADER_BYTES + keyBytes + valueBytes;
@@ -29,13 +38,16 @@ export function encodeRecord(
   lsn: number,
   key: Uint8Array,
   value: Uint8Array | null,
+  continuesBatch = false,
 ): number {
   const valueBytes = value === null ? 0 : value.length;
   const length = recordBytes(key.length, valueBytes);
   assert(offset + length <= buf.length, 'record must fit in its buffer');
   assert(Number.isSafeInteger(lsn) && lsn > 0, 'lsn must be a positive safe integer');
   buf.writeUInt32LE(lsn % TWO_32, offset + 4);
-  buf.writeUInt32LE(Math.floor(lsn / TWO_32), offset + 8);
+  const high = Math.floor(lsn / TWO_32);
+  assert(high < CONTINUES_BATCH_BIT, 'lsn must leave the batch bit free');
+  buf.writeUInt32LE((high | (continuesBatch ? CONTINUES_BATCH_BIT : 0)) >>> 0, offset + 8);
   buf.writeUInt16LE(key.length, offset + 12);
   buf.writeUInt32LE(value === null ? TOMBSTONE_VALUE_LEN : value.length, offset + 14);
   buf.set(key, offset + RECORD_HEADER_BYTES);
@@ -52,6 +64,8 @@ export interface DecodedRecord {
   key: Buffer;
   /** null for a tombstone. */
   value: Buffer | null;
+  /** More records of this record's batch follow it (see the header). */
+  continuesBatch: boolean;
 }
 
 export type RecordCheck =
@@ -69,7 +83,9 @@ export function decodeRecord(buf: Buffer, offset: number, end = buf.length): Rec
   if (offset + length > end) return { ok: false, reason: 'truncated' };
   const storedCrc = buf.readUInt32LE(offset);
   if (crc32c(buf.subarray(offset + 4, offset + length)) !== storedCrc) return { ok: false, reason: 'crc' };
-  const lsn = buf.readUInt32LE(offset + 4) + buf.readUInt32LE(offset + 8) * TWO_32;
+  const highWord = buf.readUInt32LE(offset + 8);
+  const continuesBatch = (highWord & CONTINUES_BATCH_BIT) !== 0;
+  const lsn = buf.readUInt32LE(offset + 4) + (highWord & ~CONTINUES_BATCH_BIT) * TWO_32;
   if (lsn === 0 || !Number.isSafeInteger(lsn)) return { ok: false, reason: 'header' };
   const keyStart = offset + RECORD_HEADER_BYTES;
   return {
@@ -80,6 +96,7 @@ export function decodeRecord(buf: Buffer, offset: number, end = buf.length): Rec
       length,
       key: buf.subarray(keyStart, keyStart + keyLen),
       value: tombstone ? null : buf.subarray(keyStart + keyLen, keyStart + keyLen + valueLen),
+      continuesBatch,
     },
   };
 }
@@ -97,15 +114,27 @@ export interface ParseResult {
   endOffset: number;
   /** Lsn the next record would need. */
   nextLsn: number;
-  /** Why parsing stopped before `end`, if it did. */
-  stop: 'end' | 'truncated' | 'crc' | 'header' | 'lsn' | 'padding';
+  /** Why parsing stopped before `end`, if it did ('batch': a batch's last record is missing). */
+  stop: 'end' | 'truncated' | 'crc' | 'header' | 'lsn' | 'padding' | 'batch';
 }
 
 /**
  * Parses the longest valid prefix of records in `buf[start, end)` whose lsns continue from
- * `expectedLsn` (pass 0 to accept whatever lsn the first record has).
+ * `expectedLsn` (pass 0 to accept whatever lsn the first record has) and which ends with a whole
+ * batch: records of a batch whose last record is not valid are not part of it (see the header).
  */
 export function parseRecords(buf: Buffer, start: number, end: number, expectedLsn: number): ParseResult {
+  const parsed = parseRecordRun(buf, start, end, expectedLsn);
+  const { records } = parsed;
+  let open = records.length;
+  while (open > 0 && records[open - 1]!.continuesBatch) open--;
+  if (open === records.length) return parsed;
+  // The run ends inside a batch: its records so far (records[open..]) are cut off whole.
+  const first = records[open]!;
+  return { records: records.slice(0, open), endOffset: first.offset, nextLsn: first.lsn, stop: 'batch' };
+}
+
+function parseRecordRun(buf: Buffer, start: number, end: number, expectedLsn: number): ParseResult {
   const records: DecodedRecord[] = [];
   let offset = start;
   let nextLsn = expectedLsn;

@@ -15,6 +15,7 @@ import type { LogPosition, ManifestData } from './manifest.js';
 import type { ManifestLog } from './manifest-log.js';
 import type { ResolvedOptions } from './options.js';
 import { SegmentAllocator } from './segment-allocator.js';
+import { SnapshotRegistry } from './snapshot.js';
 import { StoreEdits } from './store-edits.js';
 import { ValueLog } from './value-log.js';
 import { VersionSet } from './version-set.js';
@@ -25,6 +26,7 @@ export interface StoreParts {
   edits: StoreEdits;
   valueLog: ValueLog;
   versions: VersionSet;
+  snapshots: SnapshotRegistry;
   compactor: Compactor;
   commits: GroupCommit;
   writes: WritePath;
@@ -113,6 +115,9 @@ export function assembleStore(w: StoreWiring): StoreParts {
     commits,
     closing: w.closing,
   });
+  // Segments an install replaced are freed once no live snapshot reads them (snapshot.ts).
+  const snapshots = new SnapshotRegistry((offset) => allocator.release(offset));
+  versions.releaseSegment = (offset) => snapshots.release(offset);
   valueLog.nextLsn = versions.replayFrom.lsn;
-  return { allocator, edits, valueLog, versions, compactor, commits, writes };
+  return { allocator, edits, valueLog, versions, compactor, commits, writes, snapshots };
 }

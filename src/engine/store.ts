@@ -20,6 +20,7 @@
  */
 import { type CorruptSegmentError, InvalidArgumentError } from '../errors.js';
 import type { Compactor } from './compaction.js';
+import { type CursorOptions, StoreCursor } from './cursor.js';
 import type { Device } from './device.js';
 import { FailStop, NotWritableError } from './fail-stop.js';
 import { FileDevice } from './file-device.js';
@@ -36,9 +37,10 @@ import {
   type StoreOptions,
   type SyncPolicy,
 } from './options.js';
-import { getValue, type ReadPathDeps, scanRange } from './read-path.js';
+import { entryOf, getValue, type ReadPathDeps, scanRange } from './read-path.js';
 import { type RecoveryDeps, type RecoveryReport, recoverBackupL0, recoverPrimary } from './recovery.js';
 import type { SegmentAllocator } from './segment-allocator.js';
+import type { SnapshotRegistry, StoreSnapshot } from './snapshot.js';
 import type { StoreEdits } from './store-edits.js';
 import {
   type IntegrityDeps,
@@ -51,14 +53,32 @@ import { assembleStore } from './store-parts.js';
 import { storeStats } from './store-stats.js';
 import type { ValueLog } from './value-log.js';
 import type { VersionSet } from './version-set.js';
+import type { BatchOperation } from './write-batch.js';
 import type { WritePath } from './write-path.js';
 
+export {
+  type Cursor,
+  type CursorEntry,
+  type CursorOptions,
+  type KeyRange,
+  keyRange,
+  StoreCursor,
+} from './cursor.js';
 export { NotWritableError, StoreFailedError } from './fail-stop.js';
 export type { CommitGate, CommitTail, ShipGate } from './group-commit.js';
 export type { Bytes, StoreOptions, SyncPolicy } from './options.js';
 export type { RecoveryReport } from './recovery.js';
-
+export type { StoreSnapshot } from './snapshot.js';
 export type { KeyValue, LevelStats, ScanOptions, StoreEdit, StoreStats } from './store-types.js';
+export type { BatchOperation } from './write-batch.js';
+
+export interface ReadOptions {
+  /** Read as of this snapshot (Store.snapshot()). */
+  snapshot?: StoreSnapshot;
+}
+
+/** Keys deleted per batch by clear(): small enough to fit any segment size's batch. */
+const CLEAR_BATCH_KEYS = 32;
 
 import type { KeyValue, ScanOptions, StoreEdit, StoreStats } from './store-types.js';
 
@@ -93,6 +113,8 @@ export class Store {
   private indexedPosition: LogPosition;
   private closing: Promise<void> | undefined;
   private readonly writes: WritePath;
+  /** Live snapshots and the segment frees they defer (snapshot.ts). */
+  private readonly snapshots: SnapshotRegistry;
   private readonly recovery: RecoveryReport = {
     replayedRecordCount: 0,
     replayedBytes: 0,
@@ -130,6 +152,7 @@ export class Store {
     this.compactor = parts.compactor;
     this.commits = parts.commits;
     this.writes = parts.writes;
+    this.snapshots = parts.snapshots;
     this.indexedPosition = { ...this.versions.replayFrom };
   }
 
@@ -179,9 +202,73 @@ export class Store {
     return this.writes.write(key, null);
   }
 
-  async get(key: Bytes): Promise<Buffer | undefined> {
+  /** Applies puts and deletes atomically (write-path.ts, write-batch.ts). */
+  async batch(operations: readonly BatchOperation[]): Promise<void> {
+    return this.writes.batch(operations);
+  }
+
+  /** The value of `key` (as of `options.snapshot` when given), or undefined. */
+  async get(key: Bytes, options: ReadOptions = {}): Promise<Buffer | undefined> {
+    return this.getSync(key, options);
+  }
+
+  /** `get`, synchronously (the engine reads without waiting: abstract-level's getSync). */
+  getSync(key: Bytes, options: ReadOptions = {}): Buffer | undefined {
     this.checkUsable();
-    return getValue(this.reads, key);
+    return getValue(this.reads, key, options.snapshot);
+  }
+
+  /** Values of `keys` in order (undefined where absent), read from one snapshot. */
+  async getMany(keys: readonly Bytes[], options: ReadOptions = {}): Promise<(Buffer | undefined)[]> {
+    const snapshot = options.snapshot ?? this.snapshot();
+    try {
+      return keys.map((key) => this.getSync(key, { snapshot }));
+    } finally {
+      if (options.snapshot === undefined) snapshot.release();
+    }
+  }
+
+  /** Whether `key` holds a value (as of `options.snapshot`); reads no value bytes. */
+  async has(key: Bytes, options: ReadOptions = {}): Promise<boolean> {
+    this.checkUsable();
+    const entry = entryOf(this.reads, key, options.snapshot);
+    return entry !== undefined && !entry.tombstone;
+  }
+
+  /** A consistent read view as of now (snapshot.ts); the caller releases it. */
+  snapshot(): StoreSnapshot {
+    this.checkUsable();
+    const { l0, frozen } = this.compactor;
+    return this.snapshots.take({ l0, frozen: frozen?.memtable, versions: this.versions });
+  }
+
+  /** A streaming cursor (cursor.ts) over `options.snapshot`, or over a snapshot of its own. */
+  iterator(options: CursorOptions = {}): StoreCursor {
+    const own = options.snapshot === undefined;
+    const snapshot = options.snapshot ?? this.snapshot();
+    try {
+      return new StoreCursor(snapshot, own, (entry, key) => this.valueLog.readValue(entry, key), options);
+    } catch (err) {
+      if (own) snapshot.release();
+      throw err;
+    }
+  }
+
+  /**
+   * Deletes every key in the range (all keys without bounds): the keys a snapshot holds are deleted
+   * in batches, each atomic (write-batch.ts); the clear as a whole is not one batch.
+   */
+  async clear(options: Omit<CursorOptions, 'values'> = {}): Promise<void> {
+    const cursor = this.iterator({ ...options, values: false });
+    try {
+      for (;;) {
+        const keys = cursor.nextv(CLEAR_BATCH_KEYS);
+        if (keys.length === 0) return;
+        await this.batch(keys.map((e) => ({ type: 'del', key: e.key })));
+      }
+    } finally {
+      cursor.close();
+    }
   }
 
   async scan(options: ScanOptions = {}): Promise<KeyValue[]> {

@@ -69,14 +69,17 @@ export class ValueLog {
     return this.active!.usedBytes + length <= this.segmentBytes;
   }
 
-  /** Encodes a record at the end of the active segment; the caller checked `fits` and `sealing`. */
-  append(key: Buffer, value: Buffer | null): IndexEntry {
+  /**
+   * Encodes a record at the end of the active segment; the caller checked `fits` and `sealing`.
+   * `continuesBatch`: more records of the same atomic batch follow (record.ts, write-batch.ts).
+   */
+  append(key: Buffer, value: Buffer | null, continuesBatch = false): IndexEntry {
     const length = recordBytes(key.length, value?.length ?? 0);
     const active = this.active!;
     assert(this.sealing === undefined && active.usedBytes + length <= this.segmentBytes, 'append into room');
     const lsn = this.nextLsn++;
     const offset = active.usedBytes;
-    encodeRecord(active.buf, offset, lsn, key, value);
+    encodeRecord(active.buf, offset, lsn, key, value, continuesBatch);
     active.usedBytes += length;
     const pointer = active.offset + offset;
     assertOffset(pointer, 'value pointer');

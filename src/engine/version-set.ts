@@ -37,6 +37,11 @@ export class VersionSet {
   levels: LevelSegment[][];
   replayFrom: LogPosition;
   nextCompactionId: number;
+  /**
+   * Frees a segment an install replaced. The store routes it through its snapshot registry
+   * (snapshot.ts): a segment a live snapshot reads is freed only once the last such snapshot ends.
+   */
+  releaseSegment: (offset: number) => void = (offset) => this.allocator.release(offset);
 
   constructor(
     private readonly device: Device,
@@ -106,7 +111,7 @@ export class VersionSet {
     }
     edit.beforePersist?.();
     await this.persistManifest();
-    for (const offset of removed) if (!addedOffsets.has(offset)) this.allocator.release(offset);
+    for (const offset of removed) if (!addedOffsets.has(offset)) this.releaseSegment(offset);
   }
 
   /** The shallowest level over its size limit, whose compaction is due; undefined when none. */
@@ -122,9 +127,9 @@ export class VersionSet {
     return this.l0Bytes * this.growthFactor ** level;
   }
 
-  /** The newest entry the levels hold for `key`, shallowest level first. */
-  lookup(key: string, keyBytes: Buffer): IndexEntry | undefined {
-    for (const level of this.levels) {
+  /** The newest entry the levels (these, or a snapshot's) hold for `key`, shallowest level first. */
+  lookup(key: string, keyBytes: Buffer, levels: LevelSegment[][] = this.levels): IndexEntry | undefined {
+    for (const level of levels) {
       const seg = findSegment(level, key);
       if (seg === undefined) continue;
       const entry = seg.reader.get(key, keyBytes);
@@ -133,10 +138,15 @@ export class VersionSet {
     return undefined;
   }
 
-  /** One stream per non-empty level over [gte, lt). */
-  streams(gte: string | undefined, lt: string | undefined, reverse: boolean): EntryStream[] {
+  /** One stream per non-empty level (these, or a snapshot's) over [gte, lt). */
+  streams(
+    gte: string | undefined,
+    lt: string | undefined,
+    reverse: boolean,
+    levels: LevelSegment[][] = this.levels,
+  ): EntryStream[] {
     const streams: EntryStream[] = [];
-    for (const level of this.levels) {
+    for (const level of levels) {
       if (level.length > 0) streams.push(levelRange(level, gte, lt, reverse));
     }
     return streams;

@@ -1,26 +1,28 @@
 /**
  * The write path of a primary store: validate, make room, append, then commit.
  *
- * A put or delete (`write`):
- * 1. Validation: the store is usable and not closing, it is a primary, the key and the value fit
- *    (KeyTooLargeError / ValueTooLargeError: nothing is appended).
+ * A batch (`batch`; a put or delete is a batch of one, `write`):
+ * 1. Validation: the store is usable and not closing, it is a primary, every key and value fits and
+ *    the batch fits one segment (KeyTooLargeError / ValueTooLargeError / BatchTooLargeError:
+ *    nothing is appended; write-batch.ts).
  * 2. Room (`makeRoom`, re-checked after every wait since another write may take the room): a full
  *    L0 whose predecessor is still being flushed waits for that flush (back-pressure, compaction.ts);
  *    a running seal is waited for; a record that does not fit the active segment seals it. A write
  *    waiting here was admitted before any close: close() lets it append first (`makingRoom`).
- * 3. Append: the record goes into the value log's active segment (ValueLog.append).
+ * 3. Append: the records go into the value log's active segment in one step (appendBatch).
  * 4. Commit: with a commit gate or a sync policy that waits (GroupCommit.waits), the write joins the
  *    pending group and resolves when its group is applied; otherwise it enters L0 at once. From the
  *    append on, any failure is OutcomeUnknownError: the record is in the log.
  */
-import { KeyTooLargeError, OutcomeUnknownError, StoreClosedError, ValueTooLargeError } from '../errors.js';
+import { OutcomeUnknownError, StoreClosedError } from '../errors.js';
 import type { Compactor } from './compaction.js';
 import { type FailStop, NotWritableError } from './fail-stop.js';
 import type { GroupCommit } from './group-commit.js';
 import type { LogPosition, StoreRole } from './manifest.js';
-import { type Bytes, toKey, toValue } from './options.js';
-import { recordBytes } from './record.js';
+import type { IndexEntry } from './memtable.js';
+import type { Bytes } from './options.js';
 import type { ValueLog } from './value-log.js';
+import { appendBatch, type BatchOperation, describeKey, prepareBatch } from './write-batch.js';
 
 export interface WritePathDeps {
   role: StoreRole;
@@ -44,20 +46,24 @@ export class WritePath {
 
   constructor(private readonly d: WritePathDeps) {}
 
-  async write(key: Bytes, value: Bytes | null): Promise<void> {
+  write(key: Bytes, value: Bytes | null): Promise<void> {
+    const op: BatchOperation = value === null ? { type: 'del', key } : { type: 'put', key, value };
+    return this.batch([op]);
+  }
+
+  /**
+   * Applies `operations` atomically (write-batch.ts): validated whole first (one bad entry rejects
+   * the batch, nothing written), appended as one run of records in one step, acknowledged as one.
+   * A put or delete is a batch of one.
+   */
+  async batch(operations: readonly BatchOperation[]): Promise<void> {
     const { d } = this;
     d.failStop.check();
     if (d.closing()) throw new StoreClosedError(); // closing: nothing new is appended
     if (d.role !== 'primary') throw new NotWritableError(d.role);
-    const k = toKey(key);
-    const v = value === null ? null : toValue(value);
-    if (k.length > d.maxKeyBytes) throw new KeyTooLargeError(k.length, d.maxKeyBytes);
-    const valueBytes = v?.length ?? 0;
-    const fitsSegment = d.segmentBytes - recordBytes(k.length, 0);
-    if (valueBytes > d.maxValueBytes || valueBytes > fitsSegment) {
-      throw new ValueTooLargeError(valueBytes, Math.min(d.maxValueBytes, fitsSegment));
-    }
-    const length = recordBytes(k.length, valueBytes);
+    const prepared = prepareBatch(operations, d);
+    if (prepared.writes.length === 0) return;
+    const length = prepared.recordBytes;
     // Checked again after each wait: another write may have taken the room meanwhile.
     while (this.needsRoom(length)) {
       // Admitted before any close: close() waits for it to append (then commits it).
@@ -69,30 +75,35 @@ export class WritePath {
         this.makingRoom.delete(room);
       }
     }
-    const keyString = k.toString('latin1');
-    const entry = d.failStop.run(() => d.valueLog.append(k, v));
-    this.userBytes += k.length + valueBytes;
-    if (d.commits.waits) {
-      const active = d.valueLog.active!;
-      const position = { seq: active.seq, offset: entry.pointer - active.offset, lsn: entry.lsn };
-      return new Promise<void>((resolve, reject) => {
-        d.commits.enqueue({ key: keyString, entry, position, resolve, reject });
-      });
-    }
+    const entries = d.failStop.run(() => appendBatch(d.valueLog, prepared));
+    this.userBytes += prepared.userBytes;
+    const keys = prepared.writes.map((w) => w.key.toString('latin1'));
+    if (d.commits.waits) return this.enqueueBatch(keys, entries);
     try {
       d.failStop.run(() => {
-        d.compactor.l0.insert(keyString, entry);
+        for (let i = 0; i < keys.length; i++) d.compactor.l0.insert(keys[i]!, entries[i]!);
         d.compactor.afterApply();
       });
     } catch (err) {
-      // The record is in the log (and in L0): whatever failed after it, the outcome is unknown.
-      throw new OutcomeUnknownError(
-        `write of ${JSON.stringify(keyString)} was appended, then the store failed`,
-        {
-          cause: err,
-        },
-      );
+      // The records are in the log (and in L0): whatever failed after them, the outcome is unknown.
+      const what = describeKey(prepared.writes[0]!.key);
+      throw new OutcomeUnknownError(`write of ${what} was appended, then the store failed`, { cause: err });
     }
+  }
+
+  /** Hands an appended batch to group commit: one group, one answer (write-batch.ts). */
+  private enqueueBatch(keys: string[], entries: IndexEntry[]): Promise<void> {
+    const { d } = this;
+    const active = d.valueLog.active!;
+    return new Promise<void>((resolve, reject) => {
+      const last = entries.length - 1;
+      for (let i = 0; i <= last; i++) {
+        const entry = entries[i]!;
+        const position = { seq: active.seq, offset: entry.pointer - active.offset, lsn: entry.lsn };
+        // Every record rejects the one promise (settling twice is a no-op); the last resolves it.
+        d.commits.enqueue({ key: keys[i]!, entry, position, resolve: i === last ? resolve : noop, reject });
+      }
+    });
   }
 
   /**
@@ -141,3 +152,5 @@ export class WritePath {
     }
   }
 }
+
+function noop(): void {}

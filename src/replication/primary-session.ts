@@ -18,11 +18,23 @@
  * is reported as OutcomeUnknownError, never as failed.
  *
  * Client path: `put`/`delete`/`get`/`scan` check that the session is serving and the key is in the
- * region's range, then call the engine directly (no actor event per operation, DESIGN §1).
+ * region's range, then call the engine directly (no actor event per operation, DESIGN §1). Keys are
+ * strings (UTF-8) or bytes. `batch` is the engine's atomic batch (every key in the region, else
+ * WRONG_PRIMARY: the client splits nothing, it refuses a cross-region batch first); `snapshot` and
+ * `iterator` are lease-checked once, when taken: a cursor then reads its snapshot of this store.
  */
 import { assert } from '../assert.js';
 import { crc32c } from '../engine/crc.js';
-import { type KeyValue, type ScanOptions, type Store, StoreFailedError } from '../engine/store.js';
+import {
+  type BatchOperation,
+  type CursorOptions,
+  type KeyValue,
+  type ScanOptions,
+  type Store,
+  type StoreCursor,
+  StoreFailedError,
+  type StoreSnapshot,
+} from '../engine/store.js';
 import {
   InvalidArgumentError,
   isDeviceError,
@@ -329,6 +341,38 @@ export class PrimarySession {
   async delete(key: KeyLike): Promise<void> {
     this.checkServing(key);
     await this.replicated(key, this.store.delete(key));
+  }
+
+  /** An atomic batch (src/engine/write-batch.ts); every key must lie in this region. */
+  async batch(operations: readonly BatchOperation[]): Promise<void> {
+    for (const op of operations) this.checkServing(op.key);
+    if (operations.length === 0) return;
+    await this.replicated(operations[0]!.key, this.store.batch(operations));
+  }
+
+  async has(key: KeyLike): Promise<boolean> {
+    this.checkServing(key);
+    const found = await this.store.has(key);
+    this.answerRead();
+    return found;
+  }
+
+  /** A snapshot of this region's store (the caller releases it); lease-checked when taken. */
+  snapshot(): StoreSnapshot {
+    this.checkServingRead();
+    return this.store.snapshot();
+  }
+
+  /** A streaming cursor over this region's store (the caller clips to the range and closes it). */
+  iterator(options: CursorOptions): StoreCursor {
+    this.checkServingRead();
+    return this.store.iterator(options);
+  }
+
+  private checkServingRead(): void {
+    if (!this.serving || !this.leaseHolds()) {
+      throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
+    }
   }
 
   /** True while the lease allows acknowledging and serving (always, without a lease check). */

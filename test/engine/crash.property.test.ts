@@ -10,7 +10,9 @@
  * equal the model state after some prefix of the operations that is at least as long as the last
  * durability point (an explicit sync(), a flush, or — with syncPolicy 'always' — every resolved
  * write). That single check covers "every synced write is present with its latest value" and
- * "nothing unsynced appears half-written or out of order". After recovery the store must work.
+ * "nothing unsynced appears half-written or out of order". Atomic batches are ops too: the model
+ * has no state with half a batch, so a batch torn by the crash must come back whole or not at all.
+ * After recovery the store must work.
  */
 import * as fc from 'fast-check';
 import { SimDevice } from '../../src/engine/sim-device.js';
@@ -22,6 +24,7 @@ import { dump, sortedEntries, TINY } from '../support/store.js';
 type Op =
   | { t: 'put'; key: string; value: Uint8Array }
   | { t: 'del'; key: string }
+  | { t: 'batch'; ops: ({ type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string })[] }
   | { t: 'sync' }
   | { t: 'flush' }
   | { t: 'yield' };
@@ -44,6 +47,23 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('del' as const), key: keyArb }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      t: fc.constant('batch' as const),
+      ops: fc.array(
+        fc.oneof(
+          fc.record({
+            type: fc.constant('put' as const),
+            key: keyArb,
+            value: fc.uint8Array({ maxLength: 400, size: 'max' }),
+          }),
+          fc.record({ type: fc.constant('del' as const), key: keyArb }),
+        ),
+        { minLength: 1, maxLength: 6 },
+      ),
+    }),
+  },
   { weight: 1, arbitrary: fc.constant({ t: 'sync' as const }) },
   { weight: 1, arbitrary: fc.constant({ t: 'flush' as const }) },
   { weight: 2, arbitrary: fc.constant({ t: 'yield' as const }) },
@@ -61,7 +81,7 @@ const snapshot = (m: Map<string, string>): string => JSON.stringify(sortedEntrie
 
 /** Applies one op to the store and, once it resolved, to the model. */
 async function apply(
-  store: Pick<Store, 'put' | 'delete' | 'sync' | 'flush'>,
+  store: Pick<Store, 'put' | 'delete' | 'batch' | 'sync' | 'flush'>,
   op: Op,
   model: Map<string, string>,
 ): Promise<void> {
@@ -73,6 +93,13 @@ async function apply(
     case 'del':
       await store.delete(op.key);
       model.delete(key(op.key));
+      break;
+    case 'batch':
+      await store.batch(op.ops);
+      for (const o of op.ops) {
+        if (o.type === 'put') model.set(key(o.key), Buffer.from(o.value).toString('hex'));
+        else model.delete(key(o.key));
+      }
       break;
     case 'sync':
       await store.sync();
@@ -150,6 +177,7 @@ async function crashRun(seed: number, syncPolicy: 'seal' | 'always', lifetimes: 
 class NullStore {
   async put(): Promise<void> {}
   async delete(): Promise<void> {}
+  async batch(): Promise<void> {}
   async sync(): Promise<void> {}
   async flush(): Promise<void> {}
 }

@@ -43,3 +43,10 @@ test('TalosClient, its options and its errors are exported from talos-kv', () =>
   ])
     expect(Object.keys(talos)).toContain(name);
 });
+
+test('talos-kv/level exports the abstract-level adapters', async () => {
+  const level = await import('talos-kv/level');
+  expect(typeof level.TalosLevel).toBe('function');
+  const { AbstractLevel } = await import('abstract-level');
+  expect(level.TalosLevel.prototype).toBeInstanceOf(AbstractLevel);
+});
