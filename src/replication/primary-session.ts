@@ -115,8 +115,11 @@ export class PrimarySession {
     const fromSegmentSeq = active.seq;
     const links = await Promise.all(
       o.backups.map(async (backupNodeId) => {
-        const { link, persistedThrough, lastCompactionId } = await this.openLink(backupNodeId);
-        await this.resync(link, persistedThrough, lastCompactionId);
+        const { link, persistedThrough, lastCompactionId, rebased } = await this.openLink(backupNodeId);
+        // After a rebase, equal compaction ids do not prove equal levels: they count the
+        // compactions of two lineages. The levels are shipped whole (found by the simulator,
+        // overlapping seed 185150896: a rebased backup refused this primary's next flush).
+        await this.resync(link, persistedThrough, rebased ? -1 : lastCompactionId);
         return link;
       }),
     );
@@ -148,10 +151,11 @@ export class PrimarySession {
    * copy). Nothing here gates acknowledgements.
    */
   async catchUp(backupNodeId: string, maxRounds = 4): Promise<void> {
-    const { link, persistedThrough, lastCompactionId } = await this.openLink(backupNodeId);
+    const { link, persistedThrough, lastCompactionId, rebased } = await this.openLink(backupNodeId);
     try {
       let from = persistedThrough;
-      let compactionId = lastCompactionId;
+      // After a rebase the levels go whole (see open).
+      let compactionId = rebased ? -1 : lastCompactionId;
       for (let round = 0; round < maxRounds; round++) {
         if (this.closed) throw new TalosError('SESSION_CLOSED', `region ${this.regionId}: closed`);
         const before = this.store.logSegments().at(-1)!.seq;
@@ -173,7 +177,7 @@ export class PrimarySession {
    */
   private async openLink(
     backupNodeId: string,
-  ): Promise<{ link: BackupLink; persistedThrough: number; lastCompactionId: number }> {
+  ): Promise<{ link: BackupLink; persistedThrough: number; lastCompactionId: number; rebased: boolean }> {
     const o = this.options;
     const fromSegmentSeq = o.store.logSegments().at(-1)!.seq;
     const connection = await o.connect(backupNodeId);
@@ -191,7 +195,8 @@ export class PrimarySession {
     if (this.closed) link.close();
     const ready = await link.open();
     let persistedThrough = ready.persistedThrough;
-    if (ready.mapOwner !== '' && ready.mapOwner !== o.nodeId) {
+    const rebased = ready.mapOwner !== '' && ready.mapOwner !== o.nodeId;
+    if (rebased) {
       // §7 rebase: the backup's maps are keyed by the primary this node replaced. (A backup keyed
       // by any other node reset its store when it saw OpenBackup.rebaseFrom.)
       if (o.store.mapOwner() !== ready.mapOwner) {
@@ -222,7 +227,7 @@ export class PrimarySession {
         `it persisted through segment ${persistedThrough}, beyond the primary's active ${fromSegmentSeq}`,
       );
     }
-    return { link, persistedThrough, lastCompactionId: ready.lastCompactionId };
+    return { link, persistedThrough, lastCompactionId: ready.lastCompactionId, rebased };
   }
 
   /**
