@@ -27,12 +27,13 @@ import { crc32c } from './crc.js';
 import {
   BLOCK_HEADER_BYTES,
   decodeBlock,
-  entryBytes,
   MAX_LSN,
   MAX_POINTER,
+  POINTER_BYTES,
   RESTART_INTERVAL,
   sharedPrefix,
   TARGET_BLOCK_BYTES,
+  varintBytes,
   writeEntry,
 } from './index-block.js';
 import type { IndexEntry } from './memtable.js';
@@ -115,18 +116,25 @@ export class IndexSegmentBuilder {
     );
     assert(entry.pointer >= 0 && entry.pointer <= MAX_POINTER, 'a value pointer fits 48 bits');
     assert(entry.lsn >= 0 && entry.lsn <= MAX_LSN, 'an lsn fits 52 bits');
-    const restartHere = (count: number): boolean => count % RESTART_INTERVAL === 0;
-    const sizeIn = (count: number): number =>
-      entryBytes(
-        key.length - (restartHere(count) ? 0 : sharedPrefix(this.previousKey, key)),
-        restartHere(count) ? 0 : sharedPrefix(this.previousKey, key),
-        entry.lsn,
-        entry.tombstone,
-      ) + (restartHere(count) ? 4 : 0);
-    const blockBytesWith =
-      this.cursor - this.blockStart + 4 * this.restarts.length + sizeIn(this.blockEntryCount);
-    const startsBlock = this.blockEntryCount === 0 || blockBytesWith > TARGET_BLOCK_BYTES;
-    const added = startsBlock ? sizeIn(0) : sizeIn(this.blockEntryCount);
+    // Sizes computed once per entry (this is the flush and compaction inner loop): as a restart
+    // (a new block, or every RESTART_INTERVAL-th entry) it stores its whole key, else the suffix
+    // after what it shares with the previous key.
+    const lsnBytes = varintBytes(entry.lsn * 2 + (entry.tombstone ? 1 : 0));
+    const asRestart = 1 + varintBytes(key.length) + key.length + POINTER_BYTES + lsnBytes + 4;
+    const restartInBlock = this.blockEntryCount % RESTART_INTERVAL === 0;
+    const shared = restartInBlock ? 0 : sharedPrefix(this.previousKey, key);
+    const inBlock = restartInBlock
+      ? asRestart
+      : varintBytes(shared) +
+        varintBytes(key.length - shared) +
+        key.length -
+        shared +
+        POINTER_BYTES +
+        lsnBytes;
+    const startsBlock =
+      this.blockEntryCount === 0 ||
+      this.cursor - this.blockStart + 4 * this.restarts.length + inBlock > TARGET_BLOCK_BYTES;
+    const added = startsBlock ? asRestart : inBlock;
     const projectedIndexBytes =
       this.indexBytes + (startsBlock ? BLOCK_INDEX_ENTRY_FIXED_BYTES + key.length : 0);
     // The current block's restarts are written when it closes; a new block needs a header.
@@ -146,10 +154,9 @@ export class IndexSegmentBuilder {
       this.blockFirstKeys.push(key);
       this.indexBytes += BLOCK_INDEX_ENTRY_FIXED_BYTES + key.length;
     }
-    const restart = restartHere(this.blockEntryCount);
+    const restart = startsBlock || restartInBlock;
     if (restart) this.restarts.push(this.cursor - this.blockStart);
-    const shared = restart ? 0 : sharedPrefix(this.previousKey, key);
-    this.cursor = writeEntry(this.buf, this.cursor, key, shared, entry);
+    this.cursor = writeEntry(this.buf, this.cursor, key, restart ? 0 : shared, entry);
     this.previousKey = key;
     this.blockEntryCount++;
     this.entryCount++;
