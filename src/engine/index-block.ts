@@ -93,17 +93,6 @@ export function readVarint(buf: Buffer, o: number, end: number): number {
 
 // ───────────────────────────── encoding ─────────────────────────────
 
-/** Bytes of one format-2 entry. */
-export function entryBytes(unshared: number, shared: number, lsn: number, tombstone: boolean): number {
-  return (
-    varintBytes(shared) +
-    varintBytes(unshared) +
-    unshared +
-    POINTER_BYTES +
-    varintBytes(lsn * 2 + (tombstone ? 1 : 0))
-  );
-}
-
 /** Writes one format-2 entry at `o` (the key's suffix from its `shared`-th byte); returns the offset after it. */
 export function writeEntry(buf: Buffer, o: number, key: string, shared: number, entry: IndexEntry): number {
   let at = writeVarint(buf, o, shared);
