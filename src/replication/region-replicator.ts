@@ -31,6 +31,7 @@ import type {
   SegmentSealedEvent,
 } from '../engine/hooks.js';
 import type { CommitTail, Store } from '../engine/store.js';
+import { TalosError } from '../errors.js';
 import { TransferredBytes } from '../fabric/transfer.js';
 import { mutant } from '../mutants.js';
 import type { BackupLink } from './backup-link.js';
@@ -75,12 +76,20 @@ export class RegionReplicator {
     }
   }
 
-  /** Removes gates and hooks (writes after this are not replicated: the owner stops serving first). */
+  /**
+   * Stops replicating: hooks off, the ship gate removed — and the commit gate left in place,
+   * refusing. A write the session admitted before it stopped may reach its commit only now (it
+   * waited for room: a seal, a flush); with no gate the engine would put it in L0 and acknowledge
+   * it unreplicated, and the next primary would not have it (simulator, overlapping seed
+   * 923763848: an acknowledged put lost after the same primary re-opened at the next epoch and
+   * then died). Refused, it is an unknown outcome. The next replicator on this store installs its
+   * own gates; this one never removes a gate, so it cannot unset a successor's either. Its ship
+   * gate stays too, letting compaction go on unshipped (the next session's re-sync ships the
+   * levels by compaction id).
+   */
   stop(): void {
     this.stopped = true;
     for (const off of this.unsubscribe.splice(0)) off();
-    this.store.setShipGate(undefined);
-    if (!this.store.isClosed) this.store.setCommitGate(undefined);
   }
 
   /** Resolves when every compaction commit sent so far was installed by every backup. */
@@ -89,7 +98,14 @@ export class RegionReplicator {
   }
 
   private commitGate(tail: CommitTail): Promise<void> {
-    if (this.stopped) return Promise.reject(new Error('replication stopped'));
+    if (this.stopped) {
+      return Promise.reject(
+        new TalosError(
+          'REPLICATION_STOPPED',
+          'the primary session stopped replicating before this write committed',
+        ),
+      );
+    }
     // Alone (the configuration names no backup): this node's memory would be the only copy, and a
     // kill would take acknowledged writes with it. Its device holds them before they are
     // acknowledged instead (§3.3; found with two backups cut off, then the primary killed).
@@ -128,7 +144,7 @@ export class RegionReplicator {
   }
 
   private async shipGate(event: IndexSegmentWrittenEvent): Promise<void> {
-    if (this.stopped) throw new Error('replication stopped');
+    if (this.stopped) return;
     await Promise.all(this.links.map((link) => link.shipIndex(event).sent));
   }
 

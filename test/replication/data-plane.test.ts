@@ -8,7 +8,7 @@
 import * as fc from 'fast-check';
 import { SimDevice } from '../../src/engine/sim-device.js';
 import { Store, StoreFailedError } from '../../src/engine/store.js';
-import { StaleEpochError } from '../../src/errors.js';
+import { OutcomeUnknownError, StaleEpochError } from '../../src/errors.js';
 import { MemoryFabric } from '../../src/fabric/memory.js';
 import { BackupLink, BackupRefusedError } from '../../src/replication/backup-link.js';
 import { BackupRegion } from '../../src/replication/backup-region.js';
@@ -141,6 +141,30 @@ describe('replication data plane (memory fabric)', () => {
       expectEquivalent(s.primary, backup);
       expect(await dump(backup)).toEqual(await dump(s.primary));
     }
+  });
+
+  test('after the replicator stops, no write is acknowledged until the next one starts (seed 923763848)', async () => {
+    const s = await setUp(2);
+    await s.primary.put('before', 'v');
+    const written = s.links.map((l) => l.writtenBytes);
+    // A write its session admitted before stopping may reach its commit only afterwards.
+    s.replicator.stop();
+    await expect(s.primary.put('late', 'v')).rejects.toBeInstanceOf(OutcomeUnknownError);
+    await expect(s.primary.delete('before')).rejects.toBeInstanceOf(OutcomeUnknownError);
+    expect(await s.primary.get('late')).toBeUndefined();
+    expect((await s.primary.get('before'))?.toString()).toBe('v');
+    expect(s.links.map((l) => l.writtenBytes)).toEqual(written);
+    // The next replicator's gate replaces the refusing one; the old one cannot remove it.
+    const next = new RegionReplicator({
+      store: s.primary,
+      links: s.links,
+      mode: 'send-index',
+      fromSegmentSeq: 0,
+    });
+    next.start();
+    s.replicator.stop();
+    await s.primary.put('after', 'v');
+    expect(s.links.every((l, i) => l.writtenBytes > written[i]!)).toBe(true);
   });
 
   test('a message with a stale epoch is refused; the link fails and later writes are not acknowledged', async () => {
