@@ -14,9 +14,11 @@
  * no block changes length. Format 1 (keyLen u16 | key | pointer u64 | lsn u64 | flags u8, no
  * restarts) is still read.
  *
- * Reading a block (`viewBlock`, after its CRC was checked) validates its structure in one pass and
- * expands its keys into one buffer (`keys`, with each key's start and length), so point reads
- * binary-search whole keys as bytes and a cached block costs about its expanded size.
+ * Blocks are cached as stored (a cached block costs its own bytes) and parsed when read, every
+ * bound checked (CorruptSegmentError, never a crash): a point read binary-searches the restart
+ * points and scans at most RESTART_INTERVAL entries after one (`findInBlock`, LevelDB's
+ * Block::Iter::Seek); scans and whole-segment passes decode a block in one validating pass
+ * (`decodeView`).
  */
 import { CorruptSegmentError } from '../errors.js';
 import type { IndexEntry } from './memtable.js';
@@ -39,17 +41,23 @@ export interface DecodedBlock {
   tombstones: boolean[];
 }
 
-/** A block as the read path keeps it: its bytes, its keys expanded, where each entry's data is. */
+/**
+ * A block as the read path keeps it (and the block cache holds): its bytes as stored and where
+ * its parts are. Format 2 is parsed when read (findInBlock, decodeView); format 1, the legacy
+ * layout, is indexed once (each entry's key offset and length).
+ */
 export interface BlockView {
   version: number;
+  /** The segment's name, for errors. */
+  name: string;
   bytes: Buffer;
-  /** The block's keys, whole (format 1: the block's own bytes). */
-  keys: Buffer;
-  /** Offset in `keys` of entry i's key, and its length. */
-  keyStarts: Uint32Array;
-  keyLengths: Uint16Array;
-  /** Offset in `bytes` of entry i's pointer. */
-  dataStarts: Uint32Array;
+  /** Offset of the block in `bytes`. */
+  start: number;
+  count: number;
+  restartCount: number;
+  /** Offset in `bytes` of the restart array (format 1: the block's end). */
+  restartsAt: number;
+  v1: { keyStarts: Uint32Array; keyLengths: Uint16Array } | undefined;
 }
 
 // ───────────────────────────── varints ─────────────────────────────
@@ -119,66 +127,40 @@ export function viewBlock(buf: Buffer, start: number, length: number, name: stri
     throw new CorruptSegmentError(name, detail);
   };
   if (length < 2 || start + length > buf.length) fail('block out of range');
-  return version === 1 ? viewBlockV1(buf, start, length, fail) : viewBlockV2(buf, start, length, fail);
+  return version === 1
+    ? viewBlockV1(buf, start, length, name, fail)
+    : viewBlockV2(buf, start, length, name, fail);
 }
 
-function viewBlockV2(buf: Buffer, start: number, length: number, fail: (detail: string) => never): BlockView {
-  const end = start + length;
+/** Format 2: the header and the restart array's place only; entries are parsed when read. */
+function viewBlockV2(
+  buf: Buffer,
+  start: number,
+  length: number,
+  name: string,
+  fail: (detail: string) => never,
+): BlockView {
   if (length < BLOCK_HEADER_BYTES) fail('block out of range');
   const count = buf.readUInt16LE(start);
   const restartCount = buf.readUInt16LE(start + 2);
   if (restartCount !== Math.ceil(count / RESTART_INTERVAL)) fail('restart count mismatch');
-  const restartsAt = end - 4 * restartCount;
+  const restartsAt = start + length - 4 * restartCount;
   if (restartsAt < start + BLOCK_HEADER_BYTES) fail('restarts run past the block');
-  const keyStarts = new Uint32Array(count);
-  const keyLengths = new Uint16Array(count);
-  const dataStarts = new Uint32Array(count);
-  const suffixStarts = new Uint32Array(count);
-  const shareds = new Uint16Array(count);
-  let o = start + BLOCK_HEADER_BYTES;
-  let total = 0;
-  let previousLength = 0;
-  for (let i = 0; i < count; i++) {
-    const restart = i % RESTART_INTERVAL === 0;
-    if (restart && buf.readUInt32LE(restartsAt + 4 * (i / RESTART_INTERVAL)) !== o - start)
-      fail('restart point mismatch');
-    const shared = readVarint(buf, o, restartsAt);
-    if (shared < 0) fail('block entry runs past its block');
-    const unshared = readVarint(buf, varintEnd, restartsAt);
-    if (unshared < 0) fail('block entry runs past its block');
-    o = varintEnd;
-    if ((restart && shared !== 0) || shared > previousLength) fail('bad shared prefix');
-    const keyLength = shared + unshared;
-    if (keyLength > 0xffff) fail('key too long');
-    suffixStarts[i] = o;
-    shareds[i] = shared;
-    o += unshared;
-    if (o + POINTER_BYTES > restartsAt) fail('block entry runs past its block');
-    dataStarts[i] = o;
-    if (readVarint(buf, o + POINTER_BYTES, restartsAt) < 0) fail('block entry runs past its block');
-    o = varintEnd;
-    keyStarts[i] = total;
-    keyLengths[i] = keyLength;
-    total += keyLength;
-    previousLength = keyLength;
-  }
-  if (o !== restartsAt) fail('block has trailing bytes');
-  const keys = Buffer.allocUnsafe(total);
-  for (let i = 0; i < count; i++) {
-    const at = keyStarts[i]!;
-    const shared = shareds[i]!;
-    if (shared > 0) keys.copy(keys, at, keyStarts[i - 1]!, keyStarts[i - 1]! + shared);
-    buf.copy(keys, at + shared, suffixStarts[i]!, suffixStarts[i]! + keyLengths[i]! - shared);
-  }
-  return { version: 2, bytes: buf, keys, keyStarts, keyLengths, dataStarts };
+  if (count > 0 && buf.readUInt32LE(restartsAt) !== BLOCK_HEADER_BYTES) fail('restart point mismatch');
+  return { version: 2, name, bytes: buf, start, count, restartCount, restartsAt, v1: undefined };
 }
 
-function viewBlockV1(buf: Buffer, start: number, length: number, fail: (detail: string) => never): BlockView {
+function viewBlockV1(
+  buf: Buffer,
+  start: number,
+  length: number,
+  name: string,
+  fail: (detail: string) => never,
+): BlockView {
   const end = start + length;
   const count = buf.readUInt16LE(start);
   const keyStarts = new Uint32Array(count);
   const keyLengths = new Uint16Array(count);
-  const dataStarts = new Uint32Array(count);
   let o = start + 2;
   for (let i = 0; i < count; i++) {
     if (o + 2 > end) fail('block entry runs past its block');
@@ -187,62 +169,181 @@ function viewBlockV1(buf: Buffer, start: number, length: number, fail: (detail: 
     if (o + keyLength + 17 > end) fail('block entry runs past its block');
     keyStarts[i] = o;
     keyLengths[i] = keyLength;
-    dataStarts[i] = o + keyLength;
     o += keyLength + 17;
   }
   if (o !== end) fail('block has trailing bytes');
-  return { version: 1, bytes: buf, keys: buf, keyStarts, keyLengths, dataStarts };
-}
-
-export function blockKeyAt(view: BlockView, i: number): string {
-  const start = view.keyStarts[i]!;
-  return view.keys.toString('latin1', start, start + view.keyLengths[i]!);
-}
-
-export function blockEntryAt(view: BlockView, i: number): IndexEntry {
-  const buf = view.bytes;
-  const o = view.dataStarts[i]!;
-  if (view.version === 1) {
-    return {
-      pointer: buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * TWO_32,
-      lsn: buf.readUInt32LE(o + 8) + buf.readUInt32LE(o + 12) * TWO_32,
-      tombstone: (buf[o + 16]! & FLAG_TOMBSTONE) !== 0,
-    };
-  }
-  const lsnFlags = readVarint(buf, o + POINTER_BYTES, buf.length);
   return {
-    pointer: buf.readUIntLE(o, POINTER_BYTES),
+    version: 1,
+    name,
+    bytes: buf,
+    start,
+    count,
+    restartCount: 0,
+    restartsAt: end,
+    v1: { keyStarts, keyLengths },
+  };
+}
+
+/** Bytes a cached view holds (the block cache's measure). */
+export function viewBytes(view: BlockView): number {
+  return 96 + view.bytes.length + (view.v1 === undefined ? 0 : view.count * 6);
+}
+
+/** Unsigned byte order of `buf[at, at + length)` against `key`: < 0, 0, > 0 (a plain loop: keys are short). */
+function compareBytes(buf: Uint8Array, at: number, length: number, key: Uint8Array): number {
+  const n = Math.min(length, key.length);
+  for (let j = 0; j < n; j++) {
+    const d = buf[at + j]! - key[j]!;
+    if (d !== 0) return d;
+  }
+  return length - key.length;
+}
+
+/** The key bytes of the entry being read (format 2), rebuilt entry by entry from shared prefixes. */
+const scratch = Buffer.allocUnsafe(0x10000);
+
+/** Where the entry `parseEntry` read last has its pointer, its key's length, and the offset after it. */
+let entryData = 0;
+let entryKeyLength = 0;
+let entryEnd = 0;
+let entryLsnFlags = 0;
+
+/**
+ * Parses the format-2 entry at `o` (entry `i` of its block) into `scratch` — which holds the
+ * previous entry's key, `previousLength` bytes of it — with every bound checked.
+ */
+function parseEntry(view: BlockView, o: number, i: number, previousLength: number): void {
+  const { bytes: buf, restartsAt } = view;
+  const shared = readVarint(buf, o, restartsAt);
+  const unshared = shared < 0 ? -1 : readVarint(buf, varintEnd, restartsAt);
+  if (unshared < 0) corrupt(view, 'block entry runs past its block');
+  if ((i % RESTART_INTERVAL === 0 && shared !== 0) || shared > previousLength)
+    corrupt(view, 'bad shared prefix');
+  const keyLength = shared + unshared;
+  if (keyLength > 0xffff) corrupt(view, 'key too long');
+  const suffix = varintEnd;
+  if (suffix + unshared + POINTER_BYTES > restartsAt) corrupt(view, 'block entry runs past its block');
+  if (unshared > 32) buf.copy(scratch, shared, suffix, suffix + unshared);
+  else for (let j = 0; j < unshared; j++) scratch[shared + j] = buf[suffix + j]!;
+  entryData = suffix + unshared;
+  entryLsnFlags = readVarint(buf, entryData + POINTER_BYTES, restartsAt);
+  if (entryLsnFlags < 0) corrupt(view, 'block entry runs past its block');
+  entryEnd = varintEnd;
+  entryKeyLength = keyLength;
+}
+
+function corrupt(view: BlockView, detail: string): never {
+  throw new CorruptSegmentError(view.name, detail);
+}
+
+/** Byte order of restart point r's key (a whole key: shared = 0) against `key`. */
+function compareRestart(view: BlockView, r: number, key: Uint8Array): number {
+  const { bytes: buf, start, restartsAt } = view;
+  const o = start + buf.readUInt32LE(restartsAt + 4 * r);
+  if (o < start + BLOCK_HEADER_BYTES || o >= restartsAt) corrupt(view, 'restart point out of range');
+  const shared = readVarint(buf, o, restartsAt);
+  const unshared = shared === 0 ? readVarint(buf, varintEnd, restartsAt) : -1;
+  if (unshared < 0 || varintEnd + unshared > restartsAt) corrupt(view, 'bad restart point');
+  return compareBytes(buf, varintEnd, unshared, key);
+}
+
+function entryOf(buf: Buffer, data: number, lsnFlags: number): IndexEntry {
+  return {
+    pointer: buf.readUIntLE(data, POINTER_BYTES),
     lsn: Math.floor(lsnFlags / 2),
     tombstone: lsnFlags % 2 === 1,
   };
 }
 
 /**
- * Unsigned byte order of `view`'s key i against `key`: < 0, 0, > 0. A plain loop: for index keys
- * (tens of bytes) it beats Buffer#compare, whose argument checks and native call dominate.
+ * The entry for `key` in the block, if it holds one. Format 2 as LevelDB's Block::Iter::Seek: a
+ * binary search over the restart points (whole keys), then a scan of at most RESTART_INTERVAL
+ * entries from the last restart at or before `key`, rebuilding keys from their shared prefixes.
  */
-export function compareBlockKey(view: BlockView, i: number, key: Uint8Array): number {
-  const keys = view.keys;
-  const start = view.keyStarts[i]!;
-  const length = view.keyLengths[i]!;
-  const n = Math.min(length, key.length);
-  for (let j = 0; j < n; j++) {
-    const d = keys[start + j]! - key[j]!;
-    if (d !== 0) return d;
+export function findInBlock(view: BlockView, key: Uint8Array): IndexEntry | undefined {
+  if (view.count === 0) return undefined;
+  if (view.v1 !== undefined) return findInBlockV1(view, view.v1, key);
+  if (compareRestart(view, 0, key) > 0) return undefined;
+  let lo = 0;
+  let hi = view.restartCount - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (compareRestart(view, mid, key) <= 0) lo = mid;
+    else hi = mid - 1;
   }
-  return length - key.length;
+  const buf = view.bytes;
+  let o = view.start + buf.readUInt32LE(view.restartsAt + 4 * lo);
+  let previousLength = 0;
+  const last = Math.min(view.count, (lo + 1) * RESTART_INTERVAL);
+  for (let i = lo * RESTART_INTERVAL; i < last; i++) {
+    parseEntry(view, o, i, previousLength);
+    const order = compareBytes(scratch, 0, entryKeyLength, key);
+    if (order === 0) return entryOf(buf, entryData, entryLsnFlags);
+    if (order > 0) return undefined;
+    previousLength = entryKeyLength;
+    o = entryEnd;
+  }
+  return undefined;
 }
 
-/** First entry index whose key is >= `key` (the entry count if none), by unsigned byte order. */
-export function blockLowerBound(view: BlockView, key: Uint8Array): number {
+function findInBlockV1(
+  view: BlockView,
+  v1: NonNullable<BlockView['v1']>,
+  key: Uint8Array,
+): IndexEntry | undefined {
   let lo = 0;
-  let hi = view.keyStarts.length;
+  let hi = view.count;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (compareBlockKey(view, mid, key) < 0) lo = mid + 1;
+    if (compareBytes(view.bytes, v1.keyStarts[mid]!, v1.keyLengths[mid]!, key) < 0) lo = mid + 1;
     else hi = mid;
   }
-  return lo;
+  if (lo === view.count) return undefined;
+  const at = v1.keyStarts[lo]!;
+  const length = v1.keyLengths[lo]!;
+  if (compareBytes(view.bytes, at, length, key) !== 0) return undefined;
+  const buf = view.bytes;
+  const o = at + length;
+  return {
+    pointer: buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * TWO_32,
+    lsn: buf.readUInt32LE(o + 8) + buf.readUInt32LE(o + 12) * TWO_32,
+    tombstone: (buf[o + 16]! & FLAG_TOMBSTONE) !== 0,
+  };
+}
+
+/** Every entry of a viewed block, decoded and validated in one pass (scans, whole-segment passes). */
+export function decodeView(view: BlockView): DecodedBlock {
+  const block: DecodedBlock = { keys: [], pointers: [], lsns: [], tombstones: [] };
+  const buf = view.bytes;
+  if (view.v1 !== undefined) {
+    for (let i = 0; i < view.count; i++) {
+      const at = view.v1.keyStarts[i]!;
+      const o = at + view.v1.keyLengths[i]!;
+      block.keys.push(buf.toString('latin1', at, o));
+      block.pointers.push(buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * TWO_32);
+      block.lsns.push(buf.readUInt32LE(o + 8) + buf.readUInt32LE(o + 12) * TWO_32);
+      block.tombstones.push((buf[o + 16]! & FLAG_TOMBSTONE) !== 0);
+    }
+    return block;
+  }
+  let o = view.start + BLOCK_HEADER_BYTES;
+  let previousLength = 0;
+  for (let i = 0; i < view.count; i++) {
+    if (
+      i % RESTART_INTERVAL === 0 &&
+      buf.readUInt32LE(view.restartsAt + 4 * (i / RESTART_INTERVAL)) !== o - view.start
+    )
+      corrupt(view, 'restart point mismatch');
+    parseEntry(view, o, i, previousLength);
+    block.keys.push(scratch.toString('latin1', 0, entryKeyLength));
+    block.pointers.push(buf.readUIntLE(entryData, POINTER_BYTES));
+    block.lsns.push(Math.floor(entryLsnFlags / 2));
+    block.tombstones.push(entryLsnFlags % 2 === 1);
+    previousLength = entryKeyLength;
+    o = entryEnd;
+  }
+  if (o !== view.restartsAt) corrupt(view, 'block has trailing bytes');
+  return block;
 }
 
 /** Decodes one block into arrays (after its CRC was checked), for whole-segment passes. */
@@ -253,14 +354,5 @@ export function decodeBlock(
   name: string,
   version = 2,
 ): DecodedBlock {
-  const view = viewBlock(buf, start, length, name, version);
-  const block: DecodedBlock = { keys: [], pointers: [], lsns: [], tombstones: [] };
-  for (let i = 0; i < view.keyStarts.length; i++) {
-    block.keys.push(blockKeyAt(view, i));
-    const entry = blockEntryAt(view, i);
-    block.pointers.push(entry.pointer);
-    block.lsns.push(entry.lsn);
-    block.tombstones.push(entry.tombstone);
-  }
-  return block;
+  return decodeView(viewBlock(buf, start, length, name, version));
 }

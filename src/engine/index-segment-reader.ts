@@ -1,9 +1,9 @@
 /**
  * Read access to one index segment on a device. The trailer (block index, key range) is loaded on
- * first use and kept; blocks are read one at a time, CRC-checked, indexed (entry offsets only, keys
- * stay bytes) and kept in a shared LRU block cache sized by encoded bytes. Point reads
- * binary-search a block's raw bytes. A corrupt trailer or block raises CorruptSegmentError for the lookups that need it,
- * while every other segment keeps serving.
+ * first use and kept; blocks are read one at a time, CRC-checked and kept as stored in a shared LRU
+ * block cache sized by their bytes. A point read searches a block's restart points and scans a few
+ * entries (findInBlock); a scan decodes each block it reaches. A corrupt trailer or block raises
+ * CorruptSegmentError for the lookups that need it, while every other segment keeps serving.
  */
 import { LRUCache } from 'lru-cache';
 import { CorruptSegmentError } from '../errors.js';
@@ -11,14 +11,15 @@ import { crc32c } from './crc.js';
 import type { Device } from './device.js';
 import {
   type BlockView,
-  blockEntryAt,
-  blockKeyAt,
-  blockLowerBound,
+  type DecodedBlock,
   decodeBlock,
   decodeIndexMeta,
+  decodeView,
+  findInBlock,
   INDEX_FOOTER_BYTES,
   type IndexSegmentMeta,
   viewBlock,
+  viewBytes,
 } from './index-segment.js';
 import type { IndexEntry } from './memtable.js';
 
@@ -27,12 +28,8 @@ export type BlockCache = LRUCache<number, BlockView>;
 export function createBlockCache(maxBytes: number): BlockCache {
   return new LRUCache<number, BlockView>({
     maxSize: Math.max(maxBytes, 1),
-    // Encoded bytes, the expanded keys, the three offset arrays and object headers.
-    sizeCalculation: (view) =>
-      160 +
-      view.bytes.length +
-      (view.keys === view.bytes ? 0 : view.keys.length) +
-      view.keyStarts.length * 10,
+    // Blocks are cached as stored: their bytes and a small header.
+    sizeCalculation: viewBytes,
   });
 }
 
@@ -110,40 +107,32 @@ export class IndexSegmentReader {
   /** The entry for `key` (latin1 string form; `keyBytes` is the same key as bytes when at hand). */
   get(key: string, keyBytes: Buffer = Buffer.from(key, 'latin1')): IndexEntry | undefined {
     if (key < this.descriptor.minKey || key > this.descriptor.maxKey) return undefined;
-    const view = this.block(this.blockFor(key));
-    const i = blockLowerBound(view, keyBytes);
-    if (i >= view.keyStarts.length) return undefined;
-    const start = view.keyStarts[i]!;
-    if (view.keys.compare(keyBytes, 0, keyBytes.length, start, start + view.keyLengths[i]!) !== 0)
-      return undefined;
-    return blockEntryAt(view, i);
+    return findInBlock(this.block(this.blockFor(key)), keyBytes);
   }
 
-  /** Entries within [gte, lt), ascending or descending. */
+  /** Entries within [gte, lt), ascending or descending; each block is decoded as the scan reaches it. */
   *range(gte: string | undefined, lt: string | undefined, reverse: boolean): Generator<[string, IndexEntry]> {
     const { minKey, maxKey } = this.descriptor;
     if ((gte !== undefined && maxKey < gte) || (lt !== undefined && minKey >= lt)) return;
     const blockCount = this.loadMeta().blockCount;
-    const gteBytes = gte === undefined ? undefined : Buffer.from(gte, 'latin1');
-    const ltBytes = lt === undefined ? undefined : Buffer.from(lt, 'latin1');
     if (!reverse) {
       for (let b = gte === undefined ? 0 : this.blockFor(gte); b < blockCount; b++) {
-        const view = this.block(b);
-        const count = view.keyStarts.length;
-        for (let i = gteBytes === undefined ? 0 : blockLowerBound(view, gteBytes); i < count; i++) {
-          const key = blockKeyAt(view, i);
+        const block = decodeView(this.block(b));
+        const count = block.keys.length;
+        for (let i = gte === undefined ? 0 : lowerBound(block, gte); i < count; i++) {
+          const key = block.keys[i]!;
           if (lt !== undefined && key >= lt) return;
-          yield [key, blockEntryAt(view, i)];
+          yield [key, entryAt(block, i)];
         }
       }
     } else {
       for (let b = lt === undefined ? blockCount - 1 : this.blockFor(lt); b >= 0; b--) {
-        const view = this.block(b);
-        const start = ltBytes === undefined ? view.keyStarts.length - 1 : blockLowerBound(view, ltBytes) - 1;
-        for (let i = start; i >= 0; i--) {
-          const key = blockKeyAt(view, i);
+        const block = decodeView(this.block(b));
+        const first = lt === undefined ? block.keys.length - 1 : lowerBound(block, lt) - 1;
+        for (let i = first; i >= 0; i--) {
+          const key = block.keys[i]!;
           if (gte !== undefined && key < gte) return;
-          yield [key, blockEntryAt(view, i)];
+          yield [key, entryAt(block, i)];
         }
       }
     }
@@ -160,12 +149,23 @@ export class IndexSegmentReader {
         throw new CorruptSegmentError(this.name, `block ${b} crc mismatch`);
       }
       const block = decodeBlock(bytes, start, length, this.name, meta.version);
-      for (let i = 0; i < block.keys.length; i++) {
-        yield [
-          block.keys[i]!,
-          { pointer: block.pointers[i]!, lsn: block.lsns[i]!, tombstone: block.tombstones[i]! },
-        ];
-      }
+      for (let i = 0; i < block.keys.length; i++) yield [block.keys[i]!, entryAt(block, i)];
     }
   }
+}
+
+/** First index in `block` whose key is >= `key` (latin1 strings compare as unsigned bytes). */
+function lowerBound(block: DecodedBlock, key: string): number {
+  let lo = 0;
+  let hi = block.keys.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (block.keys[mid]! < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function entryAt(block: DecodedBlock, i: number): IndexEntry {
+  return { pointer: block.pointers[i]!, lsn: block.lsns[i]!, tombstone: block.tombstones[i]! };
 }

@@ -40,16 +40,15 @@ import type { IndexEntry } from './memtable.js';
 
 export {
   type BlockView,
-  blockEntryAt,
-  blockKeyAt,
-  blockLowerBound,
-  compareBlockKey,
   type DecodedBlock,
   decodeBlock,
+  decodeView,
   FLAG_TOMBSTONE,
+  findInBlock,
   TARGET_BLOCK_BYTES,
   TWO_32,
   viewBlock,
+  viewBytes,
 } from './index-block.js';
 
 export const INDEX_FOOTER_BYTES = 32;
