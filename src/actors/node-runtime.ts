@@ -480,7 +480,7 @@ export class NodeRuntime implements PrimaryPorts {
     const opened = await store;
     const current = this.backupStores.get(regionId);
     if (current !== undefined && current !== store) return current; // reset meanwhile by another open
-    const owner = opened.mapOwner();
+    const owner = opened.replica.mapOwner();
     if (owner === undefined || acceptedOwners.includes(owner)) return opened;
     // Maps keyed by a primary of an older lineage (this node was away across more than one
     // promotion): no rebase can reconcile them, so the store restarts empty and the primary

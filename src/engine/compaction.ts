@@ -60,7 +60,7 @@ export interface CompactorDeps {
   autoCompact: boolean;
   /** Writes and syncs the log tail (ValueLog.syncTail). */
   syncTail: (partialSealHook: boolean) => Promise<void>;
-  /** Where replay must start to rebuild what is not in L0 (Store.firstUnappliedPosition). */
+  /** Where replay must start to rebuild what is not in L0 (store-parts.ts: firstUnappliedPosition). */
   firstUnappliedPosition: () => LogPosition;
 }
 

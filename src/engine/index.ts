@@ -1,8 +1,9 @@
 /**
  * The engine: a complete single-node LSM store with KV separation (DESIGN §3). Replication
  * (src/replication: backup-store, promotion) subscribes to `Store.hooks`, holds the commit and
- * ship gates, and builds the backup side on the store's generic operations (raw segment writes
- * and reads, version edits, applyRecords). The manifest persists its segment and index maps.
+ * ship gates, and builds the backup side on the store's generic operations (`Store.replica`,
+ * store-replica.ts: raw segment writes and reads, version edits, applyRecords). The manifest
+ * persists its segment and index maps.
  */
 
 export { crc32c } from './crc.js';

@@ -1,6 +1,7 @@
 /**
  * Recovery: read the manifest (the store does), open the levels lazily, replay the log from
- * `replayFrom` into L0 — one replay for both roles (`replayLog`).
+ * `replayFrom` into L0 — one replay for both roles (`replayLog`); `recoverStore` picks what an
+ * opened store needs by role.
  *
  * Replay: every log segment from `replayFrom` on is parsed; CRC and lsn continuity decide where
  *   its valid prefix ends, and each valid record goes into L0 with its local pointer. A sealed
@@ -19,7 +20,7 @@ import { assert } from '../assert.js';
 import { mutant } from '../mutants.js';
 import type { Compactor } from './compaction.js';
 import type { Device } from './device.js';
-import type { LogPosition, LogSegmentEntry } from './manifest.js';
+import type { LogPosition, LogSegmentEntry, StoreRole } from './manifest.js';
 import { parseRecords } from './record.js';
 import type { ValueLog } from './value-log.js';
 
@@ -37,6 +38,31 @@ export interface RecoveryDeps {
   compactor: Compactor;
   replayFrom: LogPosition;
   report: RecoveryReport;
+}
+
+/** What `recoverStore` needs beyond the replay's dependencies. */
+export interface StoreRecovery {
+  role: StoreRole;
+  /** A manifest was found (else the store is new). */
+  existing: boolean;
+  rebuildL0: boolean;
+  /** Writes the store's first manifest (a new backup store). */
+  persist: () => Promise<void>;
+  /** Records where a Build-Index backup's indexing resumes (before L0's fullness is checked). */
+  resumeIndexingAt: (position: LogPosition) => void;
+}
+
+/**
+ * Recovers an opened store (see the header): a primary replays its log and resumes appending; a
+ * new backup store writes its first manifest; an existing one replays its log only with rebuildL0.
+ */
+export async function recoverStore(d: RecoveryDeps, r: StoreRecovery): Promise<void> {
+  if (r.role === 'primary') await recoverPrimary(d, r.existing);
+  else if (!r.existing) await r.persist();
+  else if (r.rebuildL0) {
+    r.resumeIndexingAt(recoverBackupL0(d));
+    d.compactor.afterApply();
+  }
 }
 
 /** What a replay found: the lsn after the last valid record and the position right after it. */

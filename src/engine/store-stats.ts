@@ -7,6 +7,7 @@ import type { SegmentAllocator } from './segment-allocator.js';
 import type { StoreStats } from './store-types.js';
 import type { ValueLog } from './value-log.js';
 import { sum, type VersionSet } from './version-set.js';
+import type { WritePath } from './write-path.js';
 
 export interface StoreStatsSources {
   role: StoreRole;
@@ -15,7 +16,8 @@ export interface StoreStatsSources {
   versions: VersionSet;
   compactor: Compactor;
   allocator: SegmentAllocator;
-  userBytes: number;
+  /** Its user bytes so far (read at each call). */
+  writes: WritePath;
   recovery: RecoveryReport;
 }
 
@@ -23,6 +25,7 @@ export function storeStats(s: StoreStatsSources): StoreStats {
   const io = cloneIoStats(s.device.io());
   const written = io.writtenBytes.log + io.writtenBytes.index + io.writtenBytes.manifest;
   const { compactor, versions } = s;
+  const { userBytes } = s.writes;
   return {
     role: s.role,
     nextLsn: s.valueLog.nextLsn,
@@ -43,8 +46,8 @@ export function storeStats(s: StoreStatsSources): StoreStats {
     flushCount: compactor.flushCount,
     compactionCount: compactor.compactionCount,
     trivialMoveCount: compactor.trivialMoveCount,
-    userBytes: s.userBytes,
-    writeAmplification: s.userBytes === 0 ? 0 : written / s.userBytes,
+    userBytes,
+    writeAmplification: userBytes === 0 ? 0 : written / userBytes,
     io,
     recovery: { ...s.recovery, corruptSegments: [...s.recovery.corruptSegments] },
   };

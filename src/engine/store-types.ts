@@ -1,10 +1,16 @@
-/** The store's public data shapes: scan options and results, statistics, version edits. */
+/** The store's public data shapes: read and scan options, scan results, statistics, version edits. */
 import type { IoStats } from './device.js';
 import type { IndexSegmentDescriptor } from './index-segment-reader.js';
 import type { LogPosition, LogSegmentEntry, StoreRole } from './manifest.js';
 import type { Bytes } from './options.js';
 import type { RecoveryReport } from './recovery.js';
+import type { StoreSnapshot } from './snapshot.js';
 import type { LevelInstall } from './version-set.js';
+
+export interface ReadOptions {
+  /** Read as of this snapshot (Store.snapshot()). */
+  snapshot?: StoreSnapshot;
+}
 
 export interface ScanOptions {
   gte?: Bytes;
@@ -44,7 +50,7 @@ export interface StoreStats {
   recovery: RecoveryReport;
 }
 
-/** A version edit (Store.applyEdit): each field given replaces the store's. */
+/** A version edit (ReplicaOps.applyEdit): each field given replaces the store's. */
 export interface StoreEdit {
   log?: LogSegmentEntry[];
   segmentMap?: [number, number][];

@@ -9,14 +9,15 @@
  * - the read path (point reads, merged scans): read-path.ts, merge.ts
  * - L0, flush and bounded compaction jobs: compaction.ts · the levels and installs: version-set.ts
  * - durable state and version edits (persist, applyEdit; the CRC-framed manifest log): store-edits.ts,
- *   manifest-log.ts · recovery (one replay for primaries and Build-Index backups): recovery.ts
+ *   manifest-log.ts · recovery (by role; one replay for primaries and Build-Index backups): recovery.ts
  * - fail-stop (the first device or integrity error ends the store): fail-stop.ts · integrity
  *   checks and verified reads for shipping: store-integrity.ts · statistics: store-stats.ts
  *
  * It knows nothing about replication: src/replication builds the backup side (shipped log and
  * index segments, segment and index maps, rebase, Build-Index indexing) and promotion on the
- * generic operations below (allocate, write and read a raw segment, apply a version edit, apply
- * records to L0, rewrite the manifest and abandon) and on the hooks and gates it exposes.
+ * generic operations of `store.replica` (store-replica.ts: allocate, write and read a raw segment,
+ * apply a version edit, apply records to L0, rewrite the manifest and abandon) and on the hooks
+ * and gates the store exposes.
  */
 import { type CorruptSegmentError, InvalidArgumentError } from '../errors.js';
 import type { Compactor } from './compaction.js';
@@ -27,30 +28,17 @@ import { FileDevice } from './file-device.js';
 import type { CommitGate, GroupCommit, ShipGate } from './group-commit.js';
 import { StoreHooks } from './hooks.js';
 import type { IndexSegmentDescriptor } from './index-segment-reader.js';
-import type { LogPosition, LogSegmentEntry, ManifestData, StoreRole } from './manifest.js';
+import type { LogSegmentEntry, StoreRole } from './manifest.js';
 import { ManifestLog } from './manifest-log.js';
-import type { IndexEntry } from './memtable.js';
-import {
-  type Bytes,
-  type ResolvedOptions,
-  resolveOptions,
-  type StoreOptions,
-  type SyncPolicy,
-} from './options.js';
+import { type Bytes, resolveOptions, type StoreOptions, type SyncPolicy } from './options.js';
 import { entryOf, getValue, type ReadPathDeps, scanRange } from './read-path.js';
-import { type RecoveryDeps, type RecoveryReport, recoverBackupL0, recoverPrimary } from './recovery.js';
-import type { SegmentAllocator } from './segment-allocator.js';
 import type { SnapshotRegistry, StoreSnapshot } from './snapshot.js';
 import type { StoreEdits } from './store-edits.js';
-import {
-  type IntegrityDeps,
-  persistedSegments,
-  readIndexSegmentVerified,
-  readLogSegmentVerified,
-  verifyPersisted,
-} from './store-integrity.js';
+import { type IntegrityDeps, persistedSegments, verifyPersisted } from './store-integrity.js';
 import { assembleStore } from './store-parts.js';
-import { storeStats } from './store-stats.js';
+import type { ReplicaOps } from './store-replica.js';
+import { type StoreStatsSources, storeStats } from './store-stats.js';
+import type { KeyValue, ReadOptions, ScanOptions, StoreStats } from './store-types.js';
 import type { ValueLog } from './value-log.js';
 import type { VersionSet } from './version-set.js';
 import type { BatchOperation } from './write-batch.js';
@@ -69,18 +57,12 @@ export type { CommitGate, CommitTail, ShipGate } from './group-commit.js';
 export type { Bytes, StoreOptions, SyncPolicy } from './options.js';
 export type { RecoveryReport } from './recovery.js';
 export type { StoreSnapshot } from './snapshot.js';
-export type { KeyValue, LevelStats, ScanOptions, StoreEdit, StoreStats } from './store-types.js';
+export type { ReplicaOps } from './store-replica.js';
+export type { KeyValue, LevelStats, ReadOptions, ScanOptions, StoreEdit, StoreStats } from './store-types.js';
 export type { BatchOperation } from './write-batch.js';
-
-export interface ReadOptions {
-  /** Read as of this snapshot (Store.snapshot()). */
-  snapshot?: StoreSnapshot;
-}
 
 /** Keys deleted per batch by clear(): small enough to fit any segment size's batch. */
 const CLEAR_BATCH_KEYS = 32;
-
-import type { KeyValue, ScanOptions, StoreEdit, StoreStats } from './store-types.js';
 
 export class Store {
   readonly hooks = new StoreHooks();
@@ -92,11 +74,11 @@ export class Store {
   readonly maxKeyBytes: number;
   readonly maxValueBytes: number;
   readonly role: StoreRole;
+  /** The generic operations replication builds on (store-replica.ts). */
+  readonly replica: ReplicaOps;
 
   private readonly device: Device;
   private readonly ownsDevice: boolean;
-  private readonly options: ResolvedOptions;
-  private readonly allocator: SegmentAllocator;
   private readonly failStop = new FailStop(this.hooks);
   private readonly valueLog: ValueLog;
   private readonly versions: VersionSet;
@@ -105,28 +87,22 @@ export class Store {
 
   /** The maps, their owner, and every durable change's way to the manifest (store-edits.ts). */
   private readonly edits: StoreEdits;
-  /**
-   * Backup (Build-Index): the log position right after the last record indexed into L0 — every
-   * record before it is in L0, the frozen L0 or a level. It plays the role a primary's active tail
-   * plays for `firstUnappliedPosition`. In memory only: recovery derives it (recoverBackupL0).
-   */
-  private indexedPosition: LogPosition;
   private closing: Promise<void> | undefined;
   private readonly writes: WritePath;
   /** Live snapshots and the segment frees they defer (snapshot.ts). */
   private readonly snapshots: SnapshotRegistry;
-  private readonly recovery: RecoveryReport = {
-    replayedRecordCount: 0,
-    replayedBytes: 0,
-    corruptSegments: [],
-  };
+  /** What the read path, the integrity checks and the statistics work on (store-parts.ts). */
+  private readonly reads: ReadPathDeps;
+  private readonly integrity: IntegrityDeps;
+  private readonly statsSources: StoreStatsSources;
+  /** Recovers the store once opened (store-parts.ts, recovery.ts). */
+  private readonly recover: (existing: boolean) => Promise<void>;
 
   private constructor(device: Device, ownsDevice: boolean, options: StoreOptions, manifestLog: ManifestLog) {
     const manifest = manifestLog.data;
     this.device = device;
     this.ownsDevice = ownsDevice;
     const o = resolveOptions(options, manifest);
-    this.options = o;
     this.segmentBytes = o.segmentBytes;
     this.l0Bytes = o.l0Bytes;
     this.growthFactor = o.growthFactor;
@@ -142,10 +118,9 @@ export class Store {
       manifest,
       hooks: this.hooks,
       failStop: this.failStop,
-      firstUnappliedPosition: () => this.firstUnappliedPosition(),
       closing: () => this.closing !== undefined,
+      abandon: () => this.abandon(),
     });
-    this.allocator = parts.allocator;
     this.edits = parts.edits;
     this.valueLog = parts.valueLog;
     this.versions = parts.versions;
@@ -153,7 +128,11 @@ export class Store {
     this.commits = parts.commits;
     this.writes = parts.writes;
     this.snapshots = parts.snapshots;
-    this.indexedPosition = { ...this.versions.replayFrom };
+    this.reads = parts.reads;
+    this.integrity = parts.integrity;
+    this.statsSources = parts.stats;
+    this.replica = parts.replica;
+    this.recover = parts.recover;
   }
 
   /** Opens (or creates) a store; recovers from the manifest and the log when one exists. */
@@ -172,23 +151,6 @@ export class Store {
     } catch (err) {
       if (options.device === undefined) await device.close();
       throw err;
-    }
-  }
-
-  private async recover(existing: boolean): Promise<void> {
-    const deps: RecoveryDeps = {
-      device: this.device,
-      segmentBytes: this.segmentBytes,
-      valueLog: this.valueLog,
-      compactor: this.compactor,
-      replayFrom: this.versions.replayFrom,
-      report: this.recovery,
-    };
-    if (this.role === 'primary') await recoverPrimary(deps, existing);
-    else if (!existing) await this.edits.persist();
-    else if (this.options.rebuildL0) {
-      this.indexedPosition = recoverBackupL0(deps);
-      this.compactor.afterApply();
     }
   }
 
@@ -389,16 +351,7 @@ export class Store {
   }
 
   stats(): StoreStats {
-    return storeStats({
-      role: this.role,
-      device: this.device,
-      valueLog: this.valueLog,
-      versions: this.versions,
-      compactor: this.compactor,
-      allocator: this.allocator,
-      userBytes: this.writes.userBytes,
-      recovery: this.recovery,
-    });
+    return storeStats(this.statsSources);
   }
 
   /** The level descriptors (L1..Ln), for replication and inspection. */
@@ -411,153 +364,12 @@ export class Store {
     return this.valueLog.log.map((e) => ({ ...e }));
   }
 
-  /**
-   * Reads the used bytes of a log segment of this store (for shipping), verified at the source: a
-   * sealed segment whose records do not check out raises CorruptSegmentError and the store
-   * fail-stops (its node restarts and another replica serves: PROTOCOL §8, bit rot).
-   */
-  readLogSegment(seq: number): Buffer {
-    this.checkUsable();
-    return readLogSegmentVerified(this.integrity, seq);
-  }
-
-  /** Reads the bytes of an index segment of this store (for shipping), verified as readLogSegment. */
-  readIndexSegment(offset: number): Buffer {
-    this.checkUsable();
-    return readIndexSegmentVerified(this.integrity, offset);
-  }
-
-  // ─────────────── generic operations (replication builds on them) ───────────────
-
-  /** The id of the last compaction (or flush) this store committed or installed; 0 when none. */
-  lastCompactionId(): number {
-    return this.versions.nextCompactionId - 1;
-  }
-
-  /** The manifest's replayFrom: where recovery (or a promotion) starts replaying the log into L0. */
-  replayPosition(): LogPosition {
-    return { ...this.versions.replayFrom };
-  }
-
-  /** The node whose offsets key the segment and index maps; undefined while none does. */
-  mapOwner(): string | undefined {
-    return this.edits.owner;
-  }
-
-  /** The segment map the manifest persists (another node's log segment offset → local offset). */
-  segmentMapEntries(): [number, number][] {
-    return [...this.edits.segmentMap];
-  }
-
-  /** The index map the manifest persists (another node's index segment offset → local offset). */
-  indexMapEntries(): [number, number][] {
-    return [...this.edits.indexMap];
-  }
-
-  /**
-   * Backup: the log position right after the last record applied to L0 by `applyRecords` or by
-   * recovery's replay (`rebuildL0`).
-   */
-  appliedPosition(): LogPosition {
-    return { ...this.indexedPosition };
-  }
-
-  /** Throws unless the store is usable and, given `role`, has that role (NotWritableError). */
-  requireUsable(role?: StoreRole): void {
-    this.checkUsable();
-    if (role !== undefined) this.requireRole(role);
-  }
-
-  /** Runs a mutation under fail-stop: its first error makes the store fail-stop, then propagates. */
-  mutate<T>(mutation: () => T): T {
-    return this.failStop.run(mutation);
-  }
-
-  /** `mutate` for an asynchronous mutation (one that awaits a sync or a manifest commit). */
-  mutateAsync<T>(mutation: () => Promise<T>): Promise<T> {
-    return this.failStop.runAsync(mutation);
-  }
-
-  allocateSegment(): number {
-    return this.allocator.allocate();
-  }
-
-  releaseSegment(offset: number): void {
-    this.allocator.release(offset);
-  }
-
-  /** Writes raw bytes at a device offset (a segment this store allocated). */
-  writeRaw(offset: number, bytes: Buffer, kind: 'log' | 'index'): void {
-    this.device.write(offset, bytes, kind);
-  }
-
-  /** Syncs the device (shared with every other sync due on it); resolves once durable. */
-  syncDevice(): Promise<void> {
-    return this.device.sync();
-  }
-
-  readRaw(offset: number, length: number, kind: 'log' | 'index'): Buffer {
-    return this.device.read(offset, length, kind);
-  }
-
-  /** Waits until no background job (flush, compaction) runs. */
-  drain(): Promise<void> {
-    return this.compactor.drainBackground();
-  }
-
-  /**
-   * Applies a version edit under fail-stop: the named fields change (a level install first, see
-   * VersionSet.install), one manifest write makes them durable, then `release` is freed in order.
-   * The in-memory change and the manifest capture are one synchronous step; resolves once durable.
-   */
-  applyEdit(edit: StoreEdit): Promise<void> {
-    return this.edits.applyEdit(edit);
-  }
-
-  /** Records that the levels reflect compaction `id` (in memory; the next manifest write keeps it). */
-  noteCompactionId(id: number): void {
-    if (this.versions.nextCompactionId <= id) this.versions.nextCompactionId = id + 1;
-  }
-
-  /**
-   * Backup: inserts records of the persisted log into L0 under fail-stop; `position` is right after
-   * the last of them. A full L0 then freezes (autoCompact) or is announced, as on a primary.
-   */
-  applyRecords(records: { key: string; entry: IndexEntry }[], position: LogPosition): void {
-    this.failStop.run(() => {
-      for (const r of records) this.compactor.l0.insert(r.key, r.entry);
-      this.indexedPosition = { ...position };
-      this.valueLog.nextLsn = position.lsn;
-      this.compactor.afterApply();
-    });
-  }
-
-  /**
-   * Writes one manifest that differs from this instance's state by `overrides` (a role change, a
-   * reset) and ends the instance; the caller reopens the device.
-   */
-  async rewriteManifestAndAbandon(overrides: Partial<ManifestData>): Promise<void> {
-    await this.failStop.runAsync(() => this.edits.persist(overrides));
-    await this.abandon();
-  }
-
-  // ───────────────────────────── write path ─────────────────────────────
-
-  /**
-   * The log position from which replay must start to rebuild what is not in L0: on a primary the
-   * first record appended but not yet applied, else the log's tail (WritePath); on a backup the
-   * position after the last record indexed.
-   */
-  private firstUnappliedPosition(): LogPosition {
-    // A backup has no active segment: what it indexed is all in L0 (or frozen, or in a level).
-    if (this.role === 'backup') return { ...this.indexedPosition };
-    return this.writes.firstUnappliedPosition();
-  }
+  // ─────────────── replication's gates (its operations: `replica`) ───────────────
 
   /** Installs (or removes) replication's commit gate; see CommitGate. */
   setCommitGate(gate: CommitGate | undefined): void {
     this.checkUsable();
-    this.requireRole('primary');
+    if (this.role !== 'primary') throw new NotWritableError(this.role);
     this.commits.gate = gate;
   }
 
@@ -578,24 +390,7 @@ export class Store {
     if (this.ownsDevice) await this.device.close();
   }
 
-  private get reads(): ReadPathDeps {
-    return {
-      maxKeyBytes: this.maxKeyBytes,
-      compactor: this.compactor,
-      versions: this.versions,
-      valueLog: this.valueLog,
-    };
-  }
-
-  private get integrity(): IntegrityDeps {
-    return { device: this.device, failStop: this.failStop, valueLog: this.valueLog, versions: this.versions };
-  }
-
   private checkUsable(): void {
     this.failStop.check();
-  }
-
-  private requireRole(role: StoreRole): void {
-    if (this.role !== role) throw new NotWritableError(this.role);
   }
 }

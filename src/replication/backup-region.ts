@@ -149,7 +149,7 @@ export class BackupRegion {
       kind: 'segment-map',
       backup: this.options.nodeId,
       regionId: this.regionId ?? '',
-      primarySegments: store.segmentMapEntries().map(([primary]) => primary),
+      primarySegments: store.replica.segmentMapEntries().map(([primary]) => primary),
     }));
   }
 
@@ -299,7 +299,8 @@ export class BackupRegion {
           : [];
     }
     // The first primary to open a fresh store keys its maps; another one must rebase them (§7).
-    if (this.store.mapOwner() === undefined) await backupStore(this.store).setMapOwner(message.primaryNodeId);
+    if (this.store.replica.mapOwner() === undefined)
+      await backupStore(this.store).setMapOwner(message.primaryNodeId);
     const persisted = this.store.logSegments().filter((e) => e.usedBytes !== null);
     this.traceSegmentMap();
     this.reply({
@@ -309,8 +310,8 @@ export class BackupRegion {
       logBuffers: this.logBuffers.map((r) => r.handle),
       indexBuffers: this.indexBuffers.map((r) => r.handle),
       persistedThrough: persisted.length === 0 ? -1 : Math.max(...persisted.map((e) => e.seq)),
-      lastCompactionId: this.store.lastCompactionId(),
-      mapOwner: this.store.mapOwner() ?? '',
+      lastCompactionId: this.store.replica.lastCompactionId(),
+      mapOwner: this.store.replica.mapOwner() ?? '',
     });
   }
 

@@ -1,7 +1,7 @@
 /**
- * The backup side of a store (role 'backup'), built on the engine's generic operations (raw
- * segment writes, version edits, applyRecords). A backup takes no writes: it persists what the
- * primary ships.
+ * The backup side of a store (role 'backup'), built on the engine's generic operations
+ * (`store.replica`: raw segment writes, version edits, applyRecords). A backup takes no writes: it
+ * persists what the primary ships.
  *
  * Send-Index: shipped log segments are persisted in local segments (`segmentMap`: primary offset →
  *   local offset); shipped index segments are verified, their value pointers translated through
@@ -70,7 +70,7 @@ export class BackupStore {
     crc32c?: number;
   }): Promise<number> {
     const { store } = this;
-    store.requireUsable('backup');
+    store.replica.requireUsable('backup');
     const { seq, primarySegmentOffset, bytes } = args;
     assertOffset(primarySegmentOffset, 'primarySegmentOffset');
     if (primarySegmentOffset % store.segmentBytes !== 0) {
@@ -81,20 +81,22 @@ export class BackupStore {
     if (args.crc32c !== undefined && crc32c(bytes) !== args.crc32c) {
       throw new CorruptSegmentError(`shipped log segment ${seq}`, 'crc mismatch');
     }
-    return store.mutateAsync(async () => {
-      const local = new Map(store.segmentMapEntries()).get(primarySegmentOffset) ?? store.allocateSegment();
+    return store.replica.mutateAsync(async () => {
+      const local =
+        new Map(store.replica.segmentMapEntries()).get(primarySegmentOffset) ??
+        store.replica.allocateSegment();
       const before = store.logSegments().find((e) => e.seq === seq);
       // A segment grows by partial seals (tail syncs) before its full seal; the prefix persisted
       // already came from the same buffer (the CRC above covers all of it), so only the new
       // suffix is written — each log byte reaches a backup's device once, as on the primary.
       const persisted = before !== undefined && before.offset === local ? (before.usedBytes ?? 0) : 0;
       const from = persisted <= bytes.length ? persisted : 0;
-      if (from < bytes.length) store.writeRaw(local + from, bytes.subarray(from), 'log');
+      if (from < bytes.length) store.replica.writeRaw(local + from, bytes.subarray(from), 'log');
       // The bytes are durable before the manifest edit names them. The region hands this store one
       // message at a time (BackupRegion's queue), so nothing else edits its log meanwhile; the
       // edit is computed after the sync all the same, from the state as it is then.
-      await store.syncDevice();
-      const segmentMap = new Map(store.segmentMapEntries());
+      await store.replica.syncDevice();
+      const segmentMap = new Map(store.replica.segmentMapEntries());
       const log = store.logSegments();
       const entry = log.find((e) => e.seq === seq);
       segmentMap.set(primarySegmentOffset, local);
@@ -105,7 +107,7 @@ export class BackupStore {
         assert(entry.offset === local, 'a log segment must map to one local segment');
         entry.usedBytes = Math.max(entry.usedBytes ?? 0, bytes.length);
       }
-      await store.applyEdit({ log, segmentMap: [...segmentMap] });
+      await store.replica.applyEdit({ log, segmentMap: [...segmentMap] });
       return local;
     });
   }
@@ -119,10 +121,10 @@ export class BackupStore {
    */
   writeShippedIndexSegment(args: { primarySegmentOffset: number; bytes: Buffer }): IndexSegmentDescriptor {
     const { store } = this;
-    store.requireUsable('backup');
+    store.replica.requireUsable('backup');
     const name = `shipped index segment @${args.primarySegmentOffset}`;
     if (args.bytes.length > store.segmentBytes) throw new CorruptSegmentError(name, 'larger than a segment');
-    const segmentMap = new Map(store.segmentMapEntries());
+    const segmentMap = new Map(store.replica.segmentMapEntries());
     // One pass: every block's CRC checked once, pointers and CRCs rewritten (index-translate.ts).
     const { bytes: translated, meta } = translateIndexSegmentChecked(
       args.bytes,
@@ -130,9 +132,9 @@ export class BackupStore {
       (p) => segmentMap.get(p),
       name,
     );
-    const offset = store.mutate(() => {
-      const allocated = store.allocateSegment();
-      store.writeRaw(allocated, translated, 'index');
+    const offset = store.replica.mutate(() => {
+      const allocated = store.replica.allocateSegment();
+      store.replica.writeRaw(allocated, translated, 'index');
       this.shippedUnsynced = true;
       return allocated;
     });
@@ -145,7 +147,7 @@ export class BackupStore {
       maxKey: meta.maxKey,
     };
     const previous = this.shippedPending.get(args.primarySegmentOffset);
-    if (previous !== undefined) store.releaseSegment(previous.offset);
+    if (previous !== undefined) store.replica.releaseSegment(previous.offset);
     this.shippedPending.set(args.primarySegmentOffset, descriptor);
     return { ...descriptor };
   }
@@ -159,12 +161,12 @@ export class BackupStore {
     commit: Omit<CompactionCommittedEvent, 'trivialMove'> & { trivialMove?: boolean },
   ): Promise<void> {
     const { store } = this;
-    store.requireUsable('backup');
+    store.replica.requireUsable('backup');
     const { srcLevel, dstLevel } = commit;
     if (!(srcLevel >= 0 && dstLevel === srcLevel + 1 && dstLevel <= store.maxLevels)) {
       throw new InvalidArgumentError(`bad compaction levels ${srcLevel} → ${dstLevel}`);
     }
-    const indexMap = new Map(store.indexMapEntries());
+    const indexMap = new Map(store.replica.indexMapEntries());
     const removedLocal = commit.removedSegments.map((p) => {
       const local = indexMap.get(p);
       if (local === undefined) throw new InvalidArgumentError(`removed segment ${p} is not installed here`);
@@ -190,15 +192,15 @@ export class BackupStore {
       removedOffsets: removedLocal,
       replayFrom: commit.replayFrom,
     };
-    await store.mutateAsync(async () => {
+    await store.replica.mutateAsync(async () => {
       await this.syncShippedIndex();
       for (const p of commit.newSegments) this.shippedPending.delete(p);
       // The compaction id in the same edit: a restart must not find this commit's levels under
       // the previous id (it would be re-synced for nothing).
-      await store.applyEdit({
+      await store.replica.applyEdit({
         install,
         indexMap: [...indexMap],
-        nextCompactionId: Math.max(store.lastCompactionId(), commit.compactionId) + 1,
+        nextCompactionId: Math.max(store.replica.lastCompactionId(), commit.compactionId) + 1,
       });
     });
   }
@@ -217,7 +219,7 @@ export class BackupStore {
     compactionId: number;
   }): Promise<void> {
     const { store } = this;
-    store.requireUsable('backup');
+    store.replica.requireUsable('backup');
     if (args.levels.length > store.maxLevels) {
       throw new InvalidArgumentError(`${args.levels.length} levels shipped, at most ${store.maxLevels}`);
     }
@@ -227,7 +229,7 @@ export class BackupStore {
         .flat()
         .map((d) => [d.offset, d] as const),
     );
-    const indexMap = new Map(store.indexMapEntries());
+    const indexMap = new Map(store.replica.indexMapEntries());
     const nextIndexMap = new Map<number, number>();
     const consumed: number[] = [];
     const levels = args.levels.map((level, i) => {
@@ -253,10 +255,10 @@ export class BackupStore {
       return segments;
     });
     const keptLocal = new Set(nextIndexMap.values());
-    await store.mutateAsync(async () => {
+    await store.replica.mutateAsync(async () => {
       await this.syncShippedIndex();
       for (const primary of consumed) this.shippedPending.delete(primary);
-      await store.applyEdit({
+      await store.replica.applyEdit({
         levels,
         indexMap: [...nextIndexMap],
         replayFrom: args.replayFrom,
@@ -271,20 +273,21 @@ export class BackupStore {
   private async syncShippedIndex(): Promise<void> {
     if (!this.shippedUnsynced) return;
     this.shippedUnsynced = false; // the sync below covers every one written so far
-    await this.store.syncDevice();
+    await this.store.replica.syncDevice();
   }
 
   /** Records which primary's offsets key the maps (the first primary to open it). */
   async setMapOwner(nodeId: string): Promise<void> {
     const { store } = this;
-    store.requireUsable('backup');
-    const owner = store.mapOwner();
+    store.replica.requireUsable('backup');
+    const owner = store.replica.mapOwner();
     if (owner === nodeId) return;
     assert(
-      owner === undefined || (store.segmentMapEntries().length === 0 && store.indexMapEntries().length === 0),
+      owner === undefined ||
+        (store.replica.segmentMapEntries().length === 0 && store.replica.indexMapEntries().length === 0),
       () => `maps keyed by ${owner} cannot change owner without a rebase`,
     );
-    await store.applyEdit({ mapOwner: nodeId });
+    await store.replica.applyEdit({ mapOwner: nodeId });
   }
 
   /**
@@ -310,8 +313,8 @@ export class BackupStore {
     indexMap: [number, number][];
   }): Promise<{ truncatedSegments: number; droppedIndexSegments: number }> {
     const { store } = this;
-    store.requireUsable('backup');
-    const owner = store.mapOwner();
+    store.replica.requireUsable('backup');
+    const owner = store.replica.mapOwner();
     if (owner !== args.owner) {
       throw new RebaseMismatchError(`maps are keyed by ${owner ?? 'nobody'}, not ${args.owner}`);
     }
@@ -326,7 +329,7 @@ export class BackupStore {
     }
     const localToSeq = new Map(kept.map((e) => [e.offset, e.seq] as const));
     const nextSegmentMap: [number, number][] = [];
-    for (const [key, local] of store.segmentMapEntries()) {
+    for (const [key, local] of store.replica.segmentMapEntries()) {
       const seq = localToSeq.get(local);
       // Keeping the old primary's keys is a simulator-only defect (the `stale-map` mutant).
       if (seq !== undefined) nextSegmentMap.push([mutant('stale-map') ? key : offsetOfSeq.get(seq)!, local]);
@@ -334,15 +337,15 @@ export class BackupStore {
     const newIndexKey = new Map(args.indexMap);
     const nextIndexMap: [number, number][] = [];
     let droppedIndexSegments = 0;
-    for (const [oldKey, local] of store.indexMapEntries()) {
+    for (const [oldKey, local] of store.replica.indexMapEntries()) {
       const newKey = newIndexKey.get(oldKey);
       if (newKey === undefined) droppedIndexSegments++;
       else nextIndexMap.push([newKey, local]);
     }
-    await store.mutateAsync(async () => {
+    await store.replica.mutateAsync(async () => {
       const dropped = [...this.shippedPending.values()].map((d) => d.offset);
       this.shippedPending.clear();
-      await store.applyEdit({
+      await store.replica.applyEdit({
         log: kept,
         segmentMap: nextSegmentMap,
         indexMap: nextIndexMap,
@@ -368,9 +371,9 @@ export class BackupStore {
    */
   indexShippedLogSegment(args: { seq: number; bytes: Buffer }): number {
     const { store } = this;
-    store.requireUsable('backup');
+    store.replica.requireUsable('backup');
     const { seq, bytes } = args;
-    const at = store.appliedPosition();
+    const at = store.replica.appliedPosition();
     const log = store.logSegments();
     const entry = log.find((e) => e.seq === seq);
     if (entry === undefined || entry.usedBytes === null || entry.usedBytes < bytes.length) {
@@ -391,7 +394,7 @@ export class BackupStore {
       key: record.key.toString('latin1'),
       entry: { pointer: entry.offset + record.offset, lsn: record.lsn, tombstone: record.value === null },
     }));
-    store.applyRecords(records, { seq, offset: bytes.length, lsn: parsed.nextLsn });
+    store.replica.applyRecords(records, { seq, offset: bytes.length, lsn: parsed.nextLsn });
     return parsed.records.length;
   }
 }

@@ -73,7 +73,7 @@ export interface BackupReady extends Base {
   indexBuffers: RegionHandle[];
   /** Highest log segment sequence fully persisted, -1 when none. */
   persistedThrough: number;
-  /** Last compaction the backup's levels reflect (Store.lastCompactionId); 0 when none. */
+  /** Last compaction the backup's levels reflect (ReplicaOps.lastCompactionId); 0 when none. */
   lastCompactionId: number;
   /** The node whose offsets key the backup's maps ('' when none yet): a different one needs a rebase. */
   mapOwner: string;

@@ -189,7 +189,7 @@ export class PrimarySession {
       logBufferCount: o.logBufferCount,
       mode: o.mode,
       fromSegmentSeq,
-      rebaseFrom: o.store.mapOwner() ?? '',
+      rebaseFrom: o.store.replica.mapOwner() ?? '',
     });
     this.links.push(link);
     if (this.closed) link.close();
@@ -199,10 +199,10 @@ export class PrimarySession {
     if (rebased) {
       // §7 rebase: the backup's maps are keyed by the primary this node replaced. (A backup keyed
       // by any other node reset its store when it saw OpenBackup.rebaseFrom.)
-      if (o.store.mapOwner() !== ready.mapOwner) {
+      if (o.store.replica.mapOwner() !== ready.mapOwner) {
         throw new ResyncRequiredError(
           backupNodeId,
-          `its maps are keyed by ${ready.mapOwner}, this primary's lineage by ${o.store.mapOwner() ?? 'nobody'}`,
+          `its maps are keyed by ${ready.mapOwner}, this primary's lineage by ${o.store.replica.mapOwner() ?? 'nobody'}`,
         );
       }
       trace(() => ({
@@ -215,7 +215,7 @@ export class PrimarySession {
       await link.rebase(
         ready.mapOwner,
         o.store.logSegments().map((e) => [e.seq, e.offset]),
-        o.store.indexMapEntries(),
+        o.store.replica.indexMapEntries(),
       );
       // What lay past this primary's log end was truncated there.
       persistedThrough = Math.min(persistedThrough, fromSegmentSeq);
@@ -260,16 +260,16 @@ export class PrimarySession {
     // The levels are taken first, in one synchronous step with the replay position and the index
     // bytes (a compaction may free those segments while this session serves); the log sent after
     // it only grows, so every entry points into bytes the backup receives first (§8.6).
-    const compactionId = store.lastCompactionId();
+    const compactionId = store.replica.lastCompactionId();
     const shipLevels = this.options.mode === 'send-index' && lastCompactionId !== compactionId;
     const levels = shipLevels ? store.levelDescriptors() : [];
-    const levelBytes = levels.map((level) => level.map((d) => store.readIndexSegment(d.offset)));
-    const replayPosition = store.replayPosition();
+    const levelBytes = levels.map((level) => level.map((d) => store.replica.readIndexSegment(d.offset)));
+    const replayPosition = store.replica.replayPosition();
     const active = store.logSegments().at(-1)!;
     for (const entry of store.logSegments()) {
       if (entry.seq < Math.max(persistedThrough, 0) || entry.seq >= active.seq) continue;
       assert(entry.usedBytes !== null, 'segments before the active one are sealed');
-      const bytes = store.readLogSegment(entry.seq);
+      const bytes = store.replica.readLogSegment(entry.seq);
       this.resyncedBytes += bytes.length;
       await link.resyncLogSegment(entry.seq, entry.offset, bytes);
     }
@@ -279,7 +279,7 @@ export class PrimarySession {
     // (While the session serves, the segment may have been sealed meanwhile: its bytes are whole.)
     // Sent even when empty: it is also the handshake that tells the backup this epoch took over
     // its log tail (BackupRegion.tookOver).
-    const activeBytes = store.readLogSegment(active.seq);
+    const activeBytes = store.replica.readLogSegment(active.seq);
     this.resyncedBytes += activeBytes.length;
     await link.resyncActivePrefix(active.seq, active.offset, activeBytes);
     if (!shipLevels) return { activeSeq: active.seq, compactionId: lastCompactionId };

@@ -1,7 +1,7 @@
 /**
  * Promotion (PROTOCOL §6, steps 1–2) and the reset of a former primary, built on the engine's
- * generic operations. Both end with one manifest write and close the store instance; the caller
- * reopens the device.
+ * generic operations (`store.replica`). Both end with one manifest write and close the store
+ * instance; the caller reopens the device.
  *
  * Promote: `tail` holds the node's registered log buffers for the segments after what it
  *   persisted (`seq`, the old primary's segment offset, the buffer's bytes; stale or zero buffers
@@ -50,23 +50,23 @@ export interface TailBuffer {
 
 /** Promotes a backup store to primary (see the header) and closes the instance. */
 export async function promoteToPrimary(store: Store, args: { tail: TailBuffer[] }): Promise<PromotionReport> {
-  store.requireUsable('backup');
-  await store.drain();
-  store.requireUsable();
+  store.replica.requireUsable('backup');
+  await store.replica.drain();
+  store.replica.requireUsable();
   store.scrub();
   const log = store.logSegments();
-  const segmentMap = new Map(store.segmentMapEntries());
-  const taken = store.mutate(() => takeTail(store, args.tail, log, segmentMap));
+  const segmentMap = new Map(store.replica.segmentMapEntries());
+  const taken = store.replica.mutate(() => takeTail(store, args.tail, log, segmentMap));
   log.sort((a, b) => a.seq - b.seq);
   // The kept bytes are durable before the manifest that names them.
-  await store.mutateAsync(() => store.syncDevice());
+  await store.replica.mutateAsync(() => store.replica.syncDevice());
   let active = log.at(-1);
   if (active === undefined) {
-    active = { seq: 0, offset: store.mutate(() => store.allocateSegment()), usedBytes: null };
+    active = { seq: 0, offset: store.replica.mutate(() => store.replica.allocateSegment()), usedBytes: null };
     log.push(active);
   }
   active.usedBytes = null;
-  await store.rewriteManifestAndAbandon({ role: 'primary', log, segmentMap: [...segmentMap] });
+  await store.replica.rewriteManifestAndAbandon({ role: 'primary', log, segmentMap: [...segmentMap] });
   return { ...taken, activeSeq: log.at(-1)!.seq };
 }
 
@@ -81,7 +81,7 @@ function takeTail(
   const last = log.at(-1);
   let nextLsn = 0; // 0: the first record may carry any lsn (nothing persisted to continue)
   if (last !== undefined && last.usedBytes !== null && last.usedBytes > 0) {
-    const bytes = store.readRaw(last.offset, last.usedBytes, 'log');
+    const bytes = store.replica.readRaw(last.offset, last.usedBytes, 'log');
     nextLsn = parseRecords(bytes, 0, bytes.length, 0).nextLsn;
   }
   let seq = last?.seq ?? Math.min(...bySeq.keys());
@@ -109,8 +109,10 @@ function takeTail(
     }
     const known = buffer.primarySegmentOffset;
     const local =
-      entry?.offset ?? (known === undefined ? undefined : segmentMap.get(known)) ?? store.allocateSegment();
-    store.writeRaw(local + from, bytes.subarray(from, parsed.endOffset), 'log');
+      entry?.offset ??
+      (known === undefined ? undefined : segmentMap.get(known)) ??
+      store.replica.allocateSegment();
+    store.replica.writeRaw(local + from, bytes.subarray(from, parsed.endOffset), 'log');
     if (known !== undefined) segmentMap.set(known, local);
     if (entry === undefined) log.push({ seq, offset: local, usedBytes: parsed.endOffset });
     else entry.usedBytes = parsed.endOffset;
@@ -124,9 +126,9 @@ function takeTail(
 
 /** Rewrites a former primary's store as an empty backup's (see the header) and closes it. */
 export async function resetAsEmptyBackup(store: Store): Promise<void> {
-  store.requireUsable();
-  await store.drain();
-  await store.rewriteManifestAndAbandon({
+  store.replica.requireUsable();
+  await store.replica.drain();
+  await store.replica.rewriteManifestAndAbandon({
     role: 'backup',
     log: [],
     replayFrom: { seq: 0, offset: 0, lsn: 1 },

@@ -211,7 +211,7 @@ test('a backup that returns after two promotions (maps of an older lineage) is r
     const second = r0(c).primary;
     await c.killNode(second);
     await served((r) => r.primary !== second);
-    expect(c.session(r0(c).primary, 'r0')!.store.mapOwner()).toBe(second);
+    expect(c.session(r0(c).primary, 'r0')!.store.replica.mapOwner()).toBe(second);
     await writes(20);
     // n3 returns: its r0 maps are keyed by n1, which no rebase can reach any more.
     await c.restartNode('n3');

@@ -103,11 +103,11 @@ describe('local cluster: protocol paths', () => {
     const sealed = primary.logSegments().filter((e) => e.usedBytes !== null);
     expect(sealed.length).toBeGreaterThanOrEqual(2);
     for (const backup of await backupStores(c, 'r0')) {
-      const map = new Map(backup.segmentMapEntries());
+      const map = new Map(backup.replica.segmentMapEntries());
       for (const entry of sealed) {
         expect(map.has(entry.offset)).toBe(true);
-        expect(backup.readLogSegment(entry.seq).subarray(0, entry.usedBytes!)).toEqual(
-          primary.readLogSegment(entry.seq).subarray(0, entry.usedBytes!),
+        expect(backup.replica.readLogSegment(entry.seq).subarray(0, entry.usedBytes!)).toEqual(
+          primary.replica.readLogSegment(entry.seq).subarray(0, entry.usedBytes!),
         );
       }
     }

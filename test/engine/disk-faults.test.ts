@@ -321,14 +321,14 @@ describe('bit flips in persisted segments', () => {
       const sealed = store.logSegments().filter((e) => e.usedBytes !== null);
       const segment = store.persistedSegments().find((s) => s.kind === kind)!;
       // Intact, every sealed segment and every level segment reads back as it is.
-      for (const e of sealed) expect(store.readLogSegment(e.seq).length).toBe(e.usedBytes);
+      for (const e of sealed) expect(store.replica.readLogSegment(e.seq).length).toBe(e.usedBytes);
       for (const d of store.levelDescriptors().flat())
-        expect(store.readIndexSegment(d.offset)).toHaveLength(d.usedBytes);
+        expect(store.replica.readIndexSegment(d.offset)).toHaveLength(d.usedBytes);
       flip(device, segment.offset + Math.floor(segment.usedBytes / 2));
       const read = () =>
         kind === 'log'
-          ? store.readLogSegment(sealed.find((e) => e.offset === segment.offset)!.seq)
-          : store.readIndexSegment(segment.offset);
+          ? store.replica.readLogSegment(sealed.find((e) => e.offset === segment.offset)!.seq)
+          : store.replica.readIndexSegment(segment.offset);
       expect(read).toThrow(CorruptSegmentError);
       expect(failed).toHaveLength(1);
       expect(failed[0]).toBeInstanceOf(CorruptSegmentError);
@@ -352,7 +352,7 @@ describe('bit flips in persisted segments', () => {
     store = await Store.open(options);
     const failed: unknown[] = [];
     store.hooks.on('failed', ({ error }) => failed.push(error));
-    expect(() => store.readLogSegment(active.seq)).toThrow(CorruptSegmentError);
+    expect(() => store.replica.readLogSegment(active.seq)).toThrow(CorruptSegmentError);
     expect(failed).toHaveLength(1);
     await store.close();
   });

@@ -123,7 +123,7 @@ describe('indexShippedLogSegment', () => {
       ),
     );
     // Pointers are local: the backup's segments are not at the primary offsets it was given.
-    const local = new Map(backup.segmentMapEntries());
+    const local = new Map(backup.replica.segmentMapEntries());
     expect(local.get(100 * SEGMENT)).not.toBe(100 * SEGMENT);
   });
 

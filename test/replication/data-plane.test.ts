@@ -100,13 +100,15 @@ describe('replication data plane (memory fabric)', () => {
     const sealed = s.primary.logSegments().filter((e) => e.usedBytes !== null);
     expect(sealed.length).toBeGreaterThan(2);
     for (const backup of s.backups) {
-      const map = new Map(backup.segmentMapEntries());
+      const map = new Map(backup.replica.segmentMapEntries());
       for (const e of sealed) expect(map.has(e.offset)).toBe(true);
       const persisted = backup.logSegments();
       for (const e of sealed) {
         const local = persisted.find((p) => p.seq === e.seq)!;
         expect(local.usedBytes).toBe(e.usedBytes);
-        expect(backup.readLogSegment(e.seq).equals(s.primary.readLogSegment(e.seq))).toBe(true);
+        expect(backup.replica.readLogSegment(e.seq).equals(s.primary.replica.readLogSegment(e.seq))).toBe(
+          true,
+        );
       }
     }
   });

@@ -21,7 +21,7 @@ function activeTail(
 ): { seq: number; primarySegmentOffset: number; bytes: Buffer } {
   const active = primary.logSegments().at(-1)!;
   const bytes = Buffer.alloc(primary.segmentBytes);
-  const used = primary.readLogSegment(active.seq);
+  const used = primary.replica.readLogSegment(active.seq);
   used.copy(bytes);
   // Bytes past the valid prefix: stale data from an older segment that used the same buffer.
   for (let i = 0; i < garbage && used.length + i < bytes.length; i++)
@@ -55,7 +55,7 @@ describe('promotion', () => {
     const persisted = backup.logSegments().find((e) => e.seq === active.seq)?.usedBytes ?? 0;
     const { store, report } = await promote(backup, device, [activeTail(primary, 300)]);
     // Kept from the buffer: the active segment's bytes the backup had not persisted (by tail sync).
-    expect(report.keptBytes).toBe(primary.readLogSegment(active.seq).length - persisted);
+    expect(report.keptBytes).toBe(primary.replica.readLogSegment(active.seq).length - persisted);
     expect(await dump(store)).toEqual(expected);
     // A primary now: writes, flushes and compacts, and recovers after a reopen.
     for (let i = 0; i < 300; i++) await store.put(`new${i}`, 'x'.repeat(40));
@@ -169,8 +169,8 @@ describe('rebase', () => {
     await backupIdle(a);
     await backupIdle(b);
     const tail = activeTail(primary);
-    const formerSegments = a.segmentMapEntries();
-    const formerIndexes = a.indexMapEntries();
+    const formerSegments = a.replica.segmentMapEntries();
+    const formerIndexes = a.replica.indexMapEntries();
     const { store: newPrimary } = await promote(a, deviceA, [tail]);
     const segments = newPrimary.logSegments().map((e) => [e.seq, e.offset] as [number, number]);
     expect(segments.length).toBeGreaterThanOrEqual(formerSegments.length);
@@ -185,11 +185,11 @@ describe('rebase', () => {
       owner: 'n1',
       newOwner: 'n2',
       segments,
-      indexMap: newPrimary.indexMapEntries(),
+      indexMap: newPrimary.replica.indexMapEntries(),
     });
     // The unrelated segment past the new primary's log end is truncated.
     expect(result).toEqual({ truncatedSegments: 1, droppedIndexSegments: 0 });
-    expect(b.mapOwner()).toBe('n2');
+    expect(b.replica.mapOwner()).toBe('n2');
     // B now follows the new primary: its seals, index segments and commits.
     ship(newPrimary, b);
     // What B lacks (the tail the new primary took from its buffer) arrives as re-sync would send it.
@@ -197,7 +197,7 @@ describe('rebase', () => {
     await backupStore(b).writeShippedLogSegment({
       seq: active.seq,
       primarySegmentOffset: active.offset,
-      bytes: newPrimary.readLogSegment(active.seq),
+      bytes: newPrimary.replica.readLogSegment(active.seq),
     });
     for (let i = 0; i < 600; i++) await newPrimary.put(`k${(i * 13) % 250}`, `w${i}`.padEnd(24, '+'));
     await newPrimary.compactAll();

@@ -58,7 +58,7 @@ describe('index shipping through a segment map', () => {
           expect(await dump(backup)).toEqual(expected);
 
           // Segment numbers really differ, so translation was exercised.
-          const map = backup.segmentMapEntries().filter(([p]) => p < 1_000_000 * TINY.segmentBytes!);
+          const map = backup.replica.segmentMapEntries().filter(([p]) => p < 1_000_000 * TINY.segmentBytes!);
           expect(map.length).toBeGreaterThan(0);
           expect(map.some(([p, l]) => p !== l)).toBe(true);
           expect(commits.length).toBeGreaterThan(0);
@@ -94,7 +94,7 @@ describe('index shipping through a segment map', () => {
       await backupStore(backup).writeShippedLogSegment({
         seq: seg.seq,
         primarySegmentOffset: seg.offset,
-        bytes: primary.readLogSegment(seg.seq),
+        bytes: primary.replica.readLogSegment(seg.seq),
       });
     }
     const levels = primary.levelDescriptors();
@@ -102,7 +102,7 @@ describe('index shipping through a segment map', () => {
       for (const d of level)
         backupStore(backup).writeShippedIndexSegment({
           primarySegmentOffset: d.offset,
-          bytes: primary.readIndexSegment(d.offset),
+          bytes: primary.replica.readIndexSegment(d.offset),
         });
       if (level.length > 0) {
         await backupStore(backup).installShippedCompaction({

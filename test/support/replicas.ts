@@ -11,7 +11,7 @@ import type { Store } from '../../src/engine/store.js';
 export function levelEntries(store: Store, map: (pointer: number) => number = (p) => p): string[][] {
   return store.levelDescriptors().map((level) =>
     level.flatMap((d) => {
-      const bytes = store.readIndexSegment(d.offset);
+      const bytes = store.replica.readIndexSegment(d.offset);
       const meta = decodeIndexMeta(bytes, 0, bytes.length, 'test');
       const out: string[] = [];
       for (let b = 0; b < meta.blockCount; b++) {
@@ -30,7 +30,7 @@ export function levelEntries(store: Store, map: (pointer: number) => number = (p
 /** §8.5 and §8.6: the backup's levels through its segment map equal the primary's; no pointer dangles. */
 export function expectEquivalent(primary: Store, backup: Store): void {
   const segmentBytes = primary.segmentBytes;
-  const toPrimary = new Map(backup.segmentMapEntries().map(([p, local]) => [local, p]));
+  const toPrimary = new Map(backup.replica.segmentMapEntries().map(([p, local]) => [local, p]));
   const backupLevels = levelEntries(backup, (pointer) => {
     const base = pointer - (pointer % segmentBytes);
     const primaryBase = toPrimary.get(base);
