@@ -284,16 +284,29 @@ export function decodeIndexMeta(
     minKey: '',
     maxKey: '',
   };
+  decodeBlockIndex(trailer, metaStart, f, meta, fail);
+  if (meta.minKey > meta.maxKey || meta.blockFirstKeys[0] !== meta.minKey) fail('inconsistent key range');
+  return meta;
+}
+
+/** Reads the block index and the key range, `trailer[metaStart, footer)`, into `meta`. */
+function decodeBlockIndex(
+  trailer: Buffer,
+  metaStart: number,
+  footer: number,
+  meta: IndexSegmentMeta,
+  fail: (detail: string) => never,
+): void {
   let o = metaStart;
   const need = (n: number): void => {
-    if (o + n > f) fail('block index runs past the footer');
+    if (o + n > footer) fail('block index runs past the footer');
   };
   let expectedBlockOffset = 0;
-  for (let i = 0; i < blockCount; i++) {
+  for (let i = 0; i < meta.blockCount; i++) {
     need(BLOCK_INDEX_ENTRY_FIXED_BYTES);
     const offset = trailer.readUInt32LE(o);
     const length = trailer.readUInt32LE(o + 4);
-    if (offset !== expectedBlockOffset || length < 2 || offset + length > blockIndexOffset)
+    if (offset !== expectedBlockOffset || length < 2 || offset + length > meta.blockIndexOffset)
       fail(`block ${i} out of range`);
     expectedBlockOffset = offset + length;
     meta.blockOffsets.push(offset);
@@ -305,7 +318,7 @@ export function decodeIndexMeta(
     meta.blockFirstKeys.push(trailer.toString('latin1', o, o + keyLen));
     o += keyLen;
   }
-  if (expectedBlockOffset !== blockIndexOffset) fail('blocks do not end at the block index');
+  if (expectedBlockOffset !== meta.blockIndexOffset) fail('blocks do not end at the block index');
   for (const which of ['minKey', 'maxKey'] as const) {
     need(2);
     const keyLen = trailer.readUInt16LE(o);
@@ -314,9 +327,7 @@ export function decodeIndexMeta(
     meta[which] = trailer.toString('latin1', o, o + keyLen);
     o += keyLen;
   }
-  if (o !== f) fail('trailing bytes before the footer');
-  if (meta.minKey > meta.maxKey || meta.blockFirstKeys[0] !== meta.minKey) fail('inconsistent key range');
-  return meta;
+  if (o !== footer) fail('trailing bytes before the footer');
 }
 
 /** Verifies every checksum and structure of a complete index segment held in memory. */

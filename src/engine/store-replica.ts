@@ -62,8 +62,6 @@ export interface ReplicaOps {
    * The in-memory change and the manifest capture are one synchronous step; resolves once durable.
    */
   applyEdit(edit: StoreEdit): Promise<void>;
-  /** Records that the levels reflect compaction `id` (in memory; the next manifest write keeps it). */
-  noteCompactionId(id: number): void;
   /**
    * Backup: inserts records of the persisted log into L0 under fail-stop; `position` is right after
    * the last of them. A full L0 then freezes (autoCompact) or is announced, as on a primary.
@@ -177,10 +175,6 @@ export class StoreReplica implements ReplicaOps {
 
   applyEdit(edit: StoreEdit): Promise<void> {
     return this.d.edits.applyEdit(edit);
-  }
-
-  noteCompactionId(id: number): void {
-    if (this.d.versions.nextCompactionId <= id) this.d.versions.nextCompactionId = id + 1;
   }
 
   applyRecords(records: { key: string; entry: IndexEntry }[], position: LogPosition): void {
