@@ -44,8 +44,14 @@ import {
   type LocalClientOptions,
   type RegionSession,
 } from '../cluster/client.js';
+import type {
+  AsyncCursor,
+  ClusterCursorOptions,
+  ClusterSnapshot,
+  RegionCursorOptions,
+} from '../cluster/cluster-cursor.js';
 import { byMinKey } from '../cluster/regions.js';
-import type { KeyValue, ScanOptions } from '../engine/store.js';
+import type { BatchOperation, KeyValue, ScanOptions } from '../engine/store.js';
 import {
   InvalidArgumentError,
   OutcomeUnknownError,
@@ -70,6 +76,7 @@ import {
   ProtocolError,
   sentAfter,
 } from '../server/client-protocol.js';
+import { RemoteCursor, RemoteSnapshot } from './remote-cursor.js';
 
 /** TLS for the client: the CA that signed the nodes' certificates; `cert`/`key` for mutual TLS. */
 export type TalosClientTlsOptions = TlsCredentials;
@@ -157,6 +164,39 @@ export class TalosClient {
 
   get(key: KeyLike): Promise<Buffer | undefined> {
     return this.client.get(key);
+  }
+
+  /** Whether `key` holds a value. */
+  has(key: KeyLike): Promise<boolean> {
+    return this.client.has(key);
+  }
+
+  /** Values of `keys` in order (undefined where absent), read one by one: no common snapshot. */
+  getMany(keys: readonly KeyLike[]): Promise<(Buffer | undefined)[]> {
+    return this.client.getMany(keys);
+  }
+
+  /** An atomic batch within one region; a batch over several is CrossRegionBatchError (client.ts). */
+  batch(operations: readonly BatchOperation[]): Promise<void> {
+    return this.client.batch(operations);
+  }
+
+  /** Deletes every key in the range, in atomic per-region batches (the whole is not atomic). */
+  clearRange(options: Omit<ClusterCursorOptions, 'values'> = {}): Promise<void> {
+    return this.client.clearRange(options);
+  }
+
+  /**
+   * One snapshot per region, each on the node serving it now (remote-cursor.ts); release it. A
+   * region that moves afterwards makes reads through it fail (SNAPSHOT_MOVED, UNKNOWN_HANDLE).
+   */
+  snapshot(): ClusterSnapshot {
+    return this.client.snapshot();
+  }
+
+  /** A streaming cursor across regions in key order, paging from server-side cursors. */
+  iterator(options: ClusterCursorOptions = {}): AsyncCursor {
+    return this.client.iterator(options);
   }
 
   /** Operations in the node connections' windows now: handed to a connection, not yet answered. */
@@ -251,10 +291,20 @@ export class TalosClient {
         await this.close();
         throw new UnknownRegionError(`any key: no region map in etcd at ${this.options.etcd.join(',')}`);
       }
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    // The members' watch runs beside the map's: wait (briefly) until every primary's client
+    // address is known too, so a first request (a cursor open, which is not retried) finds it.
+    // A primary that is gone has no member: then the operation's own retries take over.
+    const membersBy = Math.min(deadline, Date.now() + MEMBERS_GRACE_MS);
+    while (!this.map.every((r) => this.members.has(r.primary)) && Date.now() < membersBy) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }
 }
+
+/** How long `connect` waits, after the map covers every key, for the primaries' members. */
+const MEMBERS_GRACE_MS = 1000;
 
 /** A region's primary on a remote node, as the routed client sees it. The node decides serving. */
 class RemoteSession implements RegionSession {
@@ -302,6 +352,40 @@ class RemoteSession implements RegionSession {
     return rows.map((row) => ({ key: Buffer.from(row.key), value: Buffer.from(row.value) }));
   }
 
+  /** An atomic batch in the region (the node's engine batch: one log group). */
+  async batch(operations: readonly BatchOperation[], deadlineMs?: number): Promise<void> {
+    const request: ClientRequest = {
+      op: 'batch',
+      regionId: this.regionId,
+      operations: operations.map((op) =>
+        op.type === 'del'
+          ? { del: true, key: keyBytesOf(op.key), value: EMPTY }
+          : { del: false, key: keyBytesOf(op.key), value: bytesOf(op.value) },
+      ),
+    };
+    const first = operations[0]?.key ?? '';
+    expectKind(await this.call(request, first, true, deadlineMs), 'done', request, first);
+  }
+
+  /** A snapshot of the region's store on this node (remote-cursor.ts). */
+  snapshot(): RemoteSnapshot {
+    return new RemoteSnapshot(this.nodeId, this.regionId, this.reader);
+  }
+
+  /** A cursor over the region's store on this node (remote-cursor.ts). */
+  iterator(options: RegionCursorOptions): RemoteCursor {
+    const snapshot = options.snapshot;
+    if (snapshot instanceof RemoteSnapshot && snapshot.nodeId !== this.nodeId) {
+      throw new TalosError(
+        'SNAPSHOT_MOVED',
+        `region ${this.regionId} moved from ${snapshot.nodeId} (where the snapshot is) to ${this.nodeId}: take a new snapshot`,
+      );
+    }
+    return new RemoteCursor(this.regionId, this.reader, options);
+  }
+
+  private readonly reader = (request: ClientRequest): Promise<ClientReply> => this.call(request, '', false);
+
   /** Sends `request` and waits for its reply; an error reply is thrown as its typed error. */
   private call(
     request: ClientRequest,
@@ -338,6 +422,8 @@ class RemoteSession implements RegionSession {
   }
 }
 
+const EMPTY = Buffer.alloc(0);
+
 const bytesOf = (value: Uint8Array | string): Buffer =>
   typeof value === 'string' ? Buffer.from(value) : keyBytesOf(value);
 
@@ -351,7 +437,7 @@ function expectKind<K extends ClientReply['kind']>(
   if (reply.kind === kind) return reply as Extract<ClientReply, { kind: K }>;
   const err = new ProtocolError(`a ${reply.kind} reply to a ${request.op}`);
   // The node answered a write with nonsense: whether it applied it is not known.
-  if (request.op === 'put' || request.op === 'delete') {
+  if (request.op === 'put' || request.op === 'delete' || request.op === 'batch') {
     throw new OutcomeUnknownError(`${request.op} of ${describeKeyLike(key)}`, { cause: err });
   }
   throw err;

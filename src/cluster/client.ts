@@ -51,7 +51,15 @@ import {
   maxKeyOf,
   minKeyOf,
 } from '../keys.js';
-import { ClusterCursor, type ClusterCursorOptions, ClusterSnapshot } from './cluster-cursor.js';
+import {
+  type AsyncCursor,
+  ClusterCursor,
+  type ClusterCursorOptions,
+  ClusterSnapshot,
+  type RegionCursor,
+  type RegionCursorOptions,
+  type RegionSnapshot,
+} from './cluster-cursor.js';
 import { regionOf } from './regions.js';
 
 export interface LocalClientOptions {
@@ -76,9 +84,9 @@ export interface RegionSession {
   /** An atomic batch within the region (sessions without it refuse batches). */
   batch?(operations: readonly BatchOperation[], deadlineMs?: number): Promise<void>;
   has?(key: KeyLike, deadlineMs?: number): Promise<boolean>;
-  /** An engine snapshot and cursors over the region's store (in-process sessions). */
-  snapshot?(): StoreSnapshot;
-  iterator?(options: CursorOptions): StoreCursor;
+  /** A snapshot and cursors over the region's store (engine ones in-process, remote ones over TalosClient). */
+  snapshot?(): RegionSnapshot;
+  iterator?(options: RegionCursorOptions): RegionCursor;
 }
 
 export interface ClientPorts {
@@ -190,20 +198,20 @@ export class LocalClient {
     const cursor = this.iterator({ ...options, values: false });
     try {
       for (;;) {
-        const keys = cursor.nextv(CLEAR_BATCH_KEYS).map((e) => e.key);
+        const keys = (await cursor.nextv(CLEAR_BATCH_KEYS)).map((e) => e.key);
         if (keys.length === 0) return;
         for (const group of groupByRegion(this.ports.regions(), keys)) {
           await this.batch(group.map((key) => ({ type: 'del' as const, key })));
         }
       }
     } finally {
-      cursor.close();
+      await cursor.close();
     }
   }
 
   /** One snapshot per region, taken in one step (in-process sessions); the caller releases it. */
   snapshot(): ClusterSnapshot {
-    const taken = new Map<string, StoreSnapshot>();
+    const taken = new Map<string, RegionSnapshot>();
     try {
       for (const region of this.ports.regions()) {
         const session = this.serving(region.regionId);
@@ -218,7 +226,7 @@ export class LocalClient {
   }
 
   /** A streaming cursor across regions in key order (cluster-cursor.ts). */
-  iterator(options: ClusterCursorOptions = {}): Cursor {
+  iterator(options: ClusterCursorOptions = {}): AsyncCursor {
     return new ClusterCursor(
       this.ports.regions(),
       (regionId, regionOptions) => {

@@ -29,11 +29,35 @@ import {
 } from '../engine/store.js';
 import { InvalidArgumentError, SnapshotReleasedError } from '../errors.js';
 
+/**
+ * A cursor whose reads may wait: a remote region's (src/client/remote-cursor.ts), or a cluster
+ * cursor over any region cursors. `seek` and `rewind` only reposition; the next read applies them.
+ */
+export interface AsyncCursor {
+  next(): Promise<CursorEntry | undefined>;
+  nextv(size: number): Promise<CursorEntry[]>;
+  all(): Promise<CursorEntry[]>;
+  seek(target: Bytes): void;
+  rewind(): void;
+  close(): Promise<void> | void;
+}
+
+/** A region's cursor: an engine cursor (in-process sessions) or a remote one. */
+export type RegionCursor = Cursor | AsyncCursor;
+
+/** A region's snapshot: an engine snapshot (in-process sessions) or a remote one. */
+export interface RegionSnapshot {
+  release(): void;
+}
+
+/** Cursor options a region session takes: the engine's, with the region's own snapshot type. */
+export type RegionCursorOptions = Omit<CursorOptions, 'snapshot'> & { snapshot?: RegionSnapshot };
+
 /** One snapshot per region, taken together (LocalClient.snapshot); released together. */
 export class ClusterSnapshot {
   private released = false;
 
-  constructor(readonly regions: ReadonlyMap<string, StoreSnapshot>) {}
+  constructor(readonly regions: ReadonlyMap<string, RegionSnapshot | StoreSnapshot>) {}
 
   release(): void {
     if (this.released) return;
@@ -48,8 +72,8 @@ export class ClusterSnapshot {
 
 export type ClusterCursorOptions = Omit<CursorOptions, 'snapshot'> & { snapshot?: ClusterSnapshot };
 
-/** Opens a region's engine cursor (the serving session's `iterator`), clipped by the caller. */
-export type RegionCursorOpener = (regionId: string, options: CursorOptions) => Cursor;
+/** Opens a region's cursor (the serving session's `iterator`), clipped by the caller. */
+export type RegionCursorOpener = (regionId: string, options: RegionCursorOptions) => RegionCursor;
 
 /** The region's bounds as a latin1 key range (the engine's key strings: UTF-8 bytes). */
 function regionRange(region: RegionConfig): KeyRange {
@@ -73,8 +97,8 @@ function intersect(a: KeyRange, b: KeyRange): KeyRange | undefined {
   return { lower, upper };
 }
 
-export class ClusterCursor implements Cursor {
-  private readonly cursors: Cursor[] = [];
+export class ClusterCursor implements AsyncCursor {
+  private readonly cursors: RegionCursor[] = [];
   /** Each region cursor's bounds (the cursor's range clipped to its region), in cursor order. */
   private readonly ranges: KeyRange[] = [];
   private readonly range: KeyRange;
@@ -102,9 +126,11 @@ export class ClusterCursor implements Cursor {
       for (const region of ordered) {
         const clipped = intersect(range, regionRange(region));
         if (clipped === undefined) continue;
-        const regionOptions: CursorOptions = {
+        const regionOptions: RegionCursorOptions = {
           reverse: options.reverse ?? false,
           values: options.values ?? true,
+          // No region yields more than the whole cursor may (a remote one then pages no further).
+          limit: this.limit === Number.POSITIVE_INFINITY ? -1 : this.limit,
         };
         if (clipped.lower !== undefined) regionOptions.gte = Buffer.from(clipped.lower, 'latin1');
         if (clipped.upper !== undefined) regionOptions.lt = Buffer.from(clipped.upper, 'latin1');
@@ -123,11 +149,11 @@ export class ClusterCursor implements Cursor {
     }
   }
 
-  next(): CursorEntry | undefined {
+  async next(): Promise<CursorEntry | undefined> {
     this.check();
     if (this.yielded >= this.limit) return undefined;
     while (this.current < this.cursors.length) {
-      const entry = this.cursors[this.current]!.next();
+      const entry = await this.cursors[this.current]!.next();
       if (entry !== undefined) {
         this.yielded++;
         return entry;
@@ -137,18 +163,24 @@ export class ClusterCursor implements Cursor {
     return undefined;
   }
 
-  nextv(size: number): CursorEntry[] {
+  async nextv(size: number): Promise<CursorEntry[]> {
     if (!(size >= 0)) throw new InvalidArgumentError('nextv size must be >= 0');
     const out: CursorEntry[] = [];
     while (out.length < size) {
-      const entry = this.next();
-      if (entry === undefined) break;
-      out.push(entry);
+      this.check();
+      if (this.yielded >= this.limit || this.current >= this.cursors.length) break;
+      // A region's cursor hands out what it has in one call (a remote one: a page).
+      const entries = await this.cursors[this.current]!.nextv(
+        Math.min(size - out.length, this.limit - this.yielded),
+      );
+      if (entries.length === 0) this.current++;
+      this.yielded += entries.length;
+      for (const entry of entries) out.push(entry);
     }
     return out;
   }
 
-  all(): CursorEntry[] {
+  all(): Promise<CursorEntry[]> {
     return this.nextv(Number.POSITIVE_INFINITY);
   }
 
@@ -175,10 +207,10 @@ export class ClusterCursor implements Cursor {
     this.current = 0;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const cursor of this.cursors) cursor.close();
+    await Promise.all(this.cursors.map((cursor) => cursor.close()));
   }
 
   private check(): void {

@@ -57,6 +57,9 @@ const LOCK_NAME = 'LOCK';
 /** Real paths of the directories held by open FileDevices of this process. */
 const heldDirs = new Set<string>();
 
+/** The device's data file in its directory: a directory holding one holds a store. */
+export const DATA_FILE = 'data';
+
 export class FileDevice implements Device {
   readonly name: string;
   private readonly dir: string;
@@ -92,7 +95,7 @@ export class FileDevice implements Device {
     try {
       takeLockFile(dir);
       lockTaken = true;
-      this.fd = fs.openSync(path.join(dir, 'data'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+      this.fd = fs.openSync(path.join(dir, DATA_FILE), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
       try {
         this.sizeBytes = fs.fstatSync(this.fd).size;
       } catch (err) {

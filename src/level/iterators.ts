@@ -14,6 +14,7 @@ import {
   AbstractSnapshot,
   AbstractValueIterator,
 } from 'abstract-level';
+import type { AsyncCursor } from '../cluster/cluster-cursor.js';
 import type { Cursor, CursorEntry, CursorOptions } from '../engine/store.js';
 
 /** A snapshot handle an adapter's reads take: a StoreSnapshot, or a cluster's (one per region). */
@@ -26,7 +27,7 @@ export type SourceCursorOptions<S> = Omit<CursorOptions, 'snapshot'> & { snapsho
 
 /** What an adapter's iterators read through: a cursor factory (Store.iterator, or a cluster's). */
 export interface CursorSource<S = unknown> {
-  iterator(options: SourceCursorOptions<S>): Cursor;
+  iterator(options: SourceCursorOptions<S>): Cursor | AsyncCursor;
 }
 
 /** The range and ordering options abstract-level hands to `_iterator` (keys already encoded). */
@@ -95,7 +96,7 @@ export function cursorOptions<S>(options: LevelRangeOptions, values: boolean): S
 }
 
 export class LevelEntryIterator<S = unknown> extends EntryIteratorBase {
-  private readonly cursor: Cursor;
+  private readonly cursor: Cursor | AsyncCursor;
   private readonly keys: boolean;
 
   constructor(db: Db, source: CursorSource<S>, options: LevelRangeOptions) {
@@ -109,16 +110,16 @@ export class LevelEntryIterator<S = unknown> extends EntryIteratorBase {
   }
 
   async _next(): Promise<[Buffer, Buffer] | undefined> {
-    const e = this.cursor.next();
+    const e = await this.cursor.next();
     return e === undefined ? undefined : this.entry(e);
   }
 
   async _nextv(size: number): Promise<[Buffer, Buffer][]> {
-    return this.cursor.nextv(size).map((e) => this.entry(e));
+    return (await this.cursor.nextv(size)).map((e) => this.entry(e));
   }
 
   async _all(): Promise<[Buffer, Buffer][]> {
-    return this.cursor.all().map((e) => this.entry(e));
+    return (await this.cursor.all()).map((e) => this.entry(e));
   }
 
   _seek(target: Buffer): void {
@@ -126,12 +127,12 @@ export class LevelEntryIterator<S = unknown> extends EntryIteratorBase {
   }
 
   async _close(): Promise<void> {
-    this.cursor.close();
+    await this.cursor.close();
   }
 }
 
 export class LevelKeyIterator<S = unknown> extends KeyIteratorBase {
-  private readonly cursor: Cursor;
+  private readonly cursor: Cursor | AsyncCursor;
 
   constructor(db: Db, source: CursorSource<S>, options: LevelRangeOptions) {
     super(db, options);
@@ -139,15 +140,15 @@ export class LevelKeyIterator<S = unknown> extends KeyIteratorBase {
   }
 
   async _next(): Promise<Buffer | undefined> {
-    return this.cursor.next()?.key;
+    return (await this.cursor.next())?.key;
   }
 
   async _nextv(size: number): Promise<Buffer[]> {
-    return this.cursor.nextv(size).map((e) => e.key);
+    return (await this.cursor.nextv(size)).map((e) => e.key);
   }
 
   async _all(): Promise<Buffer[]> {
-    return this.cursor.all().map((e) => e.key);
+    return (await this.cursor.all()).map((e) => e.key);
   }
 
   _seek(target: Buffer): void {
@@ -155,12 +156,12 @@ export class LevelKeyIterator<S = unknown> extends KeyIteratorBase {
   }
 
   async _close(): Promise<void> {
-    this.cursor.close();
+    await this.cursor.close();
   }
 }
 
 export class LevelValueIterator<S = unknown> extends ValueIteratorBase {
-  private readonly cursor: Cursor;
+  private readonly cursor: Cursor | AsyncCursor;
 
   constructor(db: Db, source: CursorSource<S>, options: LevelRangeOptions) {
     super(db, options);
@@ -168,15 +169,15 @@ export class LevelValueIterator<S = unknown> extends ValueIteratorBase {
   }
 
   async _next(): Promise<Buffer | undefined> {
-    return this.cursor.next()?.value;
+    return (await this.cursor.next())?.value;
   }
 
   async _nextv(size: number): Promise<Buffer[]> {
-    return this.cursor.nextv(size).map((e) => e.value);
+    return (await this.cursor.nextv(size)).map((e) => e.value);
   }
 
   async _all(): Promise<Buffer[]> {
-    return this.cursor.all().map((e) => e.value);
+    return (await this.cursor.all()).map((e) => e.value);
   }
 
   _seek(target: Buffer): void {
@@ -184,6 +185,6 @@ export class LevelValueIterator<S = unknown> extends ValueIteratorBase {
   }
 
   async _close(): Promise<void> {
-    this.cursor.close();
+    await this.cursor.close();
   }
 }

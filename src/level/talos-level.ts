@@ -9,7 +9,10 @@
  * `Store.snapshot()`, and get/getMany/has/hasMany read the snapshot they are given, if any.
  * `clear` deletes what a snapshot of the range holds, in atomic chunks (not one batch).
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { type AbstractDatabaseOptions, AbstractLevel } from 'abstract-level';
+import { DATA_FILE } from '../engine/file-device.js';
 import { type BatchOperation, Store, type StoreOptions, type StoreSnapshot } from '../engine/store.js';
 import { InvalidArgumentError } from '../errors.js';
 import {
@@ -47,6 +50,11 @@ export const TALOS_LEVEL_MANIFEST = {
   encodings: { buffer: true },
 } as const;
 
+interface OpenOptions {
+  createIfMissing?: boolean;
+  errorIfExists?: boolean;
+}
+
 export class TalosLevel<K = string, V = string> extends AbstractLevel<Buffer, K, V> {
   readonly location: string;
   private readonly storeOptions: TalosLevelStoreOptions;
@@ -54,7 +62,10 @@ export class TalosLevel<K = string, V = string> extends AbstractLevel<Buffer, K,
 
   constructor(location: string, options: TalosLevelOptions<K, V> = {}) {
     const { store, ...forward } = options;
-    super({ ...TALOS_LEVEL_MANIFEST, encodings: { buffer: true } }, forward);
+    super(
+      { ...TALOS_LEVEL_MANIFEST, createIfMissing: true, errorIfExists: true, encodings: { buffer: true } },
+      forward,
+    );
     if (typeof location !== 'string' || location === '') {
       throw new InvalidArgumentError('TalosLevel needs a location (a directory)');
     }
@@ -68,8 +79,30 @@ export class TalosLevel<K = string, V = string> extends AbstractLevel<Buffer, K,
     return this.opened;
   }
 
-  async _open(): Promise<void> {
+  /**
+   * Opens the store; as classic-level, `createIfMissing: false` refuses a location holding no
+   * store and `errorIfExists: true` one that holds one (abstract-level wraps either as
+   * LEVEL_DATABASE_NOT_OPEN). With a `device` there is no location to look at: both are refused.
+   */
+  async _open(options: OpenOptions = {}): Promise<void> {
     const { device, ...rest } = this.storeOptions;
+    const createIfMissing = options.createIfMissing ?? true;
+    const errorIfExists = options.errorIfExists ?? false;
+    if (device !== undefined && (!createIfMissing || errorIfExists)) {
+      throw new InvalidArgumentError(
+        'createIfMissing: false and errorIfExists need a location, not a device',
+      );
+    }
+    if (device === undefined) {
+      const exists = existsSync(join(this.location, DATA_FILE));
+      if (!exists && !createIfMissing) {
+        throw new InvalidArgumentError(
+          `${this.location} does not exist (no Talos store there; createIfMissing is false)`,
+        );
+      }
+      if (exists && errorIfExists)
+        throw new InvalidArgumentError(`${this.location} exists (errorIfExists is true)`);
+    }
     this.opened = await Store.open(
       device === undefined ? { ...rest, dir: this.location } : { ...rest, device },
     );

@@ -10,10 +10,18 @@
  *   auth     (3)  u32 id | token (utf8; '' for none)  client → node, first on every connection
  *   goaway   (4)  u32 lastId | code | message         node → client, its last frame
  * Requests (an `op` byte, then): put regionId, key, value; get regionId, key; delete regionId, key;
- * scan regionId, gte, lt?, u32 limit, reverse. Keys and values are byte strings (a key at most
- * 65535 bytes): binary keys travel as their bytes, string keys as their UTF-8.
- * Replies (a `kind` byte, then): done (put, delete, auth); value (get, found); missing (get, not
- * found); rows (scan: key, value pairs); error (code, message, regionId). The id 0 is never a
+ * scan regionId, gte, lt?, u32 limit, reverse; batch regionId, (del, key, value)* — atomic in the
+ * region; snapshot regionId; cursor regionId, snapshot handle (0: its own), gte?, lt?, reverse,
+ * values; next regionId, handle, count, rewind, seek?; release regionId, handle. Keys and values
+ * are byte strings (a key at most 65535 bytes): binary keys travel as their bytes, string keys as
+ * their UTF-8.
+ * Replies (a `kind` byte, then): done (put, delete, batch, release, auth); value (get, found);
+ * missing (get, not found); rows (scan: key, value pairs); handle (snapshot, cursor); page (next:
+ * rows, and whether the cursor is at its end); error (code, message, regionId).
+ *
+ * Server-side cursors and snapshots (cursor-handles.ts) belong to the connection that opened
+ * them: its handles name them, they close when it does, and one unused for the node's lease
+ * (`handleLeaseMs`) is closed too (HANDLE_EXPIRED after that). The id 0 is never a
  * request's: an error under id 0 is about the connection (a request before authentication), and
  * the node closes the connection after it.
  *
@@ -80,6 +88,14 @@ export const REQUEST = variant('op', {
   get: [2, struct({ regionId, key })],
   delete: [3, struct({ regionId, key })],
   scan: [4, struct({ regionId, gte: key, lt: optional(key), limit: u32, reverse: bool })],
+  batch: [5, struct({ regionId, operations: list(struct({ del: bool, key, value }), MAX_BATCH_COUNT) })],
+  snapshot: [6, struct({ regionId })],
+  cursor: [
+    7,
+    struct({ regionId, snapshot: u32, gte: optional(key), lt: optional(key), reverse: bool, values: bool }),
+  ],
+  next: [8, struct({ regionId, handle: u32, count: u32, rewind: bool, seek: optional(key) })],
+  release: [9, struct({ regionId, handle: u32 })],
 });
 export type ClientRequest = FieldType<typeof REQUEST>;
 
@@ -90,6 +106,8 @@ export const REPLY = variant('kind', {
   missing: [2, struct({})],
   rows: [3, struct({ rows: list(struct({ key, value }), 0xffffffff) })],
   error: [4, struct({ code: str(), message: str(), regionId })],
+  handle: [5, struct({ handle: u32 })],
+  page: [6, struct({ rows: list(struct({ key, value }), 0xffffffff), done: bool })],
 });
 export type ClientReply = FieldType<typeof REPLY>;
 

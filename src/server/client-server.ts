@@ -22,7 +22,7 @@ import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { assert } from '../assert.js';
 import type { RegionSession } from '../cluster/client.js';
 import type { ScanOptions } from '../engine/store.js';
-import { TalosError, UnauthenticatedError, WrongPrimaryError } from '../errors.js';
+import { InvalidArgumentError, TalosError, UnauthenticatedError, WrongPrimaryError } from '../errors.js';
 import { parseTcpAddress } from '../fabric/tcp.js';
 import { type TlsCredentials, type TokenSet, tlsServerOptions } from '../fabric/tls.js';
 import {
@@ -38,6 +38,7 @@ import {
   frameKind,
   ProtocolError,
 } from './client-protocol.js';
+import { ConnectionHandles } from './cursor-handles.js';
 
 /** Why a connection was refused (the node counts them by this). */
 export type AuthFailure = 'missing' | 'token' | 'certificate';
@@ -57,10 +58,16 @@ export interface ClientServerOptions {
   authentication?: { tokens?: TokenSet; clientCertificates: boolean };
   /** Called once per refused connection. */
   onAuthFailure?: (reason: AuthFailure) => void;
+  /** A server-side cursor or snapshot unused this long is closed (default 60 s; cursor-handles.ts). */
+  handleLeaseMs?: number;
 }
+
+const DEFAULT_HANDLE_LEASE_MS = 60_000;
 
 export interface ClientServer {
   readonly address: string;
+  /** Server-side cursors and snapshots the connections hold now (cursor-handles.ts). */
+  openHandles(): number;
   close(): Promise<void>;
 }
 
@@ -68,10 +75,18 @@ export async function startClientServer(options: ClientServerOptions): Promise<C
   const { host, port: requestedPort } = parseTcpAddress(options.address);
   /** Open connections, each with how to say GOAWAY on it. */
   const sockets = new Map<Socket, (code: string, message: string) => void>();
+  /** Server-side cursors and snapshots held by all connections. */
+  let openHandles = 0;
   const serve = (socket: Socket): void => {
     let lastId = 0;
     socket.setNoDelay(true);
-    socket.on('close', () => sockets.delete(socket));
+    const handles = new ConnectionHandles(options.handleLeaseMs ?? DEFAULT_HANDLE_LEASE_MS, (delta) => {
+      openHandles += delta;
+    });
+    socket.on('close', () => {
+      sockets.delete(socket);
+      handles.closeAll();
+    });
     socket.on('error', () => {});
     const replies = new FrameBatcher('replies', (frame, count) => {
       options.observeFrame?.('replies', count);
@@ -100,7 +115,7 @@ export async function startClientServer(options: ClientServerOptions): Promise<C
           options.observeFrame?.('requests', frame.items.length);
           for (const { id, request } of frame.items) {
             lastId = id;
-            serveOne(options, replies, id, request);
+            serveOne(options, replies, id, request, handles);
           }
         });
       } catch (err) {
@@ -125,6 +140,7 @@ export async function startClientServer(options: ClientServerOptions): Promise<C
   const port = typeof bound === 'object' && bound !== null ? bound.port : requestedPort;
   return {
     address: `tcp://${host}:${port}`,
+    openHandles: () => openHandles,
     close: () =>
       new Promise<void>((resolve) => {
         for (const goAway of sockets.values()) goAway('GOING_AWAY', `node ${options.nodeId} is closing`);
@@ -154,10 +170,11 @@ function serveOne(
   replies: FrameBatcher<'replies'>,
   id: number,
   request: ClientRequest,
+  handles: ConnectionHandles,
 ): void {
   const started = options.observe === undefined ? 0n : process.hrtime.bigint();
   const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
-  run(options, request).then(
+  run(options, request, handles).then(
     (reply) => {
       options.observe?.(request.op, seconds(), 'ok');
       addReply(replies, id, reply, request.regionId);
@@ -243,7 +260,23 @@ function authGate(
   };
 }
 
-async function run(options: ClientServerOptions, request: ClientRequest): Promise<ClientReply> {
+async function run(
+  options: ClientServerOptions,
+  request: ClientRequest,
+  handles: ConnectionHandles,
+): Promise<ClientReply> {
+  // A handle's requests need no serving session: the handle holds what they read (and a release
+  // must work whatever the region does meanwhile).
+  if (request.op === 'next') {
+    return {
+      kind: 'page',
+      ...(await handles.page(request.handle, request.count, request.rewind, request.seek)),
+    };
+  }
+  if (request.op === 'release') {
+    handles.release(request.handle);
+    return DONE;
+  }
   const session = options.session(request.regionId);
   if (session === undefined || !session.isServing) {
     throw new WrongPrimaryError(request.regionId, options.nodeId, undefined);
@@ -264,6 +297,22 @@ async function run(options: ClientServerOptions, request: ClientRequest): Promis
       if (request.lt !== undefined) scan.lt = request.lt;
       return { kind: 'rows', rows: await session.scan(scan) };
     }
+    case 'batch': {
+      if (session.batch === undefined)
+        throw new InvalidArgumentError('this session does not support batches');
+      await session.batch(
+        request.operations.map((op) =>
+          op.del
+            ? { type: 'del' as const, key: op.key }
+            : { type: 'put' as const, key: op.key, value: op.value },
+        ),
+      );
+      return DONE;
+    }
+    case 'snapshot':
+      return { kind: 'handle', handle: handles.openSnapshot(request.regionId, session) };
+    case 'cursor':
+      return { kind: 'handle', handle: handles.openCursor(request.regionId, session, request) };
   }
 }
 

@@ -1,5 +1,6 @@
 /**
- * abstract-level's whole test suite against TalosLevel and TalosClusterLevel, run by its own runner (tape) in a child
+ * abstract-level's whole test suite against TalosLevel and TalosClusterLevel (in-process, and over
+ * TalosClient and the client protocol), run by its own runner (tape) in a child
  * process (abstract-suite.ts). Fails on any failed assertion, on a suite that did not finish, and
  * on one that ran suspiciously few assertions; the failures' TAP is in the message.
  */
@@ -47,6 +48,7 @@ describe('abstract-level suite', () => {
   it.each([
     ['TalosLevel', 'test/level/abstract-suite.ts'],
     ['TalosClusterLevel', 'test/level/abstract-suite-cluster.ts'],
+    ['TalosClusterLevel over TalosClient', 'test/level/abstract-suite-remote.ts'],
   ])(
     '%s passes every case',
     async (_name, script) => {

@@ -1,47 +1,71 @@
 /**
- * TalosClusterLevel and LocalClient over a multi-region in-process cluster: keys (strings and
- * bytes) route in byte order, iterators cross regions in key order with seeks and snapshots, a
- * batch is atomic in its region and refused whole across regions.
+ * TalosClusterLevel, LocalClient and TalosClient over a multi-region in-process cluster (TalosClient
+ * through real client endpoints and a real etcd: test/support/served-cluster.ts): keys (strings
+ * and bytes) route in byte order, iterators cross regions in key order with seeks and snapshots, a
+ * batch is atomic in its region and refused whole across regions. Over TalosClient, cursors and
+ * snapshots are server-side: paged, closed with their connection, expired after their lease.
  */
+import { type LocalEtcd, startLocalEtcd } from '../../coordination/etcd-server.js';
+import { TalosClient } from '../../src/client/talos-client.js';
 import { createLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.js';
 import { TalosClusterLevel } from '../../src/level/index.js';
+import { type ServedCluster, serveCluster } from '../support/served-cluster.js';
+
+jest.setTimeout(60_000);
 
 let cluster: LocalCluster;
+let etcd: LocalEtcd;
+let served: ServedCluster;
+let remote: TalosClient;
 
 beforeAll(async () => {
   // Regions r0 = ['', '55'), r1 = ['55', 'aa'), r2 = ['aa', ∞).
   cluster = await createLocalCluster({ nodes: 2, regions: 3, replicas: 2, leaseTtlMs: 5000 });
+  etcd = await startLocalEtcd();
+  served = await serveCluster(cluster, etcd.endpoints, { handleLeaseMs: 400 });
+  remote = await TalosClient.connect(served.talos);
+}, 60_000);
+afterAll(async () => {
+  await remote?.close();
+  await served?.close();
+  await cluster?.close();
+  await etcd?.stop({ removeData: true });
 });
-afterAll(() => cluster.close());
 
-describe('LocalClient (multi-region)', () => {
+type Client = ReturnType<LocalCluster['client']> | TalosClient;
+const clients: [string, () => Client][] = [
+  ['LocalClient', () => cluster.client()],
+  ['TalosClient', () => remote],
+];
+
+describe.each(clients)('%s (multi-region)', (_name, clientOf) => {
   it('routes byte keys in byte order and iterates across regions', async () => {
-    const client = cluster.client();
+    const client = clientOf();
+    await client.clearRange({});
     const keys = ['10', '54', '55', '9f', 'aa', 'zz'];
     for (const k of keys) await client.put(k, `v${k}`);
     await client.put(Uint8Array.from([0xff, 0x00]), 'binary'); // above every UTF-8 string key here
     const all = client.iterator();
-    expect(all.all().map((e) => e.key.toString('latin1'))).toEqual([...keys, '\xff\x00']);
+    expect((await all.all()).map((e) => e.key.toString('latin1'))).toEqual([...keys, '\xff\x00']);
     const reverse = client.iterator({ reverse: true, lt: 'zz', gte: '54' });
-    expect(reverse.nextv(2).map((e) => e.key.toString())).toEqual(['aa', '9f']);
+    expect((await reverse.nextv(2)).map((e) => e.key.toString())).toEqual(['aa', '9f']);
     reverse.seek('54');
-    expect(reverse.all().map((e) => e.key.toString())).toEqual(['54']);
+    expect((await reverse.all()).map((e) => e.key.toString())).toEqual(['54']);
     const limited = client.iterator({ gt: '10', limit: 3 });
     limited.seek('9');
-    expect(limited.all().map((e) => e.key.toString())).toEqual(['9f', 'aa', 'zz']);
+    expect((await limited.all()).map((e) => e.key.toString())).toEqual(['9f', 'aa', 'zz']);
+    for (const cursor of [all, reverse, limited]) await cursor.close();
     expect(await client.has(Buffer.from([0xff, 0x00]))).toBe(true);
     expect((await client.getMany(['55', 'nope'])).map((v) => v?.toString())).toEqual(['v55', undefined]);
     await client.clearRange({ gte: '50', lt: 'b' });
-    expect(
-      client
-        .iterator({ values: false })
-        .all()
-        .map((e) => e.key.toString('latin1')),
-    ).toEqual(['10', 'zz', '\xff\x00']);
+    const keysLeft = client.iterator({ values: false });
+    expect((await keysLeft.all()).map((e) => e.key.toString('latin1'))).toEqual(['10', 'zz', '\xff\x00']);
+    await keysLeft.close();
+    await client.clearRange({});
   });
 
   it('refuses a cross-region batch whole; applies an in-region one', async () => {
-    const client = cluster.client();
+    const client = clientOf();
     await expect(
       client.batch([
         { type: 'put', key: '20', value: 'a' },
@@ -55,13 +79,73 @@ describe('LocalClient (multi-region)', () => {
       { type: 'del', key: '21' },
     ]);
     expect((await client.getMany(['21', '22'])).map((v) => v?.toString())).toEqual([undefined, 'b']);
+    await client.clearRange({});
+  });
+
+  it('an iterator reads the snapshot of its creation; seeks and rewinds page again', async () => {
+    const client = clientOf();
+    for (let i = 0; i < 700; i++) await client.put(`k${String(i).padStart(4, '0')}`, `v${i}`);
+    const cursor = client.iterator({ gte: 'k', lt: 'l' });
+    await client.delete('k0001');
+    await client.put('k0700', 'late');
+    const first = await cursor.nextv(3);
+    expect(first.map((e) => e.key.toString())).toEqual(['k0000', 'k0001', 'k0002']);
+    cursor.seek('k0650');
+    const tail = await cursor.all();
+    expect(tail.length).toBe(50);
+    expect(tail.at(-1)!.key.toString()).toBe('k0699');
+    cursor.rewind();
+    expect((await cursor.all()).length).toBe(700);
+    await cursor.close();
+    await client.clearRange({});
+  });
+});
+
+describe('TalosClient server-side cursors', () => {
+  const handles = (): number => served.servers.reduce((n, s) => n + s.openHandles(), 0);
+
+  it('a closed cursor and a released snapshot leave nothing on the nodes', async () => {
+    await remote.put('h1', 'x');
+    const snapshot = remote.snapshot();
+    const cursor = remote.iterator({ snapshot });
+    expect((await cursor.next())?.key.toString()).toBe('h1');
+    // One snapshot per region (3) and one cursor for each region the range touches (3).
+    expect(handles()).toBe(6);
+    await cursor.close();
+    snapshot.release();
+    for (let i = 0; i < 50 && handles() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(handles()).toBe(0);
+    await remote.delete('h1');
+  });
+
+  it('an unused cursor expires after the lease; a closed connection takes its handles', async () => {
+    // In r0: the cursors of r1 and r2 are opened but not read before the lease runs out.
+    await remote.put('20', 'x');
+    const idle = remote.iterator();
+    expect((await idle.next())?.key.toString()).toBe('20');
+    await new Promise((r) => setTimeout(r, 900)); // the test servers' lease: 400 ms
+    expect(handles()).toBe(0);
+    await expect(idle.next()).rejects.toMatchObject({ code: 'HANDLE_EXPIRED' });
+    await idle.close();
+    const other = await TalosClient.connect(served.talos);
+    const open = other.iterator();
+    expect((await open.next())?.key.toString()).toBe('20');
+    expect(handles()).toBeGreaterThan(0);
+    await other.close();
+    for (let i = 0; i < 50 && handles() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(handles()).toBe(0);
+    await remote.delete('20');
   });
 });
 
 describe('TalosClusterLevel', () => {
-  it('reads a consistent snapshot across regions', async () => {
-    const db = new TalosClusterLevel<string, string>({ client: cluster.client() });
+  it.each([
+    ['LocalClient', () => ({ client: cluster.client() })],
+    ['TalosClient', () => ({ talos: served.talos })],
+  ])('reads a consistent snapshot across regions (%s)', async (_name, through) => {
+    const db = new TalosClusterLevel<string, string>(through());
     await db.open();
+    await db.clear();
     await db.put('30', 'one');
     await db.put('b0', 'two');
     const snapshot = db.snapshot();

@@ -44,6 +44,36 @@ const requestArb: fc.Arbitrary<ClientRequest> = fc.oneof(
     },
     { requiredKeys: ['op', 'regionId', 'gte', 'limit', 'reverse'] },
   ),
+  fc.record({
+    op: fc.constant('batch' as const),
+    regionId: text,
+    operations: fc.array(fc.record({ del: fc.boolean(), key, value: blob(16) }), { maxLength: 5 }),
+  }),
+  fc.record({ op: fc.constant('snapshot' as const), regionId: text }),
+  fc.record(
+    {
+      op: fc.constant('cursor' as const),
+      regionId: text,
+      snapshot: id,
+      gte: key,
+      lt: key,
+      reverse: fc.boolean(),
+      values: fc.boolean(),
+    },
+    { requiredKeys: ['op', 'regionId', 'snapshot', 'reverse', 'values'] },
+  ),
+  fc.record(
+    {
+      op: fc.constant('next' as const),
+      regionId: text,
+      handle: id,
+      count: id,
+      rewind: fc.boolean(),
+      seek: key,
+    },
+    { requiredKeys: ['op', 'regionId', 'handle', 'count', 'rewind'] },
+  ),
+  fc.record({ op: fc.constant('release' as const), regionId: text, handle: id }),
 );
 
 const replyArb: fc.Arbitrary<ClientReply> = fc.oneof(
@@ -55,6 +85,12 @@ const replyArb: fc.Arbitrary<ClientReply> = fc.oneof(
     rows: fc.array(fc.record({ key, value: blob(16) }), { maxLength: 6 }),
   }),
   fc.record({ kind: fc.constant('error' as const), code: text, message: text, regionId: text }),
+  fc.record({ kind: fc.constant('handle' as const), handle: id }),
+  fc.record({
+    kind: fc.constant('page' as const),
+    rows: fc.array(fc.record({ key, value: blob(16) }), { maxLength: 6 }),
+    done: fc.boolean(),
+  }),
 );
 
 const frameArb: fc.Arbitrary<ClientFrame> = fc.oneof(
