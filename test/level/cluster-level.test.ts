@@ -181,7 +181,10 @@ describe('batches across a failover', () => {
         regions: 1,
         replicas: 3,
         mode,
-        leaseTtlMs: 300,
+        // Not shorter: on a loaded machine a 300 ms lease was lost by both backups (event-loop
+        // stalls), which restarted them as new incarnations — with the primary killed too, no copy
+        // that holds every acknowledged write is left and the region rightly waits (controller.ts).
+        leaseTtlMs: 1000,
         store: { segmentBytes: 4096, l0Bytes: 1024, growthFactor: 2, maxLevels: 4, maxKeyBytes: 64 },
       });
       try {
