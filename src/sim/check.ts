@@ -1,6 +1,6 @@
 /**
  * One simulated schedule (`talos check`): a SimWorld from a seed, four concurrent clients issuing
- * put/get/delete/scan on a small skewed key space with mixed value sizes (10 B / 100 B / 1000 B,
+ * put/get/delete/scan and atomic batches (puts on up to three keys of one region) on a small skewed key space with mixed value sizes (10 B / 100 B / 1000 B,
  * 60/20/20, so segments seal and buffers are reused), a fault plan (drawn from the same seed, or
  * given: fast-check generates and shrinks plans) applied one fault at a time so a region never
  * loses every replica — or, with `concurrentFaults` > 1, overlapping: up to that many faults on
@@ -11,6 +11,8 @@
  *   write whose outcome was unknown);
  * - linearizability per key (§8.3, register model, checkRegister) over the whole history, the
  *   final reads included; a scan counts as a read of every key in its range;
+ * - batch atomicity (batch-atomicity.ts): no batch is visible on some of its keys while another of
+ *   its keys holds what a later write cannot explain — all or nothing, across crashes and failovers;
  * - replica equivalence (§8.5): every backup's store reads exactly like its primary's;
  * - epochs: each region's configurations advance by exactly one epoch, one configuration each;
  * - the trace checkers (events.ts): §8.4 one acknowledging node per epoch, epochs never decrease,
@@ -43,11 +45,13 @@
  */
 import type { RegionConfig } from '../../coordination/types.js';
 import type { LocalCluster } from '../cluster/local-cluster.js';
+import { regionOf } from '../cluster/regions.js';
 import { createPrng } from '../engine/prng.js';
 import { InvalidArgumentError, OutcomeUnknownError } from '../errors.js';
 import { type Mutant, setMutant } from '../mutants.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { type Phase, setTraceSink, type TraceEvent } from '../trace.js';
+import { batchAtomicity } from './batch-atomicity.js';
 import { TraceChecker } from './events.js';
 import {
   CLOCK_DRIFT_BOUND,
@@ -81,6 +85,8 @@ export interface HistoryEntry {
   callMs: number;
   retMs: number;
   outcome: 'ok' | 'fail' | 'info';
+  /** The atomic batch this write belongs to (its id), if any: its entries share call and ret. */
+  batch?: number;
 }
 
 export interface ScheduleOptions {
@@ -121,6 +127,11 @@ export interface ScheduleOptions {
    * again after it (a restarted incarnation has lost its buffers).
    */
   concurrentFaults?: number;
+  /**
+   * Whether the workload issues atomic batches (about 4 % of operations; default true). Seeds
+   * recorded before batches pin false, so their schedules replay as they were drawn.
+   */
+  batches?: boolean;
   /** A deliberate protocol defect for this schedule (the checkers must catch it). */
   mutant?: Mutant;
   /**
@@ -304,10 +315,55 @@ async function runScheduleWith(
   let issued = 0;
   let written = 0;
 
+  const batches = options.batches ?? true;
+  let batchCount = 0;
+  /**
+   * An atomic batch (batch-atomicity.ts): puts of values unique to it on the drawn key and up to
+   * two more keys of its region; one history entry per key, sharing the batch's id and times.
+   */
+  const batchOp = async (id: number): Promise<void> => {
+    const first = keyOf();
+    const regionId = regionOf(c.regions(), first).regionId;
+    const others = ALL_KEYS.filter((k) => k !== first && regionOf(c.regions(), k).regionId === regionId);
+    const keys = [first, ...others.filter(() => prng.int(0, 1) === 1).slice(0, 2)];
+    const batch = batchCount++;
+    const call = clock++;
+    const entries = keys.map(
+      (key): HistoryEntry => ({
+        client: id,
+        op: 'put',
+        key,
+        value: `${valueFor(written++)}b${batch}`,
+        batch,
+        call,
+        ret: Number.POSITIVE_INFINITY,
+        callMs: nowMs(),
+        retMs: Number.POSITIVE_INFINITY,
+        outcome: 'info',
+      }),
+    );
+    history.push(...entries);
+    const settle = (outcome: HistoryEntry['outcome']): void => {
+      const ret = outcome === 'info' ? Number.POSITIVE_INFINITY : clock++;
+      for (const e of entries) Object.assign(e, { outcome, ret, retMs: outcome === 'info' ? ret : nowMs() });
+    };
+    try {
+      await client.batch(entries.map((e) => ({ type: 'put' as const, key: e.key, value: e.value! })));
+      settle('ok');
+    } catch (err) {
+      settle(err instanceof OutcomeUnknownError ? 'info' : 'fail');
+    }
+    await new Promise<void>((resolve) => world.clock.setTimeout(resolve, prng.int(0, 15)));
+  };
+
   const clientLoop = async (id: number): Promise<void> => {
     while (issued < ops) {
       issued++;
       const roll = prng.int(0, 99);
+      if (batches && roll >= 86 && roll < 90) {
+        await batchOp(id);
+        continue;
+      }
       const op: HistoryEntry['op'] = roll < 50 ? 'put' : roll < 80 ? 'get' : roll < 90 ? 'delete' : 'scan';
       let key = keyOf();
       let end: string | undefined;
@@ -493,6 +549,7 @@ async function runScheduleWith(
       if (verdict === 'unknown') undecidedKeys++;
     }
     violations.push(...durability(history));
+    violations.push(...batchAtomicity(history));
     violations.push(...(await world.run(replicaEquivalence(c))));
     violations.push(...epochs.check());
     violations.push(...livenessBounds(recoveries, epochs.maxEpochs()));
@@ -902,7 +959,8 @@ export function formatEntry(e: HistoryEntry): string {
       ? `scan [${e.key}, ${e.end ?? '∞'}) → ${e.outcome === 'ok' ? `${(JSON.parse(e.value ?? '[]') as unknown[]).length} rows` : ''}`
       : `${e.op} ${e.key}${e.op === 'delete' ? '' : ` ${cut(e.value)}`}`;
   const ret = e.retMs === Number.POSITIVE_INFINITY ? '?' : `${e.retMs} ms`;
-  return `${e.client < 0 ? 'final' : `c${e.client}`} ${what} [${e.callMs} ms → ${ret}] ${e.outcome}`;
+  const batch = e.batch === undefined ? '' : ` (batch ${e.batch})`;
+  return `${e.client < 0 ? 'final' : `c${e.client}`} ${what}${batch} [${e.callMs} ms → ${ret}] ${e.outcome}`;
 }
 
 /**

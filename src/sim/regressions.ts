@@ -5,7 +5,15 @@ import { FIRST_FAULT_KINDS } from './faults.js';
  * How schedules were drawn and sized before phase faults, compactions under load and the new
  * fault kinds (sessions 1–7): an entry recorded then spreads this, so its seed replays exactly.
  */
-const FIRST_SIMULATOR = { faultKinds: FIRST_FAULT_KINDS, phaseFaults: false, l0Bytes: 1024 } as const;
+const FIRST_SIMULATOR = {
+  faultKinds: FIRST_FAULT_KINDS,
+  phaseFaults: false,
+  l0Bytes: 1024,
+  batches: false,
+} as const;
+
+/** Seeds recorded before the workload issued atomic batches (session 11) replay without them. */
+const BEFORE_BATCHES = { batches: false } as const;
 
 /**
  * Schedules that once failed a checker; each runs on every `npm test`
@@ -57,10 +65,10 @@ export const REGRESSIONS: readonly ScheduleOptions[] = [
   { seed: 185, ops: 60, faults: 3, logBufferCount: 1, ...FIRST_SIMULATOR },
   { seed: 1250625380, ops: 60, faults: 3, ...FIRST_SIMULATOR },
   { seed: 101697, ops: 60, faults: 4, concurrentFaults: 2, ...FIRST_SIMULATOR },
-  { seed: 799926141, ops: 40, faults: 3 },
-  { seed: 1243464713, ops: 60, faults: 4, concurrentFaults: 2 },
-  { seed: 185150896, ops: 60, faults: 4, concurrentFaults: 2 },
-  { seed: 923763848, ops: 60, faults: 4, concurrentFaults: 2 },
+  { seed: 799926141, ops: 40, faults: 3, ...BEFORE_BATCHES },
+  { seed: 1243464713, ops: 60, faults: 4, concurrentFaults: 2, ...BEFORE_BATCHES },
+  { seed: 185150896, ops: 60, faults: 4, concurrentFaults: 2, ...BEFORE_BATCHES },
+  { seed: 923763848, ops: 60, faults: 4, concurrentFaults: 2, ...BEFORE_BATCHES },
   {
     seed: 1250625380,
     ops: 1,
