@@ -181,7 +181,12 @@ export class TalosClient {
     return this.client.batch(operations);
   }
 
-  /** Deletes every key in the range, in atomic per-region batches (the whole is not atomic). */
+  /** Deletes every key in [gte, lt), region by region, in atomic batches (the whole is not atomic). */
+  clear(options: Omit<ClientScanOptions, 'limit' | 'reverse'> = {}): Promise<void> {
+    return this.client.clear(options);
+  }
+
+  /** `clear` with byte bounds, reverse, limit and a snapshot (a cursor's options). */
   clearRange(options: Omit<ClusterCursorOptions, 'values'> = {}): Promise<void> {
     return this.client.clearRange(options);
   }

@@ -61,6 +61,8 @@ describe.each(clients)('%s (multi-region)', (_name, clientOf) => {
     const keysLeft = client.iterator({ values: false });
     expect((await keysLeft.all()).map((e) => e.key.toString('latin1'))).toEqual(['10', 'zz', '\xff\x00']);
     await keysLeft.close();
+    await client.clear({ gte: '0', lt: '2' });
+    expect((await client.scan()).map((r) => r.key.toString('latin1'))).toEqual(['zz', '\xff\x00']);
     await client.clearRange({});
   });
 
