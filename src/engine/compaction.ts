@@ -65,7 +65,7 @@ export interface CompactorDeps {
 }
 
 export class Compactor {
-  l0 = new Memtable();
+  l0: Memtable;
   /** The frozen L0, with the tail sync its flush waits for (every pointer in it must resolve). */
   frozen: { memtable: Memtable; replayFrom: LogPosition; tailSynced: Promise<void> } | undefined;
   background: Promise<void> | undefined;
@@ -79,7 +79,9 @@ export class Compactor {
   /** Settles when the frozen L0 has been flushed (or the background job failed). */
   private frozenFlushed: { promise: Promise<void>; resolve: () => void } | undefined;
 
-  constructor(private readonly d: CompactorDeps) {}
+  constructor(private readonly d: CompactorDeps) {
+    this.l0 = new Memtable(d.l0Bytes);
+  }
 
   /** After writes reached L0: freeze it when full (autoCompact), or announce it (for a Flush actor). */
   afterApply(): void {
@@ -104,7 +106,7 @@ export class Compactor {
       resolve = res;
     });
     this.frozenFlushed = { promise, resolve };
-    this.l0 = new Memtable();
+    this.l0 = new Memtable(this.d.l0Bytes);
     this.l0FullAnnounced = false;
     this.startBackground();
   }

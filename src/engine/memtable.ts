@@ -8,6 +8,7 @@
  */
 import sortedBtree from 'sorted-btree';
 import { assert } from '../assert.js';
+import { KeyFilter } from './key-filter.js';
 
 // sorted-btree is CommonJS with `exports.default`: Node's ESM loader hands us module.exports as the
 // default import, while CommonJS interop (jest) unwraps it to the class. Accept both shapes.
@@ -30,18 +31,27 @@ function compareKeys(a: string, b: string): number {
 export class Memtable {
   private readonly tree: sortedBtree.default<string, IndexEntry>;
   /**
-   * The same entries by key, for point reads: a hash probe instead of a walk down the tree — most
-   * reads of a large store miss L0 (in a 1 M-key store a tree walk was 9 % of a get's CPU).
-   * Snapshot clones have none: they are read through the tree.
+   * A Bloom filter of the keys, for point reads: most reads of a large store miss L0, and a miss
+   * then costs a few hashes instead of a walk down the tree (key-filter.ts). Snapshot clones have
+   * none: they are read through the tree. (A Map beside the tree did the same for gets, but its
+   * inserts cost puts 6 %.)
    */
-  private readonly byKey: Map<string, IndexEntry> | undefined;
+  private readonly filter: KeyFilter | undefined;
   private byteCount = 0;
   /** Highest lsn inserted, 0 when empty. */
   maxLsn = 0;
 
-  constructor(tree?: sortedBtree.default<string, IndexEntry>) {
+  /**
+   * An empty L0 sized for `capacityBytes` of index bytes (its filter is sized for the keys that
+   * many bytes hold at the shortest plausible keys, so it rarely has to grow), or a clone's view
+   * of `tree`.
+   */
+  constructor(capacityBytes = 0, tree?: sortedBtree.default<string, IndexEntry>) {
     this.tree = tree ?? new BTree<string, IndexEntry>(undefined, compareKeys);
-    this.byKey = tree === undefined ? new Map() : undefined;
+    this.filter =
+      tree === undefined
+        ? new KeyFilter(() => this.tree.keys(), Math.ceil(capacityBytes / (ENTRY_OVERHEAD_BYTES + 8)))
+        : undefined;
   }
 
   /**
@@ -49,7 +59,7 @@ export class Memtable {
    * so later inserts into this memtable copy the nodes they change and the copy never moves.
    */
   clone(): Memtable {
-    const copy = new Memtable(this.tree.clone());
+    const copy = new Memtable(0, this.tree.clone());
     copy.byteCount = this.byteCount;
     copy.maxLsn = this.maxLsn;
     return copy;
@@ -73,13 +83,16 @@ export class Memtable {
       entry.lsn > this.maxLsn,
       () => `L0 insert out of log order: lsn ${entry.lsn} after ${this.maxLsn}`,
     );
-    if (this.tree.set(key, entry)) this.byteCount += key.length + ENTRY_OVERHEAD_BYTES;
-    this.byKey?.set(key, entry);
+    if (this.tree.set(key, entry)) {
+      this.byteCount += key.length + ENTRY_OVERHEAD_BYTES;
+      this.filter?.add(key);
+    }
     this.maxLsn = entry.lsn;
   }
 
   get(key: string): IndexEntry | undefined {
-    return this.byKey === undefined ? this.tree.get(key) : this.byKey.get(key);
+    if (this.filter !== undefined && !this.filter.mayContain(key)) return undefined;
+    return this.tree.get(key);
   }
 
   /** Entries in key order within [gte, lt) (either bound optional), ascending or descending. */
