@@ -39,6 +39,8 @@ export interface CheckOptions {
   mutant?: Mutant;
   /** Shrink the first failing schedule (default true). */
   shrink?: boolean;
+  /** The workload issues atomic batches (default true; false replays seeds recorded before them). */
+  batches?: boolean;
   json?: boolean;
   /** Write a markdown report here (schedules, faults by kind, violations, seeds to keep). */
   report?: string;
@@ -264,6 +266,7 @@ function scheduleOptions(options: CheckOptions, seed: number): ScheduleOptions {
     ...(options.plan === undefined ? {} : { plan: options.plan }),
     ...(options.mode === undefined ? {} : { mode: options.mode }),
     ...(options.mutant === undefined ? {} : { mutant: options.mutant }),
+    ...(options.batches === false ? { batches: false } : {}),
   };
 }
 

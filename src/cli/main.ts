@@ -336,6 +336,7 @@ program
     'with --replay: write the schedule as one self-contained HTML page (the trace viewer)',
   )
   .option('--no-shrink', 'report the first failing schedule without shrinking it')
+  .option('--no-batches', 'a workload without atomic batches (seeds recorded before session 11 replay so)')
   .addOption(
     new Option('--mode <mode>', 'replication mode (default: by seed)').choices(['send-index', 'build-index']),
   )

@@ -646,7 +646,7 @@ export class LocalCluster {
     return what;
   }
 
-  /** One scrub pass over a live node's backup stores (NodeRuntime.scrub); the regions found corrupt. */
+  /** One scrub pass over a live node's stores, backup and primary (NodeRuntime.scrub); the regions found corrupt. */
   async scrub(nodeId: string): Promise<string[]> {
     if (this.dead.has(nodeId)) return [];
     return this.liveNode(nodeId).runtime.scrub();
