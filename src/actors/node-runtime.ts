@@ -45,8 +45,12 @@ import { mutant } from '../mutants.js';
 import { BackupRegion, ModeMismatchError } from '../replication/backup-region.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
-import type { PromotionReport } from '../replication/promotion.js';
-import { promoteToPrimary, resetAsEmptyBackup } from '../replication/promotion.js';
+import {
+  assertPromotedTail,
+  type PromotionReport,
+  promoteToPrimary,
+  resetAsEmptyBackup,
+} from '../replication/promotion.js';
 import { trace } from '../trace.js';
 import type { PrimaryPorts } from './region-primary.js';
 import type { CpuAccount, Role } from './work.js';
@@ -203,16 +207,25 @@ export class NodeRuntime implements PrimaryPorts {
   // ---- PrimaryPorts ----
 
   async openStore(regionId: string): Promise<Store> {
-    if (this.backupStores.has(regionId)) await this.promote(regionId);
+    let promoted = this.backupStores.has(regionId) ? await this.promote(regionId) : undefined;
     let store = await this.open(regionId, 'primary');
     if (store.role === 'backup') {
       // Made primary by a configuration this incarnation never held the region's buffers for (the
       // node restarted after the promotion was decided, before it acted on it): promote from what
       // it persisted — the old incarnation's buffers died with it (found by the simulator: the
       // region's open failed on every retry, and the region stayed unserved).
-      const report = await promoteToPrimary(store, { tail: [] });
-      this.promotions.push({ regionId, ...report });
+      promoted = await promoteToPrimary(store, { tail: [] });
+      this.promotions.push({ regionId, ...promoted });
       store = await this.open(regionId, 'primary');
+    }
+    if (promoted !== undefined) {
+      try {
+        assertPromotedTail(store, promoted);
+      } catch (err) {
+        this.fail(err);
+        await store.close().catch(() => {});
+        throw err;
+      }
     }
     this.primaryStores.add(store);
     this.primaryRegionOf.set(store, regionId);
@@ -354,7 +367,7 @@ export class NodeRuntime implements PrimaryPorts {
    * let the queued messages finish, then hand the buffers to the store, which keeps the longest
    * valid prefix and becomes a primary store (promoteToPrimary, src/replication/promotion.ts); the caller reopens it.
    */
-  private async promote(regionId: string): Promise<void> {
+  private async promote(regionId: string): Promise<PromotionReport> {
     trace(() => ({ kind: 'phase', phase: 'promotion', node: this.nodeId, regionId }));
     const store = await this.backupStores.get(regionId)!;
     const history = this.regionHistory.get(regionId) ?? [];
@@ -369,6 +382,7 @@ export class NodeRuntime implements PrimaryPorts {
     this.backupStores.delete(regionId);
     this.regionHistory.delete(regionId);
     this.promotions.push({ regionId, ...report });
+    return report;
   }
 
   // ---- backup side ----

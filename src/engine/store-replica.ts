@@ -33,6 +33,8 @@ export interface ReplicaOps {
    * recovery's replay (`rebuildL0`).
    */
   appliedPosition(): LogPosition;
+  /** Primary: the active segment's sequence and the bytes of valid records it holds. */
+  activeTail(): { seq: number; usedBytes: number } | undefined;
   /** Throws unless the store is usable and, given `role`, has that role (NotWritableError). */
   requireUsable(role?: StoreRole): void;
   /** Runs a mutation under fail-stop: its first error makes the store fail-stop, then propagates. */
@@ -124,6 +126,11 @@ export class StoreReplica implements ReplicaOps {
 
   appliedPosition(): LogPosition {
     return { ...this.d.indexed.position };
+  }
+
+  activeTail(): { seq: number; usedBytes: number } | undefined {
+    const active = this.d.valueLog.active;
+    return active === undefined ? undefined : { seq: active.seq, usedBytes: active.usedBytes };
   }
 
   requireUsable(role?: StoreRole): void {

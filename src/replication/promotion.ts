@@ -28,6 +28,7 @@
 import type { LogSegmentEntry } from '../engine/manifest.js';
 import { parseRecords } from '../engine/record.js';
 import type { Store } from '../engine/store.js';
+import { CorruptSegmentError } from '../errors.js';
 
 /** What a promotion took from the log buffers (promoteToPrimary). */
 export interface PromotionReport {
@@ -37,6 +38,11 @@ export interface PromotionReport {
   segmentsFromBuffers: number;
   /** The segment that became the active one. */
   activeSeq: number;
+  /**
+   * Bytes of valid records the active segment held when the promotion wrote its manifest: the
+   * reopened primary's recovery must find at least these (assertPromotedTail).
+   */
+  activeBytes: number;
   /** The lsn after the last record kept (0 when the log holds none). */
   nextLsn: number;
 }
@@ -65,9 +71,32 @@ export async function promoteToPrimary(store: Store, args: { tail: TailBuffer[] 
     active = { seq: 0, offset: store.replica.mutate(() => store.replica.allocateSegment()), usedBytes: null };
     log.push(active);
   }
+  const activeBytes = active.usedBytes ?? 0;
   active.usedBytes = null;
   await store.replica.rewriteManifestAndAbandon({ role: 'primary', log, segmentMap: [...segmentMap] });
-  return { ...taken, activeSeq: log.at(-1)!.seq };
+  return { ...taken, activeSeq: log.at(-1)!.seq, activeBytes };
+}
+
+/**
+ * After the promoted store reopened as a primary: its recovery parsed the active segment up to
+ * its first invalid record, which for a primary's active segment normally means a torn tail. But
+ * the promotion knew how far valid records reached; a shorter parse there is corruption — a bit
+ * flip between the promotion's verification and the reopen (simulator, overlapping seed 963158544:
+ * recovery stopped at a flipped record and the new primary served without the acknowledged writes
+ * after it, then re-synced every other replica to its shortened log). CorruptSegmentError: the
+ * node fail-stops and another backup, which holds every acknowledged write, takes the region.
+ */
+export function assertPromotedTail(
+  store: Store,
+  report: Pick<PromotionReport, 'activeSeq' | 'activeBytes'>,
+): void {
+  const tail = store.replica.activeTail();
+  if (tail !== undefined && tail.seq === report.activeSeq && tail.usedBytes < report.activeBytes) {
+    throw new CorruptSegmentError(
+      `log segment ${tail.seq}`,
+      `the promoted log held valid records to ${report.activeBytes} bytes; recovery found them only to ${tail.usedBytes}`,
+    );
+  }
 }
 
 /** Copies the records that continue the persisted log from the buffers (see the header). */
