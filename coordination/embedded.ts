@@ -49,7 +49,7 @@ import {
   InvalidConfigurationError,
   LeaseExpiredError,
 } from '../src/errors.js';
-import { trace } from '../src/trace.js';
+import { NO_PROBE, type Probe } from '../src/probe.js';
 import type {
   BackupProgress,
   CasResult,
@@ -80,6 +80,8 @@ export interface EmbeddedCoordinatorOptions {
   clock: Clock;
   /** Cluster name (etcd keys live under `/talos/<cluster>/`); informational here. Default "default". */
   cluster?: string;
+  /** Traces every lease granted and ended (`lease`); the simulator's. Default none (src/probe.ts). */
+  probe?: Probe;
 }
 
 export interface EmbeddedClientOptions {
@@ -242,6 +244,7 @@ class Server {
   constructor(
     readonly clock: Clock,
     readonly cluster: string,
+    readonly probe: Probe,
   ) {}
 
   clientName(requested: string | undefined): string {
@@ -371,7 +374,7 @@ class Server {
       notifyLost: () => {},
     };
     this.leases.set(lease.leaseId, lease);
-    trace(() => ({ kind: 'lease', node: member.nodeId, leaseId: lease.leaseId, live: true }));
+    this.probe.trace?.({ kind: 'lease', node: member.nodeId, leaseId: lease.leaseId, live: true });
     this.armLeaseTimer(lease);
     const { joinedRevision: _ignored, ...given } = member;
     lease.joinedRevision = this.bump();
@@ -414,7 +417,7 @@ class Server {
   endLease(lease: LeaseRecord, reason: LeaseEndReason): void {
     assert(this.leases.get(lease.leaseId) === lease, () => `lease ${lease.leaseId} ends once`);
     this.leases.delete(lease.leaseId);
-    trace(() => ({ kind: 'lease', node: lease.nodeId, leaseId: lease.leaseId, live: false }));
+    this.probe.trace?.({ kind: 'lease', node: lease.nodeId, leaseId: lease.leaseId, live: false });
     if (lease.timer !== undefined) this.clock.clearTimeout(lease.timer);
     lease.timer = undefined;
     // Every key attached to the lease goes in one revision (none when nothing was attached).
@@ -1045,7 +1048,7 @@ export class EmbeddedCoordinator {
     }
     this.clock = options.clock;
     this.cluster = cluster;
-    this.server = new Server(options.clock, cluster);
+    this.server = new Server(options.clock, cluster, options.probe ?? NO_PROBE);
   }
 
   /** A new client (one per node or process); clients share this coordinator's state. */

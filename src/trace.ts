@@ -1,8 +1,8 @@
 /**
  * Protocol trace: the events the simulator's checkers read to check PROTOCOL §8 from what the
- * protocol *did*, not only from what clients saw (src/sim/events.ts). Production sets no sink, so
- * each `trace(...)` is one branch; only src/sim sets one, around a single schedule (as it does the
- * mutant switch). Producers pass a closure so that nothing is built while no sink listens.
+ * protocol *did*, not only from what clients saw (src/sim/events.ts). This module is the
+ * vocabulary only: events go to the sink of the Probe the producer was given (src/probe.ts), which
+ * only src/sim sets, one per schedule; production passes none, and nothing is built then.
  *
  * - `ack`: a primary acknowledged a write (§8.4: one acknowledging node per region per epoch,
  *   epochs never decrease).
@@ -55,20 +55,3 @@ export type TraceEvent =
   | { kind: 'phase'; phase: Phase; node: string; peer?: string; regionId: string }
   | { kind: 'lease'; node: string; leaseId: number; live: boolean }
   | { kind: 'read'; node: string; regionId: string; epoch: number };
-
-let sink: ((event: TraceEvent) => void) | undefined;
-
-/** Records the event `make` builds, if a sink listens (the simulator's); otherwise does nothing. */
-export function trace(make: () => TraceEvent): void {
-  if (sink !== undefined) sink(make());
-}
-
-/** Whether a sink listens (to skip work only a trace needs). */
-export function tracing(): boolean {
-  return sink !== undefined;
-}
-
-/** Sets (or clears) the sink: the simulator's switch. */
-export function setTraceSink(next: ((event: TraceEvent) => void) | undefined): void {
-  sink = next;
-}

@@ -41,7 +41,7 @@ import {
   UnreachableError,
 } from '../errors.js';
 import type { Connection, Fabric, Listener } from '../fabric/types.js';
-import { mutant } from '../mutants.js';
+import { defective, NO_PROBE, type Probe } from '../probe.js';
 import { BackupRegion, ModeMismatchError } from '../replication/backup-region.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
@@ -51,7 +51,6 @@ import {
   promoteToPrimary,
   resetAsEmptyBackup,
 } from '../replication/promotion.js';
-import { trace } from '../trace.js';
 import type { PrimaryPorts } from './region-primary.js';
 import type { CpuAccount, Role } from './work.js';
 
@@ -93,6 +92,24 @@ export interface NodeRuntimeOptions {
   onFatal?: (error: unknown) => void;
   /** Verify every backup store opened from disk before offering it (default true). */
   verifyBackupsOnOpen?: boolean;
+  /**
+   * Aborted when the node's process dies: it stops dead, as a crash would — the listener and every
+   * connection go (peers see their writes fail), sessions stop serving, and the lease is neither
+   * kept alive nor revoked: it runs out on its own, as a dead process's would (the owner closes the
+   * coordinator client). Stores are not closed: what they did not sync is the device's to lose.
+   * A real process just exits; the simulator's nodes are killed this way (SimulatedNode).
+   */
+  killed?: AbortSignal;
+  /**
+   * Awaited before each backup-side handler that persists (BackupRegionOptions.persistDelay): the
+   * simulator's slow disk (SimulatedNode). Production passes none.
+   */
+  persistDelay?: () => Promise<void> | undefined;
+  /**
+   * The simulator's trace and defects (`no-lease-margin`; given on to this node's sessions, backup
+   * regions and their stores; src/probe.ts). Default none.
+   */
+  probe?: Probe;
 }
 
 /** Store failures only a new incarnation repairs: the disk failed, or it returned corrupt bytes. */
@@ -151,19 +168,21 @@ export class NodeRuntime implements PrimaryPorts {
   /** Fabric bytes of connections already closed. */
   private readonly retiredFabricBytes = { written: 0, sent: 0 };
   private stopped = false;
-  private paused = false;
   /** The error this node fail-stopped on (onFatal was called), if any. */
   fatalError: unknown;
   /** Backup stores found corrupt when opened from disk and reset to be re-synced (region ids). */
   readonly corruptionsRepaired: string[] = [];
   /** Clock safety margin subtracted from the lease (default: a fifth of the TTL). */
   readonly leaseMarginMs: number;
+  readonly probe: Probe;
 
   constructor(readonly options: NodeRuntimeOptions) {
     this.nodeId = options.nodeId;
     this.leaseMarginMs = validateLeaseBounds(options);
     this.mode = options.mode;
     this.logBufferCount = options.logBufferCount;
+    this.probe = options.probe ?? NO_PROBE;
+    options.killed?.addEventListener('abort', () => this.crash(), { once: true });
     const cpuMicros = options.cpuMicros;
     this.cpu =
       cpuMicros === undefined
@@ -183,8 +202,7 @@ export class NodeRuntime implements PrimaryPorts {
       o.fabricAddress,
       {
         nodeId: o.nodeId,
-        accept: () =>
-          this.stopped ? `node ${o.nodeId} is stopping` : this.paused ? `node ${o.nodeId} is paused` : true,
+        accept: () => (this.stopped ? `node ${o.nodeId} is stopping` : true),
       },
       (connection) => this.accept(connection),
     );
@@ -274,7 +292,7 @@ export class NodeRuntime implements PrimaryPorts {
   readonly leaseValid = (): boolean => {
     const membership = this.membership;
     if (membership === undefined || this.stopped) return false;
-    const margin = mutant('no-lease-margin') ? 0 : this.leaseMarginMs;
+    const margin = defective(this.probe, 'no-lease-margin') ? 0 : this.leaseMarginMs;
     return this.options.clock.now() < membership.validUntilMs(margin);
   };
 
@@ -330,30 +348,13 @@ export class NodeRuntime implements PrimaryPorts {
     await this.membership?.leave().catch(() => {});
   }
 
-  /** Failure injection (LocalCluster.slowDevice): virtual ms before each backup-side persist. */
-  private persistDelayMs = 0;
-
-  setPersistDelay(ms: number): void {
-    this.persistDelayMs = ms;
-  }
-
-  /** Failure injection (LocalCluster.pauseNode): a paused node accepts no connection. */
-  setPaused(paused: boolean): void {
-    this.paused = paused;
-  }
-
   /** Every open connection of this node, both directions. */
   connectionList(): Connection[] {
     return [...this.connections].filter((c) => !c.closed);
   }
 
-  /**
-   * A crash, for failure injection: the node stops dead. The listener and every connection go
-   * (peers see their writes fail), sessions stop serving, and the lease is neither kept alive nor
-   * revoked — it runs out on its own, as a dead process's would (the caller closes this node's
-   * coordinator client). Stores are not closed: what they did not sync is the device's to lose.
-   */
-  crash(): void {
+  /** The process died (`options.killed`). */
+  private crash(): void {
     this.stopped = true;
     this.listener?.close();
     for (const session of this.serving.values()) session.stopServing();
@@ -368,7 +369,7 @@ export class NodeRuntime implements PrimaryPorts {
    * valid prefix and becomes a primary store (promoteToPrimary, src/replication/promotion.ts); the caller reopens it.
    */
   private async promote(regionId: string): Promise<PromotionReport> {
-    trace(() => ({ kind: 'phase', phase: 'promotion', node: this.nodeId, regionId }));
+    this.probe.trace?.({ kind: 'phase', phase: 'promotion', node: this.nodeId, regionId });
     const store = await this.backupStores.get(regionId)!;
     const history = this.regionHistory.get(regionId) ?? [];
     for (const region of history) {
@@ -402,10 +403,7 @@ export class NodeRuntime implements PrimaryPorts {
         queueMicrotask(() => this.backupOpenedListener?.({ regionId, epoch: region.epoch, region, store }));
         return store;
       },
-      persistDelay: () =>
-        this.persistDelayMs > 0
-          ? new Promise<void>((resolve) => this.options.clock.setTimeout(resolve, this.persistDelayMs))
-          : undefined,
+      ...(this.options.persistDelay === undefined ? {} : { persistDelay: this.options.persistDelay }),
       onPersisted: (regionId, epoch, seq, usedBytes) =>
         this.reportProgress({ regionId, nodeId: this.nodeId, epoch, seq, usedBytes }),
       cpuMicros: this.options.cpuMicros,
@@ -413,6 +411,7 @@ export class NodeRuntime implements PrimaryPorts {
         this.cpuMicrosByRole.backup += micros;
         this.backupCpuMicrosByMessage[kind] = (this.backupCpuMicrosByMessage[kind] ?? 0) + micros;
       },
+      probe: this.probe,
     });
     this.backupRegions.add(region);
     region.onClose(() => this.backupRegions.delete(region));

@@ -26,6 +26,7 @@ import { assign, fromCallback, fromPromise, sendTo, setup } from 'xstate';
 import type { SuspectReport } from '../../coordination/types.js';
 import type { Store } from '../engine/store.js';
 import type { Connection } from '../fabric/types.js';
+import type { Probe } from '../probe.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import { type KeyRange, PrimarySession } from '../replication/primary-session.js';
 import { catchUpMachine } from './catch-up.js';
@@ -46,6 +47,8 @@ export interface PrimaryPorts {
   /** Whether this node's lease is still valid minus the safety margin (PROTOCOL §6 self-fencing). */
   leaseValid?: () => boolean;
   cpu?: CpuAccount;
+  /** The simulator's trace and defects, for the sessions (src/probe.ts). Default none. */
+  probe?: Probe;
 }
 
 export interface RegionPrimaryInput {
@@ -87,6 +90,7 @@ async function openSession(input: RegionPrimaryInput): Promise<PrimarySession> {
     backups: input.backups,
     connect: (backupNodeId) => ports.connect(backupNodeId, input.regionId, input.epoch),
     ...(ports.leaseValid === undefined ? {} : { leaseValid: ports.leaseValid }),
+    ...(ports.probe === undefined ? {} : { probe: ports.probe }),
   });
   try {
     await session.open();

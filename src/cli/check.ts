@@ -7,7 +7,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { Presets, SingleBar } from 'cli-progress';
-import type { Mutant } from '../mutants.js';
+import type { Mutant } from '../probe.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import {
   explainViolations,

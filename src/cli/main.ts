@@ -4,7 +4,7 @@
 // First: sizes libuv's thread pool before any module uses it.
 import './thread-pool.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { MUTANTS } from '../mutants.js';
+import { MUTANTS } from '../probe.js';
 import { FAULT_KINDS, type Fault, type FaultKind, FIRST_FAULT_KINDS, PHASES } from '../sim/faults.js';
 import { type DemoOptions, runDemo } from './demo.js';
 

@@ -16,7 +16,7 @@ import { EmbeddedCoordinator, type EmbeddedCoordinatorClient } from '../../coord
 import type { Coordinator, RegionConfig } from '../../coordination/types.js';
 import type { RegionSpec } from '../actors/controller.js';
 import { LeaseLostError, nodeMachine, whenStopped } from '../actors/node.js';
-import { NodeRuntime, validateLeaseBounds } from '../actors/node-runtime.js';
+import { type NodeRuntime, validateLeaseBounds } from '../actors/node-runtime.js';
 import type { Role } from '../actors/work.js';
 import { assert } from '../assert.js';
 import { type Clock, SystemClock } from '../clock/index.js';
@@ -27,11 +27,13 @@ import { SimDevice } from '../engine/sim-device.js';
 import { Store, type StoreOptions } from '../engine/store.js';
 import { classifyDeviceError, InvalidArgumentError, TalosError } from '../errors.js';
 import { MemoryFabric } from '../fabric/memory.js';
+import type { Probe } from '../probe.js';
 import type { ReplicationMode } from '../replication/messages.js';
 import type { PrimarySession } from '../replication/primary-session.js';
 import { LocalClient, type LocalClientOptions, type RegionSession } from './client.js';
 import { type DeviceOp, IncarnationDevice } from './incarnation-device.js';
 import { byMinKey, hexRegionSpecs, validateRegionSpecs } from './regions.js';
+import { SimulatedNode } from './simulated-node.js';
 
 export type ClusterStoreOptions = Pick<
   StoreOptions,
@@ -87,6 +89,11 @@ export interface LocalClusterOptions {
    * default: microtasks).
    */
   fabricScheduler?: (step: () => void) => void;
+  /**
+   * The simulator's trace and defects (src/probe.ts), given to the fabric, the coordinator, every
+   * node and every store this cluster opens; one per schedule. Default none.
+   */
+  probe?: Probe;
 }
 
 export interface RoleStats {
@@ -114,6 +121,8 @@ export interface ClusterStats {
 
 interface ClusterNode {
   nodeId: string;
+  /** The incarnation's runtime with its fault ports (crash, pause, slow persists). */
+  sim: SimulatedNode;
   runtime: NodeRuntime;
   actor: Actor<typeof nodeMachine>;
   coordinator: EmbeddedCoordinatorClient;
@@ -197,8 +206,12 @@ export class LocalCluster {
     this.fabric = new MemoryFabric({
       clock: this.clock,
       ...(options.fabricScheduler === undefined ? {} : { scheduler: options.fabricScheduler }),
+      ...(options.probe === undefined ? {} : { probe: options.probe }),
     });
-    this.coordinator = new EmbeddedCoordinator({ clock: this.clock });
+    this.coordinator = new EmbeddedCoordinator({
+      clock: this.clock,
+      ...(options.probe === undefined ? {} : { probe: options.probe }),
+    });
     const regions = options.regions ?? options.nodes;
     this.regionSpecs = typeof regions === 'number' ? hexRegionSpecs(regions) : regions;
     validateRegionSpecs(this.regionSpecs);
@@ -344,7 +357,7 @@ export class LocalCluster {
     if (this.dead.has(nodeId)) return;
     this.dead.add(nodeId);
     this.fabric.partition(nodeId, true);
-    node.runtime.crash();
+    node.sim.crash();
     node.actor.stop();
     await node.coordinator.close();
     // The process is gone: nothing it had in flight touches its disks any more. A simulated disk
@@ -438,12 +451,12 @@ export class LocalCluster {
     const node = this.nodes.get(nodeId);
     if (node === undefined || this.dead.has(nodeId)) throw new InvalidArgumentError(`no live node ${nodeId}`);
     node.coordinator.faults.partition(true); // no keepalives, no watch deliveries, no calls
-    node.runtime.setPaused(true);
+    node.sim.setPaused(true);
     const held = node.runtime.connectionList();
     for (const connection of held) this.fabric.dropTraffic(connection, true);
     await new Promise<void>((resolve) => this.clock.setTimeout(resolve, ms));
     for (const connection of held) if (!connection.closed) this.fabric.dropTraffic(connection, false);
-    node.runtime.setPaused(false);
+    node.sim.setPaused(false);
     node.coordinator.faults.partition(false);
   }
 
@@ -555,9 +568,9 @@ export class LocalCluster {
    */
   async slowDevice(nodeId: string, delayMs: number, forMs: number): Promise<void> {
     const node = this.liveNode(nodeId);
-    node.runtime.setPersistDelay(delayMs);
+    node.sim.setPersistDelay(delayMs);
     await new Promise<void>((resolve) => this.clock.setTimeout(resolve, forMs));
-    this.nodes.get(nodeId)?.runtime.setPersistDelay(0);
+    this.nodes.get(nodeId)?.sim.setPersistDelay(0);
   }
 
   /**
@@ -759,7 +772,7 @@ export class LocalCluster {
     // The node's host clock (the same across its incarnations); the cluster's without nodeClock.
     const clock = this.options.nodeClock?.(nodeId) ?? this.clock;
     const coordinator = this.coordinator.client({ name: nodeId, clock });
-    const runtime = new NodeRuntime({
+    const sim = new SimulatedNode({
       nodeId,
       fabric: this.fabric,
       fabricAddress: `mem://${nodeId}`,
@@ -774,7 +787,9 @@ export class LocalCluster {
       openStore: (regionId, role) => this.openStore(nodeId, regionId, role),
       cpuMicros: this.options.cpuMicros ?? defaultCpuMicros,
       onFatal: (error) => this.failStop(nodeId, runtime, error),
+      ...(this.options.probe === undefined ? {} : { probe: this.options.probe }),
     });
+    const runtime = sim.runtime;
     const actor = createActor(nodeMachine, {
       id: nodeId,
       clock,
@@ -804,7 +819,7 @@ export class LocalCluster {
       error: () => {},
     });
     actor.start();
-    const node: ClusterNode = { nodeId, runtime, actor, coordinator };
+    const node: ClusterNode = { nodeId, sim, runtime, actor, coordinator };
     this.nodes.set(nodeId, node);
   }
 
@@ -816,6 +831,7 @@ export class LocalCluster {
       ...(this.options.skewLayouts ? { reservedSegments: this.nodeIds().indexOf(nodeId) } : {}),
       // A Build-Index backup's L0 holds records no level covers yet: rebuild it on restart.
       rebuildL0: role === 'backup' && this.mode === 'build-index',
+      ...(this.options.probe === undefined ? {} : { probe: this.options.probe }),
     };
     const key = `${nodeId}/${regionId}`;
     let device = this.devices.get(key);

@@ -4,6 +4,7 @@
  * option may change between opens. Keys and values arrive as strings (UTF-8) or byte arrays.
  */
 import { InvalidArgumentError } from '../errors.js';
+import { NO_PROBE, type Probe } from '../probe.js';
 import type { Device } from './device.js';
 import type { ManifestData, StoreRole } from './manifest.js';
 
@@ -54,6 +55,8 @@ export interface StoreOptions {
   reservedSegments?: number;
   /** Manifest log rotation bound (ManifestLogOptions.rotateBytes); default 64 KiB. */
   manifestRotateBytes?: number;
+  /** The simulator's defects (`no-l0-replay`, src/probe.ts). Default none. */
+  probe?: Probe;
 }
 
 /** Every option with its value decided (defaults applied, the manifest's fixed ones taken). */
@@ -70,6 +73,7 @@ export interface ResolvedOptions {
   rebuildL0: boolean;
   role: StoreRole;
   reservedSegments: number;
+  probe: Probe;
 }
 
 const DEFAULTS = {
@@ -98,6 +102,7 @@ export function resolveOptions(options: StoreOptions, manifest: ManifestData | u
     rebuildL0: options.rebuildL0 ?? false,
     role: manifest?.role ?? options.role ?? 'primary',
     reservedSegments: options.reservedSegments ?? 0,
+    probe: options.probe ?? NO_PROBE,
   };
   validateOptions(resolved, options, manifest);
   return resolved;

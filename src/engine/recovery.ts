@@ -17,7 +17,7 @@
  *   indexing resumes where the replay stopped. A new backup store writes its first manifest.
  */
 import { assert } from '../assert.js';
-import { mutant } from '../mutants.js';
+import { defective, type Probe } from '../probe.js';
 import type { Compactor } from './compaction.js';
 import type { Device } from './device.js';
 import type { LogPosition, LogSegmentEntry, StoreRole } from './manifest.js';
@@ -38,6 +38,8 @@ export interface RecoveryDeps {
   compactor: Compactor;
   replayFrom: LogPosition;
   report: RecoveryReport;
+  /** The simulator's defects (`no-l0-replay`); NO_PROBE in production. */
+  probe: Probe;
 }
 
 /** What `recoverStore` needs beyond the replay's dependencies. */
@@ -89,7 +91,7 @@ function replayLog(
     const bytes = d.device.read(entry.offset, end, 'log');
     const parsed = parseRecords(bytes, start, end, expectedLsn);
     // Simulator-only defect: the active segment's records stay out of L0.
-    const skip = mutant('no-l0-replay') && entry.usedBytes === null;
+    const skip = entry.usedBytes === null && defective(d.probe, 'no-l0-replay');
     for (const record of parsed.records) {
       if (!skip) {
         d.compactor.l0.insert(record.key.toString('latin1'), {

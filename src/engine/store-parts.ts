@@ -180,7 +180,15 @@ function assembleViews(w: StoreWiring, p: DurableParts & JobParts, indexed: Inde
   });
   const recover = (existing: boolean): Promise<void> =>
     recoverStore(
-      { device, segmentBytes: o.segmentBytes, valueLog, compactor, replayFrom: versions.replayFrom, report },
+      {
+        device,
+        segmentBytes: o.segmentBytes,
+        valueLog,
+        compactor,
+        replayFrom: versions.replayFrom,
+        report,
+        probe: o.probe,
+      },
       {
         role: o.role,
         existing,

@@ -45,7 +45,7 @@
 import { assert } from '../assert.js';
 import type { Clock } from '../clock/index.js';
 import { ConnectionClosedError, FabricError, HandshakeRefusedError, UnreachableError } from '../errors.js';
-import { trace } from '../trace.js';
+import { NO_PROBE, type Probe } from '../probe.js';
 import { CopyPool } from './copy-pool.js';
 import { completion, EndpointBase } from './endpoint.js';
 import { TransferredBytes } from './transfer.js';
@@ -56,6 +56,8 @@ export interface MemoryFabricOptions {
   scheduler?: (step: () => void) => void;
   /** Clock for `delayTraffic`. Required only when delays are used. */
   clock?: Clock;
+  /** Traces every placed write (`placed`); the simulator's. Default none (src/probe.ts). */
+  probe?: Probe;
 }
 
 interface ListenerEntry {
@@ -158,7 +160,7 @@ export class MemoryEndpoint extends EndpointBase implements Connection {
     const refused = this.place(op.regionKey, op.offset, op.bytes);
     if (op.copied) this.fabric.copies.recycle(op.bytes); // nothing reads it any more
     if (refused === undefined)
-      trace(() => ({ kind: 'placed', node: this.localNodeId, regionKey: op.regionKey }));
+      this.fabric.probe.trace?.({ kind: 'placed', node: this.localNodeId, regionKey: op.regionKey });
     const complete = refused === undefined ? () => op.resolve() : () => op.reject(refused);
     // The completion is the writer's (the peer's) to see.
     if (!this.fabric.deferFor(this.peerNodeId, complete)) complete();
@@ -194,6 +196,7 @@ export class MemoryFabric implements Fabric {
   private readonly heldNodes = new Map<string, { queue: (() => void)[]; sink: (run: () => void) => void }>();
   private readonly scheduler: (step: () => void) => void;
   private readonly clock: Clock | undefined;
+  readonly probe: Probe;
   /** Recycled memory for the copies plain payloads get at issue. */
   readonly copies = new CopyPool();
   private regionKeySeq = 0;
@@ -204,6 +207,7 @@ export class MemoryFabric implements Fabric {
   constructor(options: MemoryFabricOptions = {}) {
     this.scheduler = options.scheduler ?? queueMicrotask;
     this.clock = options.clock;
+    this.probe = options.probe ?? NO_PROBE;
   }
 
   async listen(

@@ -21,8 +21,7 @@ import type { CompactionCommittedEvent, IndexSegmentWrittenEvent } from '../engi
 import { StaleEpochError, TalosError } from '../errors.js';
 import { TransferredBytes } from '../fabric/transfer.js';
 import type { Connection, RemoteRegion } from '../fabric/types.js';
-import { mutant } from '../mutants.js';
-import { trace } from '../trace.js';
+import { defective, NO_PROBE, type Probe } from '../probe.js';
 import {
   type BackupReady,
   decodeMessage,
@@ -73,6 +72,8 @@ export interface BackupLinkOptions {
   fromSegmentSeq: number;
   /** OpenBackup.rebaseFrom: the node whose offsets this primary can rebase a backup from ('' none). */
   rebaseFrom?: string;
+  /** The simulator's trace and defects (`early-buffer-reuse`, src/probe.ts). Default none. */
+  probe?: Probe;
 }
 
 export class BackupLink {
@@ -100,12 +101,14 @@ export class BackupLink {
   private readyWaiter: { resolve: (m: BackupReady) => void; reject: (err: unknown) => void } | undefined;
   private nextIndexSlot = 0;
   private bytesWritten = 0;
+  private readonly probe: Probe;
 
   constructor(
     private readonly connection: Connection,
     private readonly options: BackupLinkOptions,
   ) {
     this.backupNodeId = connection.peerNodeId;
+    this.probe = options.probe ?? NO_PROBE;
     connection.onMessage((bytes) => this.receive(bytes));
     connection.onClose((reason) => this.fail(reason));
   }
@@ -162,13 +165,13 @@ export class BackupLink {
     // segment P + K cannot overwrite P's buffer before the backup copied P's full seal out of it
     // (found by the simulator's buffer-reuse checker, src/sim/events.ts).
     this.persistedThrough = message.persistedThrough - 1;
-    trace(() => ({
+    this.probe.trace?.({
       kind: 'link-open',
       primary: o.primaryNodeId,
       backup: this.backupNodeId,
       regionId: o.regionId,
       epoch: o.epoch,
-    }));
+    });
     return message;
   }
 
@@ -181,12 +184,12 @@ export class BackupLink {
     const reuseOf = seq - this.options.logBufferCount;
     // Buffer reuse waits for the persist of seq − K (skipped only by a simulator-only defect).
     const issued = this.issueChain.then(() =>
-      mutant('early-buffer-reuse') ? undefined : this.persisted(reuseOf),
+      defective(this.probe, 'early-buffer-reuse') ? undefined : this.persisted(reuseOf),
     );
     this.issueChain = issued.catch(() => {});
     const done = issued.then(() => {
       this.bytesWritten += bytes.length;
-      trace(() => ({
+      this.probe.trace?.({
         kind: 'log-write',
         primary: this.options.primaryNodeId,
         backup: this.backupNodeId,
@@ -194,7 +197,7 @@ export class BackupLink {
         epoch: this.options.epoch,
         seq,
         buffer: seq % this.options.logBufferCount,
-      }));
+      });
       return this.connection.write(buffer, offset, bytes);
     });
     done.catch((err: unknown) => this.fail(err));

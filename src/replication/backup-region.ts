@@ -25,8 +25,7 @@ import { translateIndexSegment } from '../engine/index-segment.js';
 import type { Store } from '../engine/store.js';
 import { TalosError } from '../errors.js';
 import type { Connection, LocalRegion } from '../fabric/types.js';
-import { mutant } from '../mutants.js';
-import { trace, tracing } from '../trace.js';
+import { defective, NO_PROBE, type Probe } from '../probe.js';
 import { backupStore } from './backup-store.js';
 import {
   type CompactionCommit,
@@ -79,6 +78,8 @@ export interface BackupRegionOptions {
   /** CPU time source in µs (process.cpuUsage in production); with `onWork`, accounts each handler. */
   cpuMicros?: () => number;
   onWork?: (kind: ReplicationMessage['type'], cpuMicros: number) => void;
+  /** The simulator's trace and defects (`no-revoke`, `stale-map`; src/probe.ts). Default none. */
+  probe?: Probe;
 }
 
 export interface BackupRegionStats {
@@ -102,11 +103,13 @@ export class BackupRegion {
   private stopped: unknown;
   readonly stats: BackupRegionStats = { sealedSegments: 0, shippedIndexSegments: 0, commits: 0, refused: 0 };
   private readonly closeListeners: (() => void)[] = [];
+  private readonly probe: Probe;
 
   constructor(
     private readonly connection: Connection,
     private readonly options: BackupRegionOptions,
   ) {
+    this.probe = options.probe ?? NO_PROBE;
     connection.onMessage((bytes) => {
       this.queue = this.queue.then(() => this.handle(bytes));
     });
@@ -127,14 +130,14 @@ export class BackupRegion {
   fence(reason: string): void {
     const buffers = [...this.logBuffers, ...this.indexBuffers];
     // Skipping the revocation is a simulator-only defect (the `no-revoke` mutant).
-    if (!mutant('no-revoke')) for (const region of buffers) this.connection.revoke(region);
-    trace(() => ({
+    if (!defective(this.probe, 'no-revoke')) for (const region of buffers) this.connection.revoke(region);
+    this.probe.trace?.({
       kind: 'fenced',
       node: this.options.nodeId,
       regionId: this.regionId ?? '',
       epoch: this.epoch,
       regionKeys: buffers.map((r) => r.handle.regionKey),
-    }));
+    });
     this.stopped ??= new TalosError('FENCED', reason);
   }
 
@@ -144,13 +147,13 @@ export class BackupRegion {
   /** Traces the segment map's keys (after an open, a rebase or a levels install). */
   private traceSegmentMap(): void {
     const store = this.store;
-    if (store === undefined || !tracing()) return;
-    trace(() => ({
+    if (store === undefined || this.probe.trace === undefined) return;
+    this.probe.trace?.({
       kind: 'segment-map',
       backup: this.options.nodeId,
       regionId: this.regionId ?? '',
       primarySegments: store.replica.segmentMapEntries().map(([primary]) => primary),
-    }));
+    });
   }
 
   /**
@@ -243,6 +246,7 @@ export class BackupRegion {
             newOwner: message.newOwner,
             segments: message.segments,
             indexMap: message.indexMap,
+            probe: this.probe,
           });
           this.traceSegmentMap();
           this.reply({
@@ -330,7 +334,7 @@ export class BackupRegion {
     // Build-Index: the persisted records go into this backup's own L0 (PROTOCOL §5, last paragraph).
     if (this.mode === 'build-index') backupStore(store).indexShippedLogSegment({ seq: message.seq, bytes });
     this.stats.sealedSegments++;
-    trace(() => ({
+    this.probe.trace?.({
       kind: 'log-persisted',
       backup: this.options.nodeId,
       primary: this.primaryNodeId,
@@ -339,7 +343,7 @@ export class BackupRegion {
       seq: message.seq,
       primarySegment: message.primarySegment,
       partial: message.partial,
-    }));
+    });
     // The first partial seal of an epoch is its primary's active-prefix handshake (sent at every
     // open, even empty, before it serves; tail syncs come only later): from here on this region's
     // buffers, not an older epoch's, hold the log's tail.
@@ -366,19 +370,19 @@ export class BackupRegion {
     // every block's CRC and the metadata CRC on its copy (one pass, index-translate.ts), which
     // covers every byte the shipping CRC covers.
     const bytes = Buffer.from(buffer.bytes.buffer, buffer.bytes.byteOffset, message.usedBytes);
-    if (tracing()) {
+    if (this.probe.trace !== undefined) {
       const pointedInto = new Set<number>();
       translateIndexSegment(bytes, store.segmentBytes, (primary) => {
         pointedInto.add(primary);
         return primary;
       });
-      trace(() => ({
+      this.probe.trace?.({
         kind: 'index-received',
         backup: this.options.nodeId,
         regionId: message.regionId,
         epoch: this.epoch,
         primarySegments: [...pointedInto],
-      }));
+      });
     }
     backupStore(store).writeShippedIndexSegment({ primarySegmentOffset: message.primarySegment, bytes });
     this.stats.shippedIndexSegments++;
@@ -393,12 +397,12 @@ export class BackupRegion {
   }
 
   private async commit(message: CompactionCommit): Promise<void> {
-    trace(() => ({
+    this.probe.trace?.({
       kind: 'phase',
       phase: 'level-install',
       node: this.options.nodeId,
       regionId: this.regionId ?? '',
-    }));
+    });
     const store = this.requireStore();
     this.requireSendIndex(message.type);
     await backupStore(store).installShippedCompaction({
@@ -431,12 +435,12 @@ export class BackupRegion {
 
   /** Re-sync (§7): every level replaced at once by segments shipped before (or already here). */
   private async installLevels(message: InstallLevels): Promise<void> {
-    trace(() => ({
+    this.probe.trace?.({
       kind: 'phase',
       phase: 'level-install',
       node: this.options.nodeId,
       regionId: this.regionId ?? '',
-    }));
+    });
     const store = this.requireStore();
     this.requireSendIndex(message.type);
     await backupStore(store).installShippedLevels({

@@ -29,7 +29,7 @@ import type { LogPosition, LogSegmentEntry } from '../engine/manifest.js';
 import { parseRecords } from '../engine/record.js';
 import type { Store } from '../engine/store.js';
 import { CorruptSegmentError, InvalidArgumentError, TalosError } from '../errors.js';
-import { mutant } from '../mutants.js';
+import { defective, NO_PROBE, type Probe } from '../probe.js';
 
 /** A rebase named maps that do not match this backup's: it needs a full re-sync instead. */
 export class RebaseMismatchError extends TalosError {
@@ -311,6 +311,8 @@ export class BackupStore {
     newOwner: string;
     segments: [number, number][];
     indexMap: [number, number][];
+    /** The simulator's defects (`stale-map`, src/probe.ts). Default none. */
+    probe?: Probe;
   }): Promise<{ truncatedSegments: number; droppedIndexSegments: number }> {
     const { store } = this;
     store.replica.requireUsable('backup');
@@ -329,10 +331,11 @@ export class BackupStore {
     }
     const localToSeq = new Map(kept.map((e) => [e.offset, e.seq] as const));
     const nextSegmentMap: [number, number][] = [];
+    // Keeping the old primary's keys is a simulator-only defect (the `stale-map` mutant).
+    const staleMap = defective(args.probe ?? NO_PROBE, 'stale-map');
     for (const [key, local] of store.replica.segmentMapEntries()) {
       const seq = localToSeq.get(local);
-      // Keeping the old primary's keys is a simulator-only defect (the `stale-map` mutant).
-      if (seq !== undefined) nextSegmentMap.push([mutant('stale-map') ? key : offsetOfSeq.get(seq)!, local]);
+      if (seq !== undefined) nextSegmentMap.push([staleMap ? key : offsetOfSeq.get(seq)!, local]);
     }
     const newIndexKey = new Map(args.indexMap);
     const nextIndexMap: [number, number][] = [];

@@ -47,8 +47,7 @@ import {
 } from '../errors.js';
 import type { Connection } from '../fabric/types.js';
 import { describeKeyLike, type KeyLike, keyInRange } from '../keys.js';
-import { mutant } from '../mutants.js';
-import { trace } from '../trace.js';
+import { defective, NO_PROBE, type Probe } from '../probe.js';
 import { BackupLink } from './backup-link.js';
 import type { ReplicationMode } from './messages.js';
 import { RegionReplicator } from './region-replicator.js';
@@ -84,6 +83,11 @@ export interface PrimarySessionOptions {
    * it a session never stops acknowledging on its own (single-process use without leases).
    */
   leaseValid?: () => boolean;
+  /**
+   * The simulator's trace and defects (`failed-after-append`; given on to this session's links and
+   * replicator; src/probe.ts). Default none.
+   */
+  probe?: Probe;
 }
 
 export class PrimarySession {
@@ -100,8 +104,10 @@ export class PrimarySession {
   /** Writes acknowledged so far, for the `failed-after-append` mutant only. */
   private mutantAcks = 0;
   private readonly failureListeners: ((backupNodeId: string, err: unknown) => void)[] = [];
+  private readonly probe: Probe;
 
   constructor(private readonly options: PrimarySessionOptions) {
+    this.probe = options.probe ?? NO_PROBE;
     this.regionId = options.regionId;
     this.epoch = options.epoch;
     this.store = options.store;
@@ -133,6 +139,7 @@ export class PrimarySession {
       links,
       mode: o.mode,
       fromSegmentSeq,
+      probe: this.probe,
       onLinkFailure: (link, err) => {
         for (const listener of this.failureListeners) listener(link.backupNodeId, err);
       },
@@ -190,6 +197,7 @@ export class PrimarySession {
       mode: o.mode,
       fromSegmentSeq,
       rebaseFrom: o.store.replica.mapOwner() ?? '',
+      probe: this.probe,
     });
     this.links.push(link);
     if (this.closed) link.close();
@@ -205,13 +213,13 @@ export class PrimarySession {
           `its maps are keyed by ${ready.mapOwner}, this primary's lineage by ${o.store.replica.mapOwner() ?? 'nobody'}`,
         );
       }
-      trace(() => ({
+      this.probe.trace?.({
         kind: 'phase',
         phase: 'rebase',
         node: o.nodeId,
         peer: backupNodeId,
         regionId: o.regionId,
-      }));
+      });
       await link.rebase(
         ready.mapOwner,
         o.store.logSegments().map((e) => [e.seq, e.offset]),
@@ -250,13 +258,13 @@ export class PrimarySession {
     lastCompactionId: number,
   ): Promise<{ activeSeq: number; compactionId: number }> {
     const store = this.store;
-    trace(() => ({
+    this.probe.trace?.({
       kind: 'phase',
       phase: 'resync',
       node: this.options.nodeId,
       peer: link.backupNodeId,
       regionId: this.regionId,
-    }));
+    });
     // The levels are taken first, in one synchronous step with the replay position and the index
     // bytes (a compaction may free those segments while this session serves); the log sent after
     // it only grows, so every entry points into bytes the backup receives first (§8.6).
@@ -320,7 +328,7 @@ export class PrimarySession {
   startServing(): void {
     assert(this.replicator !== undefined && !this.closed, 'serve only an open session');
     this.serving = true;
-    trace(() => ({ kind: 'phase', phase: 'serve', node: this.options.nodeId, regionId: this.regionId }));
+    this.probe.trace?.({ kind: 'phase', phase: 'serve', node: this.options.nodeId, regionId: this.regionId });
   }
 
   stopServing(): void {
@@ -414,7 +422,12 @@ export class PrimarySession {
     if (!this.serving || !this.leaseHolds()) {
       throw new WrongPrimaryError(this.regionId, this.options.nodeId, undefined);
     }
-    trace(() => ({ kind: 'read', node: this.options.nodeId, regionId: this.regionId, epoch: this.epoch }));
+    this.probe.trace?.({
+      kind: 'read',
+      node: this.options.nodeId,
+      regionId: this.regionId,
+      epoch: this.epoch,
+    });
   }
 
   /**
@@ -458,7 +471,8 @@ export class PrimarySession {
         { cause: err },
       );
     }
-    if (mutant('failed-after-append') && ++this.mutantAcks % 4 === 0) throw new StoreClosedError();
+    if (defective(this.probe, 'failed-after-append') && ++this.mutantAcks % 4 === 0)
+      throw new StoreClosedError();
     // Replicated, but the lease ran out meanwhile: a new epoch may have begun without this write
     // (or with it), so it is not acknowledged — its outcome is unknown (PROTOCOL §6).
     if (!this.leaseHolds()) {
@@ -466,14 +480,14 @@ export class PrimarySession {
         `region ${this.regionId}: the lease of ${this.options.nodeId} ran out before ${describeKeyLike(key)} was acknowledged`,
       );
     }
-    trace(() => ({
+    this.probe.trace?.({
       kind: 'ack',
       node: this.options.nodeId,
       regionId: this.regionId,
       epoch: this.epoch,
       // The simulator's keys are strings; a binary key is traced as its bytes in latin1.
       key: typeof key === 'string' ? key : Buffer.from(key).toString('latin1'),
-    }));
+    });
   }
 
   private checkServing(key: KeyLike): void {

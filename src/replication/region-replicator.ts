@@ -33,7 +33,7 @@ import type {
 import type { CommitTail, Store } from '../engine/store.js';
 import { TalosError } from '../errors.js';
 import { TransferredBytes } from '../fabric/transfer.js';
-import { mutant } from '../mutants.js';
+import { defective, NO_PROBE, type Probe } from '../probe.js';
 import type { BackupLink } from './backup-link.js';
 import type { ReplicationMode } from './messages.js';
 
@@ -44,6 +44,8 @@ export interface RegionReplicatorOptions {
   /** Sequence of the active segment when replication starts (the backups' stream starts there). */
   fromSegmentSeq: number;
   onLinkFailure?: (link: BackupLink, err: unknown) => void;
+  /** The simulator's defects (`ack-before-replicate`, src/probe.ts). Default none. */
+  probe?: Probe;
 }
 
 export class RegionReplicator {
@@ -56,8 +58,10 @@ export class RegionReplicator {
   private readonly unsubscribe: (() => void)[] = [];
   private readonly commits: Promise<void>[] = [];
   private stopped = false;
+  private readonly probe: Probe;
 
   constructor(private readonly options: RegionReplicatorOptions) {
+    this.probe = options.probe ?? NO_PROBE;
     this.store = options.store;
     this.links = options.links;
     this.replicatedSeq = options.fromSegmentSeq;
@@ -111,7 +115,7 @@ export class RegionReplicator {
     // acknowledged instead (§3.3; found with two backups cut off, then the primary killed).
     if (this.links.length === 0) return this.store.sync();
     this.replicate(tail.seq, tail.usedBytes, tail.bytes);
-    if (mutant('ack-before-replicate')) return Promise.resolve(); // simulator-only defect
+    if (defective(this.probe, 'ack-before-replicate')) return Promise.resolve(); // simulator-only defect
     return this.lastWrite;
   }
 

@@ -48,9 +48,9 @@ import type { LocalCluster } from '../cluster/local-cluster.js';
 import { regionOf } from '../cluster/regions.js';
 import { createPrng } from '../engine/prng.js';
 import { InvalidArgumentError, OutcomeUnknownError } from '../errors.js';
-import { type Mutant, setMutant } from '../mutants.js';
+import type { Mutant, Probe } from '../probe.js';
 import type { ReplicationMode } from '../replication/messages.js';
-import { type Phase, setTraceSink, type TraceEvent } from '../trace.js';
+import type { Phase, TraceEvent } from '../trace.js';
 import { batchAtomicity } from './batch-atomicity.js';
 import { TraceChecker } from './events.js';
 import {
@@ -65,6 +65,7 @@ import {
   stallMsOf,
 } from './faults.js';
 import { checkRegister, type RegisterOp } from './linearizability.js';
+import { scheduleProbe } from './probe.js';
 import { Recorder, type Recording } from './recording.js';
 import { SimWorld } from './world.js';
 
@@ -187,13 +188,12 @@ const keyName = (k: number): string => `${'05af'[k % 4]}${k}-key`;
 const ALL_KEYS = Array.from({ length: KEYS }, (_, k) => keyName(k));
 
 export async function runSchedule(options: ScheduleOptions): Promise<ScheduleResult> {
-  setMutant(options.mutant);
   const trace = new TraceChecker();
   const timeline = options.timeline;
   const acked = new Set<string>();
   const phases = new PhaseWaiters();
   const recorder = options.record ? new Recorder([], () => trace.nowMs()) : undefined;
-  setTraceSink(
+  const sink: (event: TraceEvent) => void =
     timeline === undefined
       ? (event) => {
           trace.record(event);
@@ -214,18 +214,15 @@ export async function runSchedule(options: ScheduleOptions): Promise<ScheduleRes
               `${trace.nowMs()} ms: ${event.node} acknowledges ${event.regionId} epoch ${event.epoch} (first: ${event.key})`,
             );
           }
-        },
-  );
-  try {
-    return await runScheduleWith(options, trace, phases, recorder);
-  } finally {
-    setTraceSink(undefined);
-    setMutant(undefined);
-  }
+        };
+  // The schedule's own probe: its world traces into this schedule's checkers and runs its mutant.
+  const probe = scheduleProbe({ trace: sink, mutant: options.mutant });
+  return runScheduleWith(options, probe, trace, phases, recorder);
 }
 
 async function runScheduleWith(
   options: ScheduleOptions,
+  probe: Probe,
   trace: TraceChecker,
   phases: PhaseWaiters,
   recorder: Recorder | undefined,
@@ -239,6 +236,7 @@ async function runScheduleWith(
     throw new InvalidArgumentError(`nodes: at least 4, not ${nodes}`);
   const world = await SimWorld.create({
     seed,
+    probe,
     nodes,
     regions: 3,
     replicas: 3,

@@ -10,7 +10,7 @@
  */
 import * as fc from 'fast-check';
 import { InvalidArgumentError } from '../../src/errors.js';
-import { MUTANTS, type Mutant } from '../../src/mutants.js';
+import { MUTANTS, type Mutant } from '../../src/probe.js';
 import { FAULT_KINDS, runSchedule, type ScheduleOptions } from '../../src/sim/check.js';
 import { REGRESSIONS } from '../../src/sim/regressions.js';
 import { planArbitrary, shrinkFailure } from '../../src/sim/shrink.js';
@@ -94,7 +94,7 @@ test.each(MUTANTS)('the checkers catch the mutant %s within 100 seeds', async (m
   }
   process.stderr.write(`[sim] ${mutant}: ${caught}\n`);
   expect(caught).toBeDefined();
-  // The switch is off again after the schedule: the same seed passes without the mutant.
+  // Each schedule brings its own probe: the same seed passes without the mutant.
   expect((await runSchedule({ seed: 1, ...config })).violations).toEqual([]);
 });
 
