@@ -753,7 +753,7 @@ export function registerOps(history: readonly HistoryEntry[], key: string): Regi
 }
 
 /** Every key's final read is its last acknowledged write, or a write after it of unknown outcome. */
-function durability(history: readonly HistoryEntry[]): string[] {
+export function durability(history: readonly HistoryEntry[]): string[] {
   const out: string[] = [];
   const finals = history.filter((e) => e.client === -1);
   for (const final of finals) {
@@ -781,7 +781,7 @@ function durability(history: readonly HistoryEntry[]): string[] {
   return out;
 }
 
-async function replicaEquivalence(c: LocalCluster): Promise<string[]> {
+export async function replicaEquivalence(c: LocalCluster): Promise<string[]> {
   await c.flush();
   const out: string[] = [];
   for (const r of c.regions()) {
@@ -823,7 +823,7 @@ async function dumpStore(store: { scan(): Promise<{ key: Buffer; value: Buffer }
 }
 
 /** Watches the region map: per region, every configuration seen, to check epochs afterwards. */
-function recordEpochs(c: LocalCluster): { check(): string[]; stop(): void; maxEpochs(): number } {
+export function recordEpochs(c: LocalCluster): { check(): string[]; stop(): void; maxEpochs(): number } {
   const seen = new Map<string, RegionConfig[]>();
   const unwatch = c.coordinator.client().watchRegions((event) => {
     if (event.kind !== 'put') return;
