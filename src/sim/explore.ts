@@ -33,6 +33,7 @@ import {
   replicaEquivalence,
 } from './check.js';
 import { TraceChecker } from './events.js';
+import { CLOCK_DRIFT_BOUND, CLOCK_JUMP_BOUND_MS } from './faults.js';
 import { fingerprint, TraceDigest } from './fingerprint.js';
 import { checkRegister } from './linearizability.js';
 import { type Chooser, SimWorld } from './world.js';
@@ -55,6 +56,11 @@ export interface ExploreConfig {
   mode: ReplicationMode;
   /** Log buffers per backup (K). */
   logBufferCount: number;
+  /**
+   * Every node's clock at the edge of the drift bound for the whole run (the first node — the
+   * first primary — slow, the others alternately fast and slow), as `talos check` does.
+   */
+  clockDrift: boolean;
   /** The world's seed: only the cluster's start-up, before the first choice point, uses it. */
   seed: number;
   mutant?: Mutant | undefined;
@@ -62,12 +68,13 @@ export interface ExploreConfig {
 
 export const DEFAULT_CONFIG: ExploreConfig = {
   nodes: 3,
-  replicas: 2,
+  replicas: 3,
   ops: 3,
   faults: 1,
-  depth: 14,
+  depth: 7,
   mode: 'send-index',
   logBufferCount: 1,
+  clockDrift: true,
   seed: 1,
 };
 
@@ -207,9 +214,13 @@ async function runPathWith(
     leaseTtlMs: LEASE_TTL_MS,
     logBufferCount: config.logBufferCount,
     skewLayouts: true,
+    maxClockDrift: CLOCK_DRIFT_BOUND,
+    maxClockJumpMs: CLOCK_JUMP_BOUND_MS,
     store: { segmentBytes: 4096, l0Bytes: 64, growthFactor: 2, maxLevels: 3, maxKeyBytes: 64 },
   });
   const c = world.localCluster;
+  if (config.clockDrift)
+    c.nodeIds().forEach((nodeId, i) => c.setClockRate(nodeId, 1 + (i % 2 === 0 ? -1 : 1) * CLOCK_DRIFT_BOUND));
   const client = c.client({ operationTimeoutMs: 20_000 });
   const startMs = world.clock.now();
   const nowMs = (): number => world.clock.now() - startMs;
@@ -426,6 +437,7 @@ export function replayCommand(config: ExploreConfig, choices: readonly number[])
     `talos check --replay ${config.seed} --choices '${trimmed.join(',')}' --nodes ${config.nodes} ` +
     `--replicas ${config.replicas} --ops ${config.ops} --faults ${config.faults} --mode ${config.mode}` +
     `${config.logBufferCount === DEFAULT_CONFIG.logBufferCount ? '' : ` --log-buffers ${config.logBufferCount}`}` +
+    `${config.clockDrift ? '' : ' --no-drift'}` +
     `${config.mutant === undefined ? '' : ` --mutant ${config.mutant}`}`
   );
 }
