@@ -8,6 +8,7 @@ import { formatEntry } from '../sim/check.js';
 import {
   DEFAULT_CONFIG,
   type ExploreConfig,
+  type ExploreFaultKind,
   type ExploreSummary,
   explore,
   MUTANT_CONFIGS,
@@ -20,6 +21,8 @@ export interface ExploreCliOptions {
   replicas?: number;
   ops?: number;
   faults?: number;
+  /** The fault menu's kinds (EXPLORE_FAULT_KINDS). */
+  faultKinds?: readonly string[];
   depth?: number;
   mode?: ReplicationMode;
   logBuffers?: number;
@@ -46,6 +49,7 @@ export function exploreConfig(o: ExploreCliOptions): ExploreConfig {
     replicas: o.replicas ?? base.replicas,
     ops: o.ops ?? base.ops,
     faults: o.faults ?? base.faults,
+    faultKinds: (o.faultKinds as ExploreFaultKind[] | undefined) ?? base.faultKinds,
     depth: o.depth ?? base.depth,
     mode: o.mode ?? base.mode,
     logBufferCount: o.logBuffers ?? base.logBufferCount,
@@ -56,7 +60,7 @@ export function exploreConfig(o: ExploreCliOptions): ExploreConfig {
 }
 
 export function describeConfig(c: ExploreConfig): string {
-  return `${c.nodes} nodes, one region, RF ${c.replicas}, ${c.ops} ops, up to ${c.faults} fault(s), depth ${c.depth}, ${c.mode}, K ${c.logBufferCount}${c.clockDrift ? ', drifting clocks' : ''}${c.mutant === undefined ? '' : `, mutant ${c.mutant}`}`;
+  return `${c.nodes} nodes, one region, RF ${c.replicas}, ${c.ops} ops, up to ${c.faults} fault(s) of ${c.faultKinds.join('/')}, depth ${c.depth}, ${c.mode}, K ${c.logBufferCount}${c.clockDrift ? ', drifting clocks' : ''}${c.mutant === undefined ? '' : `, mutant ${c.mutant}`}`;
 }
 
 export async function runExploreCli(o: ExploreCliOptions): Promise<ExploreSummary> {

@@ -380,6 +380,11 @@ program
   .option('--ops <n>', 'client operations of the fixed workload (1–6; default 3)', integer)
   .option('--faults <n>', 'faults the explorer may inject (0–2; default 1)', count)
   .option('--depth <n>', 'choice points per path the explorer branches at (default 7)', integer)
+  .option(
+    '--fault-kinds <list>',
+    'the fault menu: some of crash, kill, partition-all, stall (default crash,kill,partition-all)',
+    (v: string) => parseFaultKinds(v),
+  )
   .option('--log-buffers <n>', 'log buffers per backup, K (default 1)', integer)
   .option('--no-drift', "every node's clock exact (default: at the drift bound's edge, as talos check)")
   .option('--seed <n>', "the world's seed (its start-up before the first choice; default 1)", integer)

@@ -41,8 +41,10 @@ import { type Chooser, SimWorld } from './world.js';
 export const PROPERTIES = ['promotion', 'rebase', 'resync', 'fenced'] as const;
 export type Property = (typeof PROPERTIES)[number];
 
-export const EXPLORE_FAULT_KINDS = ['crash', 'kill', 'partition'] as const;
+/** The fault menu's kinds (named as talos check's): a stall lasts a lease TTL, the others FAULT_MS. */
+export const EXPLORE_FAULT_KINDS = ['crash', 'kill', 'partition-all', 'stall'] as const;
 export type ExploreFaultKind = (typeof EXPLORE_FAULT_KINDS)[number];
+const DEFAULT_FAULT_KINDS: readonly ExploreFaultKind[] = ['crash', 'kill', 'partition-all'];
 
 export interface ExploreConfig {
   nodes: number;
@@ -51,6 +53,8 @@ export interface ExploreConfig {
   ops: number;
   /** Faults the chooser may inject (at most). */
   faults: number;
+  /** The kinds of the fault menu (each on every node it may strike). */
+  faultKinds: readonly ExploreFaultKind[];
   /** Choice points per path the explorer branches at (later ones take choice 0). */
   depth: number;
   mode: ReplicationMode;
@@ -71,6 +75,7 @@ export const DEFAULT_CONFIG: ExploreConfig = {
   replicas: 3,
   ops: 3,
   faults: 1,
+  faultKinds: DEFAULT_FAULT_KINDS,
   depth: 7,
   mode: 'send-index',
   logBufferCount: 1,
@@ -118,6 +123,11 @@ export function validateConfig(config: ExploreConfig): void {
   int('ops', config.ops, 1, WORKLOAD.length);
   int('faults', config.faults, 0, 2);
   int('depth', config.depth, 0, 200);
+  const unknown = config.faultKinds.filter((k) => !(EXPLORE_FAULT_KINDS as readonly string[]).includes(k));
+  if (unknown.length > 0 || config.faultKinds.length === 0)
+    throw new InvalidArgumentError(
+      `fault kinds: some of ${EXPLORE_FAULT_KINDS.join(', ')}, not ${config.faultKinds.join(', ')}`,
+    );
 }
 
 /** One choice point a run passed: how many alternatives, the state's fingerprint, what was taken. */
@@ -247,10 +257,12 @@ async function runPathWith(
   const fault = async (kind: ExploreFaultKind, nodeId: string, index: number): Promise<void> => {
     faulted.add(nodeId);
     try {
-      if (kind === 'partition') {
+      if (kind === 'partition-all') {
         c.partition(nodeId, 'all');
         await sleep(FAULT_MS);
         c.heal(nodeId);
+      } else if (kind === 'stall') {
+        await c.stallNode(nodeId, LEASE_TTL_MS);
       } else {
         await c.killNode(nodeId);
         if (kind === 'kill') await sleep(FAULT_MS);
@@ -277,7 +289,7 @@ async function runPathWith(
       // Never every replica of the region faulted at once (that loses data by definition).
       const down = new Set([...faulted, ...c.deadNodes(), nodeId]);
       if (c.regions().some((r) => [r.primary, ...r.backups].every((n) => down.has(n)))) continue;
-      for (const kind of EXPLORE_FAULT_KINDS)
+      for (const kind of config.faultKinds)
         out.push(() => {
           const index = faultWork.length;
           faultsDone[index] = `${kind} ${nodeId} running`;
@@ -438,6 +450,7 @@ export function replayCommand(config: ExploreConfig, choices: readonly number[])
     `--replicas ${config.replicas} --ops ${config.ops} --faults ${config.faults} --mode ${config.mode}` +
     `${config.logBufferCount === DEFAULT_CONFIG.logBufferCount ? '' : ` --log-buffers ${config.logBufferCount}`}` +
     `${config.clockDrift ? '' : ' --no-drift'}` +
+    `${config.faultKinds.join(',') === DEFAULT_FAULT_KINDS.join(',') ? '' : ` --fault-kinds ${config.faultKinds.join(',')}`}` +
     `${config.mutant === undefined ? '' : ` --mutant ${config.mutant}`}`
   );
 }
