@@ -391,7 +391,12 @@ program
   .option('--max-states <n>', 'stop after this many unique states', integer)
   .option('--time-budget <s>', 'stop after this many seconds', integer)
   .option('--all', 'keep exploring after the first violation')
-  .addOption(new Option('--mode <mode>', 'replication mode (default send-index)').choices(['send-index', 'build-index']))
+  .addOption(
+    new Option('--mode <mode>', 'replication mode (default send-index)').choices([
+      'send-index',
+      'build-index',
+    ]),
+  )
   .addOption(
     new Option(
       '--mutant <name>',

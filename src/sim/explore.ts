@@ -11,15 +11,15 @@
  * point, so each run is deterministic and replayable (`talos check --replay SEED --choices …`).
  * Within the depth bound (choice points per path) the explorer records each point's state
  * fingerprint (fingerprint.ts); a point whose fingerprint is new is a unique state and every other
- * choice at it becomes a path to explore (DFS); a point whose fingerprint was seen ends the path's
- * branching (its subtree is explored from where it was seen first). Every run — settled, then
+ * choice at it becomes a path to explore (DFS); a point whose fingerprint was seen at the same depth or
+ * shallower ends the path's branching (its subtree is explored from there; seen only deeper, with
+ * less of the bound left, it is explored again). Every run — settled, then
  * healed and read back — goes through the checkers of `talos check`: linearizability per key,
  * durability, replica equivalence, epochs, the trace checkers and the liveness bounds. Reachability
  * properties ("sometimes") are the trace's phases: a promotion, a rebase, a re-sync and a fenced
  * epoch, each in some explored run.
  */
 import type { RegionConfig } from '../../coordination/types.js';
-import type { LocalCluster } from '../cluster/local-cluster.js';
 import { InvalidArgumentError, OutcomeUnknownError } from '../errors.js';
 import { type Mutant, setMutant } from '../mutants.js';
 import type { ReplicationMode } from '../replication/messages.js';
@@ -88,13 +88,15 @@ export const DEFAULT_CONFIG: ExploreConfig = {
  * `talos explore --mutant M` uses when no other option is given.
  */
 export const MUTANT_CONFIGS: Record<Mutant, Partial<ExploreConfig>> = {
-  'ack-before-replicate': { nodes: 2, replicas: 2, ops: 2, faults: 1, depth: 8 },
-  'no-l0-replay': { nodes: 2, replicas: 2, ops: 2, faults: 1, depth: 8 },
-  'no-revoke': { nodes: 3, replicas: 2, ops: 3, faults: 1, depth: 14 },
-  'stale-map': { nodes: 3, replicas: 2, ops: 4, faults: 1, depth: 14 },
-  'early-buffer-reuse': { nodes: 2, replicas: 2, ops: 3, faults: 0, depth: 8 },
-  'failed-after-append': { nodes: 2, replicas: 2, ops: 4, faults: 0, depth: 2 },
-  'no-lease-margin': { nodes: 3, replicas: 2, ops: 3, faults: 1, depth: 14 },
+  'ack-before-replicate': { nodes: 2, replicas: 2, ops: 1, faults: 1, depth: 1 },
+  'no-l0-replay': { nodes: 2, replicas: 2, ops: 1, faults: 1, depth: 2 },
+  'no-revoke': { nodes: 3, replicas: 3, ops: 1, faults: 1, depth: 2 },
+  'stale-map': { nodes: 3, replicas: 3, ops: 1, faults: 1, depth: 1 },
+  // Shown by the first path (every choice 0): its third put seals the second segment into buffer 0.
+  'early-buffer-reuse': { nodes: 2, replicas: 2, ops: 4, faults: 0, depth: 0 },
+  // Shown by the first path: the fourth write (operation 5, the delete) is reported failed.
+  'failed-after-append': { nodes: 2, replicas: 2, ops: 5, faults: 0, depth: 0 },
+  'no-lease-margin': { nodes: 2, replicas: 2, ops: 1, faults: 1, depth: 2, faultKinds: ['stall'] },
 };
 
 /** The fixed workload: client, operation and key (values are `v<i>` padded to VALUE_BYTES). */
@@ -230,7 +232,8 @@ async function runPathWith(
   });
   const c = world.localCluster;
   if (config.clockDrift)
-    c.nodeIds().forEach((nodeId, i) => c.setClockRate(nodeId, 1 + (i % 2 === 0 ? -1 : 1) * CLOCK_DRIFT_BOUND));
+    for (const [i, nodeId] of c.nodeIds().entries())
+      c.setClockRate(nodeId, 1 + (i % 2 === 0 ? -1 : 1) * CLOCK_DRIFT_BOUND);
   const client = c.client({ operationTimeoutMs: 20_000 });
   const startMs = world.clock.now();
   const nowMs = (): number => world.clock.now() - startMs;
@@ -459,7 +462,8 @@ export function replayCommand(config: ExploreConfig, choices: readonly number[])
 export async function explore(config: ExploreConfig, budget: ExploreBudget = {}): Promise<ExploreSummary> {
   validateConfig(config);
   const started = Date.now();
-  const seen = new Set<string>();
+  /** Fingerprint → the shallowest choice point it was seen at. */
+  const seen = new Map<string, number>();
   const stack: number[][] = [[]];
   const found = new Map<Property, number[]>();
   const summary: ExploreSummary = {
@@ -498,8 +502,11 @@ export async function explore(config: ExploreConfig, budget: ExploreBudget = {})
     for (let i = prefix.length; i < run.points.length; i++) {
       summary.statesExplored++;
       const point = run.points[i]!;
-      if (seen.has(point.fingerprint)) break;
-      seen.add(point.fingerprint);
+      // Seen at this depth or shallower: its subtree is explored (or queued) from there. Seen only
+      // deeper, with less of the depth bound left: explored again from here.
+      const at = seen.get(point.fingerprint);
+      if (at !== undefined && at <= i) break;
+      seen.set(point.fingerprint, i);
       for (let a = point.n - 1; a >= 1; a--) stack.push([...choices.slice(0, i), a]);
     }
     // The branch point itself (the prefix's last choice) was counted where it was first seen.
