@@ -121,7 +121,8 @@ export interface ChoicesReplayOptions extends ExploreCliOptions {
 
 /** `talos check --replay SEED --choices LIST`: one path of the explorer again, with its history. */
 export async function replayChoices(o: ChoicesReplayOptions): Promise<{ violations: string[] }> {
-  const config = { ...exploreConfig(o), seed: o.replay };
+  // The depth only bounds what a path records: a replay records its choices.
+  const config = { ...exploreConfig(o), seed: o.replay, depth: Math.min(200, o.choices.length) };
   const out = (line: string): void => {
     if (!o.json) process.stdout.write(`${line}\n`);
   };
