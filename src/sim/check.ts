@@ -319,18 +319,7 @@ async function runScheduleWith(
         end = to === 4 ? undefined : '05af'[to]!;
       }
       const value = op === 'put' ? valueFor(written++) : undefined;
-      const entry: HistoryEntry = {
-        client: id,
-        op,
-        key,
-        value,
-        ...(op === 'scan' ? { end } : {}),
-        call: clock++,
-        ret: Number.POSITIVE_INFINITY,
-        callMs: nowMs(),
-        retMs: Number.POSITIVE_INFINITY,
-        outcome: 'info',
-      };
+      const entry = invoked(id, op, key, value, op === 'scan' ? { end } : {}, clock++, nowMs());
       history.push(entry);
       try {
         if (op === 'put') await client.put(key, value!);
@@ -725,6 +714,30 @@ function whole(c: LocalCluster, map: readonly RegionConfig[]): boolean {
       c.session(r.primary, r.regionId)?.epoch === r.epoch &&
       c.session(r.primary, r.regionId)?.isServing === true,
   );
+}
+
+/** A history entry at its invocation: outcome unknown until it returns (`talos check`, `talos explore`). */
+export function invoked(
+  client: number,
+  op: HistoryEntry['op'],
+  key: string,
+  value: string | undefined,
+  range: { end?: string | undefined },
+  call: number,
+  callMs: number,
+): HistoryEntry {
+  return {
+    client,
+    op,
+    key,
+    value,
+    ...range,
+    call,
+    ret: Number.POSITIVE_INFINITY,
+    callMs,
+    retMs: Number.POSITIVE_INFINITY,
+    outcome: 'info',
+  };
 }
 
 /**

@@ -27,6 +27,7 @@ import { setTraceSink } from '../trace.js';
 import {
   durability,
   type HistoryEntry,
+  invoked,
   livenessBounds,
   recordEpochs,
   registerOps,
@@ -318,37 +319,32 @@ async function runPathWith(
   world.chooser = chooser;
   startRecording();
 
-  const clientLoop = async (id: number): Promise<void> => {
-    for (const [i, w] of WORKLOAD.slice(0, config.ops).entries()) {
-      if (w.client !== id) continue;
-      const value = w.op === 'put' ? `v${i}`.padEnd(VALUE_BYTES, '.') : undefined;
-      const entry: HistoryEntry = {
-        client: id,
-        op: w.op,
-        key: w.key,
-        value,
-        call: clock++,
-        ret: Number.POSITIVE_INFINITY,
-        callMs: nowMs(),
-        retMs: Number.POSITIVE_INFINITY,
-        outcome: 'info',
-      };
-      history.push(entry);
-      try {
-        if (w.op === 'put') await client.put(w.key, value!);
-        else if (w.op === 'delete') await client.delete(w.key);
-        else entry.value = (await client.get(w.key))?.toString();
-        entry.outcome = 'ok';
-        entry.ret = clock++;
-        entry.retMs = nowMs();
-      } catch (err) {
-        if (!(err instanceof OutcomeUnknownError)) {
-          entry.outcome = 'fail';
-          entry.ret = clock++;
-          entry.retMs = nowMs();
-        }
-      }
+  /** One operation, recorded (client −1: a final read after healing). */
+  const operation = async (
+    id: number,
+    op: 'put' | 'get' | 'delete',
+    key: string,
+    value: string | undefined,
+  ): Promise<HistoryEntry> => {
+    const entry = invoked(id, op, key, value, {}, clock++, nowMs());
+    history.push(entry);
+    try {
+      if (op === 'put') await client.put(key, value!);
+      else if (op === 'delete') await client.delete(key);
+      else entry.value = (await client.get(key))?.toString();
+      entry.outcome = 'ok';
+    } catch (err) {
+      if (err instanceof OutcomeUnknownError) return entry;
+      entry.outcome = 'fail';
     }
+    entry.ret = clock++;
+    entry.retMs = nowMs();
+    return entry;
+  };
+  const clientLoop = async (id: number): Promise<void> => {
+    for (const [i, w] of WORKLOAD.slice(0, config.ops).entries())
+      if (w.client === id)
+        await operation(id, w.op, w.key, w.op === 'put' ? `v${i}`.padEnd(VALUE_BYTES, '.') : undefined);
   };
 
   try {
@@ -365,21 +361,8 @@ async function runPathWith(
     for (const nodeId of c.deadNodes()) await world.run(c.restartNode(nodeId));
     await world.run(c.waitForRegions(whole, 120_000), 180_000);
     for (const key of KEYS) {
-      const entry: HistoryEntry = {
-        client: -1,
-        op: 'get',
-        key,
-        value: undefined,
-        call: clock++,
-        ret: 0,
-        callMs: nowMs(),
-        retMs: 0,
-        outcome: 'ok',
-      };
-      entry.value = (await world.run(client.get(key)))?.toString();
-      entry.ret = clock++;
-      entry.retMs = nowMs();
-      history.push(entry);
+      const final = await world.run(operation(-1, 'get', key, undefined));
+      if (final.outcome !== 'ok') throw new Error(`the final read of ${key} failed after healing`);
     }
     for (const key of KEYS)
       if (checkRegister(registerOps(history, key), undefined) === 'violation')

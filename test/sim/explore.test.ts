@@ -14,28 +14,9 @@ import {
 } from '../../src/cli/explore.js';
 import { MUTANTS } from '../../src/mutants.js';
 import { DEFAULT_CONFIG, runPath } from '../../src/sim/explore.js';
+import { captured } from '../support/stdout.js';
 
 jest.setTimeout(300_000);
-
-async function captured<T>(run: () => Promise<T>): Promise<{ value: T; lines: string[] }> {
-  const chunks: string[] = [];
-  const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    chunks.push(chunk.toString());
-    return true;
-  });
-  try {
-    const value = await run();
-    return {
-      value,
-      lines: chunks
-        .join('')
-        .split('\n')
-        .filter((l) => l.length > 0),
-    };
-  } finally {
-    spy.mockRestore();
-  }
-}
 
 /** A printed replay command as the options `talos check` parses from it. */
 function parseReplay(command: string): ChoicesReplayOptions {
