@@ -20,6 +20,8 @@ const integer = (v: string): number => {
     throw new InvalidArgumentError(`expected a positive integer, got ${v}`);
   return n;
 };
+/** A non-negative integer option (`--faults 0`). */
+const count = (v: string): number => (v.trim() === '0' ? 0 : integer(v));
 
 program
   .command('demo', { isDefault: true })
@@ -309,7 +311,7 @@ program
   )
   .option('--seeds <n>', 'schedules to run', integer, 100)
   .option('--ops <n>', 'client operations per schedule', integer, 60)
-  .option('--faults <n>', 'faults per schedule (drawn from the seed)', integer, 3)
+  .option('--faults <n>', 'faults per schedule (drawn from the seed)', count, 3)
   .option(
     '--fault-kinds <list>',
     `comma-separated kinds a drawn plan picks from (default all: ${FAULT_KINDS.join(', ')}; "first": the first simulator's nine, which older seeds were drawn from)`,
@@ -330,6 +332,13 @@ program
     'with --replay: this fault plan instead of the drawn one (as printed)',
     (v: string) => parsePlan(v),
   )
+  .option(
+    '--choices <list>',
+    'with --replay: one path of `talos explore` (its printed choices; with --nodes --replicas --ops --faults as printed)',
+  )
+  .option('--replicas <n>', 'with --choices: copies of the region (RF)', integer)
+  .option('--log-buffers <n>', 'with --choices: log buffers per backup (K)', integer)
+  .option('--no-drift', 'with --choices: clocks without drift')
   .option('--timeline', 'with --replay: print faults, region configurations and restarts as they happen')
   .option(
     '--html <path>',
@@ -350,9 +359,56 @@ program
   .option('--report <path>', 'write a markdown report (docs/reliability.md)')
   .option('--append-report', "with --report: add this run's section to the existing report")
   .action(async (o) => {
+    if (o.choices !== undefined) {
+      if (o.replay === undefined) throw new InvalidArgumentError('--choices: only with --replay');
+      const { parseChoices, replayChoices } = await import('./explore.js');
+      const result = await replayChoices({ ...o, replay: o.replay, choices: parseChoices(o.choices) });
+      if (result.violations.length > 0) process.exitCode = 1;
+      return;
+    }
     const { runCheck } = await import('./check.js');
     const summary = await runCheck(o);
     if (summary.violations > 0) process.exitCode = 1;
+  });
+
+program
+  .command('explore')
+  .description(
+    'explore every order of deliveries, I/O completions, timers and fault points of a small simulated world (bounded), checking the invariants of talos check and reachability properties',
+  )
+  .option('--nodes <n>', 'nodes (2–4; default 3)', integer)
+  .option('--replicas <n>', 'copies of the one region (2–3; default 3)', integer)
+  .option('--ops <n>', 'client operations of the fixed workload (1–6; default 3)', integer)
+  .option('--faults <n>', 'faults the explorer may inject (0–2; default 1)', count)
+  .option('--depth <n>', 'choice points per path the explorer branches at (default 7)', integer)
+  .option(
+    '--fault-kinds <list>',
+    'the fault menu: some of crash, kill, partition-all, stall (default crash,kill,partition-all)',
+    (v: string) => parseFaultKinds(v),
+  )
+  .option('--log-buffers <n>', 'log buffers per backup, K (default 1)', integer)
+  .option('--no-drift', "every node's clock exact (default: at the drift bound's edge, as talos check)")
+  .option('--seed <n>', "the world's seed (its start-up before the first choice; default 1)", integer)
+  .option('--max-states <n>', 'stop after this many unique states', integer)
+  .option('--time-budget <s>', 'stop after this many seconds', integer)
+  .option('--all', 'keep exploring after the first violation')
+  .addOption(
+    new Option('--mode <mode>', 'replication mode (default send-index)').choices([
+      'send-index',
+      'build-index',
+    ]),
+  )
+  .addOption(
+    new Option(
+      '--mutant <name>',
+      'a deliberate protocol defect; alone, at the smallest configuration that shows it (docs/explore.md)',
+    ).choices([...MUTANTS]),
+  )
+  .option('--json', 'print one JSON summary object as the last line')
+  .action(async (o) => {
+    const { runExploreCli } = await import('./explore.js');
+    const summary = await runExploreCli(o);
+    if (summary.violations.length > 0) process.exitCode = 1;
   });
 
 /** `--fault-kinds`: kinds by name, or "first" for FIRST_FAULT_KINDS. */

@@ -373,18 +373,7 @@ async function runScheduleWith(
         end = to === 4 ? undefined : '05af'[to]!;
       }
       const value = op === 'put' ? valueFor(written++) : undefined;
-      const entry: HistoryEntry = {
-        client: id,
-        op,
-        key,
-        value,
-        ...(op === 'scan' ? { end } : {}),
-        call: clock++,
-        ret: Number.POSITIVE_INFINITY,
-        callMs: nowMs(),
-        retMs: Number.POSITIVE_INFINITY,
-        outcome: 'info',
-      };
+      const entry = invoked(id, op, key, value, op === 'scan' ? { end } : {}, clock++, nowMs());
       history.push(entry);
       try {
         if (op === 'put') await client.put(key, value!);
@@ -782,6 +771,30 @@ function whole(c: LocalCluster, map: readonly RegionConfig[]): boolean {
   );
 }
 
+/** A history entry at its invocation: outcome unknown until it returns (`talos check`, `talos explore`). */
+export function invoked(
+  client: number,
+  op: HistoryEntry['op'],
+  key: string,
+  value: string | undefined,
+  range: { end?: string | undefined },
+  call: number,
+  callMs: number,
+): HistoryEntry {
+  return {
+    client,
+    op,
+    key,
+    value,
+    ...range,
+    call,
+    ret: Number.POSITIVE_INFINITY,
+    callMs,
+    retMs: Number.POSITIVE_INFINITY,
+    outcome: 'info',
+  };
+}
+
 /**
  * One key's operations as register operations: failed ones and reads of unknown outcome left out;
  * a completed scan whose range covers the key is a read of it (the value its rows show, or absent).
@@ -808,7 +821,7 @@ export function registerOps(history: readonly HistoryEntry[], key: string): Regi
 }
 
 /** Every key's final read is its last acknowledged write, or a write after it of unknown outcome. */
-function durability(history: readonly HistoryEntry[]): string[] {
+export function durability(history: readonly HistoryEntry[]): string[] {
   const out: string[] = [];
   const finals = history.filter((e) => e.client === -1);
   for (const final of finals) {
@@ -836,7 +849,7 @@ function durability(history: readonly HistoryEntry[]): string[] {
   return out;
 }
 
-async function replicaEquivalence(c: LocalCluster): Promise<string[]> {
+export async function replicaEquivalence(c: LocalCluster): Promise<string[]> {
   await c.flush();
   const out: string[] = [];
   for (const r of c.regions()) {
@@ -878,7 +891,7 @@ async function dumpStore(store: { scan(): Promise<{ key: Buffer; value: Buffer }
 }
 
 /** Watches the region map: per region, every configuration seen, to check epochs afterwards. */
-function recordEpochs(c: LocalCluster): { check(): string[]; stop(): void; maxEpochs(): number } {
+export function recordEpochs(c: LocalCluster): { check(): string[]; stop(): void; maxEpochs(): number } {
   const seen = new Map<string, RegionConfig[]>();
   const unwatch = c.coordinator.client().watchRegions((event) => {
     if (event.kind !== 'put') return;

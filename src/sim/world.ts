@@ -27,6 +27,19 @@ export class SimDeadlockError extends TalosError {
   }
 }
 
+/**
+ * Who picks at the world's choice points (`talos explore` replaces the seeded default): `n` is the
+ * number of alternatives, 0 … n−1 the queued fabric steps in queue order and — when `timersCompete`
+ * and a timer is due — n−1 moving the clock to that timer before any ready step (with
+ * `timersCompete`, a timer firing when no step is ready asks too, with n = 1). −1: none now, run
+ * what became ready and ask again (the explorer injects a fault there).
+ */
+export interface Chooser {
+  choose(n: number): number;
+  /** Whether a due timer competes with the ready steps (default false: timers wait for quiet). */
+  readonly timersCompete?: boolean;
+}
+
 export interface SimWorldOptions
   extends Omit<LocalClusterOptions, 'clock' | 'nodeClock' | 'fabricScheduler' | 'dataDir'> {
   seed: number;
@@ -40,6 +53,8 @@ export class SimWorld {
   private readonly steps: (() => void)[] = [];
   private readonly nodeClocks = new Map<string, NodeClock>();
   private cluster: LocalCluster | undefined;
+  /** Picks at each choice point (default: the seeded PRNG). */
+  chooser: Chooser = { choose: (n) => this.prng.int(0, n - 1) };
   /** Fabric steps run and clock jumps made (a measure of the schedule's length). */
   stepCount = 0;
 
@@ -79,6 +94,11 @@ export class SimWorld {
     return clock;
   }
 
+  /** Fabric steps and I/O completions queued now. */
+  get pendingSteps(): number {
+    return this.steps.length;
+  }
+
   /** Virtual milliseconds since the world began. */
   nowMs(): number {
     return this.clock.now() - 1_000_000;
@@ -105,7 +125,16 @@ export class SimWorld {
     for (;;) {
       await flushReady();
       if (this.steps.length > 0) {
-        const [step] = this.steps.splice(this.prng.int(0, this.steps.length - 1), 1);
+        const dueMs = this.chooser.timersCompete ? this.clock.nextDueMs() : undefined;
+        const timer = dueMs !== undefined && dueMs <= limit;
+        const pick = this.chooser.choose(this.steps.length + (timer ? 1 : 0));
+        if (pick < 0) continue;
+        if (pick === this.steps.length) {
+          this.stepCount++;
+          this.clock.advance(Math.max(0, dueMs! - this.clock.now()));
+          continue;
+        }
+        const [step] = this.steps.splice(pick, 1);
         this.stepCount++;
         step!();
         continue;
@@ -115,6 +144,8 @@ export class SimWorld {
       if (due === undefined)
         throw new SimDeadlockError('no fabric step, no timer, and the awaited work is not done');
       if (due > limit) throw new SimDeadlockError(`not done within ${maxVirtualMs} virtual ms`);
+      // A timer firing is a choice point too when timers compete (the explorer injects faults there).
+      if (this.chooser.timersCompete && this.chooser.choose(1) < 0) continue;
       this.stepCount++;
       this.clock.advance(Math.max(0, due - this.clock.now()));
     }

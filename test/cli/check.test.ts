@@ -4,28 +4,9 @@
  * as the last line with the fields the issue names.
  */
 import { runCheck } from '../../src/cli/check.js';
+import { captured } from '../support/stdout.js';
 
 jest.setTimeout(300_000);
-
-async function captured<T>(run: () => Promise<T>): Promise<{ value: T; lines: string[] }> {
-  const chunks: string[] = [];
-  const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    chunks.push(chunk.toString());
-    return true;
-  });
-  try {
-    const value = await run();
-    return {
-      value,
-      lines: chunks
-        .join('')
-        .split('\n')
-        .filter((l) => l.length > 0),
-    };
-  } finally {
-    spy.mockRestore();
-  }
-}
 
 test('a mutant batch: violations, a shrunk failure, and a replay of it that fails the same way', async () => {
   const { value: summary, lines } = await captured(() =>
