@@ -66,6 +66,10 @@ const BEFORE_BATCHES = { batches: false } as const;
  *   writes after it and re-synced every other replica to the shortened log. The reopen must now
  *   find the promoted tail whole (assertPromotedTail), else the node fail-stops and another
  *   backup takes the region.
+ * - seed 1732623301, overlapping faults, Build-Index (a liveness failure): the same flip during a
+ *   promotion; the new primary's shortened log then met a backup that had indexed 201 bytes of
+ *   the segment it now said held 38 ("log segment 0 shrank"), which rightly refused, and the
+ *   region never moved on. With the promoted tail checked, the flipped node fail-stops instead.
  * - seed 22, K = 1: a false alarm of that checker (a primary re-opening a backup within its epoch
  *   gets new buffers: link-open now resets what the checker believes they hold).
  */
@@ -82,6 +86,7 @@ export const REGRESSIONS: readonly ScheduleOptions[] = [
   { seed: 923763848, ops: 60, faults: 4, concurrentFaults: 2, ...BEFORE_BATCHES },
   { seed: 297259283, ops: 60, faults: 4, concurrentFaults: 2, ...BEFORE_BATCHES },
   { seed: 963158544, ops: 60, faults: 4, concurrentFaults: 2, ...BEFORE_BATCHES },
+  { seed: 1732623301, ops: 60, faults: 4, concurrentFaults: 2, ...BEFORE_BATCHES },
   {
     seed: 1250625380,
     ops: 1,
