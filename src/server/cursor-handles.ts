@@ -20,6 +20,8 @@ import { InvalidArgumentError, TalosError } from '../errors.js';
 
 /** A page stops adding rows once it holds this many bytes of keys and values. */
 export const PAGE_BYTES = 1024 * 1024;
+/** Expired handles a connection remembers by number. */
+const MAX_EXPIRED_KEPT = 1024;
 /** Rows taken from a cursor at a time while a page fills. */
 const PAGE_RUN = 64;
 /** Most rows one page may ask for. */
@@ -56,7 +58,7 @@ export interface CursorRequest {
 export class ConnectionHandles {
   private nextHandle = 1;
   private readonly held = new Map<number, Held>();
-  /** Handles closed by their lease (so a late use says why). */
+  /** Handles closed by their lease (so a late use says why): the latest MAX_EXPIRED_KEPT only. */
   private readonly expired = new Set<number>();
   private closed = false;
 
@@ -162,6 +164,8 @@ export class ConnectionHandles {
       const held = this.held.get(handle);
       if (held === undefined) return;
       this.expired.add(handle);
+      // A long-lived connection must not accumulate them: the oldest is forgotten (UNKNOWN_HANDLE).
+      if (this.expired.size > MAX_EXPIRED_KEPT) this.expired.delete(this.expired.values().next().value!);
       this.drop(handle, held);
     }, this.leaseMs);
     timer.unref();
